@@ -1,0 +1,126 @@
+"""ModelConfig: the one frozen description of a recurrent network.
+
+Every field is validated in ``__post_init__``; a bad value raises ``ConfigError`` with one line naming the
+field, the value and the allowed range, so the command line and the dashboard can show it as it is.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+CELLS = ("rnn", "lstm", "gru")
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
+INITS = ("default", "xavier", "orthogonal", "identity", "spectral", "chrono")
+
+# gamma: the bound on |phi'| that drives vanishing (Pascanu et al. 2013): ||dh_t/dh_{t-1}|| <= gamma * sigma_max(W_hh)
+ACTIVATION_GAMMA = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "linear": 1.0}
+
+MAX_HIDDEN = 4096
+MAX_LAYERS = 16
+
+
+class ConfigError(ValueError):
+    """A configuration field is out of range; the message is one line naming the field."""
+
+
+def check_choice(field: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{field}={value!r} is not allowed: choose one of {', '.join(map(str, choices))}")
+
+
+def check_int(field: str, value, lo: int, hi: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{field}={value!r} must be an integer in [{lo}, {hi if hi is not None else 'inf'}]")
+    if value < lo or (hi is not None and value > hi):
+        raise ConfigError(f"{field}={value} is out of range: must be in [{lo}, {hi if hi is not None else 'inf'}]")
+
+
+def check_float(field: str, value, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{field}={value!r} must be a finite number in {'(' if lo_open else '['}{lo}, {hi}]")
+    if value < lo or value > hi or (lo_open and value == lo):
+        raise ConfigError(f"{field}={value} is out of range: must be in {'(' if lo_open else '['}{lo}, {hi}]")
+
+
+def check_bool(field: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field}={value!r} must be true or false")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A stacked recurrent network.
+
+    cell          rnn | lstm | gru
+    activation    phi of the vanilla RNN: tanh | relu | sigmoid | linear (gated cells use their own sigmoid/tanh)
+    input_size    I, features per step
+    hidden_size   H, units per layer and direction
+    num_layers    L, stacked layers (layer l > 0 reads layer l-1's hidden states)
+    bidirectional a second, time-reversed cell per layer; layer outputs are [h_fwd, h_bwd]
+    init          default | xavier | orthogonal | identity | spectral | chrono (see rnn_models.init)
+    init_scale    gain (xavier, orthogonal), scale a of W_hh = a*I (identity), spectral radius (spectral)
+    layer_norm    Ba et al. 2016 layer normalization inside the cell
+    peephole      LSTM only: Gers et al. peepholes (i, f see c_{t-1}; o sees c_t)
+    forget_bias   LSTM only: if set, the forget gate's total bias (carried by bias_ih; bias_hh's f block is 0)
+    chrono_tmax   T_max of the chrono initialization (usually the sequence length)
+    seed          seed of the initialization
+    """
+
+    cell: str = "rnn"
+    activation: str = "tanh"
+    input_size: int = 8
+    hidden_size: int = 64
+    num_layers: int = 1
+    bidirectional: bool = False
+    init: str = "default"
+    init_scale: float = 1.0
+    layer_norm: bool = False
+    peephole: bool = False
+    forget_bias: float | None = None
+    chrono_tmax: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        check_choice("cell", self.cell, CELLS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_int("input_size", self.input_size, 1, 100_000)
+        check_int("hidden_size", self.hidden_size, 1, MAX_HIDDEN)
+        check_int("num_layers", self.num_layers, 1, MAX_LAYERS)
+        check_bool("bidirectional", self.bidirectional)
+        check_choice("init", self.init, INITS)
+        check_float("init_scale", self.init_scale, 0.0, 100.0)
+        check_bool("layer_norm", self.layer_norm)
+        check_bool("peephole", self.peephole)
+        if self.forget_bias is not None:
+            check_float("forget_bias", self.forget_bias, -20.0, 20.0)
+        check_int("chrono_tmax", self.chrono_tmax, 2, 10_000_000)
+        check_int("seed", self.seed, 0, 2**63 - 1)
+        if self.init == "chrono" and self.cell == "lstm" and self.forget_bias is not None:
+            raise ConfigError("forget_bias must be unset with init='chrono': chrono sets the forget bias itself")
+
+    @property
+    def gamma(self) -> float:
+        """Bound on the activation's derivative (the vanilla RNN's phi)."""
+        return ACTIVATION_GAMMA[self.activation]
+
+    @property
+    def num_gates(self) -> int:
+        return {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+
+    @property
+    def state_size(self) -> int:
+        """Size of the recurrent state of one cell: (h, c) for the LSTM, h otherwise."""
+        return 2 * self.hidden_size if self.cell == "lstm" else self.hidden_size
+
+    def inapplicable(self) -> list[str]:
+        """Settings that were given but do not apply to this cell (shown to the user, never silently dropped)."""
+        notes = []
+        if self.cell != "rnn" and self.activation != "tanh":
+            notes.append(f"activation={self.activation!r} applies to the vanilla RNN only; {self.cell} uses sigmoid/tanh gates")
+        if self.cell != "lstm" and self.peephole:
+            notes.append(f"peephole applies to the LSTM only; ignored for {self.cell}")
+        if self.cell != "lstm" and self.forget_bias is not None:
+            notes.append(f"forget_bias applies to the LSTM only; ignored for {self.cell}")
+        if self.cell == "rnn" and self.init == "chrono":
+            notes.append("init='chrono' applies to gated cells only; the rnn uses the default init")
+        return notes

@@ -1,0 +1,158 @@
+r"""The stacked (optionally bidirectional) recurrent network and its time loop.
+
+``RecurrentNetwork(config)(x)`` runs every layer over the whole sequence and returns a ``Trace`` holding every
+state it passed through, so the analysis can differentiate with respect to each h_t in one backward pass and
+evaluate per-step Jacobians at the states actually visited.
+
+Shapes::
+
+    x        (T, B, I)
+    outputs  (T, B, D*H)      D = 2 if bidirectional else 1; the last layer's [h_fwd; h_bwd]
+    Trace.runs[l][d]          one ``Run`` per layer l and direction d (0 forward, 1 backward)
+
+Parameter names match ``torch.nn.RNN/LSTM/GRU`` through ``torch_state_dict`` / ``load_torch_state_dict``
+(``weight_ih_l{k}``, ``..._reverse``), so a trained torch model's weights load as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .cells import State, _Cell, make_cell
+from .config import ModelConfig
+from .init import initialize_cell
+
+
+@dataclass
+class Run:
+    """One layer, one direction, in processing order (the backward direction runs t = T-1 .. 0).
+
+    xp      list of T projected inputs, each (B, G)
+    states  list of T + 1 state tuples; states[0] is the initial state, states[s + 1] follows input s
+    reverse True for the backward direction: processing step s is time T - 1 - s
+    """
+
+    cell: _Cell
+    xp: list[Tensor]
+    states: list[State]
+    reverse: bool
+
+    def h_in_time_order(self) -> list[Tensor]:
+        hs = [s[0] for s in self.states[1:]]
+        return hs[::-1] if self.reverse else hs
+
+
+@dataclass
+class Trace:
+    outputs: Tensor
+    runs: list[list[Run]]
+
+
+class RecurrentNetwork(nn.Module):
+    """Stacked cells built from one ``ModelConfig``; ``layers[l][d]`` is the cell of layer l, direction d."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        D = 2 if config.bidirectional else 1
+        gen = torch.Generator().manual_seed(config.seed)
+        self.layers = nn.ModuleList()
+        for l in range(config.num_layers):
+            in_size = config.input_size if l == 0 else D * config.hidden_size
+            dirs = nn.ModuleList()
+            for _ in range(D):
+                cell = make_cell(config.cell, in_size, config.hidden_size, activation=config.activation,
+                                 layer_norm=config.layer_norm, peephole=config.peephole)
+                initialize_cell(cell, config, gen)
+                dirs.append(cell)
+            self.layers.append(dirs)
+
+    @property
+    def num_directions(self) -> int:
+        return len(self.layers[0])
+
+    def forward(self, x: Tensor, initial: list[list[State]] | None = None, *, views: bool = False) -> Trace:
+        """Run the network over x (T, B, I).
+
+        initial   optional initial states per layer and direction (default zeros)
+        views     feed each step a fresh view of its state (``h.view_as(h)``) and record that view, so
+                  ``torch.autograd.grad(loss, h_view)`` is the total dL/dh_t through every later path
+        """
+        if x.dim() != 3:
+            raise ValueError(f"inputs must have shape (T, B, input_size); got {tuple(x.shape)}")
+        if x.shape[-1] != self.config.input_size:
+            raise ValueError(f"inputs have input_size={x.shape[-1]} but the model expects {self.config.input_size}")
+        T, B, _ = x.shape
+        runs = []
+        layer_in = x
+        for l, dirs in enumerate(self.layers):
+            layer_runs = []
+            for d, cell in enumerate(dirs):
+                state0 = initial[l][d] if initial is not None else cell.init_state(B, x.dtype, x.device)
+                seq = layer_in.flip(0) if d == 1 else layer_in
+                layer_runs.append(run_cell(cell, seq, state0, views=views, reverse=(d == 1)))
+            runs.append(layer_runs)
+            outs = [torch.stack(r.h_in_time_order(), 0) for r in layer_runs]  # D x (T, B, H)
+            layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)  # (T, B, D*H)
+        return Trace(outputs=layer_in, runs=runs)
+
+    # ---- torch.nn.RNN/LSTM/GRU weights ---------------------------------------------------------------
+    def torch_state_dict(self) -> dict[str, Tensor]:
+        """This network's weights under torch.nn.RNN/LSTM/GRU names (only the parameters torch has)."""
+        out = {}
+        for l, dirs in enumerate(self.layers):
+            for d, cell in enumerate(dirs):
+                sfx = f"_l{l}" + ("_reverse" if d == 1 else "")
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    out[name + sfx] = getattr(cell, name).detach().clone()
+        return out
+
+    @torch.no_grad()
+    def load_torch_state_dict(self, sd: dict[str, Tensor]) -> None:
+        """Copy the weights of a torch.nn.RNN/LSTM/GRU ``state_dict()`` into this network."""
+        expected = self.torch_state_dict()
+        missing = [k for k in expected if k not in sd]
+        if missing:
+            raise ValueError(f"state_dict lacks {missing[0]} (and {len(missing) - 1} more keys) for this model")
+        for k, v in expected.items():
+            if tuple(sd[k].shape) != tuple(v.shape):
+                raise ValueError(f"state_dict[{k!r}] has shape {tuple(sd[k].shape)}, the model needs {tuple(v.shape)}")
+        for l, dirs in enumerate(self.layers):
+            for d, cell in enumerate(dirs):
+                sfx = f"_l{l}" + ("_reverse" if d == 1 else "")
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(cell, name).copy_(sd[name + sfx])
+
+
+def run_cell(cell: _Cell, x: Tensor, state0: State, *, views: bool = False, reverse: bool = False) -> Run:
+    """The time loop of one cell over x (T, B, I), processing in the order given."""
+    # project every input at once, then split: indexing one big tensor per step makes the backward O(T^2)
+    xp = list(cell.project(x).unbind(0))  # T x (B, G)
+    state = tuple(s.view_as(s) for s in state0) if views else state0
+    states = [state]
+    for xp_t in xp:
+        state = cell.step(xp_t, state)
+        if views:
+            state = tuple(s.view_as(s) for s in state)
+        states.append(state)
+    return Run(cell=cell, xp=xp, states=states, reverse=reverse)
+
+
+def infer_config_from_torch_state_dict(sd: dict[str, Tensor]) -> dict:
+    """Cell type, sizes, layers and direction of a torch.nn.RNN/LSTM/GRU state_dict (as ModelConfig fields)."""
+    if "weight_hh_l0" not in sd or "weight_ih_l0" not in sd:
+        raise ValueError("state_dict is not from torch.nn.RNN/LSTM/GRU: it has no weight_ih_l0 / weight_hh_l0")
+    if any(k.startswith("weight_hr") for k in sd):
+        raise ValueError("state_dict has LSTM projections (proj_size > 0), which this tool does not support")
+    if "bias_ih_l0" not in sd:
+        raise ValueError("state_dict has no biases (bias=False), which this tool does not support")
+    rows, H = sd["weight_hh_l0"].shape
+    gates = rows // H
+    cell = {1: "rnn", 4: "lstm", 3: "gru"}.get(gates) if rows % H == 0 else None
+    if cell is None:
+        raise ValueError(f"state_dict weight_hh_l0 has shape {tuple(sd['weight_hh_l0'].shape)}: not an RNN/LSTM/GRU")
+    num_layers = 1 + max(int(k.split("_l")[1].split("_")[0]) for k in sd if k.startswith("weight_hh_l"))
+    return {"cell": cell, "hidden_size": int(H), "input_size": int(sd["weight_ih_l0"].shape[1]),
+            "num_layers": num_layers, "bidirectional": "weight_hh_l0_reverse" in sd}
