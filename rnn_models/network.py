@@ -73,12 +73,15 @@ class RecurrentNetwork(nn.Module):
     def num_directions(self) -> int:
         return len(self.layers[0])
 
-    def forward(self, x: Tensor, initial: list[list[State]] | None = None, *, views: bool = False) -> Trace:
+    def forward(self, x: Tensor, initial: list[list[State]] | None = None, *, views: bool = False,
+                detach_every: int = 0) -> Trace:
         """Run the network over x (T, B, I).
 
         initial   optional initial states per layer and direction (default zeros)
         views     feed each step a fresh view of its state (``h.view_as(h)``) and record that view, so
                   ``torch.autograd.grad(loss, h_view)`` is the total dL/dh_t through every later path
+        detach_every  truncated BPTT: k > 0 cuts the recurrent gradient every k steps, windows aligned to
+                  end at the last step (so the final-step loss sees exactly the last k steps)
         """
         if x.dim() != 3:
             raise ValueError(f"inputs must have shape (T, B, input_size); got {tuple(x.shape)}")
@@ -92,7 +95,8 @@ class RecurrentNetwork(nn.Module):
             for d, cell in enumerate(dirs):
                 state0 = initial[l][d] if initial is not None else cell.init_state(B, x.dtype, x.device)
                 seq = layer_in.flip(0) if d == 1 else layer_in
-                layer_runs.append(run_cell(cell, seq, state0, views=views, reverse=(d == 1)))
+                layer_runs.append(run_cell(cell, seq, state0, views=views, reverse=(d == 1),
+                                           detach_every=detach_every))
             runs.append(layer_runs)
             outs = [torch.stack(r.h_in_time_order(), 0) for r in layer_runs]  # D x (T, B, H)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)  # (T, B, D*H)
@@ -126,13 +130,23 @@ class RecurrentNetwork(nn.Module):
                     getattr(cell, name).copy_(sd[name + sfx])
 
 
-def run_cell(cell: _Cell, x: Tensor, state0: State, *, views: bool = False, reverse: bool = False) -> Run:
-    """The time loop of one cell over x (T, B, I), processing in the order given."""
+def run_cell(cell: _Cell, x: Tensor, state0: State, *, views: bool = False, reverse: bool = False,
+             detach_every: int = 0) -> Run:
+    """The time loop of one cell over x (T, B, I), processing in the order given.
+
+    detach_every = k > 0: the state entering step s is detached when (T - s) % k == 0 (s > 0), so no gradient
+    crosses those boundaries (truncated BPTT in windows of k ending at the last step).
+    """
+    T = x.shape[0]
     # project every input at once, then split: indexing one big tensor per step makes the backward O(T^2)
     xp = list(cell.project(x).unbind(0))  # T x (B, G)
     state = tuple(s.view_as(s) for s in state0) if views else state0
     states = [state]
-    for xp_t in xp:
+    for s, xp_t in enumerate(xp):
+        if detach_every and s > 0 and (T - s) % detach_every == 0:
+            # h_{s-1} <- stop_gradient(h_{s-1})
+            state = tuple(v.detach().view_as(v) if views else v.detach() for v in state)
+            states[-1] = state
         state = cell.step(xp_t, state)
         if views:
             state = tuple(s.view_as(s) for s in state)

@@ -1,0 +1,163 @@
+"""ExperimentConfig: one frozen, validated, JSON-serializable description of an experiment.
+
+It flows from the dashboard's controls and the command line's flags to ``run_experiment`` and is saved with
+every result and export, so any figure can be reproduced from its file. Each bad field raises ``ConfigError``
+with one line: the field, the value, the allowed range.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+
+from rnn_models.config import (ACTIVATIONS, CELLS, INITS, ConfigError, ModelConfig, check_bool, check_choice,
+                               check_float, check_int)
+
+TASK_NAMES = ("random", "adding", "copy", "temporal-order", "charlm")
+DTYPES = ("float32", "float64")
+LOSS_STEPS = ("auto", "last", "all")
+LAG_MODES = ("all", "log")
+OPTIMIZERS = ("sgd", "adam")
+CLIP_MODES = ("none", "norm", "value")
+TEXTS = ("shipped", "hello")
+MAX_SEQ_LEN = 100_000
+MAX_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Model + data + analysis + training settings.
+
+    Model: see ``rnn_models.ModelConfig`` (``input_size`` None = what the task needs; the random task and
+    user inputs use 8 / the file's size).
+    Data: ``task``, ``seq_len`` T, ``batch_size`` B, ``seed``, ``dtype``, ``text`` (charlm corpus),
+    ``inputs_path`` (a .npy/.pt array (T, B, I), with the random probe loss), ``state_dict_path`` (a
+    torch.nn.RNN/LSTM/GRU ``state_dict`` file whose architecture replaces the model fields).
+    Analysis: ``loss_steps`` auto (the task decides) | last | all; ``layer`` analysed (-1 = last);
+    ``jacobian_lags`` all (every lag 0..T-1) | log (about ``num_log_lags`` log-spaced lags, exact at those);
+    ``jacobian_batch`` sequences analysed for Jacobians (0 = the whole batch); ``n_singular`` top singular
+    values kept per lag; ``horizon_threshold`` for the memory horizon; ``lyapunov_k`` exponents;
+    ``truncate`` the truncated-BPTT window k (0 = full backpropagation).
+    Training: ``optimizer``, ``lr``, ``clip`` none | norm | value, ``clip_threshold``, ``train_steps``.
+    """
+
+    # model
+    cell: str = "rnn"
+    activation: str = "tanh"
+    hidden_size: int = 64
+    input_size: int | None = None
+    num_layers: int = 1
+    bidirectional: bool = False
+    init: str = "default"
+    init_scale: float = 1.0
+    layer_norm: bool = False
+    peephole: bool = False
+    forget_bias: float | None = None
+    # data
+    task: str = "random"
+    seq_len: int = 100
+    batch_size: int = 16
+    seed: int = 0
+    dtype: str = "float32"
+    text: str = "shipped"
+    inputs_path: str | None = None
+    state_dict_path: str | None = None
+    # analysis
+    loss_steps: str = "auto"
+    layer: int = -1
+    jacobian_lags: str = "all"
+    num_log_lags: int = 48
+    jacobian_batch: int = 0
+    n_singular: int = 8
+    horizon_threshold: float = 1e-3
+    lyapunov_k: int = 8
+    truncate: int = 0
+    # training
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    clip: str = "none"
+    clip_threshold: float = 1.0
+    train_steps: int = 0
+
+    def __post_init__(self):
+        check_choice("cell", self.cell, CELLS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_int("hidden_size", self.hidden_size, 1, 4096)
+        if self.input_size is not None:
+            check_int("input_size", self.input_size, 1, 100_000)
+        check_int("num_layers", self.num_layers, 1, 16)
+        check_bool("bidirectional", self.bidirectional)
+        check_choice("init", self.init, INITS)
+        check_float("init_scale", self.init_scale, 0.0, 100.0)
+        check_bool("layer_norm", self.layer_norm)
+        check_bool("peephole", self.peephole)
+        if self.forget_bias is not None:
+            check_float("forget_bias", self.forget_bias, -20.0, 20.0)
+        check_choice("task", self.task, TASK_NAMES)
+        check_int("seq_len", self.seq_len, 1, MAX_SEQ_LEN)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("seed", self.seed, 0, 2**31 - 1)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("text", self.text, TEXTS)
+        check_choice("loss_steps", self.loss_steps, LOSS_STEPS)
+        check_int("layer", self.layer, -self.num_layers, self.num_layers - 1)
+        check_choice("jacobian_lags", self.jacobian_lags, LAG_MODES)
+        check_int("num_log_lags", self.num_log_lags, 2, 10_000)
+        check_int("jacobian_batch", self.jacobian_batch, 0, MAX_BATCH)
+        check_int("n_singular", self.n_singular, 1, 4096)
+        check_float("horizon_threshold", self.horizon_threshold, 0.0, 1.0, lo_open=True)
+        check_int("lyapunov_k", self.lyapunov_k, 0, 8192)
+        check_int("truncate", self.truncate, 0, MAX_SEQ_LEN)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_float("lr", self.lr, 0.0, 100.0, lo_open=True)
+        check_choice("clip", self.clip, CLIP_MODES)
+        check_float("clip_threshold", self.clip_threshold, 0.0, 1e12, lo_open=True)
+        check_int("train_steps", self.train_steps, 0, 1_000_000)
+        if self.cell == "lstm" and self.init == "chrono" and self.forget_bias is not None:
+            raise ConfigError("forget_bias must be unset with init='chrono': chrono sets the LSTM forget bias itself")
+
+    # ---- derived ----------------------------------------------------------------------------------------
+    @property
+    def analysed_layer(self) -> int:
+        return self.layer % self.num_layers
+
+    def model_config(self, input_size: int) -> ModelConfig:
+        """The ModelConfig of this experiment, given the input size the data needs."""
+        return ModelConfig(cell=self.cell, activation=self.activation, input_size=input_size,
+                           hidden_size=self.hidden_size, num_layers=self.num_layers,
+                           bidirectional=self.bidirectional, init=self.init, init_scale=self.init_scale,
+                           layer_norm=self.layer_norm, peephole=self.peephole, forget_bias=self.forget_bias,
+                           chrono_tmax=max(2, self.seq_len), seed=self.seed)
+
+    def replace(self, **changes) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ---- JSON -------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"config must be a JSON object of fields; got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config field {unknown[0]!r}: allowed fields are {', '.join(sorted(names))}")
+        try:
+            return cls(**d)
+        except TypeError as e:  # pragma: no cover - dataclass signature errors
+            raise ConfigError(str(e)) from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "ExperimentConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        if isinstance(d, dict) and "config" in d and isinstance(d["config"], dict) and "cell" in d["config"]:
+            d = d["config"]  # a result file: take its config
+        return cls.from_dict(d)

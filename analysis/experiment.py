@@ -1,0 +1,286 @@
+"""run_experiment(config) -> ExperimentResult: the whole analysis of one configuration.
+
+    data (task batch or the user's inputs) -> network (+ a task readout) -> one forward/backward pass for
+    ||dL/dh_t|| -> per-step Jacobians and their suffix products for the analysed layer -> W_hh spectra,
+    Lyapunov exponents, memory horizon, gate activity -> ``to_dict()`` (the command line's JSON contract).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rnn_models.config import ConfigError
+from rnn_models.network import RecurrentNetwork, infer_config_from_torch_state_dict
+
+from .config import ExperimentConfig
+from .gradients import GradientResult, gradient_norms, probe_loss
+from .jacobians import JacobianResult, jacobian_products, report_lags
+from .spectra import weight_spectra
+from .tasks import TaskBatch, TaskSpec, load_inputs, make_batch, random_readout, task_spec
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class TaskModel(nn.Module):
+    """A recurrent network and the task's linear readout y_t = W_hy h_t + b_y.
+
+    For the ``random`` probe the readout is the fixed unit vector u (not trained), so dL/dh_{T-1} = u.
+    """
+
+    def __init__(self, config: ExperimentConfig, spec: TaskSpec, input_size: int):
+        super().__init__()
+        self.net = RecurrentNetwork(config.model_config(input_size))
+        D = 2 if config.bidirectional else 1
+        self.readout = nn.Linear(D * config.hidden_size, spec.output_size)
+        gen = torch.Generator().manual_seed(config.seed + 1)
+        with torch.no_grad():
+            if spec.kind == "probe":
+                self.readout.weight.copy_(random_readout(D * config.hidden_size, config.seed + 1, torch.float64))
+                self.readout.bias.zero_()
+                self.readout.requires_grad_(False)
+            else:
+                bound = 1 / math.sqrt(D * config.hidden_size)
+                self.readout.weight.copy_((torch.rand(self.readout.weight.shape, generator=gen) * 2 - 1) * bound)
+                self.readout.bias.zero_()
+
+    def forward(self, x: Tensor, *, views: bool = False, initial=None, detach_every: int = 0):
+        trace = self.net(x, initial, views=views, detach_every=detach_every)
+        return trace, self.readout(trace.outputs)  # y: (T, B, O)
+
+
+def build_batch(config: ExperimentConfig) -> TaskBatch:
+    """The experiment's data: the task's seeded batch, or the user's inputs with the random probe loss."""
+    dtype = DTYPES[config.dtype]
+    if config.inputs_path:
+        if config.task != "random":
+            raise ConfigError(f"inputs_path works with task 'random' (the probe loss); got task={config.task!r}")
+        x = load_inputs(config.inputs_path, dtype)
+        spec = task_spec("random", x.shape[0], x.shape[2])
+        return TaskBatch(spec=spec, inputs=x, targets=None)
+    input_size = config.input_size or 8
+    spec = task_spec(config.task, config.seq_len, input_size, config.text)
+    if config.task != "random" and config.input_size not in (None, spec.input_size):
+        raise ConfigError(f"input_size={config.input_size} does not match task {config.task!r}, whose inputs have "
+                          f"size {spec.input_size}: leave input_size unset")
+    return make_batch(config.task, config.seq_len, config.batch_size, seed=config.seed, input_size=input_size,
+                      dtype=dtype, text=config.text)
+
+
+def resolve(config: ExperimentConfig) -> tuple[ExperimentConfig, TaskBatch, dict | None]:
+    """Fill in what the data and a loaded state_dict decide; returns (resolved config, batch, state_dict)."""
+    sd = None
+    if config.state_dict_path:
+        try:
+            sd = torch.load(config.state_dict_path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ConfigError(f"state_dict_path={config.state_dict_path!r}: no such file") from None
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
+            raise ConfigError(f"state_dict_path={config.state_dict_path!r} is not a torch state_dict file: "
+                              f"{type(e).__name__}") from None
+        if not isinstance(sd, dict):
+            raise ConfigError(f"state_dict_path={config.state_dict_path!r} holds a {type(sd).__name__}, "
+                              "not a state_dict")
+        try:
+            arch = infer_config_from_torch_state_dict(sd)
+        except ValueError as e:
+            raise ConfigError(f"state_dict_path: {e}") from None
+        if config.layer_norm or config.peephole:
+            raise ConfigError("layer_norm and peephole must be off with state_dict_path: torch.nn models have neither")
+        config = config.replace(**arch)
+    batch = build_batch(config)
+    T = batch.inputs.shape[0]
+    config = config.replace(input_size=batch.spec.input_size, seq_len=T, batch_size=batch.inputs.shape[1])
+    if sd is not None and config.task != "random" and config.input_size != batch.spec.input_size:
+        raise ConfigError(f"the loaded model reads input_size={config.input_size}, task {config.task!r} needs "
+                          f"{batch.spec.input_size}")
+    return config, batch, sd
+
+
+@dataclass
+class ExperimentResult:
+    config: ExperimentConfig
+    spec: TaskSpec
+    grad: GradientResult
+    jac: JacobianResult
+    jac_backward: JacobianResult | None
+    spectra: dict
+    gates: dict[str, np.ndarray]  # gate -> (T, H) for sequence 0 of the analysed layer
+    hidden: np.ndarray  # (T, H) h_t of sequence 0, analysed layer
+    saturation: dict
+    memory_horizon: int | None
+    notes: list[str]
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def nonfinite(self) -> dict | None:
+        return self.grad.nonfinite or self.jac.nonfinite
+
+    def to_dict(self) -> dict:
+        return result_to_dict(self)
+
+
+def _memory_horizon(jac: JacobianResult, threshold: float) -> int | None:
+    below = np.nonzero(jac.spectral_norm < math.log10(threshold))[0]
+    return int(jac.lag[below[0]]) if len(below) else None
+
+
+def _saturation(config: ExperimentConfig, gates: dict, hidden: np.ndarray) -> dict:
+    """Fractions of saturated units: |h| > 0.99 (tanh), gates within 0.01 of 0 or 1, and dead ReLUs."""
+    out = {}
+    if config.cell == "rnn":
+        if config.activation == "tanh":
+            out["h_saturated"] = float((np.abs(hidden) > 0.99).mean())
+        elif config.activation == "sigmoid":
+            out["h_saturated"] = float(((hidden < 0.01) | (hidden > 0.99)).mean())
+        elif config.activation == "relu":
+            out["dead_units"] = float((hidden <= 0).all(0).mean())  # never active over the sequence
+            out["inactive"] = float((hidden <= 0).mean())
+    for name, g in gates.items():
+        if name in ("i", "f", "o", "r", "z"):
+            out[f"{name}_saturated"] = float(((g < 0.01) | (g > 0.99)).mean())
+    return out
+
+
+@torch.no_grad()
+def _gates(run, T: int) -> dict[str, np.ndarray]:
+    xp = torch.stack([run.xp[t][:1] for t in range(T)])  # (T, 1, G)
+    st = tuple(torch.stack([run.states[t][i][:1] for t in range(T)]) for i in range(len(run.states[0])))
+    g = run.cell.gates(xp, st)
+    return {k: v[:, 0].double().numpy() for k, v in g.items() if k in ("i", "f", "g", "o", "r", "z", "n")}
+
+
+def run_experiment(config: ExperimentConfig) -> ExperimentResult:
+    """Analyse one configuration (see the module docstring). Raises ConfigError for bad input."""
+    t0 = time.perf_counter()
+    config, batch, sd = resolve(config)
+    dtype = DTYPES[config.dtype]
+    model = TaskModel(config, batch.spec, config.input_size).to(dtype)
+    if sd is not None:
+        model.net.load_torch_state_dict(sd)
+    loss_steps = batch.spec.loss_steps if config.loss_steps == "auto" else config.loss_steps
+    a = config.analysed_layer
+    t1 = time.perf_counter()
+    with torch.enable_grad():
+        trace, y = model(batch.inputs, views=True, detach_every=config.truncate)
+        probe = probe_loss(batch, y, loss_steps)
+        grad = gradient_norms(trace, probe, a)
+    t2 = time.perf_counter()
+    T = batch.inputs.shape[0]
+    lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
+    runs = [[_detached(r) for r in layer] for layer in trace.runs]
+    jac = jacobian_products(runs[a][0], lags=lags, batch=config.jacobian_batch, n_singular=config.n_singular,
+                            lyapunov_k=config.lyapunov_k)
+    jac_b = None
+    if config.bidirectional:
+        jac_b = jacobian_products(runs[a][1], lags=lags, batch=config.jacobian_batch,
+                                  n_singular=config.n_singular, lyapunov_k=config.lyapunov_k)
+    t3 = time.perf_counter()
+    cell = model.net.layers[a][0]
+    gates = _gates(runs[a][0], T)
+    hidden = torch.stack([s[0][0] for s in runs[a][0].states[1:]]).double().numpy()  # (T, H)
+    notes = config.model_config(config.input_size).inapplicable()
+    if jac.method != "closed-form":
+        notes.append("per-step Jacobians by autograd (vmap jacrev): layer norm has no closed form here; exact, slower")
+    if config.jacobian_batch and config.jacobian_batch < config.batch_size:
+        notes.append(f"Jacobian spectra over the first {jac.batch_analysed} of {config.batch_size} sequences")
+    if config.jacobian_lags == "log" and len(lags) < T:
+        notes.append(f"Jacobian spectra at {len(lags)} log-spaced lags (exact at those lags)")
+    res = ExperimentResult(
+        config=config, spec=batch.spec, grad=grad, jac=jac, jac_backward=jac_b,
+        spectra=weight_spectra(cell, config.cell), gates=gates, hidden=hidden,
+        saturation=_saturation(config, gates, hidden),
+        memory_horizon=_memory_horizon(jac, config.horizon_threshold), notes=notes,
+    )
+    res.timings = {"setup_s": t1 - t0, "gradients_s": t2 - t1, "jacobians_s": t3 - t2,
+                   "total_s": time.perf_counter() - t0}
+    return res
+
+
+def _detached(run):
+    from rnn_models.network import Run
+    return Run(cell=run.cell, xp=[x.detach() for x in run.xp],
+               states=[tuple(s.detach() for s in st) for st in run.states], reverse=run.reverse)
+
+
+# ---- JSON ---------------------------------------------------------------------------------------------------
+def _num(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _list(a) -> list:
+    return [_num(v) for v in np.asarray(a, dtype=float).ravel()] if a is not None else None
+
+
+def _pow10(a) -> list | None:
+    if a is None:
+        return None
+    with np.errstate(over="ignore", under="ignore"):
+        return _list(np.power(10.0, np.asarray(a, dtype=float)))
+
+
+def _jac_dict(j: JacobianResult) -> dict:
+    return {
+        "lag": list(j.lag),
+        "spectral_norm": _pow10(j.spectral_norm),
+        "min_singular_value": _pow10(j.min_singular_value),
+        "singular_values": [_pow10(row) for row in j.singular_values],
+        "log10_spectral_norm": _list(j.spectral_norm),
+        "log10_min_singular_value": _list(j.min_singular_value),
+        "min_singular_value_reliable": [bool(v) for v in j.min_reliable],
+        "state_spectral_norm": _pow10(j.state_spectral_norm),
+        "lyapunov_exponents": _list(j.lyapunov),
+        "sequences_analysed": j.batch_analysed,
+        "method": j.method,
+        "nonfinite": j.nonfinite,
+    }
+
+
+def result_to_dict(r: ExperimentResult) -> dict:
+    c = r.config
+    spectra = r.spectra
+    if c.cell == "rnn":
+        radius = spectra["h"]["spectral_radius"]
+    else:
+        radius = {k: v["spectral_radius"] for k, v in spectra.items()}
+    cell_flow = None
+    if c.cell == "lstm":
+        cell_flow = {"full": _pow10(r.jac.cell_full), "carousel": _pow10(r.jac.cell_carousel),
+                     "log10_full": _list(r.jac.cell_full), "log10_carousel": _list(r.jac.cell_carousel),
+                     "note": "full = ||dc_{T-1}/dc_{T-1-k}||_2 (every path); carousel = ||prod diag(f)||_2 "
+                             "(the forget-gate path alone)"}
+    gate_flow = None
+    if c.cell == "gru":
+        gate_flow = {"update_gate_path": _pow10(r.jac.update_gate_path),
+                     "log10_update_gate_path": _list(r.jac.update_gate_path),
+                     "note": "||prod diag(z)||_2: the path through the update gate alone"}
+    return {
+        "config": c.to_dict(),
+        "task": {"name": r.spec.name, "chance_loss": r.spec.chance_loss, "loss_steps": r.spec.loss_steps,
+                 "input_size": r.spec.input_size, "output_size": r.spec.output_size},
+        "loss_steps": r.spec.loss_steps if c.loss_steps == "auto" else c.loss_steps,
+        "probe_loss": _num(r.grad.loss),
+        "grad_norm": _list(r.grad.grad_norm),
+        "grad_norm_band": {"p10": _list(r.grad.grad_norm_band[0]), "p90": _list(r.grad.grad_norm_band[1])},
+        "grad_norm_per_layer": [_list(row) for row in r.grad.per_layer],
+        "grad_norm_per_direction": [_list(row) for row in r.grad.per_direction],
+        "cell_grad_norm": _list(r.grad.cell_grad_norm),
+        "jacobian": _jac_dict(r.jac),
+        "jacobian_backward": _jac_dict(r.jac_backward) if r.jac_backward is not None else None,
+        "cell_flow": cell_flow,
+        "gate_flow": gate_flow,
+        "spectral_radius": radius,
+        "sigma_max": spectra["h"]["sigma_max"] if c.cell == "rnn" else {k: v["sigma_max"] for k, v in spectra.items()},
+        "gamma": c.model_config(c.input_size).gamma if c.cell == "rnn" else None,
+        "memory_horizon": r.memory_horizon,
+        "horizon_threshold": c.horizon_threshold,
+        "saturation": r.saturation,
+        "nonfinite": r.nonfinite,
+        "notes": r.notes,
+        "timings": r.timings,
+    }

@@ -1,0 +1,210 @@
+r"""Hidden-state Jacobian products dh_{T-1}/dh_{T-1-k} for every lag k, their spectra, and the cell-state flow.
+
+Per-step Jacobians J_t = d state_t / d state_{t-1} come from the cells' closed forms (autograd's vmapped jacrev
+for layer-normalized cells), computed a chunk of steps at a time. The suffix products
+
+    P_0 = I,    P_k = P_{k-1} J_{T-k}  =  d state_{T-1} / d state_{T-1-k}
+
+are renormalized after every multiply (P <- P / ||P||_F, log||P||_F accumulated), so products of thousands of
+steps neither underflow nor overflow in float32; every reported number is carried as a log10 and the spectra
+of P_k are exact (svdvals of the normalized product, shifted by the accumulated log scale).
+
+Memory: one running product (b, S, S) and one chunk of per-step Jacobians; never all of them.
+
+For the LSTM the state is [h; c] (S = 2H): the h->h block of P_k is dh_{T-1}/dh_{T-1-k} (every path, through c
+too), the c->c block is dc_{T-1}/dc_{T-1-k} ("full" cell flow), and the carousel is the single path
+prod_k diag(f) through the forget gates alone. For the GRU the update-gate path is prod_k diag(z).
+
+Lyapunov exponents by the QR method (Benettin et al.) run in the same sweep on the transposed steps:
+Q <- qr(J_t^T Q), lambda_i = (1/n) sum log|R_ii|; P and P^T have the same singular values, so the rates agree.
+
+Batch statistics are geometric means over the analysed sequences (means of logs).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnn_models.network import Run
+
+LOG10E = 1.0 / math.log(10.0)
+MAX_CHUNK_BYTES = 64 * 2**20
+
+
+def report_lags(T: int, mode: str = "all", num: int = 48) -> list[int]:
+    """Lags 0..T-1 ('all'), or about ``num`` log-spaced lags always including 0, 1 and T-1 ('log')."""
+    if mode == "all" or T <= num:
+        return list(range(T))
+    pts = np.unique(np.round(np.logspace(0, math.log10(T - 1), num - 1)).astype(int))
+    return [0] + [int(p) for p in pts if 0 < p <= T - 1]
+
+
+@dataclass
+class JacobianResult:
+    """All values are log10 of the quantity; geometric means over ``batch_analysed`` sequences."""
+
+    lag: list[int]
+    spectral_norm: np.ndarray  # (K,) sigma_max of the h->h block
+    min_singular_value: np.ndarray  # (K,) sigma_min of the h->h block
+    min_reliable: np.ndarray  # (K,) bool: sigma_min above the dtype's resolution (eps * S * sigma_max)
+    singular_values: np.ndarray  # (K, n) top n singular values of the h->h block
+    spectral_norm_per_sequence: np.ndarray  # (K, b)
+    state_spectral_norm: np.ndarray | None = None  # (K,) full [h; c] state (LSTM)
+    cell_full: np.ndarray | None = None  # (K,) dc_{T-1}/dc_{T-1-k} (LSTM)
+    cell_carousel: np.ndarray | None = None  # (K,) prod diag(f) (LSTM)
+    update_gate_path: np.ndarray | None = None  # (K,) prod diag(z) (GRU)
+    lyapunov: np.ndarray | None = None  # (k,) exponents per step, natural log, largest first
+    batch_analysed: int = 0
+    nonfinite: dict | None = None
+    method: str = "closed-form"
+    extras: dict = field(default_factory=dict)
+
+
+def _stack_states(run: Run, t0: int, t1: int, idx: Tensor):
+    """States before steps t0..t1-1 and their inputs, for the analysed sequences: (C, b, .)."""
+    xp = torch.stack([run.xp[t][idx] for t in range(t0, t1)], 0)  # (C, b, G)
+    st = tuple(torch.stack([run.states[t][i][idx] for t in range(t0, t1)], 0) for i in range(len(run.states[0])))
+    return xp, st
+
+
+def _log10_svals(M: Tensor, log_scale: Tensor) -> Tensor:
+    """log10 singular values of M (b, n, n) scaled by exp(log_scale) (b,): (b, n), descending."""
+    s = torch.linalg.svdvals(M)
+    return torch.log10(s) + (log_scale * LOG10E).unsqueeze(-1)
+
+
+def _gate_path(log_gate: Tensor, lags: list[int]) -> np.ndarray:
+    """log10 || prod_{j<k} diag(g_{T-1-j}) ||_2 = max_units sum log g, per lag; geometric mean over batch.
+
+    log_gate: (T, b, H) log of the gate at each time step.
+    """
+    T = log_gate.shape[0]
+    rev = log_gate.flip(0)[: T - 1]  # (T-1, b, H): times T-1, T-2, ..., 1
+    cum = torch.cat([torch.zeros_like(rev[:1]), rev.cumsum(0)], 0)  # (T, b, H): lag 0..T-1
+    per_seq = cum.max(-1).values * LOG10E  # (T, b)
+    return per_seq.mean(-1)[lags].double().numpy()
+
+
+@torch.no_grad()
+def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: int = 8,
+                      lyapunov_k: int = 8) -> JacobianResult:
+    """Spectra of d state_{T-1}/d state_{T-1-k} at the given lags for one layer and direction (processing order).
+
+    batch       number of sequences analysed (0 = all)
+    n_singular  top singular values kept per lag
+    lyapunov_k  Lyapunov exponents computed (0 = none)
+    """
+    cell = run.cell
+    T = len(run.xp)
+    B = run.xp[0].shape[0]
+    b = B if batch in (0, None) else min(batch, B)
+    idx = torch.arange(b)
+    H = cell.hidden_size
+    is_lstm = len(run.states[0]) == 2
+    S = 2 * H if is_lstm else H
+    dtype = run.xp[0].dtype
+    eps = torch.finfo(dtype).eps
+    lag_set = sorted(set(lags))
+    K = len(lag_set)
+    pos = {k: i for i, k in enumerate(lag_set)}
+    n = min(n_singular, H)
+
+    out_norm = np.full((K, b), np.nan)
+    out_min = np.full((K, b), np.nan)
+    out_top = np.full((K, b, n), np.nan)
+    out_state = np.full((K, b), np.nan) if is_lstm else None
+    out_cc = np.full((K, b), np.nan) if is_lstm else None
+
+    P = torch.eye(S, dtype=dtype).expand(b, S, S).clone()  # (b, S, S)
+    log_scale = torch.zeros(b, dtype=torch.float64)
+    nk = min(lyapunov_k, S)
+    Q = torch.eye(S, nk, dtype=dtype).expand(b, S, nk).clone() if nk else None
+    lyap = torch.zeros(b, nk, dtype=torch.float64)
+    nonfinite = None
+
+    def record(k: int):
+        i = pos[k]
+        sv = _log10_svals(P[:, :H, :H] if is_lstm else P, log_scale)  # (b, H)
+        out_norm[i] = sv[:, 0].double().numpy()
+        out_min[i] = sv[:, -1].double().numpy()
+        out_top[i] = sv[:, :n].double().numpy()
+        if is_lstm:
+            out_state[i] = _log10_svals(P, log_scale)[:, 0].double().numpy()
+            out_cc[i] = _log10_svals(P[:, H:, H:], log_scale)[:, 0].double().numpy()
+
+    if 0 in pos:
+        record(0)
+    max_lag = lag_set[-1] if lag_set else 0
+    chunk = max(1, min(64, MAX_CHUNK_BYTES // max(1, b * S * S * P.element_size())))
+    k = 0
+    t_hi = T - 1  # steps t = T-1 .. 1 give lags 1 .. T-1
+    while k < max_lag and nonfinite is None:
+        t_lo = max(1, t_hi - chunk + 1, T - max_lag)
+        xp, st = _stack_states(run, t_lo, t_hi + 1, idx)
+        J = cell.jacobian(xp, st)  # (C, b, S, S): J[c] = d state_{t_lo+c} / d state_{t_lo+c-1}
+        for c in range(J.shape[0] - 1, -1, -1):
+            k += 1
+            t = t_lo + c
+            # P_k = P_{k-1} J_{T-k}
+            P = P @ J[c]
+            nrm = torch.linalg.matrix_norm(P)  # (b,) Frobenius
+            if not bool(torch.isfinite(nrm).all()) or bool((nrm == 0).any()):
+                bad = int((~torch.isfinite(nrm) | (nrm == 0)).nonzero()[0])
+                what = "zero" if bool(nrm[bad] == 0) else "non-finite"
+                nonfinite = {"quantity": "jacobian_product", "lag": k, "timestep": t, "sequence": bad,
+                             "value": what}
+                if what == "zero":  # an exactly singular step (e.g. dead ReLUs): the product is 0 from here
+                    nonfinite = None
+                    log_scale = log_scale + torch.where(nrm == 0, torch.tensor(-math.inf, dtype=torch.float64), 0.0)
+                    nrm = torch.where(nrm == 0, torch.ones_like(nrm), nrm)
+                else:
+                    break
+            P = P / nrm.view(b, 1, 1)
+            log_scale = log_scale + torch.log(nrm.double())
+            if nk:
+                # Q <- qr(J_t^T Q): Lyapunov exponents of the product
+                Qn, R = torch.linalg.qr(J[c].transpose(-1, -2) @ Q)
+                Q = Qn
+                lyap += torch.log(torch.diagonal(R, dim1=-2, dim2=-1).abs().double())
+            if k in pos:
+                record(k)
+            if k >= max_lag:
+                break
+        t_hi = t_lo - 1
+
+    res = JacobianResult(
+        lag=lag_set,
+        spectral_norm=out_norm.mean(1),
+        min_singular_value=out_min.mean(1),
+        min_reliable=(out_min.mean(1) - out_norm.mean(1)) > math.log10(eps * S),
+        singular_values=out_top.mean(1),
+        spectral_norm_per_sequence=out_norm,
+        state_spectral_norm=None if out_state is None else out_state.mean(1),
+        cell_full=None if out_cc is None else out_cc.mean(1),
+        lyapunov=(lyap / max(1, k)).mean(0).numpy() if nk and k else None,
+        batch_analysed=b,
+        nonfinite=nonfinite,
+        method="autograd (vmap jacrev)" if cell.layer_norm else "closed-form",
+    )
+    _gate_paths(run, res, idx, lag_set)
+    return res
+
+
+def _gate_paths(run: Run, res: JacobianResult, idx: Tensor, lags: list[int]) -> None:
+    """The LSTM carousel prod diag(f_k) and the GRU update-gate path prod diag(z_k) at the reported lags."""
+    cell = run.cell
+    name = {"LSTMCell": "f", "GRUCell": "z"}.get(type(cell).__name__)
+    if name is None or not lags:
+        return
+    T = len(run.xp)
+    xp, st = _stack_states(run, 0, T, idx)
+    g = cell.gates(xp, st)[name]  # (T, b, H)
+    path = _gate_path(torch.log(g.double()), lags)
+    if name == "f":
+        res.cell_carousel = path
+    else:
+        res.update_gate_path = path
