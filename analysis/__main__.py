@@ -1,0 +1,167 @@
+"""Command line: ``python -m analysis {run,train,export} ...``.
+
+    run      analyse one configuration; --json PATH writes the result (the JSON contract), else a summary
+    train    train step by step, printing one line per step; --json PATH writes the history
+    export   the dashboard's figures of one configuration as PNG/SVG/PDF + CSV/JSON + a zip, into --out DIR
+
+Flags are built from ``ExperimentConfig``'s fields (``--seq-len`` for ``seq_len``); ``--config FILE`` reads a
+JSON config (or a result file) and flags given on the line override it. Bad input exits with status 2 and ONE
+line on stderr naming the problem; nothing is written.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import typing
+
+from rnn_models.config import ConfigError
+
+from .config import ExperimentConfig
+
+# flag names fixed by the contract where they differ from the field names
+RENAMES = {"state_dict_path": "load-state-dict", "inputs_path": "inputs"}
+CHOICES = {
+    "cell": ("rnn", "lstm", "gru"), "activation": ("tanh", "relu", "sigmoid", "linear"),
+    "init": ("default", "xavier", "orthogonal", "identity", "spectral", "chrono"),
+    "task": ("random", "adding", "copy", "temporal-order", "charlm"), "dtype": ("float32", "float64"),
+    "loss_steps": ("auto", "last", "all"), "jacobian_lags": ("all", "log"), "optimizer": ("sgd", "adam"),
+    "clip": ("none", "norm", "value"), "text": ("shipped", "hello"),
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(2, f"error: {message}\n")
+
+
+def _flag(name: str) -> str:
+    return "--" + RENAMES.get(name, name.replace("_", "-"))
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(ExperimentConfig)
+    for f in dataclasses.fields(ExperimentConfig):
+        t = hints[f.name]
+        kw = {"dest": f.name, "default": None, "help": f"(default {f.default!r})"}
+        if t is bool:
+            p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
+            continue
+        base = next((a for a in typing.get_args(t) if a is not type(None)), t) if typing.get_args(t) else t
+        if f.name in CHOICES:
+            kw["choices"] = CHOICES[f.name]
+        p.add_argument(_flag(f.name), type=base, metavar=f.name.upper(), **kw)
+    p.add_argument("--config", dest="config_file", default=None, help="JSON config; flags override it")
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    base = {}
+    if args.config_file:
+        try:
+            with open(args.config_file) as fh:
+                base = ExperimentConfig.from_json(fh.read()).to_dict()
+        except OSError as e:
+            raise ConfigError(f"--config {args.config_file}: {e.strerror}") from None
+    for f in dataclasses.fields(ExperimentConfig):
+        v = getattr(args, f.name)
+        if v is not None:
+            base[f.name] = v
+    return ExperimentConfig.from_dict(base)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise ConfigError(f"--json {path}: directory {d} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _summary(d: dict) -> str:
+    c, j = d["config"], d["jacobian"]
+    gn = d["grad_norm"]
+    lines = [
+        f"{c['cell']} ({c['activation'] if c['cell'] == 'rnn' else 'gated'}), init {c['init']} x{c['init_scale']}, "
+        f"H={c['hidden_size']}, T={c['seq_len']}, B={c['batch_size']}, task {c['task']}, {c['dtype']}",
+        f"||dL/dh_t||: t=T-1 {gn[-1]:.3g}, t=0 {gn[0] if gn[0] is not None else float('nan'):.3g}",
+        f"||dh_T-1/dh_T-1-k||_2 at lag {j['lag'][-1]}: {j['spectral_norm'][-1]!s}"
+        f" (log10 {j['log10_spectral_norm'][-1]!s})",
+        f"memory horizon (< {d['horizon_threshold']:g}): {d['memory_horizon']}",
+        f"spectral radius of W_hh: {d['spectral_radius']}",
+        f"non-finite: {d['nonfinite']}",
+    ] + [f"note: {n}" for n in d["notes"]]
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    from .experiment import run_experiment
+    config = config_from_args(args)
+    d = run_experiment(config).to_dict()
+    text = json.dumps(d, allow_nan=False)
+    if args.json:
+        _write_atomic(args.json, text)
+        print(f"wrote {args.json} ({d['timings']['total_s']:.2f} s)")
+    else:
+        print(_summary(d))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .training import Trainer
+    config = config_from_args(args)
+    tr = Trainer(config, on_nonfinite=args.on_nonfinite)
+    steps = config.train_steps or 100
+    for _ in range(steps):
+        r = tr.step()
+        print(f"step {r.step:5d} loss {r.loss:.4g} (chance {tr.chance_loss:.4g}) |g| {r.grad_norm_before:.3g}"
+              f" -> {r.grad_norm_after:.3g}{' clipped' if r.clipped else ''}"
+              f"{' NONFINITE ' + json.dumps(r.nonfinite) if r.nonfinite else ''}")
+        if tr.stopped:
+            print(f"stopped: non-finite value at step {r.step}: {json.dumps(tr.stopped)}")
+            break
+    if args.json:
+        _write_atomic(args.json, json.dumps({"config": tr.config.to_dict(), "chance_loss": tr.chance_loss,
+                                             "steps": [r.to_dict() for r in tr.records], "stopped": tr.stopped},
+                                            allow_nan=False))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_all
+    config = config_from_args(args)
+    paths = export_all(config, args.out, formats=tuple(args.formats.split(",")))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = OneLineParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    p_run = sub.add_parser("run", help="analyse one configuration")
+    add_config_flags(p_run)
+    p_run.add_argument("--json", default=None, metavar="PATH", help="write the result JSON here")
+    p_train = sub.add_parser("train", help="train step by step")
+    add_config_flags(p_train)
+    p_train.add_argument("--json", default=None, metavar="PATH")
+    p_train.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop")
+    p_exp = sub.add_parser("export", help="export the figures of one configuration")
+    add_config_flags(p_exp)
+    p_exp.add_argument("--out", required=True, metavar="DIR")
+    p_exp.add_argument("--formats", default="png,svg,pdf,csv,json", help="comma-separated: png,svg,pdf,csv,json")
+    args = parser.parse_args(argv)
+    try:
+        return {"run": cmd_run, "train": cmd_train, "export": cmd_export}[args.command](args)
+    except (ConfigError, ValueError) as e:
+        msg = " ".join(str(e).split())
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
