@@ -1,5 +1,5 @@
 """analysis: what we measure (gradient norms, Jacobian products, spectra, training); never imports Streamlit."""
 from .config import ExperimentConfig
-from .experiment import ExperimentResult, run_experiment
+from .experiment import ExperimentResult, run_comparison, run_experiment
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment"]
+__all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "run_comparison"]

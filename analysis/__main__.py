@@ -51,6 +51,10 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
             continue
         base = next((a for a in typing.get_args(t) if a is not type(None)), t) if typing.get_args(t) else t
+        if f.name == "compare":
+            p.add_argument("--compare", dest="compare", default=None, metavar="CELLS",
+                           help="comma-separated cells analysed side by side, e.g. rnn,lstm,gru (export)")
+            continue
         if f.name in CHOICES:
             kw["choices"] = CHOICES[f.name]
         p.add_argument(_flag(f.name), type=base, metavar=f.name.upper(), **kw)

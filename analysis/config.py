@@ -28,6 +28,7 @@ MAX_BATCH = 4096
 class ExperimentConfig:
     """Model + data + analysis + training settings.
 
+    ``compare``: up to three cells analysed side by side on the same data and seed (empty = ``cell`` alone).
     Model: see ``rnn_models.ModelConfig`` (``input_size`` None = what the task needs; the random task and
     user inputs use 8 / the file's size).
     Data: ``task``, ``seq_len`` T, ``batch_size`` B, ``seed``, ``dtype``, ``text`` (charlm corpus),
@@ -43,6 +44,7 @@ class ExperimentConfig:
 
     # model
     cell: str = "rnn"
+    compare: tuple[str, ...] = ()
     activation: str = "tanh"
     hidden_size: int = 64
     input_size: int | None = None
@@ -81,6 +83,13 @@ class ExperimentConfig:
 
     def __post_init__(self):
         check_choice("cell", self.cell, CELLS)
+        if isinstance(self.compare, (list, str)):
+            object.__setattr__(self, "compare", tuple(self.compare.split(",")) if isinstance(self.compare, str)
+                               else tuple(self.compare))
+        if not isinstance(self.compare, tuple) or len(self.compare) > 3 or len(set(self.compare)) != len(self.compare):
+            raise ConfigError(f"compare={self.compare!r} must list up to 3 different cells of rnn, lstm, gru")
+        for c in self.compare:
+            check_choice("compare", c, CELLS)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_int("hidden_size", self.hidden_size, 1, 4096)
         if self.input_size is not None:
@@ -118,6 +127,15 @@ class ExperimentConfig:
 
     # ---- derived ----------------------------------------------------------------------------------------
     @property
+    def cells(self) -> tuple[str, ...]:
+        """The cells analysed side by side: ``compare`` if given, else ``(cell,)``."""
+        return self.compare or (self.cell,)
+
+    def for_cell(self, cell: str) -> "ExperimentConfig":
+        """The single-cell config of one member of a comparison."""
+        return dataclasses.replace(self, cell=cell, compare=())
+
+    @property
     def analysed_layer(self) -> int:
         return self.layer % self.num_layers
 
@@ -134,7 +152,9 @@ class ExperimentConfig:
 
     # ---- JSON -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["compare"] = list(self.compare)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

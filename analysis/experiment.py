@@ -201,6 +201,11 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
     return res
 
 
+def run_comparison(config: ExperimentConfig) -> dict[str, ExperimentResult]:
+    """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell."""
+    return {cell: run_experiment(config.for_cell(cell)) for cell in config.cells}
+
+
 def _detached(run):
     from rnn_models.network import Run
     return Run(cell=run.cell, xp=[x.detach() for x in run.xp],
