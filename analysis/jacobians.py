@@ -23,12 +23,14 @@ Batch statistics are geometric means over the analysed sequences (means of logs)
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from rnn_models.cells import LSTMCell, RNNCell
 from rnn_models.network import Run
 
 LOG10E = 1.0 / math.log(10.0)
@@ -50,7 +52,7 @@ class JacobianResult:
     lag: list[int]
     spectral_norm: np.ndarray  # (K,) sigma_max of the h->h block
     min_singular_value: np.ndarray  # (K,) sigma_min of the h->h block
-    min_reliable: np.ndarray  # (K,) bool: sigma_min above the dtype's resolution (eps * S * sigma_max)
+    min_reliable: np.ndarray  # (K,) bool: sigma_min above the resolution of the product (1e3 * eps * S * sigma_max)
     singular_values: np.ndarray  # (K, n) top n singular values of the h->h block
     spectral_norm_per_sequence: np.ndarray  # (K, b)
     state_spectral_norm: np.ndarray | None = None  # (K,) full [h; c] state (LSTM)
@@ -71,10 +73,84 @@ def _stack_states(run: Run, t0: int, t1: int, idx: Tensor):
     return xp, st
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _singular_values(M: Tensor) -> Tensor:
+    """Singular values (descending) of a batch of square matrices.
+
+    float64: ``torch.linalg.svdvals``. float32: the eigenvalues of the Gram matrix M^T M formed in float64
+    (2-3x faster than an SVD here); they resolve sigma_i / sigma_max down to ~1e-8, far below the float32
+    product's own resolution (see ``min_reliable``), and sigma_max to ~1e-9 relative.
+    """
+    if M.dtype == torch.float64:
+        return torch.linalg.svdvals(M)
+    M = M.double()
+    return torch.linalg.eigvalsh(M.mT @ M).clamp_min(0).sqrt().flip(-1).float()
+
+
+def _svdvals(M: Tensor) -> Tensor:
+    """``_singular_values`` over a batch, split across two threads (a batched decomposition runs on one core)."""
+    global _POOL
+    b = M.shape[0]
+    if b < 2 or torch.get_num_threads() < 2 or M.shape[-1] < 32:
+        return _singular_values(M)
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(2)
+    half = (b + 1) // 2
+    parts = list(_POOL.map(_singular_values, (M[:half], M[half:])))
+    return torch.cat(parts, 0)
+
+
 def _log10_svals(M: Tensor, log_scale: Tensor) -> Tensor:
     """log10 singular values of M (b, n, n) scaled by exp(log_scale) (b,): (b, n), descending."""
-    s = torch.linalg.svdvals(M)
+    s = _svdvals(M).double()
     return torch.log10(s) + (log_scale * LOG10E).unsqueeze(-1)
+
+
+class _ChunkSteps:
+    """The per-step Jacobians J_t of a chunk of steps, applied without materializing them where the cell's
+    structure allows: ``right(c, P) = P @ J_c`` and ``left_t(c, Q) = J_c^T @ Q``.
+
+    rnn     J = diag(phi'(a)) W_hh             P J = (P * phi') @ W_hh  (one GEMM with the shared W_hh)
+    lstm    J = [[A, diag d1], [C, diag d2]]   P J = [P_h A + P_c C,  P_h d1 + P_c d2]  (half the flops)
+    other   J from the cell (closed form or autograd), dense batched matmuls
+    """
+
+    def __init__(self, cell, xp: Tensor, st: tuple):
+        self.cell = cell
+        if isinstance(cell, RNNCell) and not cell.layer_norm:
+            self.kind, self.d = "rnn", cell.derivative(xp, st)  # (C, b, H)
+            self.W = cell.weight_hh.detach()
+        elif isinstance(cell, LSTMCell) and not cell.layer_norm:
+            self.kind = "lstm"
+            self.A, self.d1, self.C, self.d2 = cell.jacobian_blocks(xp, st)  # (C, b, H, H) x2, (C, b, H) x2
+        else:
+            self.kind, self.J = "dense", cell.jacobian(xp, st)  # (C, b, S, S)
+
+    def __len__(self) -> int:
+        return {"rnn": lambda: self.d.shape[0], "lstm": lambda: self.A.shape[0], "dense": lambda: self.J.shape[0]}[
+            self.kind]()
+
+    def right(self, c: int, P: Tensor) -> Tensor:
+        if self.kind == "rnn":
+            return (P * self.d[c].unsqueeze(-2)) @ self.W  # P diag(phi') W_hh
+        if self.kind == "lstm":
+            H = self.A.shape[-1]
+            P_h, P_c = P[..., :H], P[..., H:]  # (b, S, H) each
+            return torch.cat([P_h @ self.A[c] + P_c @ self.C[c],
+                              P_h * self.d1[c].unsqueeze(-2) + P_c * self.d2[c].unsqueeze(-2)], -1)
+        return P @ self.J[c]
+
+    def left_t(self, c: int, Q: Tensor) -> Tensor:
+        if self.kind == "rnn":
+            return self.W.T @ (self.d[c].unsqueeze(-1) * Q)  # W_hh^T diag(phi') Q
+        if self.kind == "lstm":
+            H = self.A.shape[-1]
+            Q_h, Q_c = Q[..., :H, :], Q[..., H:, :]
+            return torch.cat([self.A[c].mT @ Q_h + self.C[c].mT @ Q_c,
+                              self.d1[c].unsqueeze(-1) * Q_h + self.d2[c].unsqueeze(-1) * Q_c], -2)
+        return self.J[c].mT @ Q
 
 
 def _gate_path(log_gate: Tensor, lags: list[int]) -> np.ndarray:
@@ -145,12 +221,12 @@ def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
     while k < max_lag and nonfinite is None:
         t_lo = max(1, t_hi - chunk + 1, T - max_lag)
         xp, st = _stack_states(run, t_lo, t_hi + 1, idx)
-        J = cell.jacobian(xp, st)  # (C, b, S, S): J[c] = d state_{t_lo+c} / d state_{t_lo+c-1}
-        for c in range(J.shape[0] - 1, -1, -1):
+        steps = _ChunkSteps(cell, xp, st)  # J[c] = d state_{t_lo+c} / d state_{t_lo+c-1}
+        for c in range(len(steps) - 1, -1, -1):
             k += 1
             t = t_lo + c
             # P_k = P_{k-1} J_{T-k}
-            P = P @ J[c]
+            P = steps.right(c, P)
             nrm = torch.linalg.matrix_norm(P)  # (b,) Frobenius
             if not bool(torch.isfinite(nrm).all()) or bool((nrm == 0).any()):
                 bad = int((~torch.isfinite(nrm) | (nrm == 0)).nonzero()[0])
@@ -167,7 +243,7 @@ def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
             log_scale = log_scale + torch.log(nrm.double())
             if nk:
                 # Q <- qr(J_t^T Q): Lyapunov exponents of the product
-                Qn, R = torch.linalg.qr(J[c].transpose(-1, -2) @ Q)
+                Qn, R = torch.linalg.qr(steps.left_t(c, Q))
                 Q = Qn
                 lyap += torch.log(torch.diagonal(R, dim1=-2, dim2=-1).abs().double())
             if k in pos:
@@ -180,7 +256,7 @@ def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
         lag=lag_set,
         spectral_norm=out_norm.mean(1),
         min_singular_value=out_min.mean(1),
-        min_reliable=(out_min.mean(1) - out_norm.mean(1)) > math.log10(eps * S),
+        min_reliable=(out_min.mean(1) - out_norm.mean(1)) > math.log10(1e3 * eps * S),
         singular_values=out_top.mean(1),
         spectral_norm_per_sequence=out_norm,
         state_spectral_norm=None if out_state is None else out_state.mean(1),

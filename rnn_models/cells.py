@@ -150,12 +150,15 @@ class RNNCell(_Cell):
         h_t, _ = activation_and_derivative(self.activation, a)
         return (h_t,), {"pre_activation": a}
 
-    def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
+    def derivative(self, xp_t: Tensor, state: State) -> Tensor:
+        """phi'(a_t) (..., H): dh_t/dh_{t-1} = diag(phi'(a_t)) W_hh without layer norm."""
         (h,) = state
         a = xp_t + F.linear(h, self.weight_hh, self.bias_hh)
-        _, d = activation_and_derivative(self.activation, a)
+        return activation_and_derivative(self.activation, a)[1]
+
+    def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
         # dh_t/dh_{t-1} = diag(phi'(a_t)) W_hh
-        return d.unsqueeze(-1) * self.weight_hh
+        return self.derivative(xp_t, state).unsqueeze(-1) * self.weight_hh
 
 
 class LSTMCell(_Cell):
@@ -236,7 +239,12 @@ class LSTMCell(_Cell):
         h_t = o_t * torch.tanh(self.ln_c(c_t) if self.layer_norm else c_t)
         return (h_t, c_t), {"i": i_t, "f": f_t, "g": g_t, "o": o_t}
 
-    def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
+    def jacobian_blocks(self, xp_t: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The blocks of d[h_t; c_t]/d[h_{t-1}; c_{t-1}] = [[A, diag(d_1)], [C, diag(d_2)]] (no layer norm).
+
+        A = dh_t/dh_{t-1} (..., H, H), C = dc_t/dh_{t-1} (..., H, H), d_1 = diag of dh_t/dc_{t-1} (..., H),
+        d_2 = diag of dc_t/dc_{t-1} (..., H): the c-columns are diagonal, which products exploit.
+        """
         h, c = state
         H = self.hidden_size
         (_, c_t), gts = self._forward(xp_t, state)
@@ -254,9 +262,12 @@ class LSTMCell(_Cell):
         # dh_t/d. = diag(tanh(c_t) o') dz_o/d. + diag(o tanh'(c_t)) dc_t/d.
         a, b = (tc * do), (o * (1 - tc * tc))
         dh_dh = a.unsqueeze(-1) * dzo_dh + b.unsqueeze(-1) * dc_dh
-        dh_dc = torch.diag_embed(a * dzo_dc + b * dc_dc)
-        top = torch.cat([dh_dh, dh_dc], dim=-1)  # (..., H, 2H)
-        bottom = torch.cat([dc_dh, torch.diag_embed(dc_dc)], dim=-1)  # (..., H, 2H)
+        return dh_dh, a * dzo_dc + b * dc_dc, dc_dh, dc_dc
+
+    def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
+        A, d1, C, d2 = self.jacobian_blocks(xp_t, state)
+        top = torch.cat([A, torch.diag_embed(d1)], dim=-1)  # (..., H, 2H)
+        bottom = torch.cat([C, torch.diag_embed(d2)], dim=-1)  # (..., H, 2H)
         return torch.cat([top, bottom], dim=-2)  # (..., 2H, 2H)
 
 
