@@ -106,6 +106,7 @@ class ExperimentResult:
     config: ExperimentConfig
     spec: TaskSpec
     grad: GradientResult
+    truncated: GradientResult | None
     jac: JacobianResult
     jac_backward: JacobianResult | None
     spectra: dict
@@ -166,9 +167,14 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
     a = config.analysed_layer
     t1 = time.perf_counter()
     with torch.enable_grad():
-        trace, y = model(batch.inputs, views=True, detach_every=config.truncate)
+        trace, y = model(batch.inputs, views=True)
         probe = probe_loss(batch, y, loss_steps)
         grad = gradient_norms(trace, probe, a)
+        truncated = None
+        if config.truncate:
+            # truncated BPTT: the same loss with the recurrent gradient cut every k steps
+            tr_k, y_k = model(batch.inputs, views=True, detach_every=config.truncate)
+            truncated = gradient_norms(tr_k, probe_loss(batch, y_k, loss_steps), a)
     t2 = time.perf_counter()
     T = batch.inputs.shape[0]
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
@@ -191,7 +197,7 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
     if config.jacobian_lags == "log" and len(lags) < T:
         notes.append(f"Jacobian spectra at {len(lags)} log-spaced lags (exact at those lags)")
     res = ExperimentResult(
-        config=config, spec=batch.spec, grad=grad, jac=jac, jac_backward=jac_b,
+        config=config, spec=batch.spec, grad=grad, truncated=truncated, jac=jac, jac_backward=jac_b,
         spectra=weight_spectra(cell, config.cell), gates=gates, hidden=hidden,
         saturation=_saturation(config, gates, hidden),
         memory_horizon=_memory_horizon(jac, config.horizon_threshold), notes=notes,
@@ -275,6 +281,7 @@ def result_to_dict(r: ExperimentResult) -> dict:
         "grad_norm_per_layer": [_list(row) for row in r.grad.per_layer],
         "grad_norm_per_direction": [_list(row) for row in r.grad.per_direction],
         "cell_grad_norm": _list(r.grad.cell_grad_norm),
+        "grad_norm_truncated": _list(r.truncated.grad_norm) if r.truncated is not None else None,
         "jacobian": _jac_dict(r.jac),
         "jacobian_backward": _jac_dict(r.jac_backward) if r.jac_backward is not None else None,
         "cell_flow": cell_flow,

@@ -182,6 +182,40 @@ class Trainer:
         H = self.config.hidden_size
         return float(max(torch.linalg.eigvals(b).abs().max() for b in W.split(H, 0)))
 
+    @torch.no_grad()
+    def sample(self, n: int = 80, *, temperature: float = 1.0, seed: int = 0, prime: str | None = None) -> str:
+        """Sample n characters from the char-level LM: x_{t+1} ~ softmax(y_t / temperature), seeded.
+
+        ``prime`` (default: the corpus's first character) is fed first; sampling starts from its last state.
+        """
+        from .tasks import char_corpus
+        if self.config.task != "charlm":
+            raise ConfigError(f"sampling needs task='charlm'; this run trains task={self.config.task!r}")
+        if self.config.bidirectional:
+            raise ConfigError("bidirectional=True cannot sample: a bidirectional model reads the future")
+        if not (isinstance(n, int) and 1 <= n <= 10_000):
+            raise ConfigError(f"n={n!r} is out of range: must be an integer in [1, 10000]")
+        if not (isinstance(temperature, (int, float)) and 0 < temperature <= 100):
+            raise ConfigError(f"temperature={temperature!r} is out of range: must be in (0, 100]")
+        corpus, vocab = char_corpus(self.config.text)
+        prime = prime or corpus[0]
+        bad = [ch for ch in prime if ch not in vocab.stoi]
+        if bad:
+            raise ConfigError(f"prime contains {bad[0]!r}, which is not in the vocabulary of the {self.config.text} text")
+        gen = torch.Generator().manual_seed(seed)
+        eye = torch.eye(vocab.size, dtype=self.dtype)
+        states = [cell.init_state(1, self.dtype) for cell in (d[0] for d in self.model.net.layers)]
+        out, ids = [], [int(i) for i in vocab.encode(prime)]
+        for step in range(len(ids) + n - 1):
+            x = eye[ids[step] if step < len(ids) else out[-1]].unsqueeze(0)  # (1, V) one-hot
+            for l, dirs in enumerate(self.model.net.layers):
+                states[l] = dirs[0].step(dirs[0].project(x), states[l])
+                x = states[l][0]
+            if step >= len(ids) - 1:
+                logits = self.model.readout(x)[0].double() / temperature  # (V,)
+                out.append(int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)))
+        return vocab.decode(out)
+
     def history(self) -> dict:
         """Column arrays of the records (for figures and exports)."""
         r = self.records

@@ -143,11 +143,11 @@ def run_cell(cell: _Cell, x: Tensor, state0: State, *, views: bool = False, reve
     state = tuple(s.view_as(s) for s in state0) if views else state0
     states = [state]
     for s, xp_t in enumerate(xp):
+        prev = state
         if detach_every and s > 0 and (T - s) % detach_every == 0:
-            # h_{s-1} <- stop_gradient(h_{s-1})
-            state = tuple(v.detach().view_as(v) if views else v.detach() for v in state)
-            states[-1] = state
-        state = cell.step(xp_t, state)
+            # the next step reads stop_gradient(h_{s-1}); h_{s-1} itself still feeds its own outputs
+            prev = tuple(v.detach() for v in state)
+        state = cell.step(xp_t, prev)
         if views:
             state = tuple(s.view_as(s) for s in state)
         states.append(state)
