@@ -108,6 +108,10 @@ class ExperimentConfig:
         check_int("seed", self.seed, 0, 2**31 - 1)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("text", self.text, TEXTS)
+        for name in ("inputs_path", "state_dict_path"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise ConfigError(f"{name}={v!r} must be a file path (a non-empty string) or null")
         check_choice("loss_steps", self.loss_steps, LOSS_STEPS)
         check_int("layer", self.layer, -self.num_layers, self.num_layers - 1)
         check_choice("jacobian_lags", self.jacobian_lags, LAG_MODES)

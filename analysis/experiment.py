@@ -59,16 +59,27 @@ def build_batch(config: ExperimentConfig) -> TaskBatch:
     if config.inputs_path:
         if config.task != "random":
             raise ConfigError(f"inputs_path works with task 'random' (the probe loss); got task={config.task!r}")
-        x = load_inputs(config.inputs_path, dtype)
+        try:
+            x = load_inputs(config.inputs_path, dtype)
+        except ValueError as e:
+            raise ConfigError(f"inputs_path: {e}") from None
         spec = task_spec("random", x.shape[0], x.shape[2])
         return TaskBatch(spec=spec, inputs=x, targets=None)
     input_size = config.input_size or 8
-    spec = task_spec(config.task, config.seq_len, input_size, config.text)
+    try:
+        spec = task_spec(config.task, config.seq_len, input_size, config.text)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if config.task != "random" and config.input_size not in (None, spec.input_size):
         raise ConfigError(f"input_size={config.input_size} does not match task {config.task!r}, whose inputs have "
                           f"size {spec.input_size}: leave input_size unset")
-    return make_batch(config.task, config.seq_len, config.batch_size, seed=config.seed, input_size=input_size,
-                      dtype=dtype, text=config.text)
+    try:
+        return make_batch(config.task, config.seq_len, config.batch_size, seed=config.seed, input_size=input_size,
+                          dtype=dtype, text=config.text)
+    except ConfigError:
+        raise
+    except ValueError as e:  # the task's own range checks (e.g. copy needs seq_len >= 21)
+        raise ConfigError(str(e)) from None
 
 
 def resolve(config: ExperimentConfig) -> tuple[ExperimentConfig, TaskBatch, dict | None]:
