@@ -34,6 +34,15 @@ class TaskModel(nn.Module):
 
     def __init__(self, config: ExperimentConfig, spec: TaskSpec, input_size: int):
         super().__init__()
+        dtype = DTYPES[config.dtype]
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)  # parameters are created in the experiment's dtype (no float32 rounding)
+        try:
+            self._build(config, spec, input_size)
+        finally:
+            torch.set_default_dtype(previous)
+
+    def _build(self, config: ExperimentConfig, spec: TaskSpec, input_size: int) -> None:
         self.net = RecurrentNetwork(config.model_config(input_size))
         D = 2 if config.bidirectional else 1
         self.readout = nn.Linear(D * config.hidden_size, spec.output_size)
@@ -45,7 +54,8 @@ class TaskModel(nn.Module):
                 self.readout.requires_grad_(False)
             else:
                 bound = 1 / math.sqrt(D * config.hidden_size)
-                self.readout.weight.copy_((torch.rand(self.readout.weight.shape, generator=gen) * 2 - 1) * bound)
+                self.readout.weight.copy_((torch.rand(self.readout.weight.shape, generator=gen,
+                                                      dtype=torch.float64) * 2 - 1) * bound)
                 self.readout.bias.zero_()
 
     def forward(self, x: Tensor, *, views: bool = False, initial=None, detach_every: int = 0):

@@ -41,8 +41,8 @@ def report_lags(T: int, mode: str = "all", num: int = 48) -> list[int]:
     """Lags 0..T-1 ('all'), or about ``num`` log-spaced lags always including 0, 1 and T-1 ('log')."""
     if mode == "all" or T <= num:
         return list(range(T))
-    pts = np.unique(np.round(np.logspace(0, math.log10(T - 1), num - 1)).astype(int))
-    return [0] + [int(p) for p in pts if 0 < p <= T - 1]
+    pts = np.unique(np.round(np.logspace(0, math.log10(T - 1), max(2, num - 1))).astype(int))
+    return sorted({0, 1, T - 1} | {int(p) for p in pts if 0 < p <= T - 1})
 
 
 @dataclass
