@@ -18,7 +18,7 @@ from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork, infer_config_from_torch_state_dict
 
 from .config import ExperimentConfig
-from .gradients import GradientResult, gradient_norms, probe_loss
+from .gradients import GradientResult, gradient_norms, log_grad_norm_chain, probe_loss
 from .jacobians import JacobianResult, jacobian_products, report_lags
 from .spectra import weight_spectra
 from .tasks import TaskBatch, TaskSpec, load_inputs, make_batch, random_readout, task_spec
@@ -198,6 +198,16 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
             truncated = gradient_norms(tr_k, probe_loss(batch, y_k, loss_steps), a)
     t2 = time.perf_counter()
     T = batch.inputs.shape[0]
+    top, fwd = trace.runs[a][0], None
+    if loss_steps == "last" and a == config.num_layers - 1 and not config.bidirectional:
+        # exact log-space ||dL/dh_t|| (backprop underflows in float32 on long sequences)
+        logs = log_grad_norm_chain(_detached(top), grad.last_state_grad)  # (T, B)
+        grad.log10_grad_norm = logs.mean(1).numpy()
+        grad.method = "backprop; log10 from the renormalized chain dL/dstate_{t-1} = dL/dstate_t J_t"
+    elif bool((grad.grad_norm == 0).any()) and not config.truncate:
+        zero_t = int(np.nonzero(grad.grad_norm == 0)[0].max())
+        fwd = (f"||dL/dh_t|| is 0 in {config.dtype} backpropagation for t <= {zero_t}: it underflowed or the "
+               "flow is cut (dead units); the exact log-space chain covers final-step losses on the last layer")
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
     runs = [[_detached(r) for r in layer] for layer in trace.runs]
     jac = jacobian_products(runs[a][0], lags=lags, batch=config.jacobian_batch, n_singular=config.n_singular,
@@ -211,6 +221,8 @@ def run_experiment(config: ExperimentConfig) -> ExperimentResult:
     gates = _gates(runs[a][0], T)
     hidden = torch.stack([s[0][0] for s in runs[a][0].states[1:]]).double().numpy()  # (T, H)
     notes = config.model_config(config.input_size).inapplicable()
+    if fwd:
+        notes.append(fwd)
     if jac.method != "closed-form":
         notes.append("per-step Jacobians by autograd (vmap jacrev): layer norm has no closed form here; exact, slower")
     if config.jacobian_batch and config.jacobian_batch < config.batch_size:
@@ -297,7 +309,10 @@ def result_to_dict(r: ExperimentResult) -> dict:
                  "input_size": r.spec.input_size, "output_size": r.spec.output_size},
         "loss_steps": r.spec.loss_steps if c.loss_steps == "auto" else c.loss_steps,
         "probe_loss": _num(r.grad.loss),
-        "grad_norm": _list(r.grad.grad_norm),
+        "grad_norm": _pow10(r.grad.log10_grad_norm) if r.grad.log10_grad_norm is not None else _list(r.grad.grad_norm),
+        "log10_grad_norm": _list(r.grad.log10_grad_norm if r.grad.log10_grad_norm is not None
+                                 else np.log10(np.asarray(r.grad.grad_norm, dtype=float))),
+        "grad_norm_method": r.grad.method,
         "grad_norm_band": {"p10": _list(r.grad.grad_norm_band[0]), "p90": _list(r.grad.grad_norm_band[1])},
         "grad_norm_per_layer": [_list(row) for row in r.grad.per_layer],
         "grad_norm_per_direction": [_list(row) for row in r.grad.per_direction],

@@ -59,6 +59,9 @@ class GradientResult:
     cell_grad_norm: np.ndarray | None  # (T,) ||dL/dc_t|| (LSTM)
     loss: float  # mean probe loss
     nonfinite: dict | None
+    last_state_grad: Tensor | None = None  # (B, S) dL/dstate_{T-1} of the analysed layer's forward direction
+    log10_grad_norm: np.ndarray | None = None  # (T,) exact log10 of grad_norm (see log_grad_norm_chain)
+    method: str = "backprop"
 
 
 def _first_nonfinite_forward(trace: Trace) -> dict | None:
@@ -107,7 +110,11 @@ def gradient_norms(trace: Trace, probe: Tensor, analysed_layer: int, *, retain_g
         t = int(bad_t.max())  # backprop runs from T-1 down: the largest bad t is where it first appeared
         nonfinite = {"quantity": "grad_norm", "layer": a, "timestep": t,
                      "sequence": int((~finite[t]).nonzero()[0])}
+    last = [grads[(a * D) * T + T - 1]]  # dL/dh_{T-1}, forward direction of the analysed layer
+    if is_lstm:
+        last.append(grads[L * D * T + T - 1])  # dL/dc_{T-1}
     return GradientResult(
+        last_state_grad=torch.cat(last, -1).detach(),
         grad_norm=geometric_mean(norms, -1).numpy(),
         grad_norm_band=band.numpy(),
         per_layer=geometric_mean(layer_norms, -1).numpy(),
@@ -116,3 +123,39 @@ def gradient_norms(trace: Trace, probe: Tensor, analysed_layer: int, *, retain_g
         loss=float(probe.detach().double().mean()),
         nonfinite=nonfinite,
     )
+
+
+@torch.no_grad()
+def log_grad_norm_chain(run, v_last: Tensor) -> Tensor:
+    r"""log10 ||dL/dh_t|| for every t and sequence, (T, B), for a loss on the last step only.
+
+    Such a loss reaches state_t only through state_{t+1}, so dL/dstate_{t-1} = dL/dstate_t J_t exactly. The
+    row vector is renormalized after every step and its log norm accumulated, so the values stay exact where
+    float32 (or float64) backpropagation underflows to 0 (below ~1e-38 / 1e-308).
+    """
+    from .jacobians import _ChunkSteps, _stack_states
+
+    T = len(run.xp)
+    B = v_last.shape[0]
+    H = run.cell.hidden_size
+    idx = torch.arange(B)
+    v = v_last.unsqueeze(1).to(run.xp[0].dtype)  # (B, 1, S)
+    log_scale = torch.zeros(B, dtype=torch.float64)
+    out = torch.empty(T, B, dtype=torch.float64)
+    out[T - 1] = torch.log10(torch.linalg.vector_norm(v[:, 0, :H].double(), dim=-1))
+    S = v.shape[-1]
+    chunk = max(1, min(64, (64 * 2**20) // max(1, B * S * S * v.element_size())))
+    t_hi = T - 1
+    while t_hi >= 1:
+        t_lo = max(1, t_hi - chunk + 1)
+        steps = _ChunkSteps(run.cell, *_stack_states(run, t_lo, t_hi + 1, idx))
+        for c in range(len(steps) - 1, -1, -1):
+            t = t_lo + c
+            v = steps.right(c, v)  # dL/dstate_{t-1} = dL/dstate_t J_t
+            n = torch.linalg.vector_norm(v.double(), dim=(-2, -1))  # (B,)
+            n = torch.where(n > 0, n, torch.ones_like(n))
+            v = v / n.to(v.dtype).view(B, 1, 1)
+            log_scale = log_scale + torch.log10(n)
+            out[t - 1] = torch.log10(torch.linalg.vector_norm(v[:, 0, :H].double(), dim=-1)) + log_scale
+        t_hi = t_lo - 1
+    return out

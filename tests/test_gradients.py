@@ -336,3 +336,28 @@ def test_truncated_bptt_all_steps_against_reference(captured, cell):
     expect = gmean(torch.stack([g.norm(dim=-1) for g in grads]))
     np.testing.assert_allclose(r.truncated.grad_norm, expect, rtol=1e-8)
     assert not np.allclose(r.truncated.grad_norm, r.grad.grad_norm)
+
+
+# ---- exact log-space ||dL/dh_t|| (no float32 underflow) --------------------------------------------------
+@pytest.mark.parametrize("cell,kw", [("rnn", {}), ("rnn", {"activation": "relu"}), ("lstm", {}),
+                                     ("lstm", {"peephole": True}), ("gru", {}), ("gru", {"layer_norm": True}),
+                                     ("rnn", {"num_layers": 2})])
+def test_log_chain_equals_backprop_float64(cell, kw):
+    from analysis import ExperimentConfig, run_experiment
+    r = run_experiment(ExperimentConfig(cell=cell, seq_len=40, hidden_size=12, batch_size=4, dtype="float64", **kw))
+    assert r.grad.log10_grad_norm is not None
+    np.testing.assert_allclose(r.grad.log10_grad_norm, np.log10(r.grad.grad_norm), rtol=0, atol=1e-10)
+
+
+def test_log_chain_float32_does_not_underflow_where_backprop_does():
+    from analysis import ExperimentConfig, run_experiment
+    T, a = 400, 0.5
+    r = run_experiment(ExperimentConfig(cell="rnn", activation="linear", init="identity", init_scale=a,
+                                        seq_len=T, hidden_size=16, batch_size=3, dtype="float32"))
+    # W_hh = a I, linear: dL/dh_t = a^(T-1-t) u with ||u|| = 1
+    expected = (T - 1 - np.arange(T)) * np.log10(a)
+    assert r.grad.grad_norm[0] == 0.0  # float32 backprop underflowed here ...
+    np.testing.assert_allclose(r.grad.log10_grad_norm, expected, rtol=0, atol=1e-4)  # ... the chain did not
+    d = r.to_dict()
+    assert d["log10_grad_norm"][0] == pytest.approx(expected[0], abs=1e-4)
+    assert d["grad_norm"][0] > 0  # 10**-120 is representable in the float64 JSON
