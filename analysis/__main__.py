@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"run": cmd_run, "train": cmd_train, "export": cmd_export}[args.command](args)
-    except (ConfigError, ValueError) as e:
+    except (ConfigError, ValueError, RuntimeError) as e:  # RuntimeError: ExportUnavailable, render errors
         msg = " ".join(str(e).split())
         print(f"error: {msg}", file=sys.stderr)
         return 2
