@@ -14,23 +14,9 @@ from rnn_models import LayerNorm, ModelConfig, RecurrentNetwork, initialize_cell
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The matrices here are tiny: intra-op threads only add overhead (a lot of it on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-@pytest.fixture
-def f64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def _randomize(module: torch.nn.Module, seed: int, scale: float = 0.6) -> None:

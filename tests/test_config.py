@@ -11,13 +11,7 @@ from analysis import ExperimentConfig, run_experiment
 from rnn_models import ConfigError, ModelConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The matrices here are tiny: intra-op threads only add overhead (a lot of it on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _one_line_naming(exc, field):

@@ -18,23 +18,9 @@ from rnn_models import ACTIVATION_GAMMA, ModelConfig, RecurrentNetwork, Run
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The matrices here are tiny: intra-op threads only add overhead (a lot of it on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-@pytest.fixture
-def f64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def _setup(cell, *, T=12, H=5, B=3, I=3, seed=0, xs=1.0, **kw):
