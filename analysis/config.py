@@ -10,8 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, fields
 
-from rnn_models.config import (ACTIVATIONS, CELLS, INITS, ConfigError, ModelConfig, check_bool, check_choice,
-                               check_float, check_int)
+from rnn_models.config import CELLS, ConfigError, ModelConfig, check_choice, check_float, check_int
 
 TASK_NAMES = ("random", "adding", "copy", "temporal-order", "charlm")
 DTYPES = ("float32", "float64")
@@ -82,7 +81,6 @@ class ExperimentConfig:
     train_steps: int = 0
 
     def __post_init__(self):
-        check_choice("cell", self.cell, CELLS)
         if isinstance(self.compare, (list, str)):
             object.__setattr__(self, "compare", tuple(self.compare.split(",")) if isinstance(self.compare, str)
                                else tuple(self.compare))
@@ -90,18 +88,12 @@ class ExperimentConfig:
             raise ConfigError(f"compare={self.compare!r} must list up to 3 different cells of rnn, lstm, gru")
         for c in self.compare:
             check_choice("compare", c, CELLS)
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_int("hidden_size", self.hidden_size, 1, 4096)
         if self.input_size is not None:
             check_int("input_size", self.input_size, 1, 100_000)
-        check_int("num_layers", self.num_layers, 1, 16)
-        check_bool("bidirectional", self.bidirectional)
-        check_choice("init", self.init, INITS)
-        check_float("init_scale", self.init_scale, 0.0, 100.0)
-        check_bool("layer_norm", self.layer_norm)
-        check_bool("peephole", self.peephole)
-        if self.forget_bias is not None:
-            check_float("forget_bias", self.forget_bias, -20.0, 20.0)
+        check_int("seq_len", self.seq_len, 1, MAX_SEQ_LEN)
+        # the model fields: ModelConfig's own checks (cell, activation, sizes, init, scale, flags, forget bias)
+        for cell in self.cells + ((self.cell,) if self.cell not in self.cells else ()):
+            self.model_config(self.input_size or 8, cell=cell)
         check_choice("task", self.task, TASK_NAMES)
         check_int("seq_len", self.seq_len, 1, MAX_SEQ_LEN)
         check_int("batch_size", self.batch_size, 1, MAX_BATCH)
@@ -126,8 +118,6 @@ class ExperimentConfig:
         check_choice("clip", self.clip, CLIP_MODES)
         check_float("clip_threshold", self.clip_threshold, 0.0, 1e12, lo_open=True)
         check_int("train_steps", self.train_steps, 0, 1_000_000)
-        if self.cell == "lstm" and self.init == "chrono" and self.forget_bias is not None:
-            raise ConfigError("forget_bias must be unset with init='chrono': chrono sets the LSTM forget bias itself")
 
     # ---- derived ----------------------------------------------------------------------------------------
     @property
@@ -143,9 +133,9 @@ class ExperimentConfig:
     def analysed_layer(self) -> int:
         return self.layer % self.num_layers
 
-    def model_config(self, input_size: int) -> ModelConfig:
-        """The ModelConfig of this experiment, given the input size the data needs."""
-        return ModelConfig(cell=self.cell, activation=self.activation, input_size=input_size,
+    def model_config(self, input_size: int, cell: str | None = None) -> ModelConfig:
+        """The ModelConfig of this experiment (or of one cell of its comparison), given the input size."""
+        return ModelConfig(cell=cell or self.cell, activation=self.activation, input_size=input_size,
                            hidden_size=self.hidden_size, num_layers=self.num_layers,
                            bidirectional=self.bidirectional, init=self.init, init_scale=self.init_scale,
                            layer_norm=self.layer_norm, peephole=self.peephole, forget_bias=self.forget_bias,
