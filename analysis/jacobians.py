@@ -147,9 +147,15 @@ def _gate_path(log_gate: Tensor, lags: list[int]) -> np.ndarray:
     """
     T = log_gate.shape[0]
     rev = log_gate.flip(0)[: T - 1]  # (T-1, b, H): times T-1, T-2, ..., 1
-    cum = torch.cat([torch.zeros_like(rev[:1]), rev.cumsum(0)], 0)  # (T, b, H): lag 0..T-1
+    cum = torch.cat([torch.zeros_like(log_gate[:1]), rev.cumsum(0)], 0)  # (T, b, H): lag 0..T-1
     per_seq = cum.max(-1).values * LOG10E  # (T, b)
     return per_seq.mean(-1)[lags].double().numpy()
+
+
+def _reliable(log_min: np.ndarray, log_max: np.ndarray, floor: float) -> np.ndarray:
+    """sigma_min / sigma_max above the product's resolution (False where the product is exactly 0)."""
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(log_min - log_max, nan=-np.inf) > math.log10(floor)
 
 
 @torch.no_grad()
@@ -243,7 +249,7 @@ def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
         lag=lag_set,
         spectral_norm=out_norm.mean(1),
         min_singular_value=out_min.mean(1),
-        min_reliable=(out_min.mean(1) - out_norm.mean(1)) > math.log10(1e3 * eps * S),
+        min_reliable=_reliable(out_min.mean(1), out_norm.mean(1), 1e3 * eps * S),
         singular_values=out_top.mean(1),
         spectral_norm_per_sequence=out_norm,
         state_spectral_norm=None if out_state is None else out_state.mean(1),

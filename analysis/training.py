@@ -229,6 +229,9 @@ class Trainer:
             "changed": [x.changed for x in r],
             "spectral_radius": np.array([x.spectral_radius if x.spectral_radius is not None else nan for x in r]),
             "grad_norm_t": np.stack([x.grad_norm_t for x in r]) if r else np.zeros((0, self.config.seq_len)),
+            "settings": [x.settings for x in r],
+            "nonfinite": [x.nonfinite for x in r],
+            "chance_loss": self.chance_loss,
         }
 
 

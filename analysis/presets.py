@@ -1,0 +1,118 @@
+"""Ready-made experiments that reproduce classic results; each sets every setting at once.
+
+    PRESETS: {name: Preset(name, config, what_to_look_for, train, title, variant)}
+
+``config`` is an ExperimentConfig (``compare`` lists the cells shown side by side); ``what_to_look_for`` is two
+lines (what to look at, what it means); ``train`` is None or {"steps": N, "variants": {label: overrides}} for
+presets about training (the live-training tab starts one trainer per cell and variant); ``variant`` is None
+or a second run of the same cells with a few fields changed ({"forget_bias": 0.0}), drawn beside the first.
+
+Each preset was run with the engine and its effect is checked by ``tests/test_alerts.py`` (seq_len 100, hidden 64,
+batch 16 unless said, Jacobian spectra over the first 4 sequences; numbers measured on seed 0):
+
+    default           tanh RNN vs LSTM vs GRU, chrono init (the gated cells' keep-gate biases ~ log U[1, T-1]),
+                      adding task, T=100, H=64: ||dL/dh_0|| / ||dL/dh_99|| ~ 5e-22 (RNN), 1e-3 (LSTM),
+                      0.2 (GRU); memory horizon (||dh_99/dh_99-k|| < 1e-3) 16 steps for the RNN, none within
+                      99 lags for the LSTM and GRU.
+    vanishing-tanh    tanh RNN, default init: the gradient falls by ~1e-23 over 100 steps, horizon ~15.
+    exploding         linear RNN, W_hh scaled to spectral radius 1.2 (sigma_max ~2.2 > 1/gamma = 1):
+                      ||dL/dh_0|| ~ 1.6e7 x the last step's (Pascanu et al. 2013).
+    irnn              ReLU RNN, W_hh = I (Le, Jaitly, Hinton 2015), adding task: the gradient at t=0 is still
+                      ~0.8 of the last step's.
+    orthogonal-linear linear RNN, orthogonal W_hh: every singular value of dh_99/dh_99-k is 1: the norm is kept
+                      exactly over all 100 steps.
+    forget-bias       LSTM with forget-gate bias 1 (Jozefowicz et al. 2015) vs 0: ratio ~8e-9 vs ~6e-22,
+                      horizon 42 vs 14.
+    layer-norm        tanh RNN with spectral radius 3 (explodes: ~2e10 without layer norm) with layer norm:
+                      the gradient stays within a factor ~10 over 100 steps.
+    clipping          linear RNN, spectral radius 1.2, T=50, adding, SGD lr 0.05: without clipping a NaN
+                      appears at step 1 and the run stops; with norm clipping (threshold 1) the loss falls from
+                      ~3e4 to the chance level (~0.17) within 100 steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import ExperimentConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    config: ExperimentConfig
+    what_to_look_for: str  # two lines
+    train: dict | None = None
+    title: str = ""
+    variant: dict | None = field(default=None)
+
+    @property
+    def lines(self) -> list[str]:
+        return self.what_to_look_for.splitlines()
+
+
+def _p(name, title, config, line1, line2, train=None, variant=None) -> Preset:
+    return Preset(name=name, config=config, what_to_look_for=f"{line1}\n{line2}", train=train, title=title,
+                  variant=variant)
+
+
+# Jacobian spectra over the first 4 of the 16 sequences (the gradient norms use all 16): the Jacobian sweep costs
+# about 4x less, so a preset opens in about a second; set jacobian_batch=0 in the sidebar for the whole batch
+_BASE = dict(seq_len=100, hidden_size=64, batch_size=16, seed=0, jacobian_batch=4)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    _p("default", "RNN vs LSTM vs GRU: who still hears the first step?",
+       ExperimentConfig(cell="rnn", compare=("rnn", "lstm", "gru"), init="chrono", task="adding", **_BASE),
+       "Gradient flow: the tanh RNN's ||dL/dh_t|| collapses by ~20 orders of magnitude over 100 steps, while "
+       "the LSTM (through c_t) and the GRU (through z_t) keep it within a few.",
+       "Jacobians: the RNN's memory horizon is ~16 steps; the gated cells never drop below the threshold. "
+       "(Chrono init sets the LSTM/GRU keep-gate biases; the RNN keeps the default init.)"),
+    _p("vanishing-tanh", "Vanishing gradients in a tanh RNN",
+       ExperimentConfig(cell="rnn", activation="tanh", init="default", task="random", **_BASE),
+       "||dL/dh_t|| falls exponentially as t moves away from the loss: a straight line on the log axis.",
+       "Each step multiplies by diag(tanh'(a_t)) W_hh, whose norm is below 1 here; the Jacobian view shows the "
+       "same decay by lag and a horizon of ~15 steps."),
+    _p("exploding", "Exploding gradients: spectral radius above 1",
+       ExperimentConfig(cell="rnn", activation="linear", init="spectral", init_scale=1.2, task="random", **_BASE),
+       "A linear RNN with W_hh scaled to spectral radius 1.2: ||dL/dh_t|| grows ~1e7-fold going back 100 steps.",
+       "sigma_max(W_hh) ~2.2 > 1/gamma = 1, so the Pascanu bound no longer forbids growth; the eigenvalues "
+       "outside the unit circle (spectrum view) are the directions that blow up."),
+    _p("irnn", "IRNN: ReLU with identity init (Le et al. 2015)",
+       ExperimentConfig(cell="rnn", activation="relu", init="identity", init_scale=1.0, task="adding", **_BASE),
+       "With W_hh = I and ReLU, active units pass the gradient unchanged: ||dL/dh_t|| stays nearly flat.",
+       "Jacobians: sigma_max stays at 1 for every lag (units that are off contribute 0, not decay); "
+       "a unit that never switches on is a dead ReLU."),
+    _p("orthogonal-linear", "Orthogonal linear RNN: the norm is kept exactly",
+       ExperimentConfig(cell="rnn", activation="linear", init="orthogonal", init_scale=1.0, task="random", **_BASE),
+       "With phi = identity and an orthogonal W_hh, dh_{T-1}/dh_{T-1-k} = W_hh^k is orthogonal: every singular "
+       "value is exactly 1.",
+       "The gradient neither vanishes nor explodes at any lag, but such a network is linear: it cannot compute "
+       "much. The gated cells keep the norm while staying nonlinear."),
+    _p("forget-bias", "LSTM forget-gate bias 1 vs 0 (Jozefowicz et al. 2015)",
+       ExperimentConfig(cell="lstm", forget_bias=1.0, task="random", **_BASE),
+       "Solid/dark: forget bias b_f = 1, so f_t ~ sigmoid(1) ~ 0.73 at the start; light: b_f = 0, f_t ~ 0.5.",
+       "The carousel prod diag(f_t) decays as f^k, so b_f = 1 stretches the memory horizon ~3x (cell-state and "
+       "Jacobian views).",
+       variant={"forget_bias": 0.0}),
+    _p("layer-norm", "Layer norm keeps the Jacobian in range",
+       ExperimentConfig(cell="rnn", activation="tanh", init="spectral", init_scale=3.0, layer_norm=True,
+                        task="random", **_BASE),
+       "A tanh RNN with spectral radius 3 explodes (light line, layer_norm=false: ~1e10); with layer norm the "
+       "gradient stays within about a factor of 10 over 100 steps.",
+       "Layer norm divides the pre-activation by its own spread, so scaling W_hh up no longer scales the "
+       "per-step Jacobian (per-step Jacobians by autograd here: slower).",
+       variant={"layer_norm": False}),
+    _p("clipping", "Gradient clipping rescues an exploding run (train it)",
+       ExperimentConfig(cell="rnn", activation="linear", init="spectral", init_scale=1.2, task="adding",
+                        seq_len=50, hidden_size=64, batch_size=16, seed=0, jacobian_batch=4, optimizer="sgd", lr=0.05,
+                        clip="none", clip_threshold=1.0, train_steps=150),
+       "Live training tab: press Start. Without clipping the first update overflows: NaN at step 1, the run "
+       "stops. With norm clipping (threshold 1) the loss falls to the chance level.",
+       "Clipping rescales g to threshold * g/||g|| when ||g|| is larger: the direction is kept, the step is "
+       "bounded (Pascanu et al. 2013). Change the clip mode while it runs: the change is marked on the plots.",
+       train={"steps": 150, "variants": {"clip=none": {"clip": "none"},
+                                         "clip=norm": {"clip": "norm", "clip_threshold": 1.0}}}),
+]}
+
+DEFAULT_PRESET = "default"
+
+__all__ = ["Preset", "PRESETS", "DEFAULT_PRESET"]

@@ -1,0 +1,136 @@
+"""Gradient-dynamics lab: see why recurrent networks forget.  ``streamlit run dashboard/app.py``
+
+A thin layer: widgets (dashboard/controls.py) -> ExperimentConfig -> cached run_comparison (dashboard/compute.py)
+-> figures (analysis/figures.py), one tab per view (dashboard/views/), alerts from analysis/alerts.py.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="Gradient-dynamics lab", page_icon="∇", layout="wide")
+
+from analysis.alerts import alerts  # noqa: E402
+from analysis.config import ExperimentConfig  # noqa: E402
+from analysis.figures import CELL_LABELS, label_of  # noqa: E402
+from analysis.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
+from dashboard import controls  # noqa: E402
+from dashboard.compute import analyse  # noqa: E402
+from dashboard.views import TABS, Context  # noqa: E402
+from dashboard.views import training as training_view  # noqa: E402
+
+
+CSS = """<style>
+.block-container {padding-top: 2.2rem; padding-bottom: 2rem;}
+h2 {padding-top: 0 !important;}
+</style>"""
+
+
+def _describe(cfg: ExperimentConfig) -> str:
+    cells = ", ".join(f"{CELL_LABELS[c]} ({cfg.activation})" if c == "rnn" else CELL_LABELS[c] for c in cfg.cells)
+    extra = [f"init {cfg.init}" + (f" ×{cfg.init_scale:g}" if cfg.init not in ("default", "chrono") else "")]
+    if cfg.forget_bias is not None:
+        extra.append(f"b_f={cfg.forget_bias:g}")
+    if cfg.layer_norm:
+        extra.append("layer norm")
+    if cfg.num_layers > 1:
+        extra.append(f"{cfg.num_layers} layers")
+    if cfg.bidirectional:
+        extra.append("bidirectional")
+    if cfg.truncate:
+        extra.append(f"truncated BPTT k={cfg.truncate}")
+    return (f"{cells} · task {cfg.task} · T={cfg.seq_len} · H={cfg.hidden_size} · B={cfg.batch_size} · seed "
+            f"{cfg.seed} · {cfg.dtype} · " + " · ".join(extra))
+
+
+def _run(settings):
+    """Results for the settings; on an engine error, the last good settings (and the message)."""
+    try:
+        return analyse(settings.config, settings.variant, settings.variant_label), None
+    except ValueError as e:  # ConfigError included: one line naming the field
+        msg = " ".join(str(e).split())
+    except Exception as e:  # noqa: BLE001 - an engine failure must not take the page down
+        msg = f"the analysis failed ({type(e).__name__}: {' '.join(str(e).split())})"
+    last = st.session_state.get("last_good")
+    fallback = ExperimentConfig.from_json(last) if last else PRESETS[DEFAULT_PRESET].config
+    if fallback == settings.config:
+        fallback = PRESETS[DEFAULT_PRESET].config
+    settings.config, settings.variant, settings.variant_label = fallback, {}, ""
+    return analyse(fallback), f"These settings cannot be analysed: {msg}. Showing the last good settings."
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    controls.init_session()
+    controls.persist()
+    settings = controls.sidebar()
+
+    st.markdown(CSS, unsafe_allow_html=True)
+    st.markdown("## ∇ Gradient-dynamics lab")
+    st.caption("Why do recurrent networks forget? Follow the gradient back through time in a vanilla RNN, an "
+               "LSTM and a GRU: where it vanishes, where it explodes, and what keeps it alive.")
+    for e in settings.errors:
+        st.error(e)
+    with st.spinner(f"Analysing {', '.join(CELL_LABELS[c] for c in settings.config.cells)} "
+                    f"(T={settings.config.seq_len}, H={settings.config.hidden_size})…"):
+        results, error = _run(settings)
+    if error:
+        st.error(error)
+    else:
+        controls.accept(settings)
+    controls.sync_url(settings)
+    cfg = settings.config
+
+    preset = PRESETS.get(settings.preset, PRESETS[DEFAULT_PRESET])
+    st.markdown(f"**{preset.title}** · {_describe(cfg)}"
+                + (f" · variant (lighter colour): {settings.variant_label}" if settings.variant_label else ""))
+    changed = " *(settings changed since this preset was chosen)*" if cfg != preset.config else ""
+    st.info("**What to look for.** " + "  \n".join(preset.lines) + changed)
+    horizons = []
+    for key, r in results.items():
+        T = r.config.seq_len
+        hz = f"k = {r.memory_horizon}" if r.memory_horizon is not None else f"none within {T - 1} lags"
+        horizons.append(f"{label_of(key)} **{hz}**")
+    th = cfg.horizon_threshold
+    st.markdown(f"Memory horizon (first lag k where ‖∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>‖ < {th:g}): "
+                + " · ".join(horizons), unsafe_allow_html=True)
+
+    notes = []
+    for key, r in results.items():
+        for a in alerts(r, None if key in CELL_LABELS else label_of(key)):
+            if a.level == "error":
+                st.error(a.message)
+            elif a.level == "warning":
+                st.warning(a.message)
+            else:
+                notes.append(a.message)
+    if notes:  # the same note for several cells is said once, naming them
+        grouped: dict[str, list[str]] = {}
+        for n in notes:
+            who, _, text = n.partition(": ")
+            grouped.setdefault(text, []).append(who)
+        st.caption("Notes: " + " · ".join(f"{', '.join(w)}: {t}" for t, w in grouped.items()))
+
+    histories = None
+    trainers = st.session_state.get("trainers")
+    if trainers and any(tr.records for tr in trainers.values()):
+        histories = training_view.histories()
+    ctx = Context(settings=settings, config=cfg, results=results, histories=histories)
+    tabs = st.tabs([m.TITLE for m in TABS], key="view", bind="query-params")
+    for module, tab in zip(TABS, tabs):
+        if tab.open is False:
+            continue
+        with tab:
+            module.render(ctx)
+    total = sum(r.timings.get("total_s", 0.0) for r in results.values())
+    st.caption(f"Analysis {total:.2f} s when first computed (cached since) · this page {time.perf_counter() - t0:.2f} s")
+
+
+main()

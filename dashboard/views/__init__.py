@@ -1,0 +1,18 @@
+"""One small module per view: TITLE (the tab's label), VIEW (analysis.figures' view name), GUIDE, render(ctx)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import activations, cell_state, gradient_flow, jacobians, spectrum, training
+
+
+@dataclass
+class Context:
+    settings: object  # controls.Settings
+    config: object  # ExperimentConfig in force
+    results: dict  # {key: ExperimentResult}
+    histories: dict | None = None  # {key: history dict} from the live-training tab
+    extra: dict = field(default_factory=dict)
+
+
+TABS = (gradient_flow, jacobians, spectrum, cell_state, training, activations)

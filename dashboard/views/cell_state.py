@@ -1,0 +1,33 @@
+"""Cell state of gated cells: full dc/dc vs the forget-gate carousel, gate heatmaps, saturation."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ..controls import gate_choice
+from .common import draw, export_all, figures, guide
+
+TITLE = "Cell state"
+VIEW = "cell-state"
+GUIDE = ("In the LSTM, c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t: the direct path back through c has Jacobian diag(f_t), "
+         "so the dashed 'carousel' ∏ diag(f_t) is that path alone and the solid line every path; the GRU's "
+         "analogue is ∏ diag(z_t). Gate maps show where gates sit near 0 (closed) or 1 (open).")
+
+
+def render(ctx) -> None:
+    guide(GUIDE)
+    figs = figures(VIEW, ctx)
+    gated = [k for k, r in ctx.results.items() if r.config.cell in ("lstm", "gru")]
+    if not gated:
+        st.info("This view is about gated cells (the LSTM's c_t and f_t, the GRU's z_t). A vanilla RNN has no cell "
+                "state: below are its hidden states h_t and saturation. Add an LSTM or GRU in the sidebar.")
+    gate_names = [n for n in figs if n.startswith("gates_")]
+    choice = None
+    if gate_names:
+        letters = sorted({n.rsplit("_", 1)[1] for n in gate_names}, key="fizro".find)
+        choice = gate_choice(letters)
+    shown = ["cell_flow"] + [n for n in gate_names if n.endswith(f"_{choice}")] + ["gate_saturation"] + \
+        [n for n in figs if n.startswith("hidden_")]
+    draw(VIEW, figs, shown)
+    if choice and not any(n.endswith(f"_{choice}") for n in gate_names):
+        st.caption(f"No cell here has the gate {choice}.")
+    export_all(VIEW, figs, ctx)

@@ -1,0 +1,208 @@
+"""Live training: one Trainer per cell (and per preset training variant) in st.session_state, stepped by a
+fragment every 0.5 s while running, so the rest of the page is not blocked. Clipping, threshold, optimizer and
+learning rate may change while it runs (Trainer.update: effective at the next step, marked on the plots)."""
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from analysis.alerts import training_alerts
+from analysis.figures import label_of, view_figures
+from analysis.presets import PRESETS
+from rnn_models.config import ConfigError
+
+from .. import controls
+from ..exporting import chart, zip_button
+from .common import guide
+
+TITLE = "Live training"
+VIEW = "training"
+GUIDE = ("Train each cell on the task and watch the loss against the chance level (dashed) and the global "
+         "gradient norm before and after clipping. Clipping, threshold, optimizer and learning rate may change "
+         "while it runs: the change takes effect at the next step and is marked on the plots. Training advances "
+         "while this tab is open.")
+LIVE_SETTINGS = ("clip", "clip_threshold", "optimizer", "lr", "truncate")
+
+
+# ---- trainers in session state ------------------------------------------------------------------------------
+def trainer_configs(config, preset: str) -> dict:
+    """{key: config} of the trainers: one per cell, or one per cell and preset training variant."""
+    p = PRESETS.get(preset)
+    variants = (p.train or {}).get("variants") if p is not None else None
+    out = {}
+    for cell in config.cells:
+        base = config.for_cell(cell)
+        if variants:
+            for label, over in variants.items():
+                out[f"{cell} · {label}"] = base.replace(**over)
+        else:
+            out[cell] = base
+    return out
+
+
+def _key(configs: dict) -> str:
+    """Identity of a training run: everything except the settings that may change while it runs."""
+    strip = set(LIVE_SETTINGS) | {"train_steps"}
+    return json.dumps({k: {f: v for f, v in c.to_dict().items() if f not in strip} for k, c in configs.items()},
+                      sort_keys=True)
+
+
+def _build(configs: dict) -> None:
+    from analysis.training import Trainer
+    ss = st.session_state
+    ss["trainers"] = {k: Trainer(c) for k, c in configs.items()}
+    ss["train_key"] = _key(configs)
+    ss["train_applied"] = None
+    ss["train_running"] = False
+    ss.pop("train_error", None)
+
+
+def ensure_trainers(configs: dict) -> dict | None:
+    """The session's trainers for these configs (rebuilt when the run's identity changed)."""
+    ss = st.session_state
+    if ss.get("train_key") != _key(configs) or "trainers" not in ss:
+        if any(tr.records for tr in (ss.get("trainers") or {}).values()):
+            ss["train_notice"] = "The model or data settings changed, so training starts afresh with them."
+        try:
+            _build(configs)
+        except (ConfigError, ValueError) as e:
+            ss["trainers"], ss["train_key"], ss["train_running"] = {}, _key(configs), False
+            ss["train_error"] = str(e)
+    return ss.get("trainers")
+
+
+def live_settings() -> dict:
+    ss = st.session_state
+    return {"clip": ss.get("clip"), "clip_threshold": float(ss.get("clip_threshold")), "optimizer": ss.get("optimizer"),
+            "lr": float(ss.get("lr")), "truncate": int(ss.get("truncate") or 0)}
+
+
+def apply_live_settings() -> list[str]:
+    """Hand changed widget settings to every trainer (Trainer.update: next step); returns what changed."""
+    ss = st.session_state
+    want = live_settings()
+    applied = ss.get("train_applied")
+    if applied is None:  # the trainers start from their own configs (variants may differ): nothing to apply
+        ss["train_applied"] = want
+        return []
+    changed = {k: v for k, v in want.items() if applied.get(k) != v}
+    if changed:
+        for tr in (ss.get("trainers") or {}).values():
+            tr.update(**changed)
+        ss["train_applied"] = want
+    return list(changed)
+
+
+def _active(tr, max_steps: int) -> bool:
+    return tr.stopped is None and (max_steps <= 0 or len(tr.records) < max_steps)
+
+
+def step_all(n: int, max_steps: int) -> None:
+    for _ in range(n):
+        for tr in (st.session_state.get("trainers") or {}).values():
+            if _active(tr, max_steps):
+                tr.step()
+
+
+def history(tr) -> dict:
+    h = tr.history()
+    h["settings"] = [r.settings for r in tr.records]
+    h["nonfinite"] = [r.nonfinite for r in tr.records]
+    h["chance_loss"] = tr.chance_loss
+    return h
+
+
+def histories() -> dict:
+    return {k: history(tr) for k, tr in (st.session_state.get("trainers") or {}).items() if tr.records}
+
+
+# ---- button callbacks (run before the script, then the whole page reruns) ------------------------------------
+def _start():
+    st.session_state["train_running"] = True
+
+
+def _pause():
+    st.session_state["train_running"] = False
+
+
+def _step():
+    st.session_state["train_running"] = False
+    apply_live_settings()
+    step_all(1, 0)
+
+
+def _reset():
+    st.session_state.pop("train_key", None)
+    st.session_state["train_running"] = False
+
+
+# ---- the tab ------------------------------------------------------------------------------------------------
+def render(ctx) -> None:
+    guide(GUIDE)
+    ss = st.session_state
+    cfg = controls.training_task_control(ctx.config)
+    configs = trainer_configs(cfg, ctx.settings.preset)
+    p = PRESETS.get(ctx.settings.preset)
+    if p is not None and p.train and p.train.get("variants"):
+        st.caption("This preset trains each cell once per variant: " + "; ".join(
+            f"{k}: {controls.variant_text(v)}" for k, v in p.train["variants"].items()))
+    ensure_trainers(configs)
+    if ss.get("train_notice"):
+        st.info(ss.pop("train_notice"))
+    if ss.get("train_error"):
+        st.error(f"Training cannot start with these settings: {ss['train_error']}")
+        return
+    running = bool(ss.get("train_running"))
+    b = st.columns([1, 1, 1.3, 1, 5])
+    b[0].button("Start", key="train_start", on_click=_start, disabled=running, type="primary")
+    b[1].button("Pause", key="train_pause", on_click=_pause, disabled=not running)
+    b[2].button("Single step", key="train_step", on_click=_step)
+    b[3].button("Reset", key="train_reset", on_click=_reset)
+    st.fragment(run_every=0.5 if running else None)(_live)(ctx)
+
+
+def _live(ctx) -> None:
+    ss = st.session_state
+    controls.training_controls()
+    max_steps, per_tick = controls.training_run_controls()
+    changed = apply_live_settings()
+    trainers = ss.get("trainers") or {}
+    if changed:
+        st.toast(f"Changed {', '.join(changed)}: takes effect at the next step")
+    if ss.get("train_running"):
+        step_all(per_tick, max_steps)
+        if not any(_active(tr, max_steps) for tr in trainers.values()):
+            ss["train_running"] = False
+            st.rerun(scope="app")  # stop ticking
+    steps = max((len(tr.records) for tr in trainers.values()), default=0)
+    if ss.get("train_running"):
+        state = "running"
+    elif not steps:
+        state = "ready: press Start or Single step"
+    elif trainers and all(tr.stopped is not None for tr in trainers.values()):
+        state = "stopped: a NaN/Inf appeared (see below); Reset to start again"
+    elif max_steps and not any(_active(tr, max_steps) for tr in trainers.values()):
+        state = f"finished: reached {max_steps} steps"
+    else:
+        state = "paused"
+    st.markdown(f"**Step {steps}** · {state}")
+    lines = []
+    for k, tr in trainers.items():
+        if tr.records:
+            r = tr.records[-1]
+            loss = "NaN/Inf" if r.loss is None or r.loss != r.loss or abs(r.loss) == float("inf") else f"{r.loss:.4g}"
+            lines.append(f"{label_of(k)}: loss {loss} (chance {tr.chance_loss:.3g}), ‖g‖ {r.grad_norm_before:.3g}"
+                         f"{' clipped' if r.clipped else ''}, settings {r.settings['clip']}/{r.settings['clip_threshold']:g}")
+    if lines:
+        st.caption(" · ".join(lines))
+    hs = histories()
+    for k, tr in trainers.items():
+        for a in training_alerts(hs.get(k), tr.stopped, label_of(k)):
+            (st.error if a.level == "error" else st.warning)(a.message)
+    if not hs:
+        return
+    figs = view_figures(VIEW, ctx.results, hs)
+    for name, fig in figs.items():
+        chart(VIEW, name, fig)
+    zip_button(VIEW, figs, ctx.config)

@@ -1,0 +1,211 @@
+"""analysis.alerts on constructed cases, and the presets of analysis.presets: each one's effect is really there."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from analysis.alerts import Alert, alerts, training_alerts
+from analysis.config import ExperimentConfig
+from analysis.experiment import run_comparison, run_experiment
+from analysis.presets import DEFAULT_PRESET, PRESETS
+from analysis.training import Trainer
+
+
+def fake(grad_norm, *, cell="rnn", activation="tanh", saturation=None, notes=(), nonfinite=None):
+    cfg = ExperimentConfig(cell=cell, activation=activation, seq_len=len(grad_norm))
+    return SimpleNamespace(config=cfg, grad=SimpleNamespace(grad_norm=np.asarray(grad_norm, float)),
+                           saturation=saturation or {}, notes=list(notes), nonfinite=nonfinite)
+
+
+def kinds(alist):
+    return [a.kind for a in alist]
+
+
+# ---- constructed cases --------------------------------------------------------------------------------------------
+def test_vanishing_says_where():
+    g = 10.0 ** np.linspace(-12, 0, 61)  # t = 0..60; ratio to the last step 1e-12 at t=0
+    out = alerts(fake(g))
+    (a,) = [x for x in out if x.kind == "vanishing"]
+    assert a.level == "warning"
+    t = int(np.nonzero(g / g[-1] < 1e-6)[0].max())  # 30
+    assert f"t={t}" in a.message and f"lag {60 - t}" in a.message
+    assert "vanish" in a.message and "RNN" in a.message
+    assert "exploding" not in kinds(out)
+
+
+def test_exploding_says_where():
+    g = 10.0 ** np.linspace(9, 0, 10)
+    (a,) = [x for x in alerts(fake(g)) if x.kind == "exploding"]
+    assert a.level == "warning" and "t=" in a.message and "explode" in a.message
+    t = int(np.nonzero(g / g[-1] > 1e6)[0].max())  # 2 (t=3 is 1e6 itself, not above)
+    assert f"t={t}" in a.message and f"lag {9 - t}" in a.message
+    assert "vanishing" not in kinds(alerts(fake(g)))
+
+
+def test_flat_gradient_gives_no_alert():
+    assert alerts(fake(np.ones(50))) == []
+    assert alerts(fake(np.full(50, 1e-3))) == []  # small but not decaying relative to the last step
+    assert alerts(fake([1.0])) == []
+
+
+def test_zero_last_step_is_not_a_crash():
+    assert "vanishing" not in kinds(alerts(fake([1.0, 0.5, 0.0])))
+
+
+def test_nonfinite_is_an_error_with_place():
+    out = alerts(fake(np.ones(5), nonfinite={"quantity": "grad_norm", "layer": 0, "timestep": 3, "sequence": 1}))
+    assert out[0].level == "error" and out[0].kind == "nonfinite"
+    assert "t=3" in out[0].message and "sequence 1" in out[0].message and "NaN" in out[0].message
+
+
+def test_saturation_and_dead_units():
+    out = alerts(fake(np.ones(5), saturation={"h_saturated": 0.7}))
+    (a,) = out
+    assert a.kind == "saturated" and "70%" in a.message and "|h| > 0.99" in a.message
+    out = alerts(fake(np.ones(5), cell="lstm", saturation={"f_saturated": 0.8, "i_saturated": 0.1,
+                                                             "o_saturated": 0.51}))
+    assert sorted(a.message.split("the ")[1][0] for a in out) == ["f", "o"]
+    out = alerts(fake(np.ones(5), activation="relu", saturation={"dead_units": 0.25, "inactive": 0.6}))
+    (a,) = out
+    assert a.kind == "dead" and "25%" in a.message
+    assert alerts(fake(np.ones(5), activation="relu", saturation={"dead_units": 0.2})) == []
+    assert alerts(fake(np.ones(5), saturation={"h_saturated": 0.5})) == []
+
+
+def test_notes_become_info_and_errors_come_first():
+    out = alerts(fake(10.0 ** np.linspace(-8, 0, 20), notes=["peephole applies to the LSTM only; ignored for rnn"],
+                      nonfinite={"quantity": "loss", "sequence": 0}))
+    assert [a.level for a in out] == ["error", "warning", "info"]
+    assert "peephole applies to the LSTM only" in out[-1].message
+
+
+def test_alerts_can_be_named():
+    (a,) = alerts(fake(10.0 ** np.linspace(-8, 0, 20), cell="lstm"), name="LSTM · forget_bias=0")
+    assert a.message.startswith("LSTM · forget_bias=0: the gradient vanishes")
+
+
+def test_alert_levels_are_checked():
+    with pytest.raises(ValueError):
+        Alert("fatal", "x")
+
+
+def test_training_alerts():
+    assert training_alerts(None, None) == []
+    stopped = {"quantity": "hidden_state", "layer": 0, "direction": 0, "timestep": 9, "step": 1}
+    (a,) = training_alerts({"step": np.arange(2)}, stopped, "RNN")
+    assert a.level == "error" and "step 1" in a.message and "t=9" in a.message and a.message.startswith("RNN")
+    h = {"step": np.arange(3), "loss": np.array([1.0, np.nan, 0.5]), "grad_norm_before": np.array([1.0, np.nan, 1.0]),
+         "nonfinite": [None, {"quantity": "loss", "step": 1}, None]}
+    (a,) = training_alerts(h, None)
+    assert a.level == "warning" and "step 1" in a.message
+    h.pop("nonfinite")
+    (a,) = training_alerts(h, None)
+    assert "step 1" in a.message
+    assert training_alerts({"step": np.arange(2), "loss": np.ones(2), "grad_norm_before": np.ones(2)}, None) == []
+
+
+def test_alerts_on_a_real_nonfinite_run():
+    r = run_experiment(ExperimentConfig(cell="rnn", activation="linear", init="spectral", init_scale=100.0,
+                                        seq_len=40, hidden_size=8, batch_size=2))
+    assert r.nonfinite is not None
+    assert alerts(r)[0].level == "error"
+
+
+# ---- presets: every one valid, and its effect visible ---------------------------------------------------------
+def ratio(r):
+    g = r.grad.grad_norm
+    return g[0] / g[-1]
+
+
+def test_every_preset_is_well_formed():
+    assert DEFAULT_PRESET in PRESETS
+    for name, p in PRESETS.items():
+        assert p.name == name and p.title
+        assert isinstance(p.config, ExperimentConfig)
+        assert len(p.what_to_look_for.splitlines()) == 2 and all(p.lines)
+        if p.variant:
+            p.config.replace(**p.variant)
+        if p.train:
+            for over in p.train.get("variants", {}).values():
+                p.config.replace(**over)
+
+
+@pytest.fixture(scope="module")
+def default_results():
+    return run_comparison(PRESETS["default"].config)
+
+
+def test_default_preset_one_collapses_the_others_hold(default_results):
+    r = default_results
+    assert set(r) == {"rnn", "lstm", "gru"}
+    assert ratio(r["rnn"]) < 1e-15  # collapses
+    assert ratio(r["lstm"]) > 1e-5 and ratio(r["gru"]) > 1e-2  # hold up
+    assert r["rnn"].memory_horizon is not None and r["rnn"].memory_horizon < 30
+    assert r["lstm"].memory_horizon is None and r["gru"].memory_horizon is None
+    assert "vanishing" in kinds(alerts(r["rnn"]))
+    assert "vanishing" not in kinds(alerts(r["lstm"])) + kinds(alerts(r["gru"]))
+
+
+def _run(name, **over):
+    return run_experiment(PRESETS[name].config.replace(**over))
+
+
+def test_vanishing_preset():
+    r = _run("vanishing-tanh")
+    assert ratio(r) < 1e-15 and "vanishing" in kinds(alerts(r))
+    assert r.memory_horizon is not None and r.memory_horizon < 30
+
+
+def test_exploding_preset():
+    r = _run("exploding")
+    c = r.config
+    assert r.spectra["h"]["sigma_max"] > 1 / 1.0 and c.activation == "linear"
+    assert ratio(r) > 1e6 and "exploding" in kinds(alerts(r))
+
+
+def test_irnn_preset_keeps_the_gradient():
+    r = _run("irnn")
+    assert 0.1 < ratio(r) <= 1.5
+    assert not {"vanishing", "exploding"} & set(kinds(alerts(r)))
+    assert abs(r.spectra["h"]["sigma_max"] - 1) < 1e-6
+
+
+def test_orthogonal_linear_preset_keeps_the_norm_exactly():
+    r = _run("orthogonal-linear")
+    np.testing.assert_allclose(r.grad.grad_norm / r.grad.grad_norm[-1], 1.0, rtol=1e-4)
+    np.testing.assert_allclose(10.0 ** r.jac.singular_values, 1.0, rtol=1e-3)
+    assert r.memory_horizon is None
+
+
+def test_forget_bias_preset_stretches_the_horizon():
+    p = PRESETS["forget-bias"]
+    one, zero = _run("forget-bias"), _run("forget-bias", **p.variant)
+    assert one.config.forget_bias == 1.0 and zero.config.forget_bias == 0.0
+    assert ratio(one) > 1e6 * ratio(zero)
+    assert one.memory_horizon > 2 * zero.memory_horizon
+
+
+def test_layer_norm_preset_keeps_the_jacobian_in_range():
+    p = PRESETS["layer-norm"]
+    ln, raw = _run("layer-norm"), _run("layer-norm", **p.variant)
+    assert ln.config.layer_norm and not raw.config.layer_norm
+    assert ratio(raw) > 1e6
+    assert 1e-1 < ratio(ln) < 1e2
+    assert "exploding" in kinds(alerts(raw)) and "exploding" not in kinds(alerts(ln))
+
+
+def test_clipping_preset_rescues_training():
+    p = PRESETS["clipping"]
+    variants = p.train["variants"]
+    none = Trainer(p.config.replace(**variants["clip=none"]))
+    none.run(5)
+    assert none.stopped is not None and none.stopped["step"] <= 2
+    clip = Trainer(p.config.replace(**variants["clip=norm"]))
+    clip.run(60)
+    h = clip.history()
+    assert clip.stopped is None and np.isfinite(h["loss"]).all()
+    assert h["clipped"][:5].all()
+    assert h["loss"][-10:].mean() < h["loss"][0] / 100
+    assert h["loss"][-10:].mean() < 5 * clip.chance_loss

@@ -1,0 +1,310 @@
+"""The Streamlit dashboard driven headless by streamlit.testing.v1.AppTest (no browser).
+
+Small sequences and hidden sizes (set through the URL query parameters before the first run) keep the file fast;
+only the first test opens the real default view. Fragments are not ticked by AppTest: each ``at.run()`` runs the
+live-training fragment once.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import analysis.experiment as experiment
+from analysis.presets import PRESETS
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+SMALL = {"seq_len": "12", "hidden_size": "6", "batch_size": "4"}
+TABS = ["Gradient flow", "Jacobians", "Spectrum", "Cell state", "Live training", "Activations"]
+
+
+def app(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def specs(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def array(v):
+    if isinstance(v, dict) and "bdata" in v:
+        dt = {"f8": "<f8", "f4": "<f4", "i1": "i1", "i2": "<i2", "i4": "<i4", "u1": "u1", "u2": "<u2", "u4": "<u4"}
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(dt[v["dtype"]]))
+        if "shape" in v:
+            a = a.reshape([int(s) for s in str(v["shape"]).split(",")])
+        return a
+    return np.asarray(v, dtype=float)
+
+
+def figure(at: AppTest, name: str) -> dict:
+    for s in specs(at):
+        if s["layout"].get("meta", {}).get("figure") == name:
+            return s
+    raise AssertionError(f"no figure {name!r} in {[s['layout'].get('meta', {}).get('figure') for s in specs(at)]}")
+
+
+def trace(fig: dict, role: str, cell: str) -> dict:
+    for t in fig["data"]:
+        m = t.get("meta") or {}
+        if m.get("role") == role and m.get("cell") == cell:
+            return t
+    raise AssertionError(f"no {role} trace for {cell}")
+
+
+def messages(at: AppTest) -> str:
+    return " ".join(e.value for e in at.error)
+
+
+# ---- the opening view -------------------------------------------------------------------------------------------
+def test_default_view_opens_with_its_charts():
+    at = ok(app())
+    fig = figure(at, "grad_norm")
+    cells = {(t.get("meta") or {}).get("cell") for t in fig["data"]} - {None}
+    assert cells == {"rnn", "lstm", "gru"}
+    rnn = array(trace(fig, "grad_norm", "rnn")["y"])
+    lstm = array(trace(fig, "grad_norm", "lstm")["y"])
+    assert len(rnn) == PRESETS["default"].config.seq_len
+    assert rnn[0] / rnn[-1] < 1e-15 < lstm[0] / lstm[-1]  # one collapses, the others hold up
+    assert any("What to look for" in i.value for i in at.info)
+    assert fig["layout"]["meta"]["config"]["compare"] == ["rnn", "lstm", "gru"]
+    assert at.query_params["preset"] == ["default"] or at.query_params["preset"] == "default"
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_renders(name):
+    at = ok(app(preset=name, seq_len="16", hidden_size="6", batch_size="4"))
+    assert at.get("plotly_chart"), name
+    assert at.session_state["preset"] == name
+    assert not messages(at), messages(at)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_every_view_renders_for_each_cell(cell):
+    at = ok(app(compare=cell, task="adding", **SMALL))
+    for tab in TABS:
+        at.session_state["view"] = tab
+        ok(at.run())
+        if tab == "Live training":
+            ok(at.button(key="train_step").click().run())
+        assert at.get("plotly_chart"), f"{tab} shows no chart for {cell}"
+        assert not messages(at), (tab, messages(at))
+
+
+def test_preset_selector_sets_everything():
+    at = ok(app(**SMALL))
+    at.selectbox(key="preset").set_value("exploding").run()
+    ok(at)
+    c = PRESETS["exploding"].config
+    assert at.session_state["activation"] == c.activation and at.session_state["init"] == c.init
+    assert at.session_state["init_scale"] == c.init_scale and at.session_state["seq_len"] == c.seq_len
+    assert at.session_state["cell_compare"] == ["rnn"]
+    assert any("exploding" in w.value or "explodes" in w.value for w in at.warning)
+
+
+# ---- widgets change the figures; display options do not recompute ------------------------------------------------
+def test_widgets_change_the_figures_data():
+    at = ok(app(**SMALL))
+    before = array(trace(figure(at, "grad_norm"), "grad_norm", "rnn")["y"])
+    at.slider(key="seq_len").set_value(15).run()
+    ok(at)
+    after = array(trace(figure(at, "grad_norm"), "grad_norm", "rnn")["y"])
+    assert len(before) == 12 and len(after) == 15
+    assert figure(at, "grad_norm")["layout"]["meta"]["config"]["seq_len"] == 15
+    at.slider(key="hidden_size").set_value(9).run()
+    ok(at)
+    assert figure(at, "grad_norm")["layout"]["meta"]["config"]["hidden_size"] == 9
+    y9 = array(trace(figure(at, "grad_norm"), "grad_norm", "rnn")["y"])
+    at.selectbox(key="init").set_value("orthogonal").run()
+    ok(at)
+    yo = array(trace(figure(at, "grad_norm"), "grad_norm", "rnn")["y"])
+    assert not np.allclose(y9, yo)
+    at.multiselect(key="cell_compare").set_value(["gru"]).run()
+    ok(at)
+    cells = {(t.get("meta") or {}).get("cell") for t in figure(at, "grad_norm")["data"]} - {None}
+    assert cells == {"gru"}
+    assert at.query_params["compare"] in ("gru", ["gru"])
+    assert at.query_params["seq_len"] in ("15", ["15"])
+
+
+def test_display_options_never_recompute(monkeypatch):
+    calls = []
+    real = experiment.run_comparison
+
+    def counting(config):
+        calls.append(config)
+        return real(config)
+
+    monkeypatch.setattr(experiment, "run_comparison", counting)
+    at = ok(app(seed="7", **SMALL))  # a config no other test caches
+    n = len(calls)
+    assert n == 1
+    at.toggle(key="display_log").set_value(False).run()
+    ok(at)
+    at.toggle(key="display_band").set_value(False).run()
+    ok(at)
+    fig = figure(at, "grad_norm")
+    assert fig["layout"]["yaxis"]["type"] == "linear"
+    assert all(t.get("visible") is False for t in fig["data"] if (t.get("meta") or {}).get("role") == "band")
+    at.session_state["view"] = "Cell state"
+    at.run()
+    at.segmented_control(key="display_gate").set_value("i").run()
+    ok(at)
+    assert any(s["layout"]["meta"]["figure"] == "gates_lstm_i" for s in specs(at))
+    assert len(calls) == n, "a display option recomputed the analysis"
+
+
+def test_variant_is_drawn_beside():
+    at = ok(app(compare="lstm", init="default", variant="forget_bias=3", **SMALL))
+    cells = {(t.get("meta") or {}).get("cell") for t in figure(at, "grad_norm")["data"]} - {None}
+    assert cells == {"lstm", "lstm · forget_bias=3.0"}
+
+
+# ---- bad settings: a message naming the field, and the app keeps working -----------------------------------------
+@pytest.mark.parametrize("params, field", [
+    ({"seq_len": "abc"}, "seq_len"),
+    ({"seq_len": "0"}, "seq_len"),
+    ({"hidden_size": "-3"}, "hidden_size"),
+    ({"activation": "softplus"}, "activation"),
+    ({"preset": "nope"}, "preset"),
+    ({"colour": "red"}, "colour"),
+    ({"variant": "forget_bias=banana"}, "forget_bias"),
+    ({"compare": "lstm", "variant": "forget_bias=1"}, "forget_bias"),  # chrono sets the forget bias itself
+])
+def test_invalid_url_config_gives_a_message(params, field):
+    at = ok(app(**params))
+    assert field in messages(at), messages(at)
+    assert at.get("plotly_chart"), "the app must keep working on the preset"
+
+
+def test_invalid_widget_combination_keeps_the_last_good_settings():
+    at = ok(app(compare="lstm", **SMALL))
+    good = figure(at, "grad_norm")["layout"]["meta"]["config"]
+    at.selectbox(key="init").set_value("chrono").run()
+    at.checkbox(key="forget_bias_on").check().run()
+    ok(at)
+    assert "forget_bias" in messages(at)
+    cfg = figure(at, "grad_norm")["layout"]["meta"]["config"]
+    assert cfg["init"] == "chrono" and cfg["forget_bias"] is None and cfg["seq_len"] == good["seq_len"]
+    at.checkbox(key="forget_bias_on").uncheck().run()
+    ok(at)
+    assert not messages(at)
+    at.selectbox(key="task").set_value("copy").run()  # seq_len 12 is too short for the copy task
+    ok(at)
+    assert "seq_len" in messages(at) and at.get("plotly_chart")
+
+
+def test_uploaded_config_text():
+    from dashboard.controls import config_from_text
+    from rnn_models.config import ConfigError
+    cfg = config_from_text(PRESETS["irnn"].config.to_json().encode())
+    assert cfg == PRESETS["irnn"].config
+    with pytest.raises(ConfigError, match="hidden_size"):
+        config_from_text(json.dumps({"hidden_size": 0}))
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        config_from_text("{")
+
+
+# ---- live training ---------------------------------------------------------------------------------------------
+def steps(at: AppTest) -> dict:
+    return {k: len(tr.records) for k, tr in at.session_state["trainers"].items()}
+
+
+def test_live_training_start_pause_step_reset_and_clip_change():
+    at = ok(app(compare="rnn,gru", task="adding", **SMALL))
+    at.session_state["view"] = "Live training"
+    ok(at.run())
+    assert steps(at) == {"rnn": 0, "gru": 0}
+    ok(at.button(key="train_step").click().run())
+    assert steps(at) == {"rnn": 1, "gru": 1}
+    ok(at.button(key="train_start").click().run())
+    assert at.session_state["train_running"] is True
+    n = steps(at)["rnn"]
+    assert n >= 2
+    ok(at.run())  # one fragment tick
+    assert steps(at)["rnn"] > n
+    # change clipping while it runs: takes effect at the next step and is recorded
+    at.selectbox(key="clip").set_value("norm").run()
+    at.number_input(key="clip_threshold").set_value(0.001).run()
+    ok(at)
+    tr = at.session_state["trainers"]["rnn"]
+    changed = [(r.step, r.changed) for r in tr.records if r.changed]
+    assert changed and "clip" in changed[0][1]
+    assert tr.records[-1].settings["clip"] == "norm" and tr.records[-1].clipped
+    loss = figure(at, "training_grad_norm")
+    assert any("clip" in (a.get("text") or "") for a in loss["layout"]["annotations"])
+    ok(at.button(key="train_pause").click().run())
+    assert at.session_state["train_running"] is False
+    n = steps(at)
+    ok(at.run())
+    assert steps(at) == n, "paused training must not advance"
+    ok(at.button(key="train_reset").click().run())
+    assert steps(at) == {"rnn": 0, "gru": 0}
+
+
+def test_live_training_stops_cleanly_on_nan():
+    at = ok(app(preset="clipping"))
+    at.session_state["view"] = "Live training"
+    ok(at.run())
+    assert set(at.session_state["trainers"]) == {"rnn · clip=none", "rnn · clip=norm"}
+    ok(at.button(key="train_start").click().run())
+    for _ in range(3):
+        ok(at.run())
+    none = at.session_state["trainers"]["rnn · clip=none"]
+    assert none.stopped is not None
+    assert any("stopped at step" in e.value for e in at.error)
+    assert at.session_state["trainers"]["rnn · clip=norm"].stopped is None
+
+
+def test_without_chromium_the_image_buttons_become_an_install_hint(monkeypatch):
+    import analysis.export as export
+    from dashboard import exporting
+    monkeypatch.setattr(export, "export_available", lambda: (False, export.INSTALL_HINT))
+    exporting.export_status.clear()
+    try:
+        at = ok(app(seed="3", **SMALL))
+        captions = " ".join(c.value for c in at.caption)
+        assert "apt-get install -y chromium" in captions
+        assert "camera button" in captions  # the browser-side modebar download still works
+        labels = [b.proto.label for b in at.get("download_button")]
+        assert "CSV" in labels and "JSON" in labels and "PNG" not in labels and "PDF" not in labels
+        chart = at.get("plotly_chart")[0].proto
+        assert json.loads(chart.config)["toImageButtonOptions"]["width"] == 1920
+    finally:
+        exporting.export_status.clear()
+
+
+def test_with_chromium_every_format_is_offered():
+    from dashboard import exporting
+    if not exporting.export_status()[0]:
+        pytest.skip("no Chromium here")
+    at = ok(app(seed="4", **SMALL))
+    labels = [b.proto.label for b in at.get("download_button")]
+    for fmt in ("PNG", "SVG", "PDF", "CSV", "JSON"):
+        assert fmt in labels
+    assert any(lbl.startswith("Download every figure of this view") for lbl in labels)
+
+
+def test_an_engine_failure_keeps_the_page_alive(monkeypatch):
+    real = experiment.run_comparison
+
+    def broken(config):
+        if config.seq_len == 13:
+            raise IndexError("index is out of bounds")
+        return real(config)
+
+    monkeypatch.setattr(experiment, "run_comparison", broken)
+    at = ok(app(**{**SMALL, "seq_len": "13"}))
+    assert "IndexError" in messages(at)
+    assert at.get("plotly_chart")

@@ -1,0 +1,139 @@
+"""End to end in a real browser: `streamlit run dashboard/app.py` as a subprocess, driven by Playwright with the
+system Chromium (/usr/bin/chromium; never `playwright install`). The default page must show its charts, a slider
+moved with the keyboard must update them, and a screenshot is saved to artifacts/ (gitignored)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason=f"{CHROMIUM} is missing: apt-get install -y chromium (CI installs it)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            pytest.fail(f"streamlit did not start: {out[-2000:]}")
+        time.sleep(0.3)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _wait_idle(page, timeout=120_000):
+    page.wait_for_timeout(300)
+    page.wait_for_selector(IDLE, timeout=timeout)
+
+
+def _grad_trace_length(page) -> int:
+    """Points of the RNN's ||dL/dh_t|| line in the first chart (read from plotly's own data)."""
+    return page.evaluate("""() => {
+        const gd = document.querySelector('.js-plotly-plot');
+        const t = gd._fullData.find(d => d.meta && d.meta.role === "grad_norm");
+        return t.x.length;
+    }""")
+
+
+def test_default_page_shows_charts_and_a_slider_updates_them(server, browser):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    t0 = time.monotonic()
+    page.goto(server)
+    _wait_idle(page)
+    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=120_000)
+    first_view_s = time.monotonic() - t0
+    charts = page.locator(".js-plotly-plot")
+    assert charts.count() >= 1
+    assert page.get_by_text("Gradient reaching each time step").count() >= 1
+    assert page.get_by_text("What to look for").count() >= 1
+    n0 = _grad_trace_length(page)
+    assert n0 == 100  # the default preset's sequence length
+    page.screenshot(path=str(ARTIFACTS / "e2e_default.png"), full_page=True)
+
+    # move the sequence-length slider one step with the keyboard (a Streamlit slider is not clickable text)
+    thumb = page.locator(".st-key-seq_len input[type='range']")
+    thumb.focus()
+    page.keyboard.press("ArrowRight")
+    t1 = time.monotonic()
+    page.wait_for_function("""() => {
+        const gd = document.querySelector('.js-plotly-plot');
+        const t = gd && gd._fullData && gd._fullData.find(d => d.meta && d.meta.role === "grad_norm");
+        return t && t.x.length === 101;
+    }""", timeout=120_000)
+    _wait_idle(page)
+    rerun_s = time.monotonic() - t1
+    assert _grad_trace_length(page) == 101
+    assert "seq_len=101" in page.url
+    page.screenshot(path=str(ARTIFACTS / "e2e_after_slider.png"), full_page=True)
+    print(f"first view {first_view_s:.1f} s, rerun after the slider {rerun_s:.1f} s")
+
+    # the link reopens the same settings
+    page2 = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page2.goto(page.url)
+    _wait_idle(page2)
+    page2.wait_for_selector(".js-plotly-plot .main-svg", timeout=120_000)
+    assert _grad_trace_length(page2) == 101
+    page2.close()
+    page.close()
+
+
+def test_tabs_switch_and_render(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(f"{server}/?preset=forget-bias&seq_len=30&hidden_size=16")
+    _wait_idle(page)
+    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=120_000)
+    for tab in ("Jacobians", "Cell state", "Activations"):
+        page.get_by_role("tab", name=tab).click()
+        _wait_idle(page)
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
+        assert "view=" in page.url
+    page.screenshot(path=str(ARTIFACTS / "e2e_activations.png"), full_page=True)
+    page.close()
