@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
@@ -120,17 +121,25 @@ def cmd_train(args) -> int:
     config = config_from_args(args)
     tr = Trainer(config, on_nonfinite=args.on_nonfinite)
     steps = config.train_steps or 100
+    lm = config.task == "charlm"
+    samples = []
     for _ in range(steps):
         r = tr.step()
-        print(f"step {r.step:5d} loss {r.loss:.4g} (chance {tr.chance_loss:.4g}) |g| {r.grad_norm_before:.3g}"
+        ppl = f" perplexity {r.perplexity:.4g} (uniform {math.exp(tr.chance_loss):.4g})" if lm else ""
+        print(f"step {r.step:5d} loss {r.loss:.4g} (chance {tr.chance_loss:.4g}){ppl} |g| {r.grad_norm_before:.3g}"
               f" -> {r.grad_norm_after:.3g}{' clipped' if r.clipped else ''}"
               f"{' NONFINITE ' + json.dumps(r.nonfinite) if r.nonfinite else ''}")
+        if lm and not tr.stopped and args.sample_every and (r.step + 1) % args.sample_every == 0:
+            text = tr.sample(args.sample_chars, temperature=args.temperature, seed=r.step)
+            samples.append({"step": r.step, "temperature": args.temperature, "text": text})
+            print(f"  sample (T={args.temperature:g}): {text!r}")
         if tr.stopped:
             print(f"stopped: non-finite value at step {r.step}: {json.dumps(tr.stopped)}")
             break
     if args.json:
         _write_atomic(args.json, json.dumps({"config": tr.config.to_dict(), "chance_loss": tr.chance_loss,
-                                             "steps": [r.to_dict() for r in tr.records], "stopped": tr.stopped},
+                                             "steps": [r.to_dict() for r in tr.records], "stopped": tr.stopped,
+                                             "samples": samples},
                                             allow_nan=False))
     return 0
 
@@ -154,6 +163,9 @@ def main(argv=None) -> int:
     add_config_flags(p_train)
     p_train.add_argument("--json", default=None, metavar="PATH")
     p_train.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop")
+    p_train.add_argument("--temperature", type=float, default=1.0, help="charlm sampling temperature")
+    p_train.add_argument("--sample-every", type=int, default=25, metavar="N", help="charlm: sample every N steps")
+    p_train.add_argument("--sample-chars", type=int, default=80, metavar="N")
     p_exp = sub.add_parser("export", help="export the figures of one configuration")
     add_config_flags(p_exp)
     p_exp.add_argument("--out", required=True, metavar="DIR")
