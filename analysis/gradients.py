@@ -65,12 +65,15 @@ class GradientResult:
 
 
 def _first_nonfinite_forward(trace: Trace) -> dict | None:
+    """Where the forward pass first overflowed (layer, direction, time step), or None; one sync per run."""
     for l, runs in enumerate(trace.runs):
         for d, run in enumerate(runs):
-            for s, st in enumerate(run.states[1:]):
-                if not all(bool(torch.isfinite(x).all()) for x in st):
-                    t = len(run.xp) - 1 - s if run.reverse else s
-                    return {"quantity": "hidden_state", "layer": l, "direction": d, "timestep": t}
+            finite = torch.stack([torch.isfinite(torch.stack(st, 0)).flatten(1).all(1).all()
+                                  for st in run.states[1:]])  # (T,) processing order
+            if not bool(finite.all()):
+                s = int((~finite).nonzero()[0])
+                t = len(run.xp) - 1 - s if run.reverse else s
+                return {"quantity": "hidden_state", "layer": l, "direction": d, "timestep": t}
     return None
 
 

@@ -5,7 +5,8 @@ parameters and every h_t -> global gradient norm -> clipping -> optimizer update
 
     loss, global gradient norm before and after clipping, whether it clipped, the per-timestep ||dL/dh_t||
     (geometric mean over the batch, for the training-step x timestep heatmap), the settings in force and
-    which of them changed before this step, the spectral radius of W_hh, and where a non-finite value appeared.
+    which of them changed before this step, the spectral radius of W_hh (every ``radius_every`` steps), and where a
+    non-finite value appeared.
 
 Clipping (over all parameters together):
     norm   Pascanu, Mikolov, Bengio 2013, Alg. 1: if ||g|| > threshold, g <- g * threshold / ||g||
@@ -92,6 +93,7 @@ class Trainer:
         self.config, batch, sd = resolve(config)
         self.spec = batch.spec
         self.on_nonfinite = on_nonfinite
+        self.radius_every = 5  # record the spectral radius of W_hh every this many steps
         self.dtype = DTYPES[self.config.dtype]
         self.model = TaskModel(self.config, self.spec, self.config.input_size).to(self.dtype)
         if sd is not None:
@@ -168,7 +170,8 @@ class Trainer:
                 p.grad = g
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        rec.spectral_radius = self._spectral_radius()
+        if n % self.radius_every == 0 or nonfinite is not None:
+            rec.spectral_radius = self._spectral_radius()  # eigvals cost ~as much as a step: every few steps
         self.records.append(rec)
         return rec
 
