@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,22 @@ from .spectra import weight_spectra
 from .tasks import TaskBatch, TaskSpec, load_inputs, make_batch, random_readout, task_spec
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run torch ops on one intra-op thread, restoring the previous setting.
+
+    The time loop is many small sequential ops: on this 2-core machine two OpenMP threads gave no gain when idle
+    and stalled 10-50x when the other core was busy (measured in benchmarks/); the spectra still use both cores
+    through the thread pool in ``jacobians._svdvals``.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class TaskModel(nn.Module):
@@ -178,6 +195,11 @@ def _gates(run, T: int) -> dict[str, np.ndarray]:
 
 def run_experiment(config: ExperimentConfig) -> ExperimentResult:
     """Analyse one configuration (see the module docstring). Raises ConfigError for bad input."""
+    with one_thread():
+        return _run_experiment(config)
+
+
+def _run_experiment(config: ExperimentConfig) -> ExperimentResult:
     t0 = time.perf_counter()
     config, batch, sd = resolve(config)
     dtype = DTYPES[config.dtype]

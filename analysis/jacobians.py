@@ -80,7 +80,7 @@ def _svdvals(M: Tensor) -> Tensor:
     """torch.linalg.svdvals over a batch, split across two threads (a batched SVD runs on one core)."""
     global _POOL
     b = M.shape[0]
-    if b < 2 or torch.get_num_threads() < 2 or M.shape[-1] < 32:
+    if b < 2 or M.shape[-1] < 32:
         return torch.linalg.svdvals(M)
     if _POOL is None:
         _POOL = ThreadPoolExecutor(2)
