@@ -1,7 +1,8 @@
 """Plain-words alerts about one analysed configuration or one training run (no Streamlit here).
 
     alerts(result) -> [Alert]              vanishing / exploding gradient over time, NaN/Inf, saturated units,
-                                           dead ReLUs, and the notes on settings that do not apply to the cell
+                                           dead ReLUs, what truncated BPTT cuts (info), and the notes on
+                                           settings that do not apply to the cell
     training_alerts(history, stopped)     NaN/Inf during training (where and at which step)
 
 Thresholds (module constants): the gradient at some t below 1e-6 (above 1e6) times the last step's
@@ -27,7 +28,7 @@ LEVELS = ("info", "warning", "error")
 class Alert:
     level: str  # "info" | "warning" | "error"
     message: str
-    kind: str = ""  # vanishing | exploding | nonfinite | saturated | dead | note | training
+    kind: str = ""  # vanishing | exploding | nonfinite | saturated | dead | truncated | note | training
 
     def __post_init__(self):
         if self.level not in LEVELS:
@@ -73,6 +74,27 @@ def _gradient_alerts(result, who: str) -> list[Alert]:
     return out
 
 
+def _truncation_alerts(result, who: str) -> list[Alert]:
+    """What truncated BPTT (``truncate`` = k) does to this loss's gradient, read from ``result.truncated``."""
+    tr = getattr(result, "truncated", None)
+    k = int(getattr(result.config, "truncate", 0) or 0)
+    if tr is None or not k:
+        return []
+    g = np.asarray(tr.grad_norm, dtype=float)
+    T = len(g)
+    cut = T - k
+    if cut <= 0:
+        return [Alert("info", f"{who}: truncated BPTT with k={k} ≥ T={T} cuts nothing: it is full BPTT here.",
+                      "truncated")]
+    if np.all(g[:cut] == 0):
+        return [Alert("info", (
+            f"{who}: truncated BPTT with k={k}: ||dL/dh_t|| is exactly 0 for t < {cut} = T-k (the gradient stops "
+            f"at the cut); those {cut} steps get no learning signal from this loss."), "truncated")]
+    return [Alert("info", (
+        f"{who}: truncated BPTT with k={k}: the gradient is cut every {k} steps, so each step learns only from "
+        "the losses inside its own window."), "truncated")]
+
+
 def alerts(result, name: str | None = None) -> list[Alert]:
     """Alerts about one ExperimentResult, most severe first; ``name`` (e.g. "LSTM · forget_bias=0") begins each
     message (default: the cell, and the RNN's activation)."""
@@ -84,6 +106,7 @@ def alerts(result, name: str | None = None) -> list[Alert]:
                                   "Numbers after that point are not meaningful; lower init_scale, use a "
                                   "saturating activation or float64.", "nonfinite"))
     out += _gradient_alerts(result, who)
+    out += _truncation_alerts(result, who)
     sat = result.saturation or {}
     h_sat = sat.get("h_saturated")
     if h_sat is not None and h_sat > SATURATION_FRACTION:

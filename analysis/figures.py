@@ -37,7 +37,9 @@ GATE_NAMES = {"i": "input gate i_t", "f": "forget gate f_t", "o": "output gate o
               "z": "update gate z_t", "r": "reset gate r_t", "n": "candidate n_t"}
 ACTIVATION_COLORS = {"tanh": "#D55E00", "relu": "#0072B2", "sigmoid": "#009E73", "linear": "#666666"}
 VARIANT_DASHES = ("solid", "dash", "dot", "dashdot")
+LAYER_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 SCREEN_HEIGHT = 460
+SAMPLES_SHOWN = 12  # rows of the samples table (newest first)
 
 MODEBAR_CONFIG: dict = {
     "displaylogo": False,
@@ -194,6 +196,87 @@ def _hline(fig, y, text, *, log=False, color="#888", position="left", row=None, 
 
 
 # ---- 1. gradient flow ---------------------------------------------------------------------------------------
+def truncation_cuts(T: int, k: int) -> list[int]:
+    """The steps t where a truncated-BPTT window starts (windows of k steps ending at the last step): T-k, T-2k, ...
+
+    The gradient never flows from step t back to step t-1 across such a cut (the engine detaches the state there).
+    """
+    if k <= 0 or k >= T:
+        return []
+    return list(range(T - k, 0, -k))
+
+
+def truncated_figure(results: dict, meta: dict) -> go.Figure | None:
+    """Full BPTT (solid) vs truncated BPTT (dashed, same colour, open circles) on the same axes, with the cut at
+    t = T-k marked.
+
+    The truncated gradient is the engine's ``result.truncated`` (the same loss, the state detached every k steps).
+    Where it is exactly 0 (no path back across the cut) the dashed line has a gap on the log axis and the region
+    is shaded; where the loss is read at every step, every later cut (T-2k, T-3k, ...) is marked too.
+    """
+    items = [(k, r) for k, r in results.items() if getattr(r, "truncated", None) is not None and r.config.truncate]
+    if not items:
+        return None
+    fig = new_figure()
+    first_cuts, later_cuts, zero_regions = {}, set(), []
+    t_max = 0
+    for key, r in items:
+        color, lab = color_of(key, results), label_of(key)
+        full = np.asarray(r.grad.grad_norm, float)
+        tr = np.asarray(r.truncated.grad_norm, float)
+        T, k = len(full), int(r.config.truncate)
+        t_max = max(t_max, T - 1)
+        t = np.arange(T)
+        # the truncated line first (underneath), wider and dashed, so the full line stays visible on top of it
+        fig.add_trace(go.Scatter(x=t, y=positive(tr), name=f"{lab} truncated BPTT, k={k}", legendgroup=key,
+                                 mode="lines+markers" if T <= 200 else "lines",
+                                 line=dict(color=color, width=4, dash="dash"), opacity=0.75,
+                                 marker=dict(symbol="circle-open", size=7, color=color, line=dict(width=1.5)),
+                                 meta={"role": "grad_truncated", "cell": key, "k": k}, legendrank=1001,
+                                 hovertemplate="t=%{x}<br>truncated ‖∂L/∂h_t‖=%{y:.3e}<extra>" + lab
+                                               + f" k={k}</extra>"))
+        fig.add_trace(go.Scatter(x=t, y=positive(full), name=f"{lab} full BPTT", legendgroup=key,
+                                 line=dict(color=color, width=2), meta={"role": "grad_full", "cell": key},
+                                 legendrank=1000,
+                                 hovertemplate="t=%{x}<br>full ‖∂L/∂h_t‖=%{y:.3e}<extra>" + lab + "</extra>"))
+        cuts = truncation_cuts(T, k)
+        if not cuts:
+            continue
+        first_cuts.setdefault(cuts[0], (k, T, color))
+        if np.all(tr[:cuts[0]] == 0):
+            zero_regions.append(cuts[0])
+        else:  # a loss at every step: each window has its own gradient; mark every cut
+            later_cuts.update(cuts[1:])
+    one_k = len({v[0] for v in first_cuts.values()}) == 1
+    for slot, (c, (k, T, color)) in enumerate(sorted(first_cuts.items(), reverse=True)):
+        right = c > t_max / 2  # the label on the side with room, so it never stretches the axis
+        col = "#444" if one_k else color
+        fig.add_shape(type="line", x0=c, x1=c, y0=0, y1=1, yref="paper", line=dict(color=col, width=2, dash="dot"))
+        fig.add_annotation(x=c, y=1 - 0.075 * slot, yref="paper", yanchor="top", showarrow=False,
+                           text=f"cut at t = T−k = {T}−{k} = {c}" + ("<br>window: t ≥ " + str(c) if right else
+                                                                   f"; window: t ≥ {c}"),
+                           xanchor="right" if right else "left", xshift=-4 if right else 4, align="right" if right
+                           else "left", font=dict(color=col, size=12), bgcolor="rgba(255,255,255,0.8)")
+    if len(later_cuts - set(first_cuts)) <= 40:
+        for c in sorted(later_cuts - set(first_cuts)):
+            fig.add_shape(type="line", x0=c, x1=c, y0=0, y1=1, yref="paper",
+                          line=dict(color="#999", width=1, dash="dot"))
+    if zero_regions:
+        cut = max(zero_regions)
+        fig.add_shape(type="rect", x0=-0.5, x1=cut, y0=0, y1=1, yref="paper", line=dict(width=0),
+                      fillcolor="rgba(120,120,120,0.10)", layer="below")
+        fig.add_annotation(x=0.01, xref="paper", y=0.98, yref="paper", xanchor="left", yanchor="top", showarrow=False,
+                           align="left", text="shaded: truncated ∂L/∂h<sub>t</sub> = 0 exactly (no path back across "
+                                              "the cut);<br>0 has no place on a log axis, so the dashed line stops",
+                           font=dict(size=12, color="#555"), bgcolor="rgba(255,255,255,0.8)")
+    fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖  (log scale)", exponentformat="power")
+    fig.update_xaxes(title="time step t  (the loss is read at the end →)", range=[-0.5, t_max + 0.5])
+    ks = sorted({int(r.config.truncate) for _, r in items})
+    _base_layout(fig, f"Truncated BPTT (k = {', '.join(map(str, ks))}): the gradient it keeps (dashed, ○) vs full "
+                 "BPTT (solid)", meta, "gradient-flow", "grad_truncated", legend_bottom=True)
+    return fig
+
+
 def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
     meta = config_meta(results)
     view = "gradient-flow"
@@ -225,6 +308,9 @@ def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[
     _base_layout(fig, "Gradient reaching each time step  ‖∂L/∂h<sub>t</sub>‖  (line: batch geometric mean, "
                  "band: 10–90%)", meta, view, "grad_norm")
     figs["grad_norm"] = fig
+    trunc = truncated_figure(results, meta)
+    if trunc is not None:
+        figs["grad_truncated"] = trunc
 
     # training step x timestep heatmap
     hist_items = [(k, h) for k, h in (histories or {}).items() if h is not None and len(h.get("step", [])) > 0]
@@ -250,38 +336,83 @@ def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[
     if deep:
         n = len(deep)
         fig = subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.1,
-                            subplot_titles=[label_of(k) for k, _ in deep])
+                       subplot_titles=[label_of(k) for k, _ in deep])
         for i, (k, r) in enumerate(deep, start=1):
-            z = _log10(np.asarray(r.grad.per_layer, float))
-            fig.add_trace(go.Heatmap(z=z, x=np.arange(z.shape[1]), y=np.arange(z.shape[0]), coloraxis="coloraxis",
-                                     name=f"{label_of(k)} log10 ‖∂L/∂h_t‖ per layer",
-                                     hovertemplate="t=%{x}<br>layer=%{y}<br>log10‖∂L/∂h‖=%{z:.2f}<extra></extra>"),
+            z = _log10(np.asarray(r.grad.per_layer, float))  # (L, T), row 0 = the bottom layer
+            L = z.shape[0]
+            fig.add_trace(go.Heatmap(z=z, x=np.arange(z.shape[1]), y=np.arange(1, L + 1), coloraxis="coloraxis",
+                                     name=f"{label_of(k)} log10 ‖∂L/∂h_t^(l)‖ per layer",
+                                     hovertemplate="t=%{x}<br>layer l=%{y}<br>log10‖∂L/∂h_t^(l)‖=%{z:.2f}"
+                                                   "<extra></extra>"),
                           row=i, col=1)
-            fig.update_yaxes(title_text="layer", dtick=1, row=i, col=1)
-        fig.update_xaxes(title_text="time step t", row=n, col=1)
+            fig.update_yaxes(title_text="layer l  (1 = bottom, reads x<sub>t</sub>)", tickvals=list(range(1, L + 1)),
+                             ticktext=[f"{l}" + (" (top)" if l == L else "") for l in range(1, L + 1)],
+                             row=i, col=1)
+        fig.update_xaxes(title_text="time step t  (the loss reads the top layer at the end →)", row=n, col=1)
         fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="log10<br>‖∂L/∂h‖")))
         _base_layout(fig, "Stacked layers: log10 ‖∂L/∂h<sub>t</sub><sup>(l)</sup>‖ by layer and time step",
                      meta, view, "grad_per_layer", height=max(SCREEN_HEIGHT, 200 * n + 120))
         figs["grad_per_layer"] = fig
 
+        # the same numbers as lines: one per layer (the gaps between them are the decay through depth)
+        fig = new_figure()
+        for k, r in deep:
+            color = color_of(k, results)
+            pl = np.asarray(r.grad.per_layer, float)
+            L = pl.shape[0]
+            t = np.arange(pl.shape[1])
+            for l in range(L - 1, -1, -1):
+                top = l == L - 1
+                fig.add_trace(go.Scatter(
+                    x=t, y=positive(pl[l]), legendgroup=k,
+                    name=f"{label_of(k)} layer {l + 1}" + (" (top)" if top else " (bottom)" if l == 0 else ""),
+                    line=dict(color=color, width=3 if top else 2, dash=LAYER_DASHES[(L - 1 - l) % len(LAYER_DASHES)]),
+                    opacity=1.0 if top else max(0.45, 1.0 - 0.2 * (L - 1 - l)),
+                    meta={"role": "grad_layer", "cell": k, "layer": l + 1},
+                    hovertemplate="t=%{x}<br>‖∂L/∂h_t‖=%{y:.3e}<extra>" + f"{label_of(k)} layer {l + 1}</extra>"))
+        fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub><sup>(l)</sup>‖  (log scale)", exponentformat="power")
+        fig.update_xaxes(title="time step t")
+        _base_layout(fig, "Stacked layers: ‖∂L/∂h<sub>t</sub><sup>(l)</sup>‖ per layer (gaps between the lines: "
+                     "decay through depth; slope: decay through time)", meta, view, "grad_per_layer_lines",
+                     legend_bottom=True)
+        figs["grad_per_layer_lines"] = fig
+
     # bidirectional
     bi = [(k, r) for k, r in results.items() if r.config.bidirectional]
     if bi:
         fig = new_figure()
+        notes = []
         for k, r in bi:
-            color = color_of(k, results)
+            color, lab = color_of(k, results), label_of(k)
             pd = np.asarray(r.grad.per_direction, float)
             t = np.arange(pd.shape[1])
-            for d, (label, dash) in enumerate((("forward", "dash"), ("backward", "dot"))):
+            for d, (label, arrow, dash, role) in enumerate((
+                    ("forward direction", "→", "dash", "direction_forward"),
+                    ("backward direction", "←", "dot", "direction_backward"))):
                 if d < pd.shape[0]:
-                    fig.add_trace(go.Scatter(x=t, y=positive(pd[d]), name=f"{label_of(k)} {label} h", legendgroup=k,
-                                             line=dict(color=color, dash=dash, width=2)))
-            fig.add_trace(go.Scatter(x=t, y=positive(r.grad.grad_norm), name=f"{label_of(k)} combined [h→; h←]",
-                                     legendgroup=k, line=dict(color=color, width=3)))
-        fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖", exponentformat="power")
+                    fig.add_trace(go.Scatter(
+                        x=t, y=positive(pd[d]), name=f"{lab} {label} ‖∂L/∂h{arrow}<sub>t</sub>‖", legendgroup=k,
+                        line=dict(color=color, dash=dash, width=2), meta={"role": role, "cell": k},
+                        hovertemplate="t=%{x}<br>%{y:.3e}<extra>" + f"{lab} {label}</extra>"))
+            fig.add_trace(go.Scatter(x=t, y=positive(r.grad.grad_norm),
+                                     name=f"{lab} concatenated [h→<sub>t</sub>; h←<sub>t</sub>]",
+                                     legendgroup=k, line=dict(color=color, width=3.5),
+                                     meta={"role": "direction_combined", "cell": k},
+                                     hovertemplate="t=%{x}<br>%{y:.3e}<extra>" + f"{lab} [h→; h←]</extra>"))
+            if pd.shape[0] > 1 and pd.shape[1] > 1 and np.all(pd[1][:-1] == 0):
+                notes.append(lab)
+        if notes:
+            fig.add_annotation(
+                x=0.01, y=0.04, xref="paper", yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
+                text=f"{', '.join(notes)}: the loss reads only the last step, and h←<sub>T-1</sub> has seen x"
+                     "<sub>T-1</sub> alone, so the backward direction gets no gradient before T-1<br>(set Loss steps "
+                     "= all, a loss at every step as in tagging, to see both directions)",
+                font=dict(size=12, color="#555"), bgcolor="rgba(255,255,255,0.8)")
+        fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖  (log scale)", exponentformat="power")
         fig.update_xaxes(title="time step t")
-        _base_layout(fig, "Bidirectional: gradient reaching each direction's h<sub>t</sub>", meta, view,
-                     "grad_per_direction")
+        _base_layout(fig, "Bidirectional: gradient reaching the forward h→<sub>t</sub>, the backward h←<sub>t</sub> "
+                     "and the concatenated [h→<sub>t</sub>; h←<sub>t</sub>]", meta, view, "grad_per_direction",
+                     legend_bottom=True)
         figs["grad_per_direction"] = fig
     return figs
 
@@ -300,6 +431,21 @@ def pascanu_bound(result, lags) -> tuple[np.ndarray, float, float] | None:
     return pow10(k * math.log10(gamma * smax)), gamma, smax
 
 
+def _horizon(jac, threshold: float) -> int | None:
+    """The first lag whose sigma_max is below the threshold (the engine's memory-horizon rule), or None."""
+    below = np.nonzero(np.asarray(jac.spectral_norm, float) < math.log10(threshold))[0]
+    return int(np.asarray(jac.lag)[below[0]]) if len(below) else None
+
+
+def _layer_note(results: dict) -> str:
+    """" · layer 2 of 3" when the analysed layer of a stacked network is shown (the same for every result)."""
+    layers = {(r.config.analysed_layer, r.config.num_layers) for r in results.values() if r.config.num_layers > 1}
+    if len(layers) != 1:
+        return ""
+    a, L = layers.pop()
+    return f"  · layer {a + 1} of {L}" + (" (top)" if a == L - 1 else "")
+
+
 def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
     meta = config_meta(results)
     view = "jacobians"
@@ -313,7 +459,8 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
         lag = np.asarray(j.lag)
         hz = r.memory_horizon
         hz_text = f"horizon k={hz}" if hz is not None else f"no horizon within {int(lag.max()) if lag.size else 0} lags"
-        fig.add_trace(go.Scatter(x=lag, y=pow10(j.spectral_norm), name=f"{lab} σ<sub>max</sub>  ({hz_text})",
+        direction = " forward direction" if r.jac_backward is not None else ""
+        fig.add_trace(go.Scatter(x=lag, y=pow10(j.spectral_norm), name=f"{lab} σ<sub>max</sub>{direction}  ({hz_text})",
                                  legendgroup=key, line=dict(color=color, width=2.5),
                                  meta={"role": "spectral_norm", "cell": key},
                                  hovertemplate="k=%{x}<br>σ_max=%{y:.3e}<extra>" + lab + "</extra>"))
@@ -329,9 +476,14 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
         ranges += [j.spectral_norm, np.where(rel, j.min_singular_value, np.nan)]
         if r.jac_backward is not None:
             jb = r.jac_backward
-            fig.add_trace(go.Scatter(x=np.asarray(jb.lag), y=pow10(jb.spectral_norm), name=f"{lab} σ<sub>max</sub> backward direction",
-                                     legendgroup=key, line=dict(color=color, width=1.5, dash="dashdot"),
-                                     meta={"role": "spectral_norm_backward", "cell": key}))
+            bhz = _horizon(jb, r.config.horizon_threshold)
+            bhz_text = f"horizon k={bhz}" if bhz is not None else "no horizon"
+            fig.add_trace(go.Scatter(x=np.asarray(jb.lag), y=pow10(jb.spectral_norm),
+                                     name=f"{lab} σ<sub>max</sub> backward direction  ({bhz_text})",
+                                     legendgroup=key, line=dict(color=color, width=2, dash="dash"),
+                                     meta={"role": "spectral_norm_backward", "cell": key},
+                                     hovertemplate="k=%{x}<br>σ_max=%{y:.3e}<extra>" + lab + " backward</extra>"))
+            ranges.append(jb.spectral_norm)
         if j.state_spectral_norm is not None:
             fig.add_trace(go.Scatter(x=lag, y=pow10(j.state_spectral_norm),
                                      name=f"{lab} σ<sub>max</sub> of the full state [h; c]", legendgroup=key,
@@ -342,7 +494,8 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
             y, gamma, smax = b
             fig.add_trace(go.Scatter(x=lag, y=y, name=f"{lab} bound (γ·σ<sub>max</sub>(W<sub>hh</sub>))<sup>k</sup>"
                                      f" = ({gamma:g}·{smax:.3g})<sup>k</sup>", legendgroup=key,
-                                     line=dict(color=color, width=1.5, dash="dash"), meta={"role": "bound", "cell": key},
+                                     line=dict(color=color, width=1.5, dash="dashdot" if r.jac_backward is not None
+                                               else "dash"), meta={"role": "bound", "cell": key},
                                      hovertemplate="k=%{x}<br>bound=%{y:.3e}<extra>Pascanu bound</extra>"))
         if hz is not None:
             _vline(fig, hz, f"{lab} horizon k={hz}", color, slot)
@@ -354,8 +507,8 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
     fig.update_yaxes(type="log", title="singular value of ∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>  (log)",
                      exponentformat="power", range=rng)
     fig.update_xaxes(title="lag k  (steps back from the last step)")
-    _base_layout(fig, "How far back can the last state feel a change?  ‖∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>‖ by lag",
-                 meta, view, "jacobian_spectral_norm", height=520, legend_bottom=True)
+    _base_layout(fig, "How far back can the last state feel a change?  ‖∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>‖ by lag"
+                 + _layer_note(results), meta, view, "jacobian_spectral_norm", height=520, legend_bottom=True)
     figs = {"jacobian_spectral_norm": fig}
 
     # top singular values per lag, one panel per cell
@@ -381,7 +534,8 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
     fig.update_yaxes(type="log", exponentformat="power", range=_log_range(*all_sv))
     fig.update_yaxes(title_text="σ<sub>i</sub>(∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>)", row=1, col=1)
     n_sv = max((s.shape[1] for s in all_sv if s.ndim == 2), default=0)
-    _base_layout(fig, f"Top {n_sv} singular values per lag (thick: the largest): how many directions survive",
+    _base_layout(fig, f"Top {n_sv} singular values per lag (thick: the largest): how many directions survive"
+                 + _layer_note(results),
                  meta, view, "jacobian_singular_values")
     figs["jacobian_singular_values"] = fig
     return figs
@@ -703,7 +857,103 @@ def training_figures(results: dict, histories: dict | None = None) -> dict[str, 
     _base_layout(fig, "Global gradient norm before and after clipping (× = the step was clipped)", meta, view,
                  "training_grad_norm", legend_bottom=True)
     figs["training_grad_norm"] = fig
+
+    lm = [(k, h) for k, h in hist_items if _task_of(k, h, results) == "charlm"]
+    if lm:
+        figs["training_perplexity"] = _perplexity_figure(lm, meta, marks)
+        samples = _samples_figure(lm, meta)
+        if samples is not None:
+            figs["charlm_samples"] = samples
     return figs
+
+
+def _task_of(key, h: dict, results: dict) -> str | None:
+    """The task a history trained on: its own "task" entry, else the analysed config's."""
+    if h.get("task"):
+        return h["task"]
+    r = results.get(key) or results.get(cell_of(key)) or (next(iter(results.values())) if results else None)
+    return r.config.task if r is not None else None
+
+
+def _perplexity_of(h: dict) -> np.ndarray:
+    """Perplexity per step: the history's own (StepRecord.perplexity), else exp(cross-entropy)."""
+    if h.get("perplexity") is not None:
+        return np.array([np.nan if v is None else v for v in h["perplexity"]], dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.exp(np.asarray(h["loss"], float))
+
+
+def _perplexity_figure(items, meta: dict, marks) -> go.Figure:
+    """Perplexity exp(J) of the character-level LM against the uniform guess (perplexity = vocabulary size V)."""
+    fig = new_figure()
+    baselines = {}
+    for k, h in items:
+        color = CELL_COLORS[cell_of(k)]
+        ppl = _perplexity_of(h)
+        fig.add_trace(go.Scatter(x=np.asarray(h["step"]), y=ppl, name=f"{label_of(k)} perplexity",
+                                 line=dict(color=color, width=2, dash=VARIANT_DASHES[_variant(k, items)]),
+                                 meta={"role": "perplexity", "cell": k},
+                                 hovertemplate="step %{x}<br>perplexity %{y:.3f}<extra>" + label_of(k) + "</extra>"))
+        V = h.get("vocab_size")
+        if V is None and h.get("chance_loss") is not None:
+            V = math.exp(float(h["chance_loss"]))  # the chance level of the LM is ln V
+        if V is not None:
+            baselines[int(round(V))] = h.get("vocab")
+    for V, vocab in baselines.items():
+        which = f": {', '.join(vocab)}" if vocab and len(vocab) <= 8 else ""
+        _hline(fig, V, f"uniform guess: perplexity = V = {V} (vocabulary size{which})", log=True, color="#555",
+               position="right")
+    _hline(fig, 1.0, "1: every next character certain", log=True, color="#AAA", position="right")
+    marks(fig)
+    vals = np.concatenate([_perplexity_of(h) for _, h in items] + [np.array(list(baselines) + [1.0], float)])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    rng = [math.log10(max(vals.min(), 1e-3)) - 0.08, math.log10(vals.max()) + 0.12] if vals.size else None
+    ticks = {}
+    if rng is not None:  # 1-2-5 ticks and V, written out (plotly's minor log labels read "6" for 60)
+        for e in range(math.floor(rng[0]), math.ceil(rng[1]) + 1):
+            for m in (1, 2, 5):
+                v = m * 10.0 ** e
+                near_v = any(abs(math.log10(v / V)) < 0.1 for V in baselines if V > 0)
+                if 10 ** rng[0] <= v <= 10 ** rng[1] and not near_v:
+                    ticks[v] = f"{v:g}"
+        for V in baselines:
+            ticks[float(V)] = f"{V}"
+    fig.update_yaxes(type="log", title="perplexity exp(J)  (log)", range=rng,
+                     **({"tickvals": sorted(ticks), "ticktext": [ticks[v] for v in sorted(ticks)]} if ticks else {}))
+    fig.update_xaxes(title="training step")
+    _base_layout(fig, "Character-level LM: perplexity = exp(cross-entropy J) during training (dashed: a uniform "
+                 "guess)", meta, "training", "training_perplexity", legend_bottom=True)
+    return fig
+
+
+def _samples_figure(items, meta: dict) -> go.Figure | None:
+    """A table of the text sampled from each model (newest first): step, run, temperature, the characters.
+
+    The samples also travel in the trace's meta, so the JSON export holds them verbatim.
+    """
+    rows = []
+    for k, h in items:
+        for smp in h.get("samples") or []:
+            rows.append((int(smp["step"]), label_of(k), float(smp["temperature"]), str(smp["text"])))
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    rows = rows[:SAMPLES_SHOWN]
+    shown = [r[3].replace("\n", "↵") for r in rows]
+    fig = new_figure(go.Table(
+        columnwidth=[60, 150, 50, 740],
+        header=dict(values=["step", "model", "T", "sampled characters (↵ = new line)"], align="left",
+                    fill_color="#E5EAF2", font=dict(size=13)),
+        cells=dict(values=[[r[0] for r in rows], [r[1] for r in rows], [f"{r[2]:g}" for r in rows], shown],
+                   align="left", font=dict(family="DejaVu Sans Mono, Menlo, Consolas, monospace", size=13),
+                   height=26),
+        name="samples",
+        meta={"role": "samples", "samples": [{"step": r[0], "model": r[1], "temperature": r[2], "text": r[3]}
+                                             for r in rows]}))
+    _base_layout(fig, "Samples from the language model: x<sub>t+1</sub> ~ softmax(y<sub>t</sub> / T), newest first",
+                 meta, "training", "charlm_samples", height=90 + 27 * (len(rows) + 1))
+    fig.update_layout(margin=dict(t=55, b=10))
+    return fig
 
 
 # ---- 6. activations -----------------------------------------------------------------------------------------
@@ -798,6 +1048,11 @@ def slide_layout(fig: go.Figure) -> go.Figure:
         if tr.type in ("scatter", "scattergl") and tr.marker is not None and tr.marker.size is not None \
                 and not isinstance(tr.marker.size, (list, tuple, np.ndarray)):
             tr.marker.size = tr.marker.size * 1.8
+        if tr.type == "table":  # the samples table: projector-sized text and rows
+            tr.header.font.size = 26
+            tr.cells.font.size = 24
+            tr.cells.height = 44
+            tr.header.height = 44
         if tr.type == "heatmap" and tr.colorbar is not None:
             tr.colorbar.title.font.size = 28
             tr.colorbar.tickfont.size = 26

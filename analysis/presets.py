@@ -3,11 +3,12 @@
     PRESETS: {name: Preset(name, config, what_to_look_for, train, title, variant)}
 
 ``config`` is an ExperimentConfig (``compare`` lists the cells shown side by side); ``what_to_look_for`` is two
-lines (what to look at, what it means); ``train`` is None or {"steps": N, "variants": {label: overrides}} for
-presets about training (the live-training tab starts one trainer per cell and variant); ``variant`` is None
-or a second run of the same cells with a few fields changed ({"forget_bias": 0.0}), drawn beside the first.
+lines (what to look at, what it means); ``train`` is None or {"steps": N, "variants": {label: overrides},
+"steps_per_tick": n} for presets about training (the live-training tab starts one trainer per cell and variant
+and advances n steps per tick); ``variant`` is None or a second run of the same cells with a few fields changed
+({"forget_bias": 0.0}), drawn beside the first.
 
-Each preset was run with the engine and its effect is checked by ``tests/test_alerts.py`` (seq_len 100, hidden 64,
+Each preset was run with the engine and its effect is checked by ``tests/test_presets.py`` (seq_len 100, hidden 64,
 batch 16 unless said, Jacobian spectra over the first 4 sequences; numbers measured on seed 0):
 
     default           tanh RNN vs LSTM vs GRU, chrono init (the gated cells' keep-gate biases ~ log U[1, T-1]),
@@ -28,6 +29,25 @@ batch 16 unless said, Jacobian spectra over the first 4 sequences; numbers measu
     clipping          linear RNN, spectral radius 1.2, T=50, adding, SGD lr 0.05: without clipping a NaN
                       appears at step 1 and the run stops; with norm clipping (threshold 1) the loss falls from
                       ~3e4 to the chance level (~0.17) within 100 steps.
+    truncated-bptt    GRU, adding, T=100, k=20: the truncated ||dL/dh_t|| equals the full one for t >= 80 and is
+                      exactly 0 for t < 80. Training (Adam lr 0.02, seeds 0-2): full BPTT's loss (20-step mean)
+                      falls below 0.05 at steps 190-230, truncated k=20's at 280-300, and stays several times
+                      higher (0.003-0.009 vs <= 0.001 over steps 450-500): the state still carries the first
+                      marker across the cut, only the gradient does not, so the weights learned inside the
+                      window do the rest.
+    bidirectional     bidirectional LSTM, b_f=4, a loss at every step (random probe): ||dL/d[h_fwd; h_bwd]|| is a
+                      U, 9x (t=0) and 5x (t=99) its lowest value mid-sequence; with b_f=0 it is flat (max/min 1.0).
+                      With a last-step loss the backward direction gets no gradient before T-1 (h_bwd_{T-1} has
+                      read x_{T-1} alone), hence the loss at every step.
+    stacked           3-layer tanh RNN, random probe: at t=99 the layers get 1, 0.58, 0.29 (top to bottom);
+                      back in time each layer loses 0.22-0.26 decades per step (~1e-22 to 1e-26 at t=0), where the
+                      lower layers get more than the top (more paths: down a layer at any step).
+    charlm-hello      3-unit tanh RNN (as in the lecture's figure) on "hello" (V=4), T=20, Adam lr 0.03:
+                      perplexity 4.2 at step 0, 1.04 by step 90, ~1.02 at 300 (a window starting at an 'l' cannot
+                      know which 'l' it is: ln 2 once per window).
+    charlm-text       tanh RNN and LSTM, H=128, T=64, B=32, Adam lr 0.005 on the sonnets (V=60): perplexity ~60
+                      at step 0, ~10 by step 90-100 (RNN 10.0, LSTM 10.6), 5.4 (RNN) and 6.2 (LSTM) at step 300;
+                      samples at temperature 0.8 hold words ("the", "thou", "And") and line breaks by step ~150.
 """
 from __future__ import annotations
 
@@ -111,6 +131,49 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
        "bounded (Pascanu et al. 2013). Change the clip mode while it runs: the change is marked on the plots.",
        train={"steps": 150, "variants": {"clip=none": {"clip": "none"},
                                          "clip=norm": {"clip": "norm", "clip_threshold": 1.0}}}),
+    _p("truncated-bptt", "Truncated BPTT: backpropagate only k = 20 steps",
+       ExperimentConfig(cell="gru", task="adding", truncate=20, lr=0.02, train_steps=400, **_BASE),
+       "Gradient flow: the truncated gradient (dashed) equals the full one (solid) inside the last k = 20 steps "
+       "and is exactly 0 before the cut at t = T-k = 80: no learning signal crosses it.",
+       "Live training (Start): full BPTT learns the adding task by ~step 200-230 (loss < 0.05); truncated k=20 "
+       "gets there ~60-90 steps later and stays several times higher: only the weights learned inside the "
+       "window carry the first marker's value across the cut.",
+       train={"steps": 400, "steps_per_tick": 5,
+              "variants": {"full BPTT": {"truncate": 0}, "truncated k=20": {"truncate": 20}}}),
+    _p("bidirectional", "Bidirectional LSTM: forward + backward, concatenated",
+       ExperimentConfig(cell="lstm", bidirectional=True, forget_bias=4.0, task="random", loss_steps="all", **_BASE),
+       "Gradient flow: with a loss at every step (as in tagging) h→_t feeds every later loss, so the forward "
+       "gradient (dashed) grows toward t=0; h←_t feeds every earlier one (dotted, grows toward T-1). The "
+       "concatenation [h→_t; h←_t] (thick) is a U: ~9x (t=0) and ~5x (t=T-1) above its lowest point mid-sequence.",
+       "The U's depth is the memory: with b_f = 4 the cells keep state for many steps; the light run (b_f = 0) "
+       "forgets within a few steps, each h_t hears only nearby losses, and its line is flat. Jacobians: one "
+       "curve per direction.",
+       variant={"forget_bias": 0.0}),
+    _p("stacked", "Stacked RNN: 3 layers, vanishing through depth and time",
+       ExperimentConfig(cell="rnn", activation="tanh", num_layers=3, task="random", **_BASE),
+       "Gradient flow, stacked-layer map: brightest at the top layer's last step, where the loss reads; it fades "
+       "leftward (~0.25 decades per step back in time) and downward (the bottom layer gets ~1/3 of the top's at "
+       "t = T-1): every hop, back in time or down a layer, multiplies by a Jacobian diag(φ')W.",
+       "Far back all three layers have lost 20+ orders of magnitude (the lower ones a little less: more paths "
+       "step down somewhere along the way). Depth adds L-1 hops, time adds T; choose the analysed layer "
+       "in the sidebar for its Jacobians."),
+    _p("charlm-hello", "Character-level LM on \"hello\" (h, e, l, o)",
+       ExperimentConfig(cell="rnn", hidden_size=3, task="charlm", text="hello", seq_len=20, batch_size=16, seed=0,
+                        jacobian_batch=4, lr=0.03, train_steps=150),
+       "Live training: the 3-unit RNN of the lecture reads \"hellohello...\" one character at a time and "
+       "predicts the next; perplexity exp(J) falls from about the vocabulary size V = 4 to ~1.03 within "
+       "~100 steps.",
+       "After 'l' the next character is 'l' or 'o': only the state h_t (the previous characters) can tell, "
+       "so perplexity ~1 means the RNN remembers. Samples turn into \"hellohello\".",
+       train={"steps": 150, "steps_per_tick": 3}),
+    _p("charlm-text", "Character-level LM on Shakespeare's sonnets",
+       ExperimentConfig(cell="rnn", compare=("rnn", "lstm"), hidden_size=128, task="charlm", text="shipped",
+                        seq_len=64, batch_size=32, seed=0, jacobian_batch=4, lr=0.005, train_steps=300),
+       "Live training (Start): perplexity starts at the vocabulary size V = 60 (a uniform guess), falls below 10 "
+       "by step ~100-120 and to ~5-6 by step 300, for the tanh RNN and the LSTM alike.",
+       "The samples (every 10 steps and at each pause) go from random characters to word-like text with spaces, "
+       "capitals and line breaks; lower the temperature for likelier, more repetitive text.",
+       train={"steps": 300, "steps_per_tick": 2}),
 ]}
 
 DEFAULT_PRESET = "default"

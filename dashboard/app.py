@@ -46,7 +46,8 @@ def _describe(cfg: ExperimentConfig) -> str:
         extra.append("bidirectional")
     if cfg.truncate:
         extra.append(f"truncated BPTT k={cfg.truncate}")
-    return (f"{cells} · task {cfg.task} · T={cfg.seq_len} · H={cfg.hidden_size} · B={cfg.batch_size} · seed "
+    task = cfg.task + (f" ({'hello' if cfg.text == 'hello' else 'sonnets'})" if cfg.task == "charlm" else "")
+    return (f"{cells} · task {task} · T={cfg.seq_len} · H={cfg.hidden_size} · B={cfg.batch_size} · seed "
             f"{cfg.seed} · {cfg.dtype} · " + " · ".join(extra))
 
 

@@ -34,7 +34,8 @@ TRAINING_FIELDS = ("optimizer", "lr", "clip", "clip_threshold", "train_steps")
 # every widget key whose value must survive runs where its widget is not drawn
 STATE_KEYS = tuple(PLAIN_FIELDS) + ("cell_compare", "forget_bias_on", "forget_bias", "input_size", "inputs_path",
                                      "state_dict_path", "preset", "variant", "display_log", "display_band",
-                                     "display_log_jac", "display_gate", "train_task", "train_steps_per_tick")
+                                     "display_log_jac", "display_gate", "train_task", "train_steps_per_tick",
+                                     "temperature")
 URL_RESERVED = ("view",)  # bound to the tabs by Streamlit itself
 CELL_NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
@@ -185,12 +186,22 @@ def config_from_text(text: str | bytes) -> ExperimentConfig:
 
 
 # ---- callbacks ----------------------------------------------------------------------------------------------
+DEFAULT_TEMPERATURE = 0.8  # sampling temperature of the character-level LM (0.1..2.0)
+
+
+def preset_steps_per_tick(name: str) -> int:
+    """Training steps per 0.5 s tick a preset asks for (its ``train["steps_per_tick"]``; 1 by default)."""
+    p = PRESETS.get(name)
+    return int(((p.train or {}) if p is not None else {}).get("steps_per_tick", 1))
+
+
 def _on_preset():
     name = st.session_state.get("preset", DEFAULT_PRESET)
     p = PRESETS.get(name, PRESETS[DEFAULT_PRESET])
     apply_config(p.config, None, p.variant)
     st.session_state.pop("config_error", None)
     st.session_state["train_task"] = "adding"
+    st.session_state["train_steps_per_tick"] = preset_steps_per_tick(name)
 
 
 def _on_upload():
@@ -258,7 +269,8 @@ def init_session() -> None:
     ss["display_band"] = True
     ss["display_log_jac"] = True
     ss["train_task"] = "adding"
-    ss["train_steps_per_tick"] = 1
+    ss["train_steps_per_tick"] = preset_steps_per_tick(name)
+    ss["temperature"] = DEFAULT_TEMPERATURE
     if errors:
         ss["url_error"] = " ".join(errors)
         ss["_msg_cfg"] = state_to_config().to_json()  # as the widgets spell it
@@ -274,6 +286,24 @@ def persist() -> None:
 
 
 # ---- the sidebar --------------------------------------------------------------------------------------------
+TEXT_NAMES = {"shipped": "shipped: Shakespeare's sonnets (V = 60)", "hello": "hello (V = 4: h, e, l, o)"}
+
+
+def layer_control() -> None:
+    """The analysed layer l of a stacked network, 1..L (default: the top). Widget value = the config's ``layer``
+    (0..L-2, or -1 for the top layer, so a preset's default -1 selects it)."""
+    ss = st.session_state
+    L = max(1, int(ss.get("num_layers") or 1))
+    v = int(ss.get("layer", -1))
+    v = v % L if -L <= v < L else L - 1
+    ss["layer"] = -1 if v == L - 1 else v
+    st.selectbox("Analysed layer l (Jacobians, gates, spectrum)", list(range(L - 1)) + [-1], key="layer",
+                 format_func=lambda x: f"layer {L}{' (top)' if L > 1 else ''}" if x == -1 else
+                 f"layer {x + 1}" + (" (bottom)" if x == 0 else ""),
+                 disabled=L == 1, help="Layer 1 reads x_t; the loss reads the top layer L. The Jacobians "
+                                       "∂h_{T-1}/∂h_{T-1-k}, the gate maps and W_hh are those of this layer.")
+
+
 def _note(text: str, active: bool = True) -> None:
     """A caption saying a setting does not apply; orange when the user actually set it."""
     st.caption(f":orange[{text}]" if active else text)
@@ -323,7 +353,10 @@ def sidebar() -> Settings:
                 _note("forget-gate bias applies to the LSTM only", False)
             st.slider("Hidden size H", 1, max(512, int(ss.get("hidden_size") or 1)), key="hidden_size")
             st.number_input("Layers", min_value=1, max_value=16, step=1, key="num_layers")
-            st.checkbox("Bidirectional", key="bidirectional")
+            layer_control()
+            st.checkbox("Bidirectional", key="bidirectional",
+                        help="A forward and a backward RNN (separate weights); each step's state is the "
+                             "concatenation [h→_t; h←_t].")
 
         with st.expander("Data", expanded=True):
             st.selectbox("Task", list(TASK_NAMES), key="task",
@@ -334,22 +367,27 @@ def sidebar() -> Settings:
             st.number_input("Batch B", min_value=1, max_value=4096, step=1, key="batch_size")
             st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
             st.selectbox("Precision", list(DTYPES), key="dtype")
-            st.selectbox("Text (charlm)", list(TEXTS), key="text")
-            if ss.get("task") != "charlm" and ss.get("text") != "shipped":
-                _note("text applies to the charlm task only")
+            if ss.get("task") == "charlm" or (ss.get("task") == "random" and ss.get("train_task") == "charlm"):
+                st.selectbox("Text (character-level LM)", list(TEXTS), key="text", format_func=TEXT_NAMES.get,
+                             help="The corpus the LM reads one character at a time; the uniform guess has "
+                                  "perplexity V, the vocabulary size.")
             st.number_input("Input size (random task; 0 = 8)", min_value=0, max_value=100_000, step=1,
                             key="input_size")
             if ss.get("task") != "random" and ss.get("input_size"):
                 _note("input size is fixed by the task; only the random task uses it")
 
+        with st.expander("Truncated BPTT", expanded=bool(ss.get("truncate"))):
+            st.number_input("k steps (0 = full BPTT)", min_value=0, max_value=MAX_SEQ_LEN, step=1, key="truncate",
+                            help="Backpropagate through only k steps: the state is carried forward, the gradient "
+                                 "is cut every k steps (windows ending at the last step). The gradient-flow view "
+                                 "draws the truncated gradient beside the full one; live training uses it from "
+                                 "the next step.")
+            if ss.get("truncate") and int(ss["truncate"]) >= int(ss.get("seq_len") or 1):
+                _note(f"k ≥ T = {ss.get('seq_len')}: nothing is cut, this is full BPTT")
+
         with st.expander("Analysis"):
             st.selectbox("Loss steps", list(LOSS_STEPS), key="loss_steps",
                          help="auto: as the task; last: the loss at t=T-1 only; all: summed over t.")
-            L = int(ss.get("num_layers") or 1)
-            if not -L <= int(ss.get("layer", -1)) < L:
-                ss["layer"] = -1
-            st.selectbox("Analysed layer", list(range(-1, L)), key="layer",
-                         format_func=lambda v: "last" if v == -1 else str(v))
             st.radio("Jacobian lags", list(LAG_MODES), key="jacobian_lags", horizontal=True,
                      help="all: every lag 0..T-1; log: about num_log_lags log-spaced lags (exact there).")
             st.number_input("num_log_lags", min_value=2, max_value=10_000, step=1, key="num_log_lags",
@@ -360,8 +398,6 @@ def sidebar() -> Settings:
             st.number_input("Memory-horizon threshold", min_value=1e-12, max_value=1.0, key="horizon_threshold",
                             format="%.1e", step=1e-4)
             st.number_input("Lyapunov exponents", min_value=0, max_value=8192, step=1, key="lyapunov_k")
-            st.number_input("Truncated BPTT window k (0 = full)", min_value=0, max_value=MAX_SEQ_LEN, step=1,
-                            key="truncate")
 
         with st.expander("Compare with a variant"):
             st.text_input("Also run with (field=value, ...)", key="variant", placeholder="forget_bias=0",
@@ -472,6 +508,14 @@ def training_run_controls() -> tuple[int, int]:
     return int(ss["train_steps"]), int(ss["train_steps_per_tick"])
 
 
+def temperature_control() -> float:
+    """The sampling temperature of the character-level LM (display only: it never changes the training)."""
+    st.slider("Sampling temperature", 0.1, 2.0, step=0.1, key="temperature",
+              help="x_{t+1} ~ softmax(y_t / temperature): below 1 the likeliest characters win more often, "
+                   "above 1 the choice grows more random.")
+    return float(st.session_state["temperature"])
+
+
 def display_toggle(label: str, key: str, help: str | None = None) -> bool:
     """A display-only switch (never recomputes the analysis)."""
     return st.toggle(label, key=key, help=help)
@@ -487,4 +531,5 @@ def gate_choice(options: list[str]) -> str | None:
 
 __all__ = ["Settings", "init_session", "persist", "sidebar", "sync_url", "accept", "parse_value", "parse_variant",
            "settings_from_params", "config_from_text", "apply_config", "state_to_config", "training_controls",
-           "training_task_control", "training_run_controls", "TRAINING_FIELDS", "display_toggle", "gate_choice"]
+           "training_task_control", "training_run_controls", "TRAINING_FIELDS", "display_toggle", "gate_choice",
+           "layer_control", "temperature_control"]

@@ -1,4 +1,4 @@
-"""analysis.alerts on constructed cases, and the presets of analysis.presets: each one's effect is really there."""
+"""analysis.alerts on constructed cases and on real runs (the presets' effects are checked in test_presets.py)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -8,9 +8,7 @@ import pytest
 
 from analysis.alerts import Alert, alerts, training_alerts
 from analysis.config import ExperimentConfig
-from analysis.experiment import run_comparison, run_experiment
-from analysis.presets import DEFAULT_PRESET, PRESETS
-from analysis.training import Trainer
+from analysis.experiment import run_experiment
 
 
 def fake(grad_norm, *, cell="rnn", activation="tanh", saturation=None, notes=(), nonfinite=None):
@@ -113,99 +111,11 @@ def test_alerts_on_a_real_nonfinite_run():
     assert alerts(r)[0].level == "error"
 
 
-# ---- presets: every one valid, and its effect visible ---------------------------------------------------------
-def ratio(r):
-    g = r.grad.grad_norm
-    return g[0] / g[-1]
-
-
-def test_every_preset_is_well_formed():
-    assert DEFAULT_PRESET in PRESETS
-    for name, p in PRESETS.items():
-        assert p.name == name and p.title
-        assert isinstance(p.config, ExperimentConfig)
-        assert len(p.what_to_look_for.splitlines()) == 2 and all(p.lines)
-        if p.variant:
-            p.config.replace(**p.variant)
-        if p.train:
-            for over in p.train.get("variants", {}).values():
-                p.config.replace(**over)
-
-
-@pytest.fixture(scope="module")
-def default_results():
-    return run_comparison(PRESETS["default"].config)
-
-
-def test_default_preset_one_collapses_the_others_hold(default_results):
-    r = default_results
-    assert set(r) == {"rnn", "lstm", "gru"}
-    assert ratio(r["rnn"]) < 1e-15  # collapses
-    assert ratio(r["lstm"]) > 1e-5 and ratio(r["gru"]) > 1e-2  # hold up
-    assert r["rnn"].memory_horizon is not None and r["rnn"].memory_horizon < 30
-    assert r["lstm"].memory_horizon is None and r["gru"].memory_horizon is None
-    assert "vanishing" in kinds(alerts(r["rnn"]))
-    assert "vanishing" not in kinds(alerts(r["lstm"])) + kinds(alerts(r["gru"]))
-
-
-def _run(name, **over):
-    return run_experiment(PRESETS[name].config.replace(**over))
-
-
-def test_vanishing_preset():
-    r = _run("vanishing-tanh")
-    assert ratio(r) < 1e-15 and "vanishing" in kinds(alerts(r))
-    assert r.memory_horizon is not None and r.memory_horizon < 30
-
-
-def test_exploding_preset():
-    r = _run("exploding")
-    c = r.config
-    assert r.spectra["h"]["sigma_max"] > 1 / 1.0 and c.activation == "linear"
-    assert ratio(r) > 1e6 and "exploding" in kinds(alerts(r))
-
-
-def test_irnn_preset_keeps_the_gradient():
-    r = _run("irnn")
-    assert 0.1 < ratio(r) <= 1.5
-    assert not {"vanishing", "exploding"} & set(kinds(alerts(r)))
-    assert abs(r.spectra["h"]["sigma_max"] - 1) < 1e-6
-
-
-def test_orthogonal_linear_preset_keeps_the_norm_exactly():
-    r = _run("orthogonal-linear")
-    np.testing.assert_allclose(r.grad.grad_norm / r.grad.grad_norm[-1], 1.0, rtol=1e-4)
-    np.testing.assert_allclose(10.0 ** r.jac.singular_values, 1.0, rtol=1e-3)
-    assert r.memory_horizon is None
-
-
-def test_forget_bias_preset_stretches_the_horizon():
-    p = PRESETS["forget-bias"]
-    one, zero = _run("forget-bias"), _run("forget-bias", **p.variant)
-    assert one.config.forget_bias == 1.0 and zero.config.forget_bias == 0.0
-    assert ratio(one) > 1e6 * ratio(zero)
-    assert one.memory_horizon > 2 * zero.memory_horizon
-
-
-def test_layer_norm_preset_keeps_the_jacobian_in_range():
-    p = PRESETS["layer-norm"]
-    ln, raw = _run("layer-norm"), _run("layer-norm", **p.variant)
-    assert ln.config.layer_norm and not raw.config.layer_norm
-    assert ratio(raw) > 1e6
-    assert 1e-1 < ratio(ln) < 1e2
-    assert "exploding" in kinds(alerts(raw)) and "exploding" not in kinds(alerts(ln))
-
-
-def test_clipping_preset_rescues_training():
-    p = PRESETS["clipping"]
-    variants = p.train["variants"]
-    none = Trainer(p.config.replace(**variants["clip=none"]))
-    none.run(5)
-    assert none.stopped is not None and none.stopped["step"] <= 2
-    clip = Trainer(p.config.replace(**variants["clip=norm"]))
-    clip.run(60)
-    h = clip.history()
-    assert clip.stopped is None and np.isfinite(h["loss"]).all()
-    assert h["clipped"][:5].all()
-    assert h["loss"][-10:].mean() < h["loss"][0] / 100
-    assert h["loss"][-10:].mean() < 5 * clip.chance_loss
+def test_truncation_alert_says_where_the_gradient_stops():
+    cfg = ExperimentConfig(cell="rnn", seq_len=12, hidden_size=6, batch_size=2, truncate=5)
+    (a,) = [x for x in alerts(run_experiment(cfg)) if x.kind == "truncated"]
+    assert a.level == "info" and "k=5" in a.message and "t < 7" in a.message and "exactly 0" in a.message
+    every = alerts(run_experiment(cfg.replace(loss_steps="all")))
+    assert any(x.kind == "truncated" and "every 5 steps" in x.message for x in every)
+    assert not [x for x in alerts(run_experiment(cfg.replace(truncate=0))) if x.kind == "truncated"]
+    assert not [x for x in alerts(fake(np.ones(5))) if x.kind == "truncated"]  # results without the field

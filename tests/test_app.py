@@ -20,6 +20,9 @@ from analysis.presets import PRESETS
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 SMALL = {"seq_len": "12", "hidden_size": "6", "batch_size": "4"}
 TABS = ["Gradient flow", "Jacobians", "Spectrum", "Cell state", "Live training", "Activations"]
+# the course's later chapters (truncated BPTT, bidirectional and stacked RNNs, the character-level LM): every view
+# of each is rendered by test_new_presets_render_every_view
+NEW_PRESETS = ["truncated-bptt", "bidirectional", "stacked", "charlm-hello", "charlm-text"]
 
 
 def app(**params) -> AppTest:
@@ -82,7 +85,7 @@ def test_default_view_opens_with_its_charts():
     assert at.query_params["preset"] == ["default"] or at.query_params["preset"] == "default"
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", [n for n in PRESETS if n not in NEW_PRESETS])
 def test_every_preset_renders(name):
     at = ok(app(preset=name, seq_len="16", hidden_size="6", batch_size="4"))
     assert at.get("plotly_chart"), name
@@ -308,3 +311,103 @@ def test_an_engine_failure_keeps_the_page_alive(monkeypatch):
     at = ok(app(**{**SMALL, "seq_len": "13"}))
     assert "IndexError" in messages(at)
     assert at.get("plotly_chart")
+
+
+# ---- truncated BPTT, stacked and bidirectional networks, the character-level LM ----------------------------------
+def test_truncation_layers_and_directions_by_widget_key():
+    at = ok(app(compare="rnn", task="adding", **SMALL))
+    T, k = 12, 4
+    assert at.number_input(key="truncate").label == "k steps (0 = full BPTT)"
+    at.number_input(key="truncate").set_value(k).run()
+    fig = figure(ok(at), "grad_truncated")
+    full = array(trace(fig, "grad_full", "rnn")["y"])
+    cut = array(trace(fig, "grad_truncated", "rnn")["y"])
+    np.testing.assert_array_equal(cut[T - k:], full[T - k:])  # the same inside the window
+    assert np.isnan(cut[:T - k]).all()  # exactly 0 before the cut: a gap on the log axis
+    assert trace(fig, "grad_truncated", "rnn")["line"]["dash"] == "dash"
+    assert any(s.get("x0") == T - k for s in fig["layout"]["shapes"])
+    # three layers: the layer x time map, and the Jacobians of the layer picked (1..L, the top by default)
+    at.number_input(key="num_layers").set_value(3).run()
+    layer = at.selectbox(key="layer")
+    assert layer.value == -1 and layer.options == ["layer 1 (bottom)", "layer 2", "layer 3 (top)"]
+    z = array(figure(ok(at), "grad_per_layer")["data"][0]["z"])
+    assert z.shape == (3, T)
+    at.session_state["view"] = "Jacobians"
+    at.run()
+    assert "layer 3 of 3" in figure(ok(at), "jacobian_spectral_norm")["layout"]["title"]["text"]
+    at.selectbox(key="layer").set_value(0).run()
+    fig = figure(ok(at), "jacobian_spectral_norm")
+    assert "layer 1 of 3" in fig["layout"]["title"]["text"] and fig["layout"]["meta"]["config"]["layer"] == 0
+    # bidirectional: the backward direction's Jacobians beside the forward ones, and the direction plot
+    at.checkbox(key="bidirectional").check().run()
+    fig = figure(ok(at), "jacobian_spectral_norm")
+    assert "backward direction" in trace(fig, "spectral_norm_backward", "rnn")["name"]
+    at.session_state["view"] = "Gradient flow"
+    at.run()
+    fig = figure(ok(at), "grad_per_direction")
+    for role in ("direction_forward", "direction_backward", "direction_combined"):
+        trace(fig, role, "rnn")
+    assert not messages(at)
+
+
+def test_charlm_training_shows_perplexity_and_samples():
+    at = ok(app(compare="rnn", task="adding", **SMALL))
+    assert not [s for s in at.selectbox if s.key == "text"], "the text control belongs to the charlm task"
+    at.selectbox(key="task").set_value("charlm").run()
+    at.selectbox(key="text").set_value("hello").run()
+    at.session_state["view"] = "Live training"
+    ok(at.run())
+    for _ in range(3):
+        ok(at.button(key="train_step").click().run())
+    fig = figure(at, "training_perplexity")
+    ppl = array(trace(fig, "perplexity", "rnn")["y"])
+    loss = array(trace(figure(at, "training_loss"), "loss", "rnn")["y"])
+    np.testing.assert_allclose(ppl, np.exp(loss), rtol=1e-12)
+    assert any("V = 4" in (a.get("text") or "") for a in fig["layout"]["annotations"])
+    (sample,) = [c.value for c in at.code]
+    assert len(sample) == 80 and set(sample) <= set("helo")
+    assert any("step 3" in c.value for c in at.caption)
+    table = figure(at, "charlm_samples")["data"][0]
+    assert table["cells"]["values"][0] == [3, 2, 1]  # a sample at every pause (each single step), newest first
+    at.slider(key="temperature").set_value(0.2).run()  # a new temperature: a new sample of the same step
+    samples = at.session_state["train_samples"]["rnn"]
+    assert [(s["step"], s["temperature"]) for s in samples] == [(1, 0.8), (2, 0.8), (3, 0.8), (3, 0.2)]
+    assert not messages(at)
+
+
+def test_truncated_preset_trains_full_and_truncated_side_by_side():
+    at = ok(app(preset="truncated-bptt", seq_len="30", hidden_size="6", batch_size="4"))
+    fig = figure(at, "grad_truncated")
+    assert any("T−k = 30−20 = 10" in (a.get("text") or "") for a in fig["layout"]["annotations"])
+    at.session_state["view"] = "Live training"
+    ok(at.run())
+    ok(at.button(key="train_step").click().run())
+    assert steps(at) == {"gru · full BPTT": 1, "gru · truncated k=20": 1}
+    names = [t["name"] for t in figure(at, "training_loss")["data"] if (t.get("meta") or {}).get("role") == "loss"]
+    assert names == ["GRU · full BPTT loss", "GRU · truncated k=20 loss"]
+    assert at.session_state["train_steps_per_tick"] == PRESETS["truncated-bptt"].train["steps_per_tick"]
+
+
+@pytest.mark.parametrize("name", NEW_PRESETS)
+def test_new_presets_render_every_view(name):
+    at = ok(app(preset=name, seq_len="30", hidden_size="6", batch_size="4"))  # T=30 > k=20
+    assert at.session_state["preset"] == name
+    for tab in TABS:
+        at.session_state["view"] = tab
+        ok(at.run())
+        if tab == "Live training":
+            ok(at.button(key="train_step").click().run())
+        assert at.get("plotly_chart"), f"{tab} shows no chart for {name}"
+        assert not messages(at), (name, tab, messages(at))
+    cfg = PRESETS[name].config
+    assert at.session_state["num_layers"] == cfg.num_layers and at.session_state["bidirectional"] == cfg.bidirectional
+
+
+def test_choosing_the_hello_preset_sets_its_text_and_pace():
+    at = ok(app(**SMALL))
+    at.selectbox(key="preset").set_value("charlm-hello").run()
+    ok(at)
+    assert at.selectbox(key="text").value == "hello" and at.session_state["task"] == "charlm"
+    assert at.session_state["hidden_size"] == 3
+    assert at.session_state["train_steps_per_tick"] == PRESETS["charlm-hello"].train["steps_per_tick"]
+    assert "task charlm (hello)" in " ".join(m.value for m in at.markdown)

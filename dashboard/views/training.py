@@ -55,6 +55,7 @@ def _build(configs: dict) -> None:
     ss["train_key"] = _key(configs)
     ss["train_applied"] = None
     ss["train_running"] = False
+    ss["train_samples"] = {}
     ss.pop("train_error", None)
 
 
@@ -105,16 +106,66 @@ def step_all(n: int, max_steps: int) -> None:
                 tr.step()
 
 
-def history(tr) -> dict:
+def history(tr, samples: list | None = None) -> dict:
     h = tr.history()
     h["settings"] = [r.settings for r in tr.records]
     h["nonfinite"] = [r.nonfinite for r in tr.records]
     h["chance_loss"] = tr.chance_loss
+    h["task"] = tr.config.task
+    if tr.config.task == "charlm":
+        h["perplexity"] = [r.perplexity for r in tr.records]
+        h["vocab_size"] = tr.spec.output_size
+        h["vocab"] = vocabulary(tr.config.text)
+        h["samples"] = list(samples or [])
     return h
 
 
 def histories() -> dict:
-    return {k: history(tr) for k, tr in (st.session_state.get("trainers") or {}).items() if tr.records}
+    samples = st.session_state.get("train_samples") or {}
+    return {k: history(tr, samples.get(k)) for k, tr in (st.session_state.get("trainers") or {}).items()
+            if tr.records}
+
+
+# ---- samples of the character-level LM ------------------------------------------------------------------------
+SAMPLE_EVERY = 10  # steps between samples while training runs (and one at every pause)
+SAMPLE_CHARS = 80
+
+
+def vocabulary(text: str) -> list[str]:
+    """The LM's characters in the order they first appear in its text ("hello" -> h, e, l, o)."""
+    from analysis.tasks import char_corpus
+    corpus, vocab = char_corpus(text)
+    return [("↵" if ch == "\n" else "␣" if ch == " " else ch) for ch in dict.fromkeys(corpus)][:vocab.size]
+
+
+def can_sample(tr) -> bool:
+    return tr.config.task == "charlm" and not tr.config.bidirectional
+
+
+def sample_due(last: dict | None, step: int, temperature: float, running: bool) -> bool:
+    """A new sample is due every SAMPLE_EVERY steps while running, and at a pause (or a new temperature) once."""
+    if step <= 0:
+        return False
+    if last is None:
+        return not running or step >= SAMPLE_EVERY
+    if running:
+        return step // SAMPLE_EVERY > last["step"] // SAMPLE_EVERY
+    return last["step"] != step or last["temperature"] != temperature
+
+
+def take_samples(running: bool) -> None:
+    """Sample SAMPLE_CHARS characters from each charlm trainer when due: Trainer.sample(seed=step)."""
+    ss = st.session_state
+    temperature = float(ss.get("temperature", controls.DEFAULT_TEMPERATURE))
+    store = ss.setdefault("train_samples", {})
+    for k, tr in (ss.get("trainers") or {}).items():
+        if not can_sample(tr) or tr.stopped is not None:
+            continue
+        step = len(tr.records)
+        got = store.setdefault(k, [])
+        if sample_due(got[-1] if got else None, step, temperature, running):
+            text = tr.sample(SAMPLE_CHARS, temperature=temperature, seed=step)
+            got.append({"step": step, "temperature": temperature, "text": text})
 
 
 # ---- button callbacks (run before the script, then the whole page reruns) ------------------------------------
@@ -170,11 +221,17 @@ def _live(ctx) -> None:
     trainers = ss.get("trainers") or {}
     if changed:
         st.toast(f"Changed {', '.join(changed)}: takes effect at the next step")
+    lm = [tr for tr in trainers.values() if tr.config.task == "charlm"]
+    if lm:
+        controls.temperature_control()
     if ss.get("train_running"):
         step_all(per_tick, max_steps)
         if not any(_active(tr, max_steps) for tr in trainers.values()):
             ss["train_running"] = False
+            take_samples(False)
             st.rerun(scope="app")  # stop ticking
+    if lm:
+        take_samples(bool(ss.get("train_running")))
     steps = max((len(tr.records) for tr in trainers.values()), default=0)
     if ss.get("train_running"):
         state = "running"
@@ -192,10 +249,17 @@ def _live(ctx) -> None:
         if tr.records:
             r = tr.records[-1]
             loss = "NaN/Inf" if r.loss is None or r.loss != r.loss or abs(r.loss) == float("inf") else f"{r.loss:.4g}"
-            lines.append(f"{label_of(k)}: loss {loss} (chance {tr.chance_loss:.3g}), ‖g‖ {r.grad_norm_before:.3g}"
-                         f"{' clipped' if r.clipped else ''}, settings {r.settings['clip']}/{r.settings['clip_threshold']:g}")
+            ppl = ""
+            if tr.config.task == "charlm" and r.perplexity is not None:
+                ppl = f", perplexity {r.perplexity:.3g} (uniform {tr.spec.output_size})"
+            k_text = f", truncated k={r.settings['truncate']}" if r.settings.get("truncate") else ""
+            lines.append(f"{label_of(k)}: loss {loss} (chance {tr.chance_loss:.3g}){ppl}, ‖g‖ {r.grad_norm_before:.3g}"
+                         f"{' clipped' if r.clipped else ''}, settings {r.settings['clip']}/"
+                         f"{r.settings['clip_threshold']:g}{k_text}")
     if lines:
         st.caption(" · ".join(lines))
+    if lm:
+        _show_samples(trainers)
     hs = histories()
     for k, tr in trainers.items():
         for a in training_alerts(hs.get(k), tr.stopped, label_of(k)):
@@ -206,3 +270,29 @@ def _live(ctx) -> None:
     for name, fig in figs.items():
         chart(VIEW, name, fig)
     zip_button(VIEW, figs, ctx.config)
+
+
+def _show_samples(trainers: dict) -> None:
+    """The newest sample of each charlm model (the table of all samples is the charlm_samples figure)."""
+    store = st.session_state.get("train_samples") or {}
+    blocks = []
+    for k, tr in trainers.items():
+        if not can_sample(tr):
+            blocks.append(f"{label_of(k)}: a bidirectional model reads the future, so it cannot generate text")
+            continue
+        got = store.get(k)
+        if got:
+            s = got[-1]
+            blocks.append((f"{label_of(k)} · step {s['step']} · temperature {s['temperature']:g}", s["text"]))
+    if not blocks:
+        st.caption(f"Samples of {SAMPLE_CHARS} characters from each model appear every {SAMPLE_EVERY} steps and "
+                   "whenever training pauses.")
+        return
+    st.markdown("**Sampled text** (x<sub>t+1</sub> ~ softmax(y<sub>t</sub> / temperature), fed back as the next "
+                "input)", unsafe_allow_html=True)
+    for b in blocks:
+        if isinstance(b, str):
+            st.caption(b)
+        else:
+            st.caption(b[0])
+            st.code(b[1], language=None, wrap_lines=True)

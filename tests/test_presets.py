@@ -1,0 +1,250 @@
+"""analysis.presets: every preset is a valid configuration with two lines of what to look for, and each one's
+promised effect is really there (quantitative checks on the engine's numbers, seed 0 as in the presets).
+
+The new presets' checks run at their own T and H but skip the Jacobian sweep where only gradients matter
+(``FAST``: log-spaced lags, no Lyapunov exponents: the gradient norms do not depend on them). The training claims
+that take minutes (truncated-bptt, charlm-text) have a cheap check here and a full one with RUN_SLOW=1.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from analysis.alerts import alerts
+from analysis.config import ExperimentConfig
+from analysis.experiment import run_comparison, run_experiment
+from analysis.presets import DEFAULT_PRESET, PRESETS
+from analysis.training import Trainer
+
+FAST = dict(jacobian_lags="log", num_log_lags=6, n_singular=1, lyapunov_k=0)
+slow = pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="minutes of training: set RUN_SLOW=1")
+
+
+def kinds(alist):
+    return [a.kind for a in alist]
+
+
+# ---- every preset: valid and well formed ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_validates(name):
+    p = PRESETS[name]
+    assert DEFAULT_PRESET in PRESETS
+    assert p.name == name and p.title
+    assert isinstance(p.config, ExperimentConfig)
+    assert ExperimentConfig.from_json(p.config.to_json()) == p.config  # the JSON round trip validates again
+    assert len(p.what_to_look_for.splitlines()) == 2 and all(line.strip() for line in p.lines)
+    if p.variant:
+        p.config.replace(**p.variant)
+    if p.train:
+        assert set(p.train) <= {"steps", "variants", "steps_per_tick"}
+        for over in p.train.get("variants", {}).values():
+            p.config.replace(**over)
+    json.dumps(p.train)  # plain data
+
+
+def test_every_preset_has_an_effect_check():
+    assert set(EFFECT_CHECKS) == set(PRESETS), "a new preset needs a check of its effect below"
+    assert all(callable(f) and f.__name__.startswith("test_") for f in EFFECT_CHECKS.values())
+
+
+# ---- the classic presets -------------------------------------------------------------------------------------
+def ratio(r):
+    g = r.grad.grad_norm
+    return g[0] / g[-1]
+
+
+@pytest.fixture(scope="module")
+def default_results():
+    return run_comparison(PRESETS["default"].config)
+
+
+def test_default_preset_one_collapses_the_others_hold(default_results):
+    r = default_results
+    assert set(r) == {"rnn", "lstm", "gru"}
+    assert ratio(r["rnn"]) < 1e-15  # collapses
+    assert ratio(r["lstm"]) > 1e-5 and ratio(r["gru"]) > 1e-2  # hold up
+    assert r["rnn"].memory_horizon is not None and r["rnn"].memory_horizon < 30
+    assert r["lstm"].memory_horizon is None and r["gru"].memory_horizon is None
+    assert "vanishing" in kinds(alerts(r["rnn"]))
+    assert "vanishing" not in kinds(alerts(r["lstm"])) + kinds(alerts(r["gru"]))
+
+
+def _run(name, **over):
+    return run_experiment(PRESETS[name].config.replace(**over))
+
+
+def test_vanishing_preset():
+    r = _run("vanishing-tanh")
+    assert ratio(r) < 1e-15 and "vanishing" in kinds(alerts(r))
+    assert r.memory_horizon is not None and r.memory_horizon < 30
+
+
+def test_exploding_preset():
+    r = _run("exploding")
+    c = r.config
+    assert r.spectra["h"]["sigma_max"] > 1 / 1.0 and c.activation == "linear"
+    assert ratio(r) > 1e6 and "exploding" in kinds(alerts(r))
+
+
+def test_irnn_preset_keeps_the_gradient():
+    r = _run("irnn")
+    assert 0.1 < ratio(r) <= 1.5
+    assert not {"vanishing", "exploding"} & set(kinds(alerts(r)))
+    assert abs(r.spectra["h"]["sigma_max"] - 1) < 1e-6
+
+
+def test_orthogonal_linear_preset_keeps_the_norm_exactly():
+    r = _run("orthogonal-linear")
+    np.testing.assert_allclose(r.grad.grad_norm / r.grad.grad_norm[-1], 1.0, rtol=1e-4)
+    np.testing.assert_allclose(10.0 ** r.jac.singular_values, 1.0, rtol=1e-3)
+    assert r.memory_horizon is None
+
+
+def test_forget_bias_preset_stretches_the_horizon():
+    p = PRESETS["forget-bias"]
+    one, zero = _run("forget-bias"), _run("forget-bias", **p.variant)
+    assert one.config.forget_bias == 1.0 and zero.config.forget_bias == 0.0
+    assert ratio(one) > 1e6 * ratio(zero)
+    assert one.memory_horizon > 2 * zero.memory_horizon
+
+
+def test_layer_norm_preset_keeps_the_jacobian_in_range():
+    p = PRESETS["layer-norm"]
+    ln, raw = _run("layer-norm"), _run("layer-norm", **p.variant)
+    assert ln.config.layer_norm and not raw.config.layer_norm
+    assert ratio(raw) > 1e6
+    assert 1e-1 < ratio(ln) < 1e2
+    assert "exploding" in kinds(alerts(raw)) and "exploding" not in kinds(alerts(ln))
+
+
+def test_clipping_preset_rescues_training():
+    p = PRESETS["clipping"]
+    variants = p.train["variants"]
+    none = Trainer(p.config.replace(**variants["clip=none"]))
+    none.run(5)
+    assert none.stopped is not None and none.stopped["step"] <= 2
+    clip = Trainer(p.config.replace(**variants["clip=norm"]))
+    clip.run(60)
+    h = clip.history()
+    assert clip.stopped is None and np.isfinite(h["loss"]).all()
+    assert h["clipped"][:5].all()
+    assert h["loss"][-10:].mean() < h["loss"][0] / 100
+    assert h["loss"][-10:].mean() < 5 * clip.chance_loss
+
+
+# ---- the presets of the course's later chapters ----------------------------------------------------------------
+def test_truncated_bptt_preset_cuts_at_t_minus_k():
+    p = PRESETS["truncated-bptt"]
+    r = run_experiment(p.config.replace(**FAST))
+    T, k = r.config.seq_len, r.config.truncate
+    assert (T, k) == (100, 20)
+    full, cut = r.grad.grad_norm, r.truncated.grad_norm
+    np.testing.assert_allclose(cut[T - k:], full[T - k:], rtol=1e-6)  # identical inside the window
+    assert np.all(cut[:T - k] == 0) and np.all(full[:T - k] > 0)  # exactly zero before the cut
+    assert full[0] / full[-1] < 1e-10  # the full gradient is there, only tiny
+    assert "truncated" in kinds(alerts(r))
+    # the training comparison: the same cell trained with full BPTT and with k = 20
+    v = p.train["variants"]
+    assert v == {"full BPTT": {"truncate": 0}, "truncated k=20": {"truncate": 20}}
+    a = Trainer(p.config.replace(**v["full BPTT"])).step()
+    b = Trainer(p.config.replace(**v["truncated k=20"])).step()
+    assert a.loss == b.loss  # same data and weights: only the gradient differs
+    assert np.all(b.grad_norm_t[:T - k] == 0) and (a.grad_norm_t[:T - k] > 0).all()
+    np.testing.assert_allclose(b.grad_norm_t[T - k:], a.grad_norm_t[T - k:], rtol=1e-5)
+
+
+@slow
+def test_truncated_bptt_preset_full_learns_first():
+    p = PRESETS["truncated-bptt"]
+    runs = {}
+    for label, over in p.train["variants"].items():
+        tr = Trainer(p.config.replace(**over))
+        tr.run(p.train["steps"])
+        loss = tr.history()["loss"]
+        smooth = np.convolve(loss, np.ones(20) / 20, mode="valid")
+        runs[label] = (int(np.argmax(smooth < 0.05)) + 20 if (smooth < 0.05).any() else None, loss[-50:].mean())
+    (full_at, full_end), (cut_at, cut_end) = runs["full BPTT"], runs["truncated k=20"]
+    assert full_at is not None and full_at <= 260, runs
+    assert cut_at is None or cut_at >= full_at + 40, runs
+    assert cut_end > 2 * full_end, runs
+
+
+def test_bidirectional_preset_draws_a_u():
+    p = PRESETS["bidirectional"]
+    one = run_experiment(p.config.replace(**FAST))
+    flat = run_experiment(p.config.replace(**FAST, **p.variant))
+    c = one.grad.grad_norm  # ||dL/d[h_fwd; h_bwd]||
+    T = len(c)
+    low = c[T // 4: 3 * T // 4].min()
+    assert c[0] > 6 * low and c[-1] > 3.5 * low  # measured ~9x and ~5x
+    fwd, bwd = one.grad.per_direction
+    assert fwd[0] > 10 * fwd[-1] and bwd[-1] > 10 * bwd[0]  # each direction grows toward its own far end
+    f = flat.grad.grad_norm  # forget bias 0: no memory, no U
+    assert f.max() < 1.5 * f.min()
+    assert one.jac_backward is not None and one.jac_backward.spectral_norm.shape == one.jac.spectral_norm.shape
+
+
+def test_stacked_preset_vanishes_through_depth_and_time():
+    r = run_experiment(PRESETS["stacked"].config.replace(**FAST))
+    pl = r.grad.per_layer  # (L, T), row 0 = the bottom layer
+    assert pl.shape == (3, 100)
+    last = pl[:, -1]
+    assert last[2] > last[1] > last[0] and 0.15 < last[0] / last[2] < 0.5  # depth: ~1/3 at t = T-1
+    for layer in range(3):
+        rate = -math.log10(pl[layer, 0] / pl[layer, -1]) / 99  # decades per step back in time
+        assert 0.15 < rate < 0.35 and pl[layer, 0] < 1e-18
+
+
+def test_charlm_hello_preset_learns_to_perplexity_one():
+    p = PRESETS["charlm-hello"]
+    tr = Trainer(p.config)
+    tr.run(p.train["steps"])
+    ppl = np.array([rec.perplexity for rec in tr.records])
+    assert tr.spec.output_size == 4 and p.config.hidden_size == 3
+    assert 3 < ppl[0] < 5.5  # about the uniform guess, V = 4
+    assert ppl[-10:].mean() < 1.1 and (ppl[:100] < 1.1).any()
+    assert "hellohello" in tr.sample(40, temperature=0.5, seed=0)
+
+
+def test_charlm_text_preset_starts_at_the_vocabulary_size():
+    p = PRESETS["charlm-text"]
+    assert p.config.cells == ("rnn", "lstm") and p.config.text == "shipped"
+    rnn = Trainer(p.config.for_cell("rnn"))
+    rnn.run(25)
+    ppl = [rec.perplexity for rec in rnn.records]
+    assert rnn.spec.output_size == 60 and 40 < ppl[0] < 90
+    assert np.mean(ppl[-5:]) < 0.6 * 60
+
+
+@slow
+def test_charlm_text_preset_falls_below_ten():
+    p = PRESETS["charlm-text"]
+    for cell in p.config.cells:
+        tr = Trainer(p.config.for_cell(cell))
+        tr.run(p.train["steps"])
+        ppl = np.array([rec.perplexity for rec in tr.records])
+        assert ppl[110:130].mean() < 10.5 and ppl[-20:].mean() < 8, (cell, ppl[::50])
+        words = tr.sample(200, temperature=0.8, seed=1).split()
+        assert sum(w.strip(",.;:!?'").lower() in {"the", "and", "thou", "thy", "of", "to", "my", "that"}
+                   for w in words) >= 2, words
+
+
+EFFECT_CHECKS = {
+    "default": test_default_preset_one_collapses_the_others_hold,
+    "vanishing-tanh": test_vanishing_preset,
+    "exploding": test_exploding_preset,
+    "irnn": test_irnn_preset_keeps_the_gradient,
+    "orthogonal-linear": test_orthogonal_linear_preset_keeps_the_norm_exactly,
+    "forget-bias": test_forget_bias_preset_stretches_the_horizon,
+    "layer-norm": test_layer_norm_preset_keeps_the_jacobian_in_range,
+    "clipping": test_clipping_preset_rescues_training,
+    "truncated-bptt": test_truncated_bptt_preset_cuts_at_t_minus_k,
+    "bidirectional": test_bidirectional_preset_draws_a_u,
+    "stacked": test_stacked_preset_vanishes_through_depth_and_time,
+    "charlm-hello": test_charlm_hello_preset_learns_to_perplexity_one,
+    "charlm-text": test_charlm_text_preset_starts_at_the_vocabulary_size,
+}
