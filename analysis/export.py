@@ -388,10 +388,16 @@ def figure_csv(fig: go.Figure) -> str:
     """The figure's data, one row per point: ``trace,x,y`` (``trace,x,y,z`` when a trace has z; a 2-D z, as in
     a heatmap, in long form: one row per cell with its x and y). Floats at repr precision: ``float()`` of a
     field gives back exactly the trace's number (nan/inf spelled nan, inf, -inf; a missing value is empty)."""
-    traces = _traces(fig)
-    has_z = any("z" in t for t in traces)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    if fig.data and all(tr.type == "table" for tr in fig.data):  # a table figure: its header and rows as they are
+        for tr in fig.data:
+            w.writerow([plain_name(str(h)) for h in (tr.header.values or [])])
+            for row in zip(*[list(c) for c in (tr.cells.values or [])]):
+                w.writerow([_cell(v) if isinstance(v, (int, float)) else v for v in row])
+        return buf.getvalue()
+    traces = _traces(fig)
+    has_z = any("z" in t for t in traces)
     w.writerow(["trace", "x", "y", "z"] if has_z else ["trace", "x", "y"])
     for t in traces:
         name = t["name"]

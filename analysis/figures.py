@@ -618,7 +618,7 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
         fig = new_figure()
         for vi, (k, h) in enumerate(hist_items):
             fig.add_trace(go.Scatter(x=np.asarray(h["step"]), y=np.asarray(h["spectral_radius"], float),
-                                     name=label_of(k), line=dict(color=CELL_COLORS[cell_of(k)], width=2,
+                                     name=label_of(k), connectgaps=True, mode="lines+markers", line=dict(color=CELL_COLORS[cell_of(k)], width=2,
                                                                  dash=VARIANT_DASHES[_variant(k, hist_items)])))
         _hline(fig, 1.0, "ρ = 1: the edge between shrinking and growing", position="right")
         fig.update_yaxes(title="spectral radius ρ(W<sub>hh</sub>)")

@@ -408,3 +408,16 @@ def test_a_browser_that_fails_to_start_raises_instead_of_hanging(monkeypatch, tm
     with pytest.raises(export.ExportUnavailable, match="(?i)chromium"):
         export.figure_bytes(line_figure(), "svg")
     assert not kaleido._global_server.is_running()  # reset: the next call may start a working browser
+
+
+def test_table_figure_csv_holds_its_rows():
+    import csv as _csv
+    import io as _io
+
+    import plotly.graph_objects as go
+
+    from analysis.export import figure_csv
+    fig = go.Figure(go.Table(header=dict(values=["step", "<b>sample</b>"]),
+                             cells=dict(values=[[10, 20], ["helo", "hello"]])))
+    rows = list(_csv.reader(_io.StringIO(figure_csv(fig))))
+    assert rows == [["step", "sample"], ["10", "helo"], ["20", "hello"]]
