@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from rnn_models.config import ConfigError
-from rnn_models.network import RecurrentNetwork, infer_config_from_torch_state_dict
+from rnn_models.network import RecurrentNetwork, Run, infer_config_from_torch_state_dict
 
 from .config import ExperimentConfig
 from .gradients import GradientResult, gradient_norms, log_grad_norm_chain, probe_loss
@@ -220,15 +220,15 @@ def _run_experiment(config: ExperimentConfig) -> ExperimentResult:
             truncated = gradient_norms(tr_k, probe_loss(batch, y_k, loss_steps), a)
     t2 = time.perf_counter()
     T = batch.inputs.shape[0]
-    top, fwd = trace.runs[a][0], None
+    underflow_note = None
     if loss_steps == "last" and a == config.num_layers - 1 and not config.bidirectional:
         # exact log-space ||dL/dh_t|| (backprop underflows in float32 on long sequences)
-        logs = log_grad_norm_chain(_detached(top), grad.last_state_grad)  # (T, B)
+        logs = log_grad_norm_chain(_detached(trace.runs[a][0]), grad.last_state_grad)  # (T, B)
         grad.log10_grad_norm = logs.mean(1).numpy()
         grad.method = "backprop; log10 from the renormalized chain dL/dstate_{t-1} = dL/dstate_t J_t"
     elif bool((grad.grad_norm == 0).any()) and not config.truncate:
         zero_t = int(np.nonzero(grad.grad_norm == 0)[0].max())
-        fwd = (f"||dL/dh_t|| is 0 in {config.dtype} backpropagation for t <= {zero_t}: it underflowed or the "
+        underflow_note = (f"||dL/dh_t|| is 0 in {config.dtype} backpropagation for t <= {zero_t}: it underflowed or the "
                "flow is cut (dead units); the exact log-space chain covers final-step losses on the last layer")
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
     runs = [[_detached(r) for r in layer] for layer in trace.runs]
@@ -243,8 +243,8 @@ def _run_experiment(config: ExperimentConfig) -> ExperimentResult:
     gates = _gates(runs[a][0], T)
     hidden = torch.stack([s[0][0] for s in runs[a][0].states[1:]]).double().numpy()  # (T, H)
     notes = config.model_config(config.input_size).inapplicable()
-    if fwd:
-        notes.append(fwd)
+    if underflow_note:
+        notes.append(underflow_note)
     if jac.method != "closed-form":
         notes.append("per-step Jacobians by autograd (vmap jacrev): layer norm has no closed form here; exact, slower")
     if config.jacobian_batch and config.jacobian_batch < config.batch_size:
@@ -267,8 +267,7 @@ def run_comparison(config: ExperimentConfig) -> dict[str, ExperimentResult]:
     return {cell: run_experiment(config.for_cell(cell)) for cell in config.cells}
 
 
-def _detached(run):
-    from rnn_models.network import Run
+def _detached(run: Run) -> Run:
     return Run(cell=run.cell, xp=[x.detach() for x in run.xp],
                states=[tuple(s.detach() for s in st) for st in run.states], reverse=run.reverse)
 

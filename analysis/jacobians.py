@@ -221,18 +221,13 @@ def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
             # P_k = P_{k-1} J_{T-k}
             P = steps.right(c, P)
             nrm = torch.linalg.matrix_norm(P)  # (b,) Frobenius
-            if not bool(torch.isfinite(nrm).all()) or bool((nrm == 0).any()):
-                bad = int((~torch.isfinite(nrm) | (nrm == 0)).nonzero()[0])
-                what = "zero" if bool(nrm[bad] == 0) else "non-finite"
+            if not bool(torch.isfinite(nrm).all()):
+                bad = int((~torch.isfinite(nrm)).nonzero()[0])
                 nonfinite = {"quantity": "jacobian_product", "lag": k, "timestep": t, "sequence": bad,
-                             "value": what}
-                if what == "zero":  # an exactly singular step (e.g. dead ReLUs): the product is 0 from here
-                    nonfinite = None
-                    log_scale = log_scale + torch.where(nrm == 0, torch.tensor(-math.inf, dtype=torch.float64), 0.0)
-                    nrm = torch.where(nrm == 0, torch.ones_like(nrm), nrm)
-                else:
-                    break
-            P = P / nrm.view(b, 1, 1)
+                             "value": "non-finite"}
+                break
+            # an exactly singular step (e.g. dead ReLUs) makes that product 0 from here on: log scale -inf
+            P = P / torch.where(nrm == 0, torch.ones_like(nrm), nrm).view(b, 1, 1)
             log_scale = log_scale + torch.log(nrm.double())
             if nk:
                 # Q <- qr(J_t^T Q): Lyapunov exponents of the product

@@ -28,7 +28,7 @@ import torch
 
 from rnn_models.config import ConfigError
 
-from .config import CLIP_MODES, OPTIMIZERS, ExperimentConfig
+from .config import ExperimentConfig
 from .experiment import DTYPES, TaskModel, one_thread, resolve
 from .gradients import _first_nonfinite_forward, geometric_mean
 from .tasks import make_batch, perplexity
@@ -242,4 +242,4 @@ class Trainer:
         }
 
 
-__all__ = ["Trainer", "StepRecord", "clip_gradients", "CLIP_MODES", "OPTIMIZERS"]
+__all__ = ["Trainer", "StepRecord", "clip_gradients"]

@@ -78,20 +78,29 @@ def test_load_state_dict_of_a_torch_lstm_matches_torch(tmp_path):
     c = d["config"]
     assert (c["cell"], c["hidden_size"], c["num_layers"], c["input_size"], c["seq_len"], c["batch_size"]) == \
         ("lstm", 12, 2, 5, 20, 3)
-    # reference: the same probe through torch's own nn.LSTM: d(u . h_{T-1})/dh_t via autograd on the outputs
+    # reference: torch.nn.LSTMCell per layer with the file's weights; d(u . h^2_{T-1})/dh^2_t for every t
     from analysis.tasks import random_readout
     u = random_readout(12, c["seed"] + 1, torch.float64)
-    lstm = lstm.double()
-    xs = x.double()
-    hs = []
-    h = (torch.zeros(2, 3, 12, dtype=torch.float64), torch.zeros(2, 3, 12, dtype=torch.float64))
-    outs = []
+    sd = {k: v.double() for k, v in torch.load(path).items()}
+    cells = []
+    for l in range(2):
+        cell = torch.nn.LSTMCell(5 if l == 0 else 12, 12).double()
+        cell.load_state_dict({k: sd[f"{k}_l{l}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+        cells.append(cell)
+    states = [(torch.zeros(3, 12, dtype=torch.float64),) * 2 for _ in range(2)]
+    tops = []
     for t in range(20):
-        o, h = lstm(xs[t:t + 1], h)
-        outs.append(o[0])
-    loss = (outs[-1] @ u).sum()
-    g_last = torch.autograd.grad(loss, outs[-1])[0]
-    assert d["grad_norm"][-1] == pytest.approx(float(torch.exp(torch.log(g_last.norm(dim=-1)).mean())), rel=1e-9)
+        inp = x[t].double()
+        for l, cell in enumerate(cells):
+            h, cc = cell(inp, states[l])
+            h = h.view_as(h)  # a node of its own, so its gradient is the total dL/dh_t
+            states[l] = (h, cc)
+            inp = h
+        tops.append(inp)
+    grads = torch.autograd.grad((tops[-1] @ u).sum(), tops)
+    ref = [float(torch.exp(torch.log(g.norm(dim=-1)).mean())) for g in grads]  # geometric mean over the batch
+    np.testing.assert_allclose(d["grad_norm"], ref, rtol=1e-9)
+    assert ref[0] < 0.5 * ref[-1]  # the comparison covers real propagation, not only the trivial last step
 
 
 def test_train_command_prints_steps_and_writes_history(tmp_path):

@@ -5,7 +5,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from analysis import ExperimentConfig, run_experiment
 from rnn_models import ConfigError, ModelConfig

@@ -222,7 +222,7 @@ def test_detach_every_gradient_exactly_zero_beyond_window(f64, cell):
 def test_detach_every_cuts_only_the_recurrent_path(f64, L):
     """The output h_t at a window boundary (t = T-k-1, T-2k-1, ...) stays attached to its own input and to the
     layer above: only the recurrent edge into the next step is cut."""
-    T, k, H = 9, 3, 4
+    T, k = 9, 3
     net, x, u = _full_and_truncated("rnn", k, T=T, L=L)
     for t in range(T):
         # d outputs_t / d x_t involves no recurrent step: truncation must not change it
