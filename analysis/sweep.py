@@ -36,6 +36,7 @@ from rnn_models.config import ConfigError
 from .config import ExperimentConfig
 from .executors import make_executor
 from .sweep_points import ANALYSIS_METRICS, METRICS, TRAINING_METRICS, evaluate_point
+from .tasks import task_spec
 
 NOT_SWEPT = {"seed": "use seeds (--seeds N)", "compare": "vary cell instead",
              "inputs_path": "a file is not a sweep axis", "state_dict_path": "a file is not a sweep axis"}
@@ -180,14 +181,19 @@ def make_plan(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov
     plan = Plan(config, axes, tuple(range(config.seed, config.seed + seeds)), metrics)
     for combo in itertools.product(*(a.values for a in axes)):
         try:
-            c = config.replace(**{a.field: v for a, v in zip(axes, combo)})
+            _check_metrics(config.replace(**{a.field: v for a, v in zip(axes, combo)}), metrics)
         except ConfigError as e:
             raise ConfigError(f"--vary {' '.join(f'{a.field}={v}' for a, v in zip(axes, combo))}: {e}") from None
-        _check_metrics(c, metrics)
     return plan
 
 
 def _check_metrics(c: ExperimentConfig, metrics) -> None:
+    """What a point needs beyond the config's own checks: the task's ranges and each metric's prerequisites."""
+    if not c.inputs_path:
+        try:
+            task_spec(c.task, c.seq_len, c.input_size or 8, c.text)  # e.g. copy needs seq_len >= 21
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if "lyapunov_max" in metrics and c.lyapunov_k < 1:
         raise ConfigError("metric lyapunov_max needs lyapunov_k >= 1 (--lyapunov-k 1)")
     if any(m in TRAINING_METRICS for m in metrics):
@@ -210,7 +216,7 @@ def _header(plan: Plan) -> dict:
 
 
 def load_resume(path: str, plan: Plan) -> dict[str, dict]:
-    """Finished points of ``path`` keyed by their key id (an unfinished last line is ignored)."""
+    """Finished points of ``path`` keyed by their key id (lines cut short by an interrupt are skipped)."""
     if not os.path.exists(path):
         return {}
     done = {}
@@ -220,9 +226,9 @@ def load_resume(path: str, plan: Plan) -> dict[str, dict]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break  # interrupted while writing its last line
-            raise ConfigError(f"--resume {path}: line {i + 1} is not JSON (not a sweep resume file?)") from None
+            if i == 0:
+                raise ConfigError(f"--resume {path}: not a sweep resume file (its first line is not JSON)") from None
+            continue  # a line cut short by an interrupted sweep: that point runs again
         if i == 0:
             if not isinstance(rec, dict) or rec.get("sweep") != 1:
                 raise ConfigError(f"--resume {path}: not a sweep resume file (its first line has no sweep header)")

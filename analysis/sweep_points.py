@@ -60,6 +60,9 @@ def _analysis_metrics(config: ExperimentConfig, metrics: list[str], point: dict)
     if "lyapunov_max" in metrics:
         ok = r.jac.lyapunov is not None and len(r.jac.lyapunov) and not r.jac.nonfinite
         point["lyapunov_max"] = _finite(r.jac.lyapunov[0]) if ok else None
+        if ok and point["lyapunov_max"] is None and r.jac.lyapunov[0] == -math.inf:
+            notes.append("lyapunov_max = -inf: a step's Jacobian is exactly singular (e.g. dead ReLUs), the "
+                         "product is 0")
     if "memory_horizon" in metrics:
         point["memory_horizon"] = r.memory_horizon
         if r.memory_horizon is None and not r.jac.nonfinite:
