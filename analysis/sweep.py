@@ -10,7 +10,8 @@ r"""sweep(config, vary=[...], seeds=N, metrics=[...]) -> the phase diagram of a 
     resume   every finished point is appended to a JSONL file as it completes (a header line first); re-running
              with the same file skips those points and keeps them
     result   {"config", "axes": {field: values}, "seeds", "metrics", "points": [{field: v, "seed": s, metric: x,
-             "status", "reason", "notes", "time_s"}], "summary": [{field: v, metric: {mean, std, min, max, n}}],
+             "status", "reason", "notes", "time_s", "censored"?}], "summary": [{field: v, metric: {mean, std,
+             min, max, n, censored}, "failed"}],
              "notes", "executor", "timings"}; summary statistics are over the seeds whose value is finite
              (std: population, ddof = 0)
 
@@ -276,7 +277,8 @@ class _ResumeWriter:
 
 # ---- summary ------------------------------------------------------------------------------------------------
 def summarize(plan: Plan, points: list[dict]) -> list[dict]:
-    """Per grid point (axis values): each metric's mean, std, min, max and n over the finite seed values."""
+    """Per grid point (axis values): each metric's mean, std, min, max and n over the finite seed values, and
+    ``censored``: how many seeds had a value beyond the measurable range (memory horizon > T-1)."""
     groups: dict[tuple, list[dict]] = {}
     for p in points:
         groups.setdefault(tuple(repr(p[a.field]) for a in plan.axes), []).append(p)
@@ -289,6 +291,8 @@ def summarize(plan: Plan, points: list[dict]) -> list[dict]:
             s[m] = ({"mean": float(xs.mean()), "std": float(xs.std()), "min": float(xs.min()),
                      "max": float(xs.max()), "n": int(len(xs))} if len(xs) else
                     {"mean": None, "std": None, "min": None, "max": None, "n": 0})
+        for m in plan.metrics:
+            s[m]["censored"] = sum(m in (p.get("censored") or {}) for p in rows)  # values beyond the range
         s["failed"] = sum(p["status"] != "ok" for p in rows)
         out.append(s)
     return out

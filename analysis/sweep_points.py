@@ -7,7 +7,8 @@ Metrics (all of the network at initialization, except the training ones):
                             of the sequence (geometric mean over the analysed sequences); needs lyapunov_k >= 1.
                             > 0 chaotic (perturbations grow), < 0 ordered (they die out).
     memory_horizon          first lag k with ||dh_{T-1}/dh_{T-1-k}||_2 < horizon_threshold (None: never below it
-                            within T-1 lags; the point records that in ``notes``)
+                            within the T-1 lags; the point then has ``censored: {"memory_horizon": T-1}``,
+                            read "beyond T-1", and says so in ``notes``)
     grad_ratio              log10 ||dL/dh_0|| - log10 ||dL/dh_{T-1}||  (< 0 vanishing, > 0 exploding)
     spectral_radius         max |lambda(W_hh)| (gated cells: the largest over the gate blocks)
     final_loss              mean training loss of the last min(10, N) of N = train_steps steps
@@ -66,6 +67,7 @@ def _analysis_metrics(config: ExperimentConfig, metrics: list[str], point: dict)
     if "memory_horizon" in metrics:
         point["memory_horizon"] = r.memory_horizon
         if r.memory_horizon is None and not r.jac.nonfinite:
+            point["censored"] = {"memory_horizon": int(r.jac.lag[-1])}  # the horizon is beyond this lag
             notes.append(f"memory_horizon > {r.jac.lag[-1]}: ||dh_T-1/dh_T-1-k|| stayed above "
                          f"{config.horizon_threshold:g} at every lag")
     if "grad_ratio" in metrics:
