@@ -21,9 +21,19 @@ from .theme import CELL_COLORS, CELL_LABELS, SCREEN_HEIGHT, TEMPLATE, new_figure
 REFERENCE = {"lyapunov_max": (0.0, "λ₁ = 0: edge of chaos"), "grad_ratio": (0.0, "gradient kept (ratio 1)"),
              "final_loss_over_chance": (1.0, "chance level")}
 GROUP_MAX = 6
-AXIS_LABELS = {"init_scale": "init scale (gain / spectral radius / identity a)", "forget_bias": "forget-gate bias b_f",
+AXIS_LABELS = {"forget_bias": "forget-gate bias b_f",
                "seq_len": "sequence length T", "hidden_size": "hidden size H", "cell": "cell",
                "activation": "activation", "lr": "learning rate"}
+
+
+INIT_SCALE_LABELS = {"spectral": "spectral radius g of W_hh", "identity": "identity scale a (W_hh = a·I)",
+                     "xavier": "Xavier gain", "orthogonal": "orthogonal gain"}
+
+
+def _axis_label(d: dict, field: str) -> str:
+    if field == "init_scale":
+        return INIT_SCALE_LABELS.get(d["config"].get("init"), "init scale")
+    return AXIS_LABELS.get(field, field)
 
 
 def _numeric(values) -> bool:
@@ -112,14 +122,16 @@ def _lines(d: dict, metric: str, along: str, group: str | None) -> go.Figure:
     groups = d["axes"][group] if group else [None]
     for i, g in enumerate(groups):
         where = {group: g} if group else {}
-        name = f"{AXIS_LABELS.get(group, group)} = {_label(g)}" if group and group != "cell" else (
-            _label(g) if group else METRIC_LABELS[metric])
+        n = len(d["seeds"])
+        spread = f"mean of {n} seeds (band: min–max, dots: each seed)" if n > 1 else "one seed"
+        name = f"{_axis_label(d, group)} = {_label(g)}" if group and group != "cell" else (
+            _label(g) if group else spread)
         _add_series(fig, d, metric, where, along, name, _color(group, g, i), numeric)
     if metric in REFERENCE:
         y0, text = REFERENCE[metric]
         fig.add_hline(y=y0, line=dict(color="#888", dash="dash", width=1.5), annotation_text=text,
                       annotation_position="top left")
-    _layout(fig, "", AXIS_LABELS.get(along, along), METRIC_LABELS[metric],
+    _layout(fig, "", _axis_label(d, along), METRIC_LABELS[metric],
             numeric and _log_spaced(d["axes"][along]))
     return fig
 
@@ -138,7 +150,7 @@ def _heatmap(d: dict, metric: str) -> go.Figure:
         z=z, customdata=ns, zmid=zmid, colorscale="RdBu_r" if zmid is not None else "Viridis",
         colorbar=dict(title=dict(text=METRIC_LABELS[metric], side="right")),
         hovertemplate=f"{a0} %{{y}}, {a1} %{{x}}<br>mean %{{z:.4g}} over %{{customdata}} seeds<extra></extra>"))
-    _layout(fig, "", AXIS_LABELS.get(a1, a1), AXIS_LABELS.get(a0, a0), _numeric(v1) and _log_spaced(v1))
+    _layout(fig, "", _axis_label(d, a1), _axis_label(d, a0), _numeric(v1) and _log_spaced(v1))
     if _numeric(v0) and _log_spaced(v0):
         fig.update_yaxes(type="log")
     return fig
@@ -164,11 +176,9 @@ def atlas_figure(d: dict, metric: str, kind: str = "auto") -> go.Figure:
             group = group or axes[0]
             fig = _lines(d, metric, next(a for a in axes if a != group), group)
     n_bad = sum(p["status"] != "ok" for p in d["points"])
-    vs = " × ".join(AXIS_LABELS.get(a, a) for a in axes)
-    sub = f"{len(d['points'])} runs: {len(d['seeds'])} seed{'s' if len(d['seeds']) > 1 else ''} per point"
-    if n_bad:
-        sub += f", {n_bad} failed or overflowed"
-    fig.update_layout(title=dict(text=f"{METRIC_LABELS[metric]} vs {vs}<br><sup>{sub}</sup>"))
+    ns = len(d["seeds"])
+    sub = f"{len(d['points'])} runs, {ns} seed{'s' if ns > 1 else ''} each" + (f", {n_bad} failed" if n_bad else "")
+    fig.update_layout(title=dict(text=f"{METRIC_LABELS[metric]} ({sub})"))
     fig.layout.meta = {"config": d["config"], "view": "atlas", "figure": f"atlas-{metric}",
                        "sweep": {k: d[k] for k in ("axes", "seeds", "metrics", "points", "summary", "notes")}}
     return fig

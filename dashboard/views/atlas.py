@@ -149,9 +149,11 @@ def render(ctx) -> None:
             st.warning(f"{n} runs is more than this page runs ({MAX_PAGE_RUNS}): use the command line above, with "
                        "--workers N or --executor ray.")
             return
-        if not st.button(f"Run the sweep ({n} runs)", key="atlas_run", type="primary"):
+        slot = st.empty()
+        if not slot.button(f"Run the sweep ({n} runs)", key="atlas_run", type="primary"):
             st.caption("The sweep runs on this server when you click; finished sweeps are kept for every visitor.")
             return
+        slot.empty()
         d = _run(plan, vary, n)
         _remember(key, d)
     _draw(d, default_metric)
