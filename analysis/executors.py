@@ -7,7 +7,8 @@ One small interface, three implementations:
     RayExecutor      a Ray cluster: ``address`` (or RAY_ADDRESS) connects to one, none starts Ray on this machine
 
 ``fn`` must be a module-level function (it is sent by reference) whose result depends only on its task, so the
-same tasks give the same numbers on every executor.
+same tasks give the same numbers on every executor. A task whose worker dies (killed, out of memory) is yielded
+as a ``WorkerError`` in place of its result; the others go on.
 """
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ from rnn_models.config import ConfigError
 
 EXECUTORS = ("local", "ray")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder holding analysis/, rnn_models/
+
+
+class WorkerError(Exception):
+    """A task's worker died before returning (the message says how)."""
+
+
+def _worker_error(e: BaseException) -> WorkerError:
+    return WorkerError(f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
 
 
 class InlineExecutor:
@@ -59,7 +68,11 @@ class LocalExecutor:
         futures = {self.pool.submit(fn, t): i for i, t in enumerate(tasks)}
         try:
             for f in as_completed(futures):
-                yield futures[f], f.result()
+                try:
+                    result = f.result()
+                except Exception as e:  # noqa: BLE001 - BrokenProcessPool and the like: that point failed
+                    result = _worker_error(e)
+                yield futures[f], result
         finally:
             for f in futures:
                 f.cancel()
@@ -113,7 +126,11 @@ class RayExecutor:
             while pending:
                 done, pending = self.ray.wait(pending, num_returns=1)
                 for r in done:
-                    yield refs[r], self.ray.get(r)
+                    try:
+                        result = self.ray.get(r)
+                    except Exception as e:  # noqa: BLE001 - a worker that died (after its retry)
+                        result = _worker_error(e)
+                    yield refs[r], result
         finally:
             for r in pending:
                 self.ray.cancel(r)

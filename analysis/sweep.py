@@ -35,7 +35,7 @@ import numpy as np
 from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
-from .executors import make_executor
+from .executors import WorkerError, make_executor
 from .sweep_points import ANALYSIS_METRICS, METRICS, TRAINING_METRICS, evaluate_point
 from .tasks import task_spec
 
@@ -299,6 +299,10 @@ def summarize(plan: Plan, points: list[dict]) -> list[dict]:
 
 
 # ---- the sweep ------------------------------------------------------------------------------------------------
+def _failed(key: dict, metrics, reason: str) -> dict:
+    return {**key, **{m: None for m in metrics}, "status": "failed", "reason": reason, "notes": [], "time_s": None}
+
+
 ProgressFn = Callable[[int, int, float | None, dict | None], None]
 
 
@@ -328,6 +332,8 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
             tasks = [{"config": plan.point_config(k).to_dict(), "metrics": list(plan.metrics), "key": k}
                      for k in todo]
             for i, (j, point) in enumerate(ex.run(evaluate_point, tasks), 1):
+                if isinstance(point, WorkerError):
+                    point = _failed(todo[j], plan.metrics, f"the worker died: {point}")
                 results[_key_id(todo[j])] = point
                 writer.add(todo[j], point)
                 if progress:

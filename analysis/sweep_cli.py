@@ -75,9 +75,15 @@ def cmd_sweep(args, config_from_args, write_atomic) -> int:
     from .sweep import sweep
     config = config_from_args(args)
     fig_fmt = _figure_format(args.figure)
-    d = sweep(config, args.vary, seeds=args.seeds, metrics=args.metrics, executor=args.executor,
-              workers=args.workers, ray_address=args.ray_address, resume=args.resume,
-              progress=None if args.quiet else StderrProgress())
+    try:
+        d = sweep(config, args.vary, seeds=args.seeds, metrics=args.metrics, executor=args.executor,
+                  workers=args.workers, ray_address=args.ray_address, resume=args.resume,
+                  progress=None if args.quiet else StderrProgress())
+    except KeyboardInterrupt:
+        kept = f"; the finished points are in {args.resume}: run again to go on" if args.resume else \
+            " (add --resume PATH to keep finished points)"
+        print(f"\ninterrupted{kept}", file=sys.stderr)
+        return 130
     if args.json:
         write_atomic(args.json, json.dumps(d, allow_nan=False))
         print(f"wrote {args.json} ({len(d['points'])} points, {d['timings']['total_s']:.1f} s)")
