@@ -96,7 +96,7 @@ def test_atlas_view_renders_every_preset():
     at = atlas_app()
     assert not at.exception
     for name, p in ATLAS_PRESETS.items():
-        at.selectbox(key="atlas_preset").set_value(name).run()
+        at.selectbox(key="atlas").set_value(name).run()
         assert not at.exception, (name, [e.value for e in at.exception])
         info = " ".join(i.value for i in at.info)
         assert all(line in info for line in p.lines), name
@@ -108,7 +108,7 @@ def test_atlas_view_renders_every_preset():
 
 def test_atlas_custom_sweep_runs_and_draws_the_sweeps_numbers():
     at = atlas_app()
-    at.selectbox(key="atlas_preset").set_value("custom").run()
+    at.selectbox(key="atlas").set_value("custom").run()
     at.text_input(key="atlas_s1_init_scale").set_value("0.5,1.5").run()
     at.number_input(key="atlas_seeds").set_value(2).run()
     at.button(key="atlas_run").click().run()
