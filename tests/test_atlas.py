@@ -168,3 +168,16 @@ def test_preset_adding_vs_T():
     r = {(s["cell"], s["seq_len"]): s["final_loss_over_chance"]["mean"] for s in d["summary"]}
     assert r[("rnn", 40)] > 0.9 and r[("lstm", 40)] > 0.9 and r[("gru", 40)] < 0.1
     assert r[("rnn", 5)] < 0.5 and r[("lstm", 20)] < 0.2
+
+
+def test_band_leaves_a_gap_where_no_seed_has_a_value(monkeypatch):
+    import analysis.experiment as ex
+    real = ex.run_experiment
+    monkeypatch.setattr(ex, "run_experiment",
+                        lambda c: (_ for _ in ()).throw(RuntimeError("boom")) if c.init_scale == 1.0 else real(c))
+    d = sweep_fn(TINY, "init_scale=0.5,0.75,1.0,1.25,1.5", seeds=2)
+    (band,) = roles(atlas_figure(d, "lyapunov_max"), "band")
+    xs = list(band.x)
+    assert xs.count(None) == 1 and 1.0 not in xs  # two polygons, around the failed point
+    assert xs[:xs.index(None)] == [0.5, 0.75, 0.75, 0.5] and xs[xs.index(None) + 1:] == [1.25, 1.5, 1.5, 1.25]
+    assert all(y is None or np.isfinite(y) for y in band.y)

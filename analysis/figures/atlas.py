@@ -81,13 +81,33 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({int(h[0:2], 16)}, {int(h[2:4], 16)}, {int(h[4:6], 16)}, {alpha})"
 
 
+def _band(x: list, lo: np.ndarray, hi: np.ndarray) -> tuple[list, list]:
+    """The min-max band as closed polygons over each run of finite values (None separates them), so a point
+    without a value (failed, or a horizon beyond T-1 for every seed) leaves a gap instead of a stray wedge."""
+    bx, by, run = [], [], []
+    for i in range(len(x) + 1):
+        if i < len(x) and np.isfinite(lo[i]) and np.isfinite(hi[i]):
+            run.append(i)
+            continue
+        if run:
+            if bx:
+                bx.append(None)
+                by.append(None)
+            bx += [x[j] for j in run] + [x[j] for j in run[::-1]]
+            by += [float(hi[j]) for j in run] + [float(lo[j]) for j in run[::-1]]
+            run = []
+    return bx, by
+
+
 def _add_series(fig: go.Figure, d: dict, metric: str, where: dict, along: str, name: str, color: str,
                 numeric: bool) -> None:
     xs, mean, lo, hi, seeds, cens = _series(d, metric, where, along)
+    counts = [s[metric]["n"] for s in d["summary"] if all(s[k] == v for k, v in where.items())]
     x = xs if numeric else [_label(v) for v in xs]
     n = len(d["seeds"])
     if numeric and n > 1:
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(hi) + list(lo[::-1]), fill="toself", mode="lines",
+        bx, by = _band(x, lo, hi)
+        fig.add_trace(go.Scatter(x=bx, y=by, fill="toself", mode="lines",
                                  line=dict(width=0), fillcolor=_rgba(color, 0.18), hoverinfo="skip",
                                  name=f"{name} min–max over {n} seeds", showlegend=False, legendgroup=name,
                                  meta={"role": "band"}))
@@ -95,7 +115,9 @@ def _add_series(fig: go.Figure, d: dict, metric: str, where: dict, along: str, n
     fig.add_trace(go.Scatter(x=x, y=mean, name=name, mode="lines+markers" if numeric else "markers",
                              line=dict(color=color, width=3), marker=dict(size=8 if numeric else 12, color=color),
                              error_y=None if numeric or n == 1 else err, legendgroup=name, meta={"role": "mean"},
-                             hovertemplate=f"{name}<br>%{{x}}: mean %{{y:.4g}} over {n} seeds<extra></extra>"))
+                             customdata=counts,
+                             hovertemplate=f"{name}<br>%{{x}}: mean %{{y:.4g}} over %{{customdata}} of {n} seeds"
+                                           "<extra></extra>"))
     if n > 1 and seeds:
         sx = [sx if numeric else _label(sx) for sx, _ in seeds]
         fig.add_trace(go.Scatter(x=sx, y=[v for _, v in seeds], mode="markers", name=f"{name} (each seed)",
