@@ -51,18 +51,12 @@ class TaskModel(nn.Module):
 
     def __init__(self, config: ExperimentConfig, spec: TaskSpec, input_size: int):
         super().__init__()
+        # parameters are created in the experiment's dtype (no float32 rounding of float64 initial values) by
+        # passing dtype= explicitly: torch.set_default_dtype is process-wide and would leak into other sessions
         dtype = DTYPES[config.dtype]
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)  # parameters are created in the experiment's dtype (no float32 rounding)
-        try:
-            self._build(config, spec, input_size)
-        finally:
-            torch.set_default_dtype(previous)
-
-    def _build(self, config: ExperimentConfig, spec: TaskSpec, input_size: int) -> None:
-        self.net = RecurrentNetwork(config.model_config(input_size))
+        self.net = RecurrentNetwork(config.model_config(input_size), dtype=dtype)
         D = 2 if config.bidirectional else 1
-        self.readout = nn.Linear(D * config.hidden_size, spec.output_size)
+        self.readout = nn.Linear(D * config.hidden_size, spec.output_size, dtype=dtype)
         gen = torch.Generator().manual_seed(config.seed + 1)
         with torch.no_grad():
             if spec.kind == "probe":
