@@ -81,6 +81,21 @@ class LocalExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``host:port`` (or ``ray://host:port``) that does not answer within ``timeout`` s is a one-line error
+    (ray.init itself retries for minutes). ``auto`` and other forms are left to Ray."""
+    import socket
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"ray_address={address!r}: nothing answers there ({e.strerror or type(e).__name__}); "
+                          "start the cluster with `ray start --head` or fix the address") from None
+
+
 class RayExecutor:
     """Ray tasks of one CPU each. Connects to ``address`` (or RAY_ADDRESS); with neither, starts Ray here with
     ``num_cpus`` (default: all cores) and stops it on ``close``. The project's packages travel with the tasks
@@ -98,6 +113,7 @@ class RayExecutor:
         self.started = False
         if not ray.is_initialized():
             if self.address:
+                _check_reachable(self.address)
                 import analysis
                 import rnn_models
                 env = {"py_modules": [analysis, rnn_models], "env_vars": {"OMP_NUM_THREADS": "1"}}

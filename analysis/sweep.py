@@ -207,6 +207,20 @@ def _check_metrics(c: ExperimentConfig, metrics) -> None:
         raise ConfigError("compare must be empty in a sweep: vary cell=rnn,lstm,gru instead")
 
 
+def axis_notes(plan: Plan) -> list[str]:
+    """Axes that change nothing for some points (said, never silently dropped): init_scale under an init that
+    does not read it, and the model's own "does not apply" notes that name an axis field."""
+    notes = []
+    for combo in itertools.product(*(a.values for a in plan.axes)):
+        c = plan.config.replace(**{a.field: v for a, v in zip(plan.axes, combo)})
+        fields = {a.field for a in plan.axes}
+        if "init_scale" in fields and c.init in ("default", "chrono"):
+            notes.append(f"init_scale has no effect with init={c.init!r} (it scales xavier, orthogonal, identity "
+                         "and spectral inits)")
+        notes += [n for n in c.model_config(c.input_size or 8).inapplicable() if any(f in n for f in fields)]
+    return list(dict.fromkeys(notes))
+
+
 # ---- resume (JSONL) -----------------------------------------------------------------------------------------
 def _key_id(key: dict) -> str:
     return json.dumps(key, sort_keys=True)
@@ -317,7 +331,7 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
     keys = plan.keys()
     done = load_resume(resume, plan) if resume else {}
     todo = [k for k in keys if _key_id(k) not in done]
-    notes = [a.note for a in plan.axes if a.note]
+    notes = [a.note for a in plan.axes if a.note] + axis_notes(plan)
     if done:
         notes.append(f"{len(keys) - len(todo)} of {len(keys)} points taken from {os.path.basename(resume)}")
     writer = _ResumeWriter(resume, plan)

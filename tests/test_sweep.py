@@ -199,6 +199,8 @@ def test_executor_arguments():
         sweep_fn(TINY, "init_scale=1,2", workers=0)
     with pytest.raises(ConfigError, match="--executor ray"):
         sweep_fn(TINY, "init_scale=1,2", ray_address="127.0.0.1:1")
+    with pytest.raises(ConfigError, match="nothing answers there"):  # not minutes of Ray's own retries
+        sweep_fn(TINY, "init_scale=1,2", executor="ray", ray_address="127.0.0.1:1")
 
 
 # ---- command line ------------------------------------------------------------------------------------------
@@ -262,3 +264,12 @@ def test_analysis_sweep_never_imports_streamlit():
            "print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_an_axis_that_changes_nothing_is_said():
+    d = sweep_fn(TINY.replace(init="default"), "init_scale=1,2")
+    assert any("init_scale has no effect with init='default'" in n for n in d["notes"])
+    assert d["points"][0]["lyapunov_max"] == d["points"][1]["lyapunov_max"]  # indeed the same network
+    d = sweep_fn(TINY.replace(cell="rnn"), ["forget_bias=none,1"])
+    assert any("forget_bias applies to the LSTM only" in n for n in d["notes"])
+    assert not sweep_fn(TINY, "init_scale=1,2")["notes"]
