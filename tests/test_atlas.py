@@ -21,6 +21,14 @@ TINY = ExperimentConfig(cell="rnn", init="spectral", hidden_size=8, seq_len=20, 
 slow = pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="runs every Atlas preset (minutes): RUN_SLOW=1")
 
 
+def array(v):
+    """A plotly JSON array (plain list, or base64 {"dtype", "bdata"} as Streamlit sends them) as numpy."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]).newbyteorder("<"))
+    return np.asarray(v, dtype=float)
+
+
 def roles(fig, role):
     return [t for t in fig.data if isinstance(t.meta, dict) and t.meta.get("role") == role]
 
@@ -122,7 +130,6 @@ def test_atlas_custom_sweep_runs_and_draws_the_sweeps_numbers():
     assert [{k: v for k, v in p.items() if k != "time_s"} for p in d["points"]] == \
         [{k: v for k, v in p.items() if k != "time_s"} for p in ref["points"]]
     mean = next(t for t in spec["data"] if (t.get("meta") or {}).get("role") == "mean")
-    from tests.test_app import array
     assert np.allclose(array(mean["y"]), [s["lyapunov_max"]["mean"] for s in ref["summary"]])
     # a bad spec: one line, no traceback
     at.text_input(key="atlas_s1_init_scale").set_value("0.5:x:3").run()
