@@ -334,12 +334,13 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
     notes = [a.note for a in plan.axes if a.note] + axis_notes(plan)
     if done:
         notes.append(f"{len(keys) - len(todo)} of {len(keys)} points taken from {os.path.basename(resume)}")
-    writer = _ResumeWriter(resume, plan)
     t0 = time.perf_counter()
     results = dict(done)
     n_total, n_before = len(keys), len(keys) - len(todo)
-    ex = make_executor(executor, workers, ray_address) if todo else None
+    ex = make_executor(executor, workers, ray_address) if todo else None  # bad arguments: nothing written yet
+    writer = None
     try:
+        writer = _ResumeWriter(resume, plan)
         if progress:
             progress(n_before, n_total, None, None)
         if ex is not None:
@@ -355,7 +356,8 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
                     progress(n_before + i, n_total, el / i * (len(todo) - i), point)
         described = ex.describe() if ex is not None else {"executor": executor, "workers": workers}
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         if ex is not None:
             ex.close()
     points = [results[_key_id(k)] for k in keys]

@@ -192,11 +192,14 @@ def test_same_numbers_inline_process_pool_and_ray(monkeypatch):
     assert not ray_mod.is_initialized()  # the Ray it started is stopped
 
 
-def test_executor_arguments():
+def test_executor_arguments(tmp_path):
     with pytest.raises(ConfigError, match="executor"):
         sweep_fn(TINY, "init_scale=1,2", executor="dask")
     with pytest.raises(ConfigError, match="workers"):
-        sweep_fn(TINY, "init_scale=1,2", workers=0)
+        sweep_fn(TINY, "init_scale=1,2", workers=0, resume=str(tmp_path / "r.jsonl"))
+    assert not (tmp_path / "r.jsonl").exists()  # bad input writes nothing
+    with pytest.raises(ConfigError, match="directory"):
+        sweep_fn(TINY, "init_scale=1,2", resume=str(tmp_path / "no" / "r.jsonl"))
     with pytest.raises(ConfigError, match="--executor ray"):
         sweep_fn(TINY, "init_scale=1,2", ray_address="127.0.0.1:1")
     with pytest.raises(ConfigError, match="nothing answers there"):  # not minutes of Ray's own retries
