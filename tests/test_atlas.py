@@ -188,3 +188,24 @@ def test_band_leaves_a_gap_where_no_seed_has_a_value(monkeypatch):
     assert xs.count(None) == 1 and 1.0 not in xs  # two polygons, around the failed point
     assert xs[:xs.index(None)] == [0.5, 0.75, 0.75, 0.5] and xs[xs.index(None) + 1:] == [1.25, 1.5, 1.5, 1.25]
     assert all(y is None or np.isfinite(y) for y in band.y)
+
+
+def test_atlas_figure_exports_its_data_and_the_sweep(one_axis):
+    import io
+    import zipfile
+
+    from analysis import export
+    fig = atlas_figure(one_axis, "memory_horizon")
+    z = zipfile.ZipFile(io.BytesIO(export.view_zip({"atlas-memory_horizon": fig}, one_axis["config"],
+                                                   formats=("csv", "json"))))
+    names = set(z.namelist())
+    assert {"atlas-memory_horizon.csv", "atlas-memory_horizon.json", "config.json"} <= names
+    doc = json.loads(z.read("atlas-memory_horizon.json"))
+    assert doc["meta"]["sweep"]["points"] == json.loads(json.dumps(one_axis["points"]))
+    assert json.loads(z.read("config.json"))["hidden_size"] == 8
+    rows = z.read("atlas-memory_horizon.csv").decode().splitlines()
+    assert rows[0] == "trace,x,y"
+    s = one_axis["summary"][0]["memory_horizon"]
+    assert f'"mean of 3 seeds (band: min–max, dots: each seed)",0.5,{s["mean"]!r}' in rows
+    assert sum(r.startswith("each seed,") for r in rows) == sum(p["memory_horizon"] is not None
+                                                                   for p in one_axis["points"])

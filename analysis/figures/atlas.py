@@ -100,7 +100,9 @@ def _band(x: list, lo: np.ndarray, hi: np.ndarray) -> tuple[list, list]:
 
 
 def _add_series(fig: go.Figure, d: dict, metric: str, where: dict, along: str, name: str, color: str,
-                numeric: bool) -> None:
+                numeric: bool, group: str | None = None) -> None:
+    """``name``: the mean line's legend entry; ``group``: the prefix of the other traces' names (None: none)."""
+    pre = f"{group}: " if group else ""
     xs, mean, lo, hi, seeds, cens = _series(d, metric, where, along)
     counts = [s[metric]["n"] for s in d["summary"] if all(s[k] == v for k, v in where.items())]
     x = xs if numeric else [_label(v) for v in xs]
@@ -109,7 +111,7 @@ def _add_series(fig: go.Figure, d: dict, metric: str, where: dict, along: str, n
         bx, by = _band(x, lo, hi)
         fig.add_trace(go.Scatter(x=bx, y=by, fill="toself", mode="lines",
                                  line=dict(width=0), fillcolor=_rgba(color, 0.18), hoverinfo="skip",
-                                 name=f"{name} min–max over {n} seeds", showlegend=False, legendgroup=name,
+                                 name=f"{pre}min–max over {n} seeds", showlegend=False, legendgroup=name,
                                  meta={"role": "band"}))
     err = dict(type="data", symmetric=False, array=hi - mean, arrayminus=mean - lo, color=color, width=6)
     fig.add_trace(go.Scatter(x=x, y=mean, name=name, mode="lines+markers" if numeric else "markers",
@@ -120,12 +122,12 @@ def _add_series(fig: go.Figure, d: dict, metric: str, where: dict, along: str, n
                                            "<extra></extra>"))
     if n > 1 and seeds:
         sx = [sx if numeric else _label(sx) for sx, _ in seeds]
-        fig.add_trace(go.Scatter(x=sx, y=[v for _, v in seeds], mode="markers", name=f"{name} (each seed)",
+        fig.add_trace(go.Scatter(x=sx, y=[v for _, v in seeds], mode="markers", name=f"{pre}each seed",
                                  marker=dict(size=5, color=_rgba(color, 0.55)), showlegend=False,
                                  legendgroup=name, meta={"role": "seeds"}, hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
     if cens:
         cx = [c if numeric else _label(c) for c, _ in cens]
-        fig.add_trace(go.Scatter(x=cx, y=[b for _, b in cens], mode="markers", name=f"{name}: beyond T-1",
+        fig.add_trace(go.Scatter(x=cx, y=[b for _, b in cens], mode="markers", name=f"{pre}beyond T-1 (no horizon within the sequence)",
                                  marker=dict(symbol="triangle-up", size=11, color=color, line=dict(width=1, color="white")),
                                  legendgroup=name, meta={"role": "censored"},
                                  hovertemplate="%{x}: horizon beyond %{y} (never below the threshold)<extra></extra>"))
@@ -148,7 +150,7 @@ def _lines(d: dict, metric: str, along: str, group: str | None) -> go.Figure:
         spread = f"mean of {n} seeds (band: min–max, dots: each seed)" if n > 1 else "one seed"
         name = f"{_axis_label(d, group)} = {_label(g)}" if group and group != "cell" else (
             _label(g) if group else spread)
-        _add_series(fig, d, metric, where, along, name, _color(group, g, i), numeric)
+        _add_series(fig, d, metric, where, along, name, _color(group, g, i), numeric, name if group else None)
     if metric in REFERENCE:
         y0, text = REFERENCE[metric]
         fig.add_hline(y=y0, line=dict(color="#888", dash="dash", width=1.5), annotation_text=text,
