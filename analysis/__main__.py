@@ -60,6 +60,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             kw["choices"] = CHOICES[f.name]
         p.add_argument(_flag(f.name), type=base, metavar=f.name.upper(), **kw)
     p.add_argument("--config", dest="config_file", default=None, help="JSON config; flags override it")
+    p.add_argument("--no-limits", action="store_true",
+                   help="skip the cost check (GDLAB_MAX_MEMORY_MB / GDLAB_MAX_GFLOP, see analysis/limits.py)")
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -172,6 +174,8 @@ def main(argv=None) -> int:
     p_exp.add_argument("--formats", default="png,svg,pdf,csv,json", help="comma-separated: png,svg,pdf,csv,json")
     args = parser.parse_args(argv)
     try:
+        from . import limits
+        limits.configure(limits.Limits(None, None, "--no-limits") if args.no_limits else None)
         return {"run": cmd_run, "train": cmd_train, "export": cmd_export}[args.command](args)
     except (ConfigError, ValueError, RuntimeError) as e:  # RuntimeError: ExportUnavailable, render errors
         msg = " ".join(str(e).split())

@@ -188,7 +188,10 @@ def _gates(run, T: int) -> dict[str, np.ndarray]:
 
 
 def run_experiment(config: ExperimentConfig) -> ExperimentResult:
-    """Analyse one configuration (see the module docstring). Raises ConfigError for bad input."""
+    """Analyse one configuration (see the module docstring). Raises ConfigError for bad input (LimitExceeded
+    when the cost estimate is above the host's limits, before anything is allocated)."""
+    from .limits import check
+    check(config)
     with one_thread():
         return _run_experiment(config)
 
