@@ -1,5 +1,6 @@
 """analysis: what we measure (gradient norms, Jacobian products, spectra, training); never imports Streamlit."""
 from .config import ExperimentConfig
 from .experiment import ExperimentResult, run_comparison, run_experiment
+from .sweep import sweep  # noqa: E402 - the function; its helpers live in the module analysis.sweep
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "run_comparison"]
+__all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "run_comparison", "sweep"]

@@ -146,7 +146,7 @@ def _sizes(config: ExperimentConfig) -> tuple[int, int]:
     return I, K
 
 
-def cell_cost(config: ExperimentConfig, cell: str) -> Cost:
+def cell_cost(config: ExperimentConfig, cell: str, only: str | None = None) -> Cost:
     """Peak memory (bytes) and arithmetic (flops) of ``run_experiment`` for one cell (see the module docstring)."""
     T, B, H, L = config.seq_len, config.batch_size, config.hidden_size, config.num_layers
     D = 2 if config.bidirectional else 1
@@ -168,6 +168,8 @@ def cell_cost(config: ExperimentConfig, cell: str) -> Cost:
     if config.layer_norm:
         jac += LAYER_NORM_BYTES + b * S * S * e * S
     gates = T * b * (G * H + S) * e + 3 * T * b * H * 8 if cell != "rnn" else 0
+    if only == "gradients":  # no Jacobian products (run_experiment's first stage)
+        jac = gates = 0
     memory = BASE_BYTES + states + max(graph, jac, gates)
     # arithmetic
     fb = 3 * 2 * T * B * L * D * G * H * (H + I) * (2 if config.truncate else 1)
@@ -178,16 +180,18 @@ def cell_cost(config: ExperimentConfig, cell: str) -> Cost:
     prod = T * D * b * (per_step + 4 * S * nk * nk)
     chain = T * B * per_step / S
     svd = K * D * SVD_FLOPS * b * (H**3 + ((2 * H) ** 3 + H**3 if cell == "lstm" else 0))
+    if only == "gradients":
+        prod = svd = 0
     flops = fb + prod + chain + svd
     parts = {"states": states, "graph": graph, "jacobians": jac, "gates": gates,
              "forward_backward": fb, "products": prod, "svd": svd}
     return Cost(memory, flops, parts)
 
 
-def estimate(config: ExperimentConfig, variant: dict | None = None) -> Cost:
+def estimate(config: ExperimentConfig, variant: dict | None = None, only: str | None = None) -> Cost:
     """The cost of analysing every cell of ``config`` (and of its variant, when given)."""
     configs = [config] + ([config.replace(**variant)] if variant else [])
-    costs = [cell_cost(c, cell) for c in configs for cell in c.cells]
+    costs = [cell_cost(c, cell, only) for c in configs for cell in c.cells]
     top = max(costs, key=lambda c: c.memory_bytes)
     return Cost(top.memory_bytes, sum(c.flops for c in costs), top.parts)
 
@@ -253,11 +257,12 @@ def _raise_if_over(cost: Cost, limits: Limits, config: ExperimentConfig, variant
             f"host's limit of {limits.max_gflop:,.0f} GFLOP: lower {who.split('=')[0]}, or {how}")
 
 
-def check(config: ExperimentConfig, variant: dict | None = None, limits: Limits | None = None) -> Cost:
+def check(config: ExperimentConfig, variant: dict | None = None, limits: Limits | None = None, *,
+          only: str | None = None) -> Cost:
     """Raise LimitExceeded if analysing ``config`` (and its variant) would exceed the limits; else its Cost."""
     limits = current() if limits is None else limits
-    cost = estimate(config, variant)
-    _raise_if_over(cost, limits, config, variant, "this analysis", estimate)
+    cost = estimate(config, variant, only)
+    _raise_if_over(cost, limits, config, variant, "this analysis", lambda c, v: estimate(c, v, only))
     return cost
 
 
