@@ -213,6 +213,8 @@ def run_experiment(config: ExperimentConfig, *, progress: Progress | Reporter | 
               the cost of one forward+backward pass.
     """
     _check_only(only)
+    from .limits import check
+    check(config, only=only)  # LimitExceeded (a ConfigError) before anything is allocated
     with one_thread():
         return _run_experiment(config, reporter(progress), only)
 

@@ -90,6 +90,8 @@ class Trainer:
                               "temporal-order or charlm")
         if on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"on_nonfinite={on_nonfinite!r} is not allowed: choose stop or skip")
+        from .limits import check_training
+        check_training(config, config.train_steps or 1)
         self.config, batch, sd = resolve(config)
         self.spec = batch.spec
         self.on_nonfinite = on_nonfinite
