@@ -3,6 +3,7 @@
     run      analyse one configuration; --json PATH writes the result (the JSON contract), else a summary
     train    train step by step, printing one line per step; --json PATH writes the history
     export   the dashboard's figures of one configuration as PNG/SVG/PDF + CSV/JSON + a zip, into --out DIR
+    sweep    one or two settings (--vary FIELD=SPEC) over seeds, locally or on Ray (see analysis/sweep.py)
 
 Flags are built from ``ExperimentConfig``'s fields (``--seq-len`` for ``seq_len``); ``--config FILE`` reads a
 JSON config (or a result file) and flags given on the line override it. Bad input exits with status 2 and ONE
@@ -171,8 +172,12 @@ def main(argv=None) -> int:
     add_config_flags(p_exp)
     p_exp.add_argument("--out", required=True, metavar="DIR")
     p_exp.add_argument("--formats", default="png,svg,pdf,csv,json", help="comma-separated: png,svg,pdf,csv,json")
+    from .sweep_cli import add_sweep_parser, cmd_sweep
+    add_sweep_parser(sub, add_config_flags)
     args = parser.parse_args(argv)
     try:
+        if args.command == "sweep":
+            return cmd_sweep(args, config_from_args, _write_atomic)
         return {"run": cmd_run, "train": cmd_train, "export": cmd_export}[args.command](args)
     except (ConfigError, ValueError, RuntimeError) as e:  # RuntimeError: ExportUnavailable, render errors
         msg = " ".join(str(e).split())

@@ -21,6 +21,7 @@ from rnn_models.network import RecurrentNetwork, Run, infer_config_from_torch_st
 from .config import ExperimentConfig
 from .gradients import GradientResult, gradient_norms, log_grad_norm_chain, probe_loss
 from .jacobians import JacobianResult, jacobian_products, report_lags
+from .progress import Progress, Reporter, reporter
 from .spectra import weight_spectra
 from .tasks import TaskBatch, TaskSpec, load_inputs, make_batch, random_readout, task_spec
 
@@ -51,18 +52,12 @@ class TaskModel(nn.Module):
 
     def __init__(self, config: ExperimentConfig, spec: TaskSpec, input_size: int):
         super().__init__()
+        # parameters are created in the experiment's dtype (no float32 rounding of float64 initial values) by
+        # passing dtype= explicitly: torch.set_default_dtype is process-wide and would leak into other sessions
         dtype = DTYPES[config.dtype]
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)  # parameters are created in the experiment's dtype (no float32 rounding)
-        try:
-            self._build(config, spec, input_size)
-        finally:
-            torch.set_default_dtype(previous)
-
-    def _build(self, config: ExperimentConfig, spec: TaskSpec, input_size: int) -> None:
-        self.net = RecurrentNetwork(config.model_config(input_size))
+        self.net = RecurrentNetwork(config.model_config(input_size), dtype=dtype)
         D = 2 if config.bidirectional else 1
-        self.readout = nn.Linear(D * config.hidden_size, spec.output_size)
+        self.readout = nn.Linear(D * config.hidden_size, spec.output_size, dtype=dtype)
         gen = torch.Generator().manual_seed(config.seed + 1)
         with torch.no_grad():
             if spec.kind == "probe":
@@ -148,7 +143,12 @@ class ExperimentResult:
 
     @property
     def nonfinite(self) -> dict | None:
-        return self.grad.nonfinite or self.jac.nonfinite
+        return self.grad.nonfinite or (self.jac.nonfinite if self.jac is not None else None)
+
+    @property
+    def complete(self) -> bool:
+        """False for a ``only="gradients"`` result (no Jacobian products, no memory horizon)."""
+        return self.jac is not None
 
     def to_dict(self) -> dict:
         return result_to_dict(self)
@@ -184,37 +184,60 @@ def _gates(run, T: int) -> dict[str, np.ndarray]:
     return {k: v[:, 0].double().numpy() for k, v in g.items() if k in ("i", "f", "g", "o", "r", "z", "n")}
 
 
-def run_experiment(config: ExperimentConfig) -> ExperimentResult:
-    """Analyse one configuration (see the module docstring). Raises ConfigError for bad input."""
+ONLY = (None, "all", "gradients")
+
+
+def _check_only(only) -> None:
+    if only not in ONLY:
+        raise ConfigError(f"only={only!r} must be None (everything), 'all' or 'gradients'")
+
+
+def run_experiment(config: ExperimentConfig, *, progress: Progress | Reporter | None = None,
+                   only: str | None = None) -> ExperimentResult:
+    """Analyse one configuration (see the module docstring). Raises ConfigError for bad input.
+
+    progress  optional ``Progress`` callback ``(fraction, what)``; if it raises ``analysis.progress.Cancelled``
+              the run stops there and the exception propagates (nothing is returned).
+    only      None / "all": everything; "gradients": the forward/backward pass, ||dL/dh_t|| (and the truncated
+              comparison), W_hh spectra and gate activity, leaving ``jac``, ``jac_backward`` and
+              ``memory_horizon`` None (``result.complete`` is False): what the gradient-flow view needs, at about
+              the cost of one forward+backward pass.
+    """
+    _check_only(only)
     with one_thread():
-        return _run_experiment(config)
+        return _run_experiment(config, reporter(progress), only)
 
 
-def _run_experiment(config: ExperimentConfig) -> ExperimentResult:
+def _run_experiment(config: ExperimentConfig, rep: Reporter, only: str | None = None) -> ExperimentResult:
     t0 = time.perf_counter()
     if config.state_dict_path and config.task == "random":  # a user's model, its readout, targets and h0
         from .own_model import run_files
-        return run_files(config)
+        return run_files(config, rep, only)
+    rep(0.0, "building the model and the data", force=True)
     config, batch, sd = resolve(config)
     dtype = DTYPES[config.dtype]
     model = TaskModel(config, batch.spec, config.input_size).to(dtype)
     if sd is not None:
         model.net.load_torch_state_dict(sd)
-    return analyse_model(config, batch, model, t0=t0)
+    return analyse_model(config, batch, model, t0=t0, rep=rep, only=only)
 
 
 def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, *, loss_fn=None, initial=None,
-                  notes: tuple[str, ...] = (), t0: float | None = None) -> ExperimentResult:
+                  notes: tuple[str, ...] = (), t0: float | None = None, rep: Reporter | None = None,
+                  only: str | None = None) -> ExperimentResult:
     """The analysis of a built model: ``model(x, views=, initial=, detach_every=) -> (Trace, y)`` with ``.net``.
 
     ``loss_fn(y)`` -> the loss, per sequence (B,) or a scalar (default: the task's ``probe_loss``); ``initial``
     the initial states per layer and direction (default zeros); ``notes`` go first in the result's notes.
     """
     t0 = time.perf_counter() if t0 is None else t0
+    rep = rep or reporter(None)
     loss_steps = batch.spec.loss_steps if config.loss_steps == "auto" else config.loss_steps
     loss_fn = loss_fn or (lambda y: probe_loss(batch, y, loss_steps))
     a = config.analysed_layer
     t1 = time.perf_counter()
+    grads_only = only == "gradients"
+    rep(0.02, "forward and backward pass: ||dL/dh_t||", force=True)
     with torch.enable_grad():
         trace, y = model(batch.inputs, views=True, initial=initial)
         probe = loss_fn(y)
@@ -238,12 +261,18 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
                "flow is cut (dead units); the exact log-space chain covers final-step losses on the last layer")
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
     runs = [[_detached(r) for r in layer] for layer in trace.runs]
-    jac = jacobian_products(runs[a][0], lags=lags, batch=config.jacobian_batch, n_singular=config.n_singular,
-                            lyapunov_k=config.lyapunov_k)
-    jac_b = None
-    if config.bidirectional:
-        jac_b = jacobian_products(runs[a][1], lags=lags, batch=config.jacobian_batch,
-                                  n_singular=config.n_singular, lyapunov_k=config.lyapunov_k)
+    jac = jac_b = None
+    if not grads_only:
+        # the Jacobian products dominate the cost: they get most of the bar (the backward direction its half)
+        hi = 0.95
+        mid = (0.15 + hi) / 2 if config.bidirectional else hi
+        jac = jacobian_products(runs[a][0], lags=lags, batch=config.jacobian_batch, n_singular=config.n_singular,
+                                lyapunov_k=config.lyapunov_k, progress=rep.stage(0.15, mid))
+        if config.bidirectional:
+            jac_b = jacobian_products(runs[a][1], lags=lags, batch=config.jacobian_batch,
+                                      n_singular=config.n_singular, lyapunov_k=config.lyapunov_k,
+                                      progress=rep.stage(mid, hi, "backward direction: "))
+    rep(0.96, "W_hh spectra and gate activity", force=True)
     t3 = time.perf_counter()
     cell = model.net.layers[a][0]
     gates = _gates(runs[a][0], T)
@@ -251,7 +280,9 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     notes = list(notes) + config.model_config(config.input_size).inapplicable()
     if underflow_note:
         notes.append(underflow_note)
-    if jac.method != "closed-form":
+    if grads_only:
+        notes.append("gradients only: the Jacobian products, spectra per lag and memory horizon were not computed")
+    elif jac.method != "closed-form":
         notes.append("per-step Jacobians by autograd (vmap jacrev): layer norm has no closed form here; exact, slower")
     if config.jacobian_batch and config.jacobian_batch < config.batch_size:
         notes.append(f"Jacobian spectra over the first {jac.batch_analysed} of {config.batch_size} sequences")
@@ -261,16 +292,28 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
         config=config, spec=batch.spec, grad=grad, truncated=truncated, jac=jac, jac_backward=jac_b,
         spectra=weight_spectra(cell, config.cell), gates=gates, hidden=hidden,
         saturation=_saturation(config, gates, hidden),
-        memory_horizon=_memory_horizon(jac, config.horizon_threshold), notes=notes,
+        memory_horizon=None if jac is None else _memory_horizon(jac, config.horizon_threshold), notes=notes,
     )
     res.timings = {"setup_s": t1 - t0, "gradients_s": t2 - t1, "jacobians_s": t3 - t2,
                    "total_s": time.perf_counter() - t0}
+    rep(1.0, "done", force=True)
     return res
 
 
-def run_comparison(config: ExperimentConfig) -> dict[str, ExperimentResult]:
-    """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell."""
-    return {cell: run_experiment(config.for_cell(cell)) for cell in config.cells}
+def run_comparison(config: ExperimentConfig, *, progress: Progress | Reporter | None = None,
+                   only: str | None = None) -> dict[str, ExperimentResult]:
+    """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell.
+
+    ``progress`` and ``only`` as in ``run_experiment``; the bar is split evenly over the cells.
+    """
+    _check_only(only)
+    rep = reporter(progress)
+    cells = config.cells
+    out = {}
+    for i, cell in enumerate(cells):
+        stage = rep.stage(i / len(cells), (i + 1) / len(cells), f"{cell.upper()} · ")
+        out[cell] = run_experiment(config.for_cell(cell), progress=stage, only=only)
+    return out
 
 
 def _detached(run: Run) -> Run:
@@ -320,13 +363,13 @@ def result_to_dict(r: ExperimentResult) -> dict:
     else:
         radius = {k: v["spectral_radius"] for k, v in spectra.items()}
     cell_flow = None
-    if c.cell == "lstm":
+    if c.cell == "lstm" and r.jac is not None:
         cell_flow = {"full": _pow10(r.jac.cell_full), "carousel": _pow10(r.jac.cell_carousel),
                      "log10_full": _list(r.jac.cell_full), "log10_carousel": _list(r.jac.cell_carousel),
                      "note": "full = ||dc_{T-1}/dc_{T-1-k}||_2 (every path); carousel = ||prod diag(f)||_2 "
                              "(the forget-gate path alone)"}
     gate_flow = None
-    if c.cell == "gru":
+    if c.cell == "gru" and r.jac is not None:
         gate_flow = {"update_gate_path": _pow10(r.jac.update_gate_path),
                      "log10_update_gate_path": _list(r.jac.update_gate_path),
                      "note": "||prod diag(z)||_2: the path through the update gate alone"}
@@ -345,7 +388,7 @@ def result_to_dict(r: ExperimentResult) -> dict:
         "grad_norm_per_direction": [_list(row) for row in r.grad.per_direction],
         "cell_grad_norm": _list(r.grad.cell_grad_norm),
         "grad_norm_truncated": _list(r.truncated.grad_norm) if r.truncated is not None else None,
-        "jacobian": _jac_dict(r.jac),
+        "jacobian": _jac_dict(r.jac) if r.jac is not None else None,
         "jacobian_backward": _jac_dict(r.jac_backward) if r.jac_backward is not None else None,
         "cell_flow": cell_flow,
         "gate_flow": gate_flow,

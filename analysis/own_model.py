@@ -38,7 +38,8 @@ from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork, infer_config_from_torch_state_dict
 
 from .config import MAX_BATCH, MAX_SEQ_LEN, ExperimentConfig
-from .experiment import DTYPES, ExperimentResult, TaskModel, analyse_model, one_thread
+from .experiment import DTYPES, ExperimentResult, TaskModel, _check_only, analyse_model, one_thread
+from .progress import reporter
 from .own_files import ARCH_FIELDS, FileModel, describe, fill_from_file, read_array, read_file, read_state_dict
 from .tasks import TaskBatch, TaskSpec, task_spec
 
@@ -185,7 +186,7 @@ def _spec(name: str, I: int, O: int, steps: str, chance: float, kind: str) -> Ta
 
 # ---- the one core every front end calls -----------------------------------------------------------------
 def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=None, h0=None, loss=None,
-                notes: list[str] | None = None) -> ExperimentResult:
+                notes: list[str] | None = None, progress=None, only: str | None = None) -> ExperimentResult:
     """Analyse the recurrent weights ``fm.rnn`` (+ ``fm.readout``) on inputs x (T, B, I) float64, time-major."""
     t0 = time.perf_counter()
     T, B, I = x.shape
@@ -234,8 +235,10 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
         notes.append(f"loss: the readout's {what}, {when}, torch's reduction='mean'; chance level {chance_txt}")
     model.net.load_torch_state_dict({k: v.double() for k, v in fm.rnn.items()})
     batch = TaskBatch(spec=spec, inputs=x.to(dtype), targets=None)
+    _check_only(only)
     with one_thread():
-        return analyse_model(config, batch, model, loss_fn=loss_fn, initial=initial, notes=tuple(notes), t0=t0)
+        return analyse_model(config, batch, model, loss_fn=loss_fn, initial=initial, notes=tuple(notes), t0=t0,
+                             rep=reporter(progress), only=only)
 
 
 def _net(config: ExperimentConfig, I: int, dtype: torch.dtype) -> RecurrentNetwork:
@@ -295,7 +298,7 @@ def _named(model: nn.Module, obj, kind, what: str):
 
 
 def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, h0=None, module: str | None = None,
-            embedding=None, **settings) -> ExperimentResult:
+            embedding=None, progress=None, **settings) -> ExperimentResult:
     """Analyse a trained torch model under its own loss; see the module docstring for the loss and shapes.
 
     model     an nn.RNN/LSTM/GRU, or an nn.Module holding one (``module='rnn'`` when it holds several)
@@ -303,6 +306,7 @@ def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, 
     readout   an nn.Linear (or its name) on the top layer's outputs, with ``targets`` (ids -> CE, floats -> MSE)
     loss      callable(outputs (T, B, D*H)) -> scalar, instead of readout + targets
     h0        as torch takes it: (L*D, B, H), or (h0, c0) for the LSTM
+    progress  optional callback (fraction, what), as run_experiment takes it
     settings  ExperimentConfig's analysis fields: layer, dtype, loss_steps, jacobian_lags, seed, truncate, ...
     """
     bad = sorted(set(settings) & NOT_SETTINGS)
@@ -348,13 +352,13 @@ def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, 
     if embedding is not None:
         E = _named(model, embedding, nn.Embedding, "embedding").weight.detach().to("cpu", torch.float64).clone()
     x = prepare_inputs(inputs, arch, batch_first=batch_first, embedding=E)
-    return analyse_own(config, fm, x, targets=targets, h0=h0, loss=loss)
+    return analyse_own(config, fm, x, targets=targets, h0=h0, loss=loss, progress=progress)
 
 
 # ---- files (command line) and uploads (dashboard) ------------------------------------------------------
 def analyse_files(config: ExperimentConfig, state_dict: bytes, *, inputs: tuple[bytes, str] | None = None,
                   targets: tuple[bytes, str] | None = None, h0: tuple[bytes, str] | None = None,
-                  names: dict | None = None) -> ExperimentResult:
+                  names: dict | None = None, progress=None, only: str | None = None) -> ExperimentResult:
     """The same analysis from file contents: a whole model's state_dict and (bytes, '.npy'/'.pt') arrays.
 
     ``config`` names the module / readout / embedding inside the state_dict; ``names`` how each file is called
@@ -377,10 +381,10 @@ def analyse_files(config: ExperimentConfig, state_dict: bytes, *, inputs: tuple[
     h = read_array(h0[0], names.get("h0", "h0"), h0[1]) if h0 else None
     if isinstance(tg, tuple):
         raise ConfigError(f"{names.get('targets', 'targets')} holds a tuple: targets are one array")
-    return analyse_own(config, fm, x, targets=tg, h0=h)
+    return analyse_own(config, fm, x, targets=tg, h0=h, progress=progress, only=only)
 
 
-def run_files(config: ExperimentConfig) -> ExperimentResult:
+def run_files(config: ExperimentConfig, progress=None, only: str | None = None) -> ExperimentResult:
     """run_experiment's path for ``state_dict_path`` with the random task: read the files, then analyse_files."""
     import os
 
@@ -393,4 +397,4 @@ def run_files(config: ExperimentConfig) -> ExperimentResult:
                          names={"state_dict": f"state_dict_path={config.state_dict_path!r}",
                                 "inputs": f"inputs_path={config.inputs_path!r}",
                                 "targets": f"targets_path={config.targets_path!r}",
-                                "h0": f"h0_path={config.h0_path!r}"})
+                                "h0": f"h0_path={config.h0_path!r}"}, progress=progress, only=only)
