@@ -25,7 +25,7 @@ from rnn_models.config import ConfigError
 from .config import ExperimentConfig
 
 # flag names fixed by the contract where they differ from the field names
-RENAMES = {"state_dict_path": "load-state-dict", "inputs_path": "inputs"}
+RENAMES = {"state_dict_path": "load-state-dict", "inputs_path": "inputs", "targets_path": "targets", "h0_path": "h0"}
 CHOICES = {
     "cell": ("rnn", "lstm", "gru"), "activation": ("tanh", "relu", "sigmoid", "linear"),
     "init": ("default", "xavier", "orthogonal", "identity", "spectral", "chrono"),
@@ -73,10 +73,11 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                 base = ExperimentConfig.from_json(fh.read()).to_dict()
         except OSError as e:
             raise ConfigError(f"--config {args.config_file}: {e.strerror}") from None
-    for f in dataclasses.fields(ExperimentConfig):
-        v = getattr(args, f.name)
-        if v is not None:
-            base[f.name] = v
+    given = {f.name for f in dataclasses.fields(ExperimentConfig) if getattr(args, f.name) is not None}
+    base.update({f: getattr(args, f) for f in given})
+    if base.get("state_dict_path") and base.get("task", "random") == "random":
+        from .own_files import reconcile  # flags that contradict the file: one line naming both values
+        base = reconcile(base, given)
     return ExperimentConfig.from_dict(base)
 
 

@@ -10,7 +10,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, fields
 
-from rnn_models.config import CELLS, ConfigError, ModelConfig, check_choice, check_float, check_int, shown
+from rnn_models.config import (CELLS, MAX_LAYERS, ConfigError, ModelConfig, check_bool, check_choice, check_float,
+                                check_int, shown)
 
 TASK_NAMES = ("random", "adding", "copy", "temporal-order", "charlm")
 DTYPES = ("float32", "float64")
@@ -21,6 +22,21 @@ CLIP_MODES = ("none", "norm", "value")
 TEXTS = ("shipped", "hello")
 MAX_SEQ_LEN = 100_000
 MAX_BATCH = 4096
+
+
+def check_own_model_fields(c) -> None:
+    """The own-model fields: names are plain module names, and they need the file they name things in."""
+    for name in ("module", "readout", "embedding"):
+        v = getattr(c, name)
+        if v is not None and (not isinstance(v, str) or not all(p.isidentifier() for p in v.split("."))):
+            raise ConfigError(f"{name}={v!r} must be a module name inside the state_dict (like rnn or model.decoder)")
+        if v is not None and not c.state_dict_path:
+            raise ConfigError(f"{name}={v!r} names a module of a state_dict file: give state_dict_path too")
+    check_bool("batch_first", c.batch_first)
+    if c.targets_path and not c.readout:
+        raise ConfigError("targets_path needs readout (the nn.Linear whose outputs the targets score)")
+    if c.readout and not c.targets_path:
+        raise ConfigError(f"readout={c.readout!r} needs targets_path (class ids -> cross-entropy, floats -> MSE)")
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,10 @@ class ExperimentConfig:
     ``jacobian_batch`` sequences analysed for Jacobians (0 = the whole batch); ``n_singular`` top singular
     values kept per lag; ``horizon_threshold`` for the memory horizon; ``lyapunov_k`` exponents;
     ``truncate`` the truncated-BPTT window k (0 = full backpropagation).
+    Your own model (see ``analysis.own_model``): ``module`` the recurrent module's name in a whole model's
+    state_dict, ``readout`` / ``embedding`` an nn.Linear / nn.Embedding in the same file, ``targets_path`` the
+    readout's targets (ids -> cross-entropy, floats -> MSE), ``h0_path`` the initial state, ``batch_first`` inputs
+    (B, T, I).
     Training: ``optimizer``, ``lr``, ``clip`` none | norm | value, ``clip_threshold``, ``train_steps``.
     """
 
@@ -63,6 +83,13 @@ class ExperimentConfig:
     text: str = "shipped"
     inputs_path: str | None = None
     state_dict_path: str | None = None
+    # your own model (analysis/own_model.py): names inside the state_dict file, targets and h0 files
+    module: str | None = None
+    readout: str | None = None
+    embedding: str | None = None
+    targets_path: str | None = None
+    h0_path: str | None = None
+    batch_first: bool = False
     # analysis
     loss_steps: str = "auto"
     layer: int = -1
@@ -100,12 +127,14 @@ class ExperimentConfig:
         check_int("seed", self.seed, 0, 2**31 - 1)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("text", self.text, TEXTS)
-        for name in ("inputs_path", "state_dict_path"):
+        for name in ("inputs_path", "state_dict_path", "targets_path", "h0_path"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v.strip()):
                 raise ConfigError(f"{name}={shown(v)} must be a file path (a non-empty string) or null")
+        check_own_model_fields(self)
         check_choice("loss_steps", self.loss_steps, LOSS_STEPS)
-        check_int("layer", self.layer, -self.num_layers, self.num_layers - 1)
+        L = self.num_layers if not self.state_dict_path else MAX_LAYERS  # the file decides; checked once read
+        check_int("layer", self.layer, -L, L - 1)
         check_choice("jacobian_lags", self.jacobian_lags, LAG_MODES)
         check_int("num_log_lags", self.num_log_lags, 2, 10_000)
         check_int("jacobian_batch", self.jacobian_batch, 0, MAX_BATCH)

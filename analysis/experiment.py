@@ -107,24 +107,15 @@ def build_batch(config: ExperimentConfig) -> TaskBatch:
 def resolve(config: ExperimentConfig) -> tuple[ExperimentConfig, TaskBatch, dict | None]:
     """Fill in what the data and a loaded state_dict decide; returns (resolved config, batch, state_dict)."""
     sd = None
-    if config.state_dict_path:
-        try:
-            sd = torch.load(config.state_dict_path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ConfigError(f"state_dict_path={config.state_dict_path!r}: no such file") from None
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
-            raise ConfigError(f"state_dict_path={config.state_dict_path!r} is not a torch state_dict file: "
-                              f"{type(e).__name__}") from None
-        if not isinstance(sd, dict):
-            raise ConfigError(f"state_dict_path={config.state_dict_path!r} holds a {type(sd).__name__}, "
-                              "not a state_dict")
-        try:
-            arch = infer_config_from_torch_state_dict(sd)
-        except ValueError as e:
-            raise ConfigError(f"state_dict_path: {e}") from None
-        if config.layer_norm or config.peephole:
-            raise ConfigError("layer_norm and peephole must be off with state_dict_path: torch.nn models have neither")
-        config = config.replace(**arch)
+    if config.state_dict_path:  # a trained recurrent module on one of the tasks (its readout starts untrained)
+        from .own_files import fill_from_file, read_file, read_state_dict
+        if config.readout or config.embedding or config.targets_path or config.h0_path or config.batch_first:
+            raise ConfigError(f"readout, embedding, targets, h0 and batch_first work with task 'random' (your own "
+                              f"inputs and loss); got task={config.task!r}")
+        where = f"state_dict_path={config.state_dict_path!r}"
+        config, fm = fill_from_file(config, read_state_dict(read_file(config.state_dict_path, "state_dict_path"),
+                                                            where), where)
+        sd = fm.rnn
     batch = build_batch(config)
     T = batch.inputs.shape[0]
     config = config.replace(input_size=batch.spec.input_size, seq_len=T, batch_size=batch.inputs.shape[1])
@@ -221,26 +212,43 @@ def run_experiment(config: ExperimentConfig, *, progress: Progress | Reporter | 
 
 def _run_experiment(config: ExperimentConfig, rep: Reporter, only: str | None = None) -> ExperimentResult:
     t0 = time.perf_counter()
+    if config.state_dict_path and config.task == "random":  # a user's model, its readout, targets and h0
+        from .own_model import run_files
+        return run_files(config, rep, only)
     rep(0.0, "building the model and the data", force=True)
     config, batch, sd = resolve(config)
     dtype = DTYPES[config.dtype]
     model = TaskModel(config, batch.spec, config.input_size).to(dtype)
     if sd is not None:
         model.net.load_torch_state_dict(sd)
+    return analyse_model(config, batch, model, t0=t0, rep=rep, only=only)
+
+
+def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, *, loss_fn=None, initial=None,
+                  notes: tuple[str, ...] = (), t0: float | None = None, rep: Reporter | None = None,
+                  only: str | None = None) -> ExperimentResult:
+    """The analysis of a built model: ``model(x, views=, initial=, detach_every=) -> (Trace, y)`` with ``.net``.
+
+    ``loss_fn(y)`` -> the loss, per sequence (B,) or a scalar (default: the task's ``probe_loss``); ``initial``
+    the initial states per layer and direction (default zeros); ``notes`` go first in the result's notes.
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    rep = rep or reporter(None)
     loss_steps = batch.spec.loss_steps if config.loss_steps == "auto" else config.loss_steps
+    loss_fn = loss_fn or (lambda y: probe_loss(batch, y, loss_steps))
     a = config.analysed_layer
     t1 = time.perf_counter()
     grads_only = only == "gradients"
     rep(0.02, "forward and backward pass: ||dL/dh_t||", force=True)
     with torch.enable_grad():
-        trace, y = model(batch.inputs, views=True)
-        probe = probe_loss(batch, y, loss_steps)
+        trace, y = model(batch.inputs, views=True, initial=initial)
+        probe = loss_fn(y)
         grad = gradient_norms(trace, probe, a)
         truncated = None
         if config.truncate:
             # truncated BPTT: the same loss with the recurrent gradient cut every k steps
-            tr_k, y_k = model(batch.inputs, views=True, detach_every=config.truncate)
-            truncated = gradient_norms(tr_k, probe_loss(batch, y_k, loss_steps), a)
+            tr_k, y_k = model(batch.inputs, views=True, initial=initial, detach_every=config.truncate)
+            truncated = gradient_norms(tr_k, loss_fn(y_k), a)
     t2 = time.perf_counter()
     T = batch.inputs.shape[0]
     underflow_note = None
@@ -271,7 +279,7 @@ def _run_experiment(config: ExperimentConfig, rep: Reporter, only: str | None = 
     cell = model.net.layers[a][0]
     gates = _gates(runs[a][0], T)
     hidden = torch.stack([s[0][0] for s in runs[a][0].states[1:]]).double().numpy()  # (T, H)
-    notes = config.model_config(config.input_size).inapplicable()
+    notes = list(notes) + config.model_config(config.input_size).inapplicable()
     if underflow_note:
         notes.append(underflow_note)
     if grads_only:
