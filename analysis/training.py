@@ -29,7 +29,7 @@ import torch
 from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
-from .experiment import DTYPES, TaskModel, one_thread, resolve
+from .experiment import DTYPES, TaskModel, resolve
 from .gradients import _first_nonfinite_forward, geometric_mean
 from .tasks import make_batch, perplexity
 
@@ -136,8 +136,7 @@ class Trainer:
 
     def step(self) -> StepRecord:
         """One training step (see the module docstring). After a stop, returns the last record unchanged."""
-        with one_thread():
-            return self._step()
+        return self._step()
 
     def _step(self) -> StepRecord:
         if self.stopped is not None:
