@@ -1,6 +1,7 @@
 """analysis: what we measure (gradient norms, Jacobian products, spectra, training); never imports Streamlit."""
 from .config import ExperimentConfig
 from .experiment import ExperimentResult, run_comparison, run_experiment
+from .own_model import analyze  # noqa: E402
 from .sweep import sweep  # noqa: E402 - the function; its helpers live in the module analysis.sweep
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "run_comparison", "sweep"]
+__all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "run_comparison", "sweep", "analyze"]

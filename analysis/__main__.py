@@ -25,7 +25,7 @@ from rnn_models.config import ConfigError
 from .config import ExperimentConfig
 
 # flag names fixed by the contract where they differ from the field names
-RENAMES = {"state_dict_path": "load-state-dict", "inputs_path": "inputs"}
+RENAMES = {"state_dict_path": "load-state-dict", "inputs_path": "inputs", "targets_path": "targets", "h0_path": "h0"}
 CHOICES = {
     "cell": ("rnn", "lstm", "gru"), "activation": ("tanh", "relu", "sigmoid", "linear"),
     "init": ("default", "xavier", "orthogonal", "identity", "spectral", "chrono"),
@@ -61,6 +61,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             kw["choices"] = CHOICES[f.name]
         p.add_argument(_flag(f.name), type=base, metavar=f.name.upper(), **kw)
     p.add_argument("--config", dest="config_file", default=None, help="JSON config; flags override it")
+    p.add_argument("--no-limits", action="store_true",
+                   help="skip the cost check (GDLAB_MAX_MEMORY_MB / GDLAB_MAX_GFLOP, see analysis/limits.py)")
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -71,10 +73,11 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                 base = ExperimentConfig.from_json(fh.read()).to_dict()
         except OSError as e:
             raise ConfigError(f"--config {args.config_file}: {e.strerror}") from None
-    for f in dataclasses.fields(ExperimentConfig):
-        v = getattr(args, f.name)
-        if v is not None:
-            base[f.name] = v
+    given = {f.name for f in dataclasses.fields(ExperimentConfig) if getattr(args, f.name) is not None}
+    base.update({f: getattr(args, f) for f in given})
+    if base.get("state_dict_path") and base.get("task", "random") == "random":
+        from .own_files import reconcile  # flags that contradict the file: one line naming both values
+        base = reconcile(base, given)
     return ExperimentConfig.from_dict(base)
 
 
@@ -175,6 +178,8 @@ def main(argv=None) -> int:
     add_sweep_parser(sub, add_config_flags)
     args = parser.parse_args(argv)
     try:
+        from . import limits
+        limits.configure(limits.Limits(None, None, "--no-limits") if args.no_limits else None)
         if args.command == "sweep":
             return cmd_sweep(args, config_from_args, _write_atomic)
         return {"run": cmd_run, "train": cmd_train, "export": cmd_export}[args.command](args)
