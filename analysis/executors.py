@@ -44,8 +44,8 @@ class InlineExecutor:
 
 
 def _init_worker() -> None:
-    import torch
-    torch.set_num_threads(1)
+    from analysis.progress import init_threads
+    init_threads(1)
 
 
 class LocalExecutor:

@@ -104,10 +104,11 @@ def evaluate_point(task: dict) -> dict:
     """``task`` = {"config": config dict, "metrics": [...], "key": {field: value, "seed": s}} -> the point.
 
     The point is the key's fields and seed, each requested metric (None where not computed), ``status``
-    (ok | nonfinite | failed), ``reason`` and ``notes``, and ``time_s``. Runs on one torch thread.
+    (ok | nonfinite | failed), ``reason`` and ``notes``, and ``time_s``. A fresh worker runs on one torch thread.
     """
-    import torch
-    torch.set_num_threads(1)  # one per worker: workers run side by side; results do not depend on it
+    from .progress import init_threads
+    init_threads(1)  # a fresh worker: one intra-op thread (workers run side by side); a no-op where the process
+    # already chose its count (the command line, the dashboard): torch.set_num_threads is process-wide
     t0 = time.perf_counter()
     metrics = list(task["metrics"])
     point = {**task["key"], **{m: None for m in metrics}, "status": "ok", "reason": None, "notes": []}
