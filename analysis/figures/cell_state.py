@@ -1,0 +1,111 @@
+"""View 4, cell state: the LSTM carousel prod f and the GRU prod z, gate activity."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .theme import (
+    GATE_NAMES,
+    _base_layout,
+    _hline,
+    color_of,
+    config_meta,
+    label_of,
+    new_figure,
+    pow10,
+    safe_key,
+)
+
+GATES_SHOWN = {"lstm": ("f", "i", "o"), "gru": ("z", "r")}
+
+
+def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
+    meta = config_meta(results)
+    view = "cell-state"
+    figs = {}
+    gated = [(k, r) for k, r in results.items() if r.config.cell in ("lstm", "gru")]
+    if gated:
+        fig = new_figure()
+        for key, r in gated:
+            color, lab = color_of(key, results), label_of(key)
+            j = r.jac
+            lag = np.asarray(j.lag)
+            if r.config.cell == "lstm":
+                if j.cell_full is not None:
+                    fig.add_trace(go.Scatter(x=lag, y=pow10(j.cell_full), legendgroup=key,
+                                             name=f"{lab} full ‖∂c<sub>T-1</sub>/∂c<sub>T-1-k</sub>‖ (every path)",
+                                             line=dict(color=color, width=2.5), meta={"role": "cell_full", "cell": key}))
+                if j.cell_carousel is not None:
+                    fig.add_trace(go.Scatter(x=lag, y=pow10(j.cell_carousel), legendgroup=key,
+                                             name=f"{lab} carousel ‖∏ diag(f<sub>t</sub>)‖ (forget gates alone)",
+                                             line=dict(color=color, width=2, dash="dash"),
+                                             meta={"role": "cell_carousel", "cell": key}))
+            else:
+                fig.add_trace(go.Scatter(x=lag, y=pow10(j.spectral_norm), legendgroup=key,
+                                         name=f"{lab} full ‖∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>‖ (every path)",
+                                         line=dict(color=color, width=2.5), meta={"role": "spectral_norm", "cell": key}))
+                if j.update_gate_path is not None:
+                    fig.add_trace(go.Scatter(x=lag, y=pow10(j.update_gate_path), legendgroup=key,
+                                             name=f"{lab} update-gate path ‖∏ diag(z<sub>t</sub>)‖",
+                                             line=dict(color=color, width=2, dash="dash"),
+                                             meta={"role": "update_gate_path", "cell": key}))
+        fig.update_yaxes(type="log", title="norm (log)", exponentformat="power")
+        fig.update_xaxes(title="lag k")
+        _base_layout(fig, "Memory through the gates: full Jacobian (solid) vs the gate path alone (dashed)", meta, view,
+                     "cell_flow", legend_bottom=True)
+        figs["cell_flow"] = fig
+        for key, r in gated:
+            for gname in GATES_SHOWN[r.config.cell]:
+                if gname not in r.gates:
+                    continue
+                g = np.asarray(r.gates[gname], float)  # (T, H)
+                fig = new_figure(go.Heatmap(z=g.T, x=np.arange(g.shape[0]), y=np.arange(g.shape[1]), zmin=0, zmax=1,
+                                           colorscale="Cividis", colorbar=dict(title=gname + "<sub>t</sub>"),
+                                           name=f"{label_of(key)} {gname}",
+                                           hovertemplate="t=%{x}<br>unit=%{y}<br>" + gname + "=%{z:.3f}<extra></extra>"))
+                fig.update_xaxes(title="time step t")
+                fig.update_yaxes(title="hidden unit")
+                sat = r.saturation.get(f"{gname}_saturated")
+                sat_text = f"  ({100 * sat:.0f}% within 0.01 of 0 or 1)" if sat is not None else ""
+                _base_layout(fig, f"{label_of(key)} {GATE_NAMES[gname]} per unit and step, sequence 0{sat_text}",
+                             meta, view, f"gates_{safe_key(key)}_{gname}", height=420)
+                figs[f"gates_{safe_key(key)}_{gname}"] = fig
+    fig = new_figure()
+    cats_all = []
+    for key, r in results.items():
+        cats = [k for k in r.saturation]
+        cats_all += [c for c in cats if c not in cats_all]
+    for key, r in results.items():
+        fig.add_trace(go.Bar(x=cats_all, y=[r.saturation.get(c, np.nan) for c in cats_all], name=label_of(key),
+                             marker_color=color_of(key, results),
+                             hovertemplate="%{x}: %{y:.1%}<extra>" + label_of(key) + "</extra>"))
+    _hline(fig, 0.5, "alert above 0.5")
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title="fraction of (unit, step) pairs", range=[0, 1.05], tickformat=".0%")
+    fig.update_xaxes(title="h_saturated: |h|>0.99 · x_saturated: gate within 0.01 of 0/1 · dead_units: ReLU never on")
+    _base_layout(fig, "Saturation: units whose derivative is (nearly) zero", meta, view, "gate_saturation", height=400)
+    figs["gate_saturation"] = fig
+
+    for key, r in results.items():
+        if r.config.cell != "rnn":
+            continue
+        h = np.asarray(r.hidden, float)
+        fig = new_figure(go.Heatmap(z=h.T, x=np.arange(h.shape[0]), y=np.arange(h.shape[1]), colorscale="RdBu",
+                                   zmid=0, colorbar=dict(title="h<sub>t</sub>"), name=f"{label_of(key)} h_t",
+                                   hovertemplate="t=%{x}<br>unit=%{y}<br>h=%{z:.3f}<extra></extra>"))
+        fig.update_xaxes(title="time step t")
+        fig.update_yaxes(title="hidden unit")
+        title = f"{label_of(key)} hidden state h<sub>t</sub> per unit and step (sequence 0)"
+        if not gated:
+            fig.add_annotation(text="The cell-state view is about gated cells (LSTM c<sub>t</sub>, f<sub>t</sub>; "
+                                    "GRU z<sub>t</sub>); a vanilla RNN has no cell state, so here is h<sub>t</sub>.",
+                               x=0, y=1.0, xref="paper", yref="paper", yanchor="bottom", showarrow=False,
+                               xanchor="left", font=dict(size=12, color="#444"))
+            fig.update_layout(margin=dict(t=90))
+        _base_layout(fig, title, meta, view, f"hidden_{safe_key(key)}", height=420)
+        if not gated:
+            fig.update_layout(margin=dict(t=95))
+        figs[f"hidden_{safe_key(key)}"] = fig
+    return figs
+
+

@@ -1,0 +1,242 @@
+"""View 1, gradient flow: ||dL/dh_t|| over t, the truncated-BPTT comparison and the training heatmap."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .theme import (
+    LAYER_DASHES,
+    SCREEN_HEIGHT,
+    _base_layout,
+    _log10,
+    _rgba,
+    color_of,
+    config_meta,
+    label_of,
+    new_figure,
+    positive,
+    subplots,
+)
+
+
+def truncation_cuts(T: int, k: int) -> list[int]:
+    """The steps t where a truncated-BPTT window starts (windows of k steps ending at the last step): T-k, T-2k, ...
+
+    The gradient never flows from step t back to step t-1 across such a cut (the engine detaches the state there).
+    """
+    if k <= 0 or k >= T:
+        return []
+    return list(range(T - k, 0, -k))
+
+
+def truncated_figure(results: dict, meta: dict) -> go.Figure | None:
+    """Full BPTT (solid) vs truncated BPTT (dashed, same colour, open circles) on the same axes, with the cut at
+    t = T-k marked.
+
+    The truncated gradient is the engine's ``result.truncated`` (the same loss, the state detached every k steps).
+    Where it is exactly 0 (no path back across the cut) the dashed line has a gap on the log axis and the region
+    is shaded; where the loss is read at every step, every later cut (T-2k, T-3k, ...) is marked too.
+    """
+    items = [(k, r) for k, r in results.items() if getattr(r, "truncated", None) is not None and r.config.truncate]
+    if not items:
+        return None
+    fig = new_figure()
+    first_cuts, later_cuts, zero_regions = {}, set(), []
+    t_max = 0
+    for key, r in items:
+        color, lab = color_of(key, results), label_of(key)
+        full = np.asarray(r.grad.grad_norm, float)
+        tr = np.asarray(r.truncated.grad_norm, float)
+        T, k = len(full), int(r.config.truncate)
+        t_max = max(t_max, T - 1)
+        t = np.arange(T)
+        # the truncated line first (underneath), wider and dashed, so the full line stays visible on top of it
+        fig.add_trace(go.Scatter(x=t, y=positive(tr), name=f"{lab} truncated BPTT, k={k}", legendgroup=key,
+                                 mode="lines+markers" if T <= 200 else "lines",
+                                 line=dict(color=color, width=4, dash="dash"), opacity=0.75,
+                                 marker=dict(symbol="circle-open", size=7, color=color, line=dict(width=1.5)),
+                                 meta={"role": "grad_truncated", "cell": key, "k": k}, legendrank=1001,
+                                 hovertemplate="t=%{x}<br>truncated ‖∂L/∂h_t‖=%{y:.3e}<extra>" + lab
+                                               + f" k={k}</extra>"))
+        fig.add_trace(go.Scatter(x=t, y=positive(full), name=f"{lab} full BPTT", legendgroup=key,
+                                 line=dict(color=color, width=2), meta={"role": "grad_full", "cell": key},
+                                 legendrank=1000,
+                                 hovertemplate="t=%{x}<br>full ‖∂L/∂h_t‖=%{y:.3e}<extra>" + lab + "</extra>"))
+        cuts = truncation_cuts(T, k)
+        if not cuts:
+            continue
+        first_cuts.setdefault(cuts[0], (k, T, color))
+        if np.all(tr[:cuts[0]] == 0):
+            zero_regions.append(cuts[0])
+        else:  # a loss at every step: each window has its own gradient; mark every cut
+            later_cuts.update(cuts[1:])
+    one_k = len({v[0] for v in first_cuts.values()}) == 1
+    for slot, (c, (k, T, color)) in enumerate(sorted(first_cuts.items(), reverse=True)):
+        right = c > t_max / 2  # the label on the side with room, so it never stretches the axis
+        col = "#444" if one_k else color
+        fig.add_shape(type="line", x0=c, x1=c, y0=0, y1=1, yref="paper", line=dict(color=col, width=2, dash="dot"))
+        fig.add_annotation(x=c, y=1 - 0.075 * slot, yref="paper", yanchor="top", showarrow=False,
+                           text=f"cut at t = T−k = {T}−{k} = {c}" + ("<br>window: t ≥ " + str(c) if right else
+                                                                   f"; window: t ≥ {c}"),
+                           xanchor="right" if right else "left", xshift=-4 if right else 4, align="right" if right
+                           else "left", font=dict(color=col, size=12), bgcolor="rgba(255,255,255,0.8)")
+    if len(later_cuts - set(first_cuts)) <= 40:
+        for c in sorted(later_cuts - set(first_cuts)):
+            fig.add_shape(type="line", x0=c, x1=c, y0=0, y1=1, yref="paper",
+                          line=dict(color="#999", width=1, dash="dot"))
+    if zero_regions:
+        cut = max(zero_regions)
+        fig.add_shape(type="rect", x0=-0.5, x1=cut, y0=0, y1=1, yref="paper", line=dict(width=0),
+                      fillcolor="rgba(120,120,120,0.10)", layer="below")
+        fig.add_annotation(x=0.01, xref="paper", y=0.98, yref="paper", xanchor="left", yanchor="top", showarrow=False,
+                           align="left", text="shaded: truncated ∂L/∂h<sub>t</sub> = 0 exactly (no path back across "
+                                              "the cut);<br>0 has no place on a log axis, so the dashed line stops",
+                           font=dict(size=12, color="#555"), bgcolor="rgba(255,255,255,0.8)")
+    fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖  (log scale)", exponentformat="power")
+    fig.update_xaxes(title="time step t  (the loss is read at the end →)", range=[-0.5, t_max + 0.5])
+    ks = sorted({int(r.config.truncate) for _, r in items})
+    _base_layout(fig, f"Truncated BPTT (k = {', '.join(map(str, ks))}): the gradient it keeps (dashed, ○) vs full "
+                 "BPTT (solid)", meta, "gradient-flow", "grad_truncated", legend_bottom=True)
+    return fig
+
+
+def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
+    meta = config_meta(results)
+    view = "gradient-flow"
+    figs = {}
+    fig = new_figure()
+    for key, r in results.items():
+        color = color_of(key, results)
+        g = r.grad
+        T = len(g.grad_norm)
+        t = np.arange(T)
+        lo, hi = np.asarray(g.grad_norm_band[0], float), np.asarray(g.grad_norm_band[1], float)
+        fig.add_trace(go.Scatter(x=t, y=positive(hi), name=f"{label_of(key)} 90th percentile", legendgroup=key,
+                                 showlegend=False, line=dict(width=0, color=color), hoverinfo="skip",
+                                 meta={"role": "band", "cell": key}))
+        fig.add_trace(go.Scatter(x=t, y=positive(lo), name=f"{label_of(key)} 10th percentile", legendgroup=key,
+                                 showlegend=False, line=dict(width=0, color=color), fill="tonexty",
+                                 fillcolor=_rgba(color, 0.18), hoverinfo="skip", meta={"role": "band", "cell": key}))
+        fig.add_trace(go.Scatter(x=t, y=positive(g.grad_norm), name=f"{label_of(key)} ‖∂L/∂h<sub>t</sub>‖",
+                                 legendgroup=key, line=dict(color=color, width=2.5),
+                                 meta={"role": "grad_norm", "cell": key},
+                                 hovertemplate="t=%{x}<br>‖∂L/∂h_t‖=%{y:.3e}<extra>" + label_of(key) + "</extra>"))
+        if g.cell_grad_norm is not None:
+            fig.add_trace(go.Scatter(x=t, y=positive(g.cell_grad_norm),
+                                     name=f"{label_of(key)} ‖∂L/∂c<sub>t</sub>‖ (cell state)", legendgroup=key,
+                                     line=dict(color=color, width=1.5, dash="dot"), visible="legendonly",
+                                     meta={"role": "cell_grad_norm", "cell": key}))
+    fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖  (log scale)", exponentformat="power")
+    fig.update_xaxes(title="time step t  (the loss is read at the end →)")
+    _base_layout(fig, "Gradient reaching each time step  ‖∂L/∂h<sub>t</sub>‖  (line: batch geometric mean, "
+                 "band: 10–90%)", meta, view, "grad_norm")
+    figs["grad_norm"] = fig
+    trunc = truncated_figure(results, meta)
+    if trunc is not None:
+        figs["grad_truncated"] = trunc
+
+    # training step x timestep heatmap
+    hist_items = [(k, h) for k, h in (histories or {}).items() if h is not None and len(h.get("step", [])) > 0]
+    if hist_items:
+        n = len(hist_items)
+        fig = subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                            subplot_titles=[label_of(k) for k, _ in hist_items])
+        for i, (k, h) in enumerate(hist_items, start=1):
+            z = _log10(np.asarray(h["grad_norm_t"], float))
+            fig.add_trace(go.Heatmap(z=z, x=np.arange(z.shape[1]), y=np.asarray(h["step"]), colorscale="Viridis",
+                                     name=f"{label_of(k)} log10 ‖∂L/∂h_t‖", coloraxis="coloraxis",
+                                     hovertemplate="t=%{x}<br>step=%{y}<br>log10‖∂L/∂h_t‖=%{z:.2f}<extra></extra>"),
+                          row=i, col=1)
+            fig.update_yaxes(title_text="training step", row=i, col=1)
+        fig.update_xaxes(title_text="time step t", row=n, col=1)
+        fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="log10<br>‖∂L/∂h<sub>t</sub>‖")))
+        _base_layout(fig, "Gradient over training: log10 ‖∂L/∂h<sub>t</sub>‖ by training step and time step",
+                     meta, view, "grad_heatmap_training", height=max(SCREEN_HEIGHT, 220 * n + 120))
+        figs["grad_heatmap_training"] = fig
+
+    # stacked layers
+    deep = [(k, r) for k, r in results.items() if r.config.num_layers > 1]
+    if deep:
+        n = len(deep)
+        fig = subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.1,
+                       subplot_titles=[label_of(k) for k, _ in deep])
+        for i, (k, r) in enumerate(deep, start=1):
+            z = _log10(np.asarray(r.grad.per_layer, float))  # (L, T), row 0 = the bottom layer
+            L = z.shape[0]
+            fig.add_trace(go.Heatmap(z=z, x=np.arange(z.shape[1]), y=np.arange(1, L + 1), coloraxis="coloraxis",
+                                     name=f"{label_of(k)} log10 ‖∂L/∂h_t^(l)‖ per layer",
+                                     hovertemplate="t=%{x}<br>layer l=%{y}<br>log10‖∂L/∂h_t^(l)‖=%{z:.2f}"
+                                                   "<extra></extra>"),
+                          row=i, col=1)
+            fig.update_yaxes(title_text="layer l  (1 = bottom, reads x<sub>t</sub>)", tickvals=list(range(1, L + 1)),
+                             ticktext=[f"{l}" + (" (top)" if l == L else "") for l in range(1, L + 1)],
+                             row=i, col=1)
+        fig.update_xaxes(title_text="time step t  (the loss reads the top layer at the end →)", row=n, col=1)
+        fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="log10<br>‖∂L/∂h‖")))
+        _base_layout(fig, "Stacked layers: log10 ‖∂L/∂h<sub>t</sub><sup>(l)</sup>‖ by layer and time step",
+                     meta, view, "grad_per_layer", height=max(SCREEN_HEIGHT, 200 * n + 120))
+        figs["grad_per_layer"] = fig
+
+        # the same numbers as lines: one per layer (the gaps between them are the decay through depth)
+        fig = new_figure()
+        for k, r in deep:
+            color = color_of(k, results)
+            pl = np.asarray(r.grad.per_layer, float)
+            L = pl.shape[0]
+            t = np.arange(pl.shape[1])
+            for l in range(L - 1, -1, -1):
+                top = l == L - 1
+                fig.add_trace(go.Scatter(
+                    x=t, y=positive(pl[l]), legendgroup=k,
+                    name=f"{label_of(k)} layer {l + 1}" + (" (top)" if top else " (bottom)" if l == 0 else ""),
+                    line=dict(color=color, width=3 if top else 2, dash=LAYER_DASHES[(L - 1 - l) % len(LAYER_DASHES)]),
+                    opacity=1.0 if top else max(0.45, 1.0 - 0.2 * (L - 1 - l)),
+                    meta={"role": "grad_layer", "cell": k, "layer": l + 1},
+                    hovertemplate="t=%{x}<br>‖∂L/∂h_t‖=%{y:.3e}<extra>" + f"{label_of(k)} layer {l + 1}</extra>"))
+        fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub><sup>(l)</sup>‖  (log scale)", exponentformat="power")
+        fig.update_xaxes(title="time step t")
+        _base_layout(fig, "Stacked layers: ‖∂L/∂h<sub>t</sub><sup>(l)</sup>‖ per layer (gaps between the lines: "
+                     "decay through depth; slope: decay through time)", meta, view, "grad_per_layer_lines",
+                     legend_bottom=True)
+        figs["grad_per_layer_lines"] = fig
+
+    # bidirectional
+    bi = [(k, r) for k, r in results.items() if r.config.bidirectional]
+    if bi:
+        fig = new_figure()
+        notes = []
+        for k, r in bi:
+            color, lab = color_of(k, results), label_of(k)
+            pd = np.asarray(r.grad.per_direction, float)
+            t = np.arange(pd.shape[1])
+            for d, (label, arrow, dash, role) in enumerate((
+                    ("forward direction", "→", "dash", "direction_forward"),
+                    ("backward direction", "←", "dot", "direction_backward"))):
+                if d < pd.shape[0]:
+                    fig.add_trace(go.Scatter(
+                        x=t, y=positive(pd[d]), name=f"{lab} {label} ‖∂L/∂h{arrow}<sub>t</sub>‖", legendgroup=k,
+                        line=dict(color=color, dash=dash, width=2), meta={"role": role, "cell": k},
+                        hovertemplate="t=%{x}<br>%{y:.3e}<extra>" + f"{lab} {label}</extra>"))
+            fig.add_trace(go.Scatter(x=t, y=positive(r.grad.grad_norm),
+                                     name=f"{lab} concatenated [h→<sub>t</sub>; h←<sub>t</sub>]",
+                                     legendgroup=k, line=dict(color=color, width=3.5),
+                                     meta={"role": "direction_combined", "cell": k},
+                                     hovertemplate="t=%{x}<br>%{y:.3e}<extra>" + f"{lab} [h→; h←]</extra>"))
+            if pd.shape[0] > 1 and pd.shape[1] > 1 and np.all(pd[1][:-1] == 0):
+                notes.append(lab)
+        if notes:
+            fig.add_annotation(
+                x=0.01, y=0.04, xref="paper", yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
+                text=f"{', '.join(notes)}: the loss reads only the last step, and h←<sub>T-1</sub> has seen x"
+                     "<sub>T-1</sub> alone, so the backward direction gets no gradient before T-1<br>(set Loss steps "
+                     "= all, a loss at every step as in tagging, to see both directions)",
+                font=dict(size=12, color="#555"), bgcolor="rgba(255,255,255,0.8)")
+        fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖  (log scale)", exponentformat="power")
+        fig.update_xaxes(title="time step t")
+        _base_layout(fig, "Bidirectional: gradient reaching the forward h→<sub>t</sub>, the backward h←<sub>t</sub> "
+                     "and the concatenated [h→<sub>t</sub>; h←<sub>t</sub>]", meta, view, "grad_per_direction",
+                     legend_bottom=True)
+        figs["grad_per_direction"] = fig
+    return figs
+
+

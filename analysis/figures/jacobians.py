@@ -1,0 +1,147 @@
+"""View 2, Jacobians: singular values of the products dh_{T-1}/dh_{T-1-k} against the lag k, the Pascanu bound."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+from rnn_models.config import ACTIVATION_GAMMA
+
+from .theme import (
+    _base_layout,
+    _hline,
+    _log_range,
+    _vline,
+    color_of,
+    config_meta,
+    label_of,
+    new_figure,
+    pow10,
+    subplots,
+)
+
+
+def pascanu_bound(result, lags) -> tuple[np.ndarray, float, float] | None:
+    """(gamma * sigma_max(W_hh))^k for a vanilla RNN without layer norm, with gamma and sigma_max; else None."""
+    c = result.config
+    if c.cell != "rnn" or c.layer_norm:
+        return None
+    gamma = ACTIVATION_GAMMA[c.activation]
+    smax = float(result.spectra["h"]["sigma_max"])
+    k = np.asarray(lags, dtype=float)
+    if gamma * smax <= 0:
+        return np.where(k == 0, 1.0, 0.0), gamma, smax
+    return pow10(k * math.log10(gamma * smax)), gamma, smax
+
+
+def _horizon(jac, threshold: float) -> int | None:
+    """The first lag whose sigma_max is below the threshold (the engine's memory-horizon rule), or None."""
+    below = np.nonzero(np.asarray(jac.spectral_norm, float) < math.log10(threshold))[0]
+    return int(np.asarray(jac.lag)[below[0]]) if len(below) else None
+
+
+def _layer_note(results: dict) -> str:
+    """" · layer 2 of 3" when the analysed layer of a stacked network is shown (the same for every result)."""
+    layers = {(r.config.analysed_layer, r.config.num_layers) for r in results.values() if r.config.num_layers > 1}
+    if len(layers) != 1:
+        return ""
+    a, L = layers.pop()
+    return f"  · layer {a + 1} of {L}" + (" (top)" if a == L - 1 else "")
+
+
+def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
+    meta = config_meta(results)
+    view = "jacobians"
+    fig = new_figure()
+    ranges = []
+    thresholds = set()
+    slot = 0
+    for key, r in results.items():
+        color, lab = color_of(key, results), label_of(key)
+        j = r.jac
+        lag = np.asarray(j.lag)
+        hz = r.memory_horizon
+        hz_text = f"horizon k={hz}" if hz is not None else f"no horizon within {int(lag.max()) if lag.size else 0} lags"
+        direction = " forward direction" if r.jac_backward is not None else ""
+        fig.add_trace(go.Scatter(x=lag, y=pow10(j.spectral_norm), name=f"{lab} σ<sub>max</sub>{direction}  ({hz_text})",
+                                 legendgroup=key, line=dict(color=color, width=2.5),
+                                 meta={"role": "spectral_norm", "cell": key},
+                                 hovertemplate="k=%{x}<br>σ_max=%{y:.3e}<extra>" + lab + "</extra>"))
+        rel = np.asarray(j.min_reliable, dtype=bool)
+        symbols = np.where(rel, "circle", "circle-open")
+        text = np.where(rel, "reliable", "unreliable: below float resolution")
+        fig.add_trace(go.Scatter(x=lag, y=pow10(j.min_singular_value), mode="lines+markers",
+                                 name=f"{lab} σ<sub>min</sub>  (hollow: unreliable)",
+                                 legendgroup=key, line=dict(color=color, width=1.2, dash="dot"),
+                                 marker=dict(symbol=symbols, size=5, color=color, line=dict(color=color, width=1)),
+                                 text=text, meta={"role": "min_singular_value", "cell": key},
+                                 hovertemplate="k=%{x}<br>σ_min=%{y:.3e}<br>%{text}<extra>" + lab + "</extra>"))
+        ranges += [j.spectral_norm, np.where(rel, j.min_singular_value, np.nan)]
+        if r.jac_backward is not None:
+            jb = r.jac_backward
+            bhz = _horizon(jb, r.config.horizon_threshold)
+            bhz_text = f"horizon k={bhz}" if bhz is not None else "no horizon"
+            fig.add_trace(go.Scatter(x=np.asarray(jb.lag), y=pow10(jb.spectral_norm),
+                                     name=f"{lab} σ<sub>max</sub> backward direction  ({bhz_text})",
+                                     legendgroup=key, line=dict(color=color, width=2, dash="dash"),
+                                     meta={"role": "spectral_norm_backward", "cell": key},
+                                     hovertemplate="k=%{x}<br>σ_max=%{y:.3e}<extra>" + lab + " backward</extra>"))
+            ranges.append(jb.spectral_norm)
+        if j.state_spectral_norm is not None:
+            fig.add_trace(go.Scatter(x=lag, y=pow10(j.state_spectral_norm),
+                                     name=f"{lab} σ<sub>max</sub> of the full state [h; c]", legendgroup=key,
+                                     line=dict(color=color, width=1.5, dash="longdash"), visible="legendonly",
+                                     meta={"role": "state_spectral_norm", "cell": key}))
+        b = pascanu_bound(r, lag)
+        if b is not None:
+            y, gamma, smax = b
+            fig.add_trace(go.Scatter(x=lag, y=y, name=f"{lab} bound (γ·σ<sub>max</sub>(W<sub>hh</sub>))<sup>k</sup>"
+                                     f" = ({gamma:g}·{smax:.3g})<sup>k</sup>", legendgroup=key,
+                                     line=dict(color=color, width=1.5, dash="dashdot" if r.jac_backward is not None
+                                               else "dash"), meta={"role": "bound", "cell": key},
+                                     hovertemplate="k=%{x}<br>bound=%{y:.3e}<extra>Pascanu bound</extra>"))
+        if hz is not None:
+            _vline(fig, hz, f"{lab} horizon k={hz}", color, slot)
+            slot += 1
+        thresholds.add(float(r.config.horizon_threshold))
+    for th in thresholds:
+        _hline(fig, th, f"horizon threshold {th:g}", log=True)
+    rng = _log_range(*ranges, [math.log10(t) for t in thresholds], [0.0])
+    fig.update_yaxes(type="log", title="singular value of ∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>  (log)",
+                     exponentformat="power", range=rng)
+    fig.update_xaxes(title="lag k  (steps back from the last step)")
+    _base_layout(fig, "How far back can the last state feel a change?  ‖∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>‖ by lag"
+                 + _layer_note(results), meta, view, "jacobian_spectral_norm", height=520, legend_bottom=True)
+    figs = {"jacobian_spectral_norm": fig}
+
+    # top singular values per lag, one panel per cell
+    keys = list(results)
+    fig = subplots(rows=1, cols=len(keys), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[label_of(k) for k in keys])
+    all_sv = []
+    for ci, key in enumerate(keys, start=1):
+        r = results[key]
+        color = color_of(key, results)
+        sv = np.asarray(r.jac.singular_values, float)
+        lag = np.asarray(r.jac.lag)
+        all_sv.append(sv)
+        n = sv.shape[1] if sv.ndim == 2 else 0
+        for i in range(n):
+            fig.add_trace(go.Scatter(x=lag, y=pow10(sv[:, i]), name=f"{label_of(key)} σ<sub>{i + 1}</sub>",
+                                     legendgroup=key, showlegend=False,
+                                     line=dict(color=color, width=2.5 if i == 0 else 1.2),
+                                     opacity=1.0 if i == 0 else max(0.3, 0.9 - 0.08 * i),
+                                     hovertemplate=f"σ_{i + 1}" + "<br>k=%{x}<br>%{y:.3e}<extra>" + label_of(key) + "</extra>"),
+                          row=1, col=ci)
+        fig.update_xaxes(title_text="lag k", row=1, col=ci)
+    fig.update_yaxes(type="log", exponentformat="power", range=_log_range(*all_sv))
+    fig.update_yaxes(title_text="σ<sub>i</sub>(∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>)", row=1, col=1)
+    n_sv = max((s.shape[1] for s in all_sv if s.ndim == 2), default=0)
+    _base_layout(fig, f"Top {n_sv} singular values per lag (thick: the largest): how many directions survive"
+                 + _layer_note(results),
+                 meta, view, "jacobian_singular_values")
+    figs["jacobian_singular_values"] = fig
+    return figs
+
+

@@ -1,0 +1,115 @@
+"""View 3, spectrum: eigenvalues and singular values of W_hh per gate block, spectral radius over training."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .theme import (
+    CELL_COLORS,
+    GATE_COLORS,
+    VARIANT_DASHES,
+    _base_layout,
+    _hline,
+    cell_of,
+    color_of,
+    config_meta,
+    label_of,
+    new_figure,
+    positive,
+    subplots,
+)
+
+
+def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
+    meta = config_meta(results)
+    view = "spectrum"
+    keys = list(results)
+    figs = {}
+    fig = subplots(rows=1, cols=len(keys), horizontal_spacing=0.06,
+                        subplot_titles=[f"{label_of(k)}: eigenvalues of W<sub>hh</sub>" for k in keys])
+    circle = np.linspace(0, 2 * np.pi, 361)
+    for ci, key in enumerate(keys, start=1):
+        r = results[key]
+        radius = 1.0
+        fig.add_trace(go.Scatter(x=np.cos(circle), y=np.sin(circle), mode="lines", name="unit circle |λ| = 1",
+                                 line=dict(color="#999", width=1, dash="dash"), showlegend=ci == 1,
+                                 legendgroup="unit", hoverinfo="skip"), row=1, col=ci)
+        for block, s in r.spectra.items():
+            eig = np.asarray(s["eigenvalues"])
+            radius = max(radius, float(np.abs(eig).max()) if eig.size else 0.0)
+            color = CELL_COLORS["rnn"] if block == "h" else GATE_COLORS.get(block, "#333")
+            bname = "W<sub>hh</sub>" if block == "h" else f"W<sub>hh</sub>[{block}]"
+            fig.add_trace(go.Scatter(x=eig.real, y=eig.imag, mode="markers",
+                                     name=f"{label_of(key)} {bname}  ρ={s['spectral_radius']:.3g}",
+                                     marker=dict(color=color, size=6, opacity=0.8, line=dict(width=0)),
+                                     hovertemplate="Re=%{x:.3f}<br>Im=%{y:.3f}<extra>" + f"{label_of(key)} {block}</extra>"),
+                          row=1, col=ci)
+        lim = 1.1 * radius
+        xa = "x" if ci == 1 else f"x{ci}"
+        fig.update_xaxes(range=[-lim, lim], title_text="Re λ", zeroline=True, row=1, col=ci)
+        fig.update_yaxes(range=[-lim, lim], title_text="Im λ" if ci == 1 else None, zeroline=True,
+                         scaleanchor=xa, scaleratio=1, row=1, col=ci)
+    _base_layout(fig, "Eigenvalues of the recurrent weights (outside the dashed unit circle: growth along that direction)",
+                 meta, view, "eigenvalues", height=480, legend_bottom=True)
+    figs["eigenvalues"] = fig
+
+    fig = new_figure()
+    dashes = ("solid", "dash", "dot", "dashdot")
+    for key, r in results.items():
+        color = color_of(key, results)
+        for bi, (block, s) in enumerate(r.spectra.items()):
+            sv = np.asarray(s["singular_values"], float)
+            bname = "W_hh" if block == "h" else f"{block} block"
+            fig.add_trace(go.Scatter(x=np.arange(1, len(sv) + 1), y=positive(sv),
+                                     name=f"{label_of(key)} {bname}  σ<sub>max</sub>={s['sigma_max']:.3g}",
+                                     line=dict(color=color, dash=dashes[bi % 4], width=2), legendgroup=key))
+    _hline(fig, 1.0, "σ = 1", log=True, position="right")
+    fig.update_yaxes(type="log", title="singular value of W<sub>hh</sub> block", exponentformat="power", dtick=1)
+    fig.update_xaxes(title="index i (largest first)")
+    _base_layout(fig, "Singular values of W<sub>hh</sub>: the bound uses the largest", meta, view, "singular_values")
+    figs["singular_values"] = fig
+
+    fig = new_figure()
+    any_lyap = False
+    for key, r in results.items():
+        ly = r.jac.lyapunov
+        if ly is None or len(ly) == 0:
+            continue
+        any_lyap = True
+        ly = np.asarray(ly, float)
+        fig.add_trace(go.Bar(x=np.arange(1, len(ly) + 1), y=ly, name=label_of(key),
+                             marker_color=color_of(key, results),
+                             hovertemplate="λ_%{x}=%{y:.4f} per step<extra>" + label_of(key) + "</extra>"))
+    fig.add_hline(y=0.0, line=dict(color="#333", width=1))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title="λ<sub>i</sub>  (natural log per step)")
+    fig.update_xaxes(title="exponent i (largest first)", dtick=1)
+    if not any_lyap:
+        fig.add_annotation(text="Lyapunov exponents were not computed (lyapunov_k = 0)", x=0.5, y=0.5,
+                           xref="paper", yref="paper", showarrow=False)
+    _base_layout(fig, "Lyapunov exponents of the state Jacobians: λ < 0 means perturbations shrink every step",
+                 meta, view, "lyapunov")
+    figs["lyapunov"] = fig
+
+    hist_items = [(k, h) for k, h in (histories or {}).items() if h is not None and len(h.get("step", [])) > 0]
+    if hist_items:
+        fig = new_figure()
+        for vi, (k, h) in enumerate(hist_items):
+            fig.add_trace(go.Scatter(x=np.asarray(h["step"]), y=np.asarray(h["spectral_radius"], float),
+                                     name=label_of(k), connectgaps=True, mode="lines+markers", line=dict(color=CELL_COLORS[cell_of(k)], width=2,
+                                                                 dash=VARIANT_DASHES[_variant(k, hist_items)])))
+        _hline(fig, 1.0, "ρ = 1: the edge between shrinking and growing", position="right")
+        fig.update_yaxes(title="spectral radius ρ(W<sub>hh</sub>)")
+        fig.update_xaxes(title="training step")
+        _base_layout(fig, "Spectral radius of W<sub>hh</sub> during training (largest gate block)", meta, view,
+                     "spectral_radius_training")
+        figs["spectral_radius_training"] = fig
+    return figs
+
+
+def _variant(key, items) -> int:
+    """Index of this key among the keys of the same cell (for dash styles)."""
+    same = [k for k, _ in items if cell_of(k) == cell_of(key)]
+    return same.index(key) % len(VARIANT_DASHES) if key in same else 0
+
+

@@ -1,0 +1,181 @@
+"""Shared look of every figure: colours, the plotly template, the layout and axis helpers, labels and meta."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from rnn_models.config import CELLS
+
+VIEWS = ("gradient-flow", "jacobians", "spectrum", "cell-state", "training", "activations")
+SLIDE_W, SLIDE_H = 1920, 1080
+
+CELL_COLORS = {"rnn": "#D55E00", "lstm": "#0072B2", "gru": "#009E73"}  # Okabe-Ito: vermillion, blue, green
+CELL_LABELS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+GATE_COLORS = {"h": "#D55E00", "i": "#E69F00", "f": "#56B4E9", "g": "#CC79A7", "o": "#666666",
+               "r": "#E69F00", "z": "#56B4E9", "n": "#CC79A7"}
+GATE_NAMES = {"i": "input gate i_t", "f": "forget gate f_t", "o": "output gate o_t", "g": "candidate g_t",
+              "z": "update gate z_t", "r": "reset gate r_t", "n": "candidate n_t"}
+ACTIVATION_COLORS = {"tanh": "#D55E00", "relu": "#0072B2", "sigmoid": "#009E73", "linear": "#666666"}
+VARIANT_DASHES = ("solid", "dash", "dot", "dashdot")
+LAYER_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SCREEN_HEIGHT = 460
+SAMPLES_SHOWN = 12  # rows of the samples table (newest first)
+
+MODEBAR_CONFIG: dict = {
+    "displaylogo": False,
+    "toImageButtonOptions": {"format": "png", "width": SLIDE_W, "height": SLIDE_H, "scale": 1,
+                             "filename": "gradient-dynamics"},
+}
+
+_AXIS = dict(gridcolor="#E5EAF2", linecolor="#C8D0DC", ticks="", zerolinecolor="#E5EAF2", zerolinewidth=1,
+             automargin=True, title=dict(standoff=12))
+# a small white template: assigning plotly's own "plotly_white" costs ~60 ms per figure (it copies every trace
+# type's defaults); this one costs under 1 ms
+TEMPLATE = go.layout.Template(layout=dict(
+    paper_bgcolor="white", plot_bgcolor="white", font=dict(color="#2a3f5f"), hoverlabel=dict(align="left"),
+    colorway=list(CELL_COLORS.values()) + ["#E69F00", "#56B4E9", "#CC79A7", "#666666"],
+    xaxis=_AXIS, yaxis=_AXIS, coloraxis=dict(colorbar=dict(outlinewidth=0, ticks="")),
+))
+
+
+def new_figure(data=None) -> go.Figure:
+    return go.Figure(data=data, layout=dict(template=TEMPLATE))
+
+
+def subplots(**kw) -> go.Figure:
+    fig = make_subplots(figure=new_figure(), **kw)
+    fig.layout.meta = {"_subplots": True}
+    return fig
+
+
+# ---- small helpers ------------------------------------------------------------------------------------------
+def pow10(a) -> np.ndarray:
+    """10**a for the engine's log10 values, for a log axis: log10 = -inf (an exact 0) becomes NaN, a gap (plotly
+    would otherwise draw the line down to the axis)."""
+    a = np.asarray(a, dtype=float)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        return np.where(np.isneginf(a), np.nan, np.power(10.0, a))
+
+
+def positive(a) -> np.ndarray:
+    """Raw values for a log axis: exact zeros become NaN (a gap); everything else unchanged."""
+    a = np.asarray(a, dtype=float)
+    return np.where(a == 0, np.nan, a)
+
+
+def _log10(a) -> np.ndarray:
+    """log10 for heatmaps (0 -> NaN: an empty cell rather than -inf)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log10(np.asarray(a, dtype=float))
+    return np.where(np.isinf(out), np.nan, out)
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def cell_of(key: str) -> str:
+    """The cell a results/histories key belongs to ("rnn", "lstm · clip norm" -> "lstm")."""
+    head = str(key).split()[0].lower() if str(key).split() else ""
+    return head if head in CELLS else "rnn"
+
+
+def color_of(key: str, keys=()) -> str:
+    """The cell's colour; a second run of the same cell (a variant) lighter, a third darker."""
+    c = cell_of(key)
+    same = [k for k in keys if cell_of(k) == c]
+    i = same.index(key) if key in same else (0 if key == c else 1)
+    base = CELL_COLORS[c]
+    if i == 0:
+        return base
+    h = base.lstrip("#")
+    rgb = [int(h[j:j + 2], 16) for j in (0, 2, 4)]
+    mix = [v + (255 - v) * 0.55 for v in rgb] if i % 2 else [v * 0.55 for v in rgb]
+    return "#" + "".join(f"{int(round(v)):02x}" for v in mix)
+
+
+def safe_key(key: str) -> str:
+    """A results key as a file-safe name part ("lstm · forget_bias=0" -> "lstm_forget_bias_0")."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", str(key)).strip("_") or "run"
+
+
+def label_of(key: str) -> str:
+    """"lstm · forget_bias=0" -> "LSTM · forget_bias=0"."""
+    c = cell_of(key)
+    rest = str(key)[len(c):]
+    return CELL_LABELS[c] + rest
+
+
+def config_meta(results: dict) -> dict:
+    """{"config": the comparison's config (compare = the cells shown), "configs": {key: that run's own config}}.
+
+    Variant runs ("lstm · forget_bias=0") appear in "configs" only; "config" is the main comparison.
+    """
+    if not results:
+        return {"config": None, "configs": {}}
+    plain = [k for k in results if k in CELLS] or list(results)[:1]
+    first = results[plain[0]].config
+    combined = first.to_dict()
+    if len(plain) > 1:
+        try:
+            combined = first.replace(cell=plain[0], compare=tuple(plain)).to_dict()
+        except ValueError:  # a field that cannot be combined: keep the first cell's
+            combined = first.to_dict()
+    return {"config": combined, "configs": {k: r.config.to_dict() for k, r in results.items()}}
+
+
+def _base_layout(fig: go.Figure, title: str, meta: dict, view: str, name: str, *, height: int = SCREEN_HEIGHT,
+                 legend_bottom: bool = False) -> go.Figure:
+    sub = isinstance(fig.layout.meta, dict) and fig.layout.meta.get("_subplots")
+    fig.update_layout(
+        title=dict(text=title, x=0.01, xanchor="left", font=dict(size=17)),
+        height=height, margin=dict(l=70, r=30, t=60, b=60),
+        meta={**meta, "view": view, "figure": name}, font=dict(size=13),
+        legend=dict(font=dict(size=12), bgcolor="rgba(255,255,255,0.7)"),
+        hoverlabel=dict(namelength=-1),
+    )
+    if sub:  # room for the subplot titles under the figure title
+        fig.update_layout(margin=dict(t=85), title=dict(y=0.98, yanchor="top"))
+    if legend_bottom:
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0),
+                          margin=dict(b=110))
+    return fig
+
+
+def _log_range(*arrays, floor_decades: float = 60.0, pad: float = 0.4) -> list[float] | None:
+    """A log10 y-range covering the finite values of the log10 arrays (at most floor_decades deep)."""
+    vals = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays if a is not None] or [np.zeros(0)])
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return None
+    hi, lo = float(vals.max()), float(vals.min())
+    lo = max(lo, hi - floor_decades)
+    if hi - lo < 1:
+        lo, hi = lo - 0.5, hi + 0.5
+    return [lo - pad, hi + pad]
+
+
+def _vline(fig, x, text, color, slot):
+    """A vertical marker with its label near the top (labels staggered by slot)."""
+    fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper", line=dict(color=color, width=1.5, dash="dot"))
+    fig.add_annotation(x=x, y=1 - 0.075 * slot, yref="paper", text=text, showarrow=False, xanchor="left",
+                       xshift=3, font=dict(color=color, size=12), bgcolor="rgba(255,255,255,0.75)")
+
+
+def _hline(fig, y, text, *, log=False, color="#888", position="left", row=None, col=None):
+    """A dashed horizontal reference line with its label just above it (log axes take log10 positions)."""
+    kw = {} if row is None else {"row": row, "col": col}
+    fig.add_hline(y=y, line=dict(color=color, dash="dash", width=1.2), **kw)
+    xref = "paper" if row is None else (f"x{'' if col == 1 else col} domain")
+    yref = "y" if row is None else f"y{'' if col == 1 else col}"
+    fig.add_annotation(x=0.01 if position == "left" else 0.99, xref=xref, y=math.log10(y) if log else y, yref=yref,
+                       text=text, showarrow=False, xanchor=position, yanchor="bottom",
+                       font=dict(color="#555", size=12), bgcolor="rgba(255,255,255,0.7)")
+
+

@@ -1,0 +1,191 @@
+"""The sidebar: every engine setting as a widget (keys = config field names) -> Settings."""
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.config import (
+    DTYPES,
+    LAG_MODES,
+    LOSS_STEPS,
+    MAX_SEQ_LEN,
+    TASK_NAMES,
+    TEXTS,
+    ExperimentConfig,
+)
+from analysis.presets import DEFAULT_PRESET, PRESETS
+from rnn_models.config import ACTIVATIONS, CELLS, INITS, ConfigError
+
+from .session import _on_preset, _on_upload
+from .state import (
+    CELL_NAMES,
+    INIT_SCALE_MEANING,
+    Settings,
+    parse_variant,
+    state_to_config,
+    variant_text,
+)
+
+TEXT_NAMES = {"shipped": "shipped: Shakespeare's sonnets (V = 60)", "hello": "hello (V = 4: h, e, l, o)"}
+
+def layer_control() -> None:
+    """The analysed layer l of a stacked network, 1..L (default: the top). Widget value = the config's ``layer``
+    (0..L-2, or -1 for the top layer, so a preset's default -1 selects it)."""
+    ss = st.session_state
+    L = max(1, int(ss.get("num_layers") or 1))
+    v = int(ss.get("layer", -1))
+    v = v % L if -L <= v < L else L - 1
+    ss["layer"] = -1 if v == L - 1 else v
+    st.selectbox("Analysed layer l (Jacobians, gates, spectrum)", list(range(L - 1)) + [-1], key="layer",
+                 format_func=lambda x: f"layer {L}{' (top)' if L > 1 else ''}" if x == -1 else
+                 f"layer {x + 1}" + (" (bottom)" if x == 0 else ""),
+                 disabled=L == 1, help="Layer 1 reads x_t; the loss reads the top layer L. The Jacobians "
+                                       "∂h_{T-1}/∂h_{T-1-k}, the gate maps and W_hh are those of this layer.")
+
+def _note(text: str, active: bool = True) -> None:
+    """A caption saying a setting does not apply; orange when the user actually set it."""
+    st.caption(f":orange[{text}]" if active else text)
+
+def sidebar() -> Settings:
+    ss = st.session_state
+    sb = st.sidebar
+    with sb:
+        st.header("Settings")
+        st.selectbox("Preset", list(PRESETS), key="preset", on_change=_on_preset,
+                     format_func=lambda n: f"{n}: {PRESETS[n].title}",
+                     help="Sets every setting at once to reproduce a classic result.")
+        st.caption("Its two lines of what to look for are shown above the charts.")
+
+        st.multiselect("Cells to compare (1-3)", list(CELLS), key="cell_compare", max_selections=3,
+                       format_func=lambda c: CELL_NAMES[c],
+                       help="Analysed side by side on the same data and seed.")
+        cells = [c for c in CELLS if c in (ss.get("cell_compare") or [])]
+        gated = [CELL_NAMES[c] for c in cells if c != "rnn"]
+
+        with st.expander("Model", expanded=True):
+            st.selectbox("Activation φ (RNN)", list(ACTIVATIONS), key="activation",
+                         help="h_t = φ(W_hh h_{t-1} + W_xh x_t + b); γ = sup|φ'| is 1 for tanh/relu/linear, "
+                              "1/4 for sigmoid.")
+            custom = ss.get("activation") != "tanh"
+            if "rnn" not in cells:
+                _note("activation applies to the RNN only: no RNN is selected", custom)
+            elif gated:
+                _note(f"activation applies to the RNN only; {', '.join(gated)} use sigmoid gates and tanh", custom)
+            st.selectbox("Initialization of W_hh", list(INITS), key="init")
+            if ss.get("init") == "chrono" and "rnn" in cells:
+                _note("chrono applies to gated cells only: the RNN uses the default init")
+            st.number_input("init_scale", min_value=0.0, max_value=100.0, step=0.1, key="init_scale",
+                            format="%.3f")
+            st.caption(f"init_scale: {INIT_SCALE_MEANING.get(ss.get('init'), '')}")
+            st.checkbox("Layer norm", key="layer_norm", help="Ba et al. 2016, on the summed pre-activation.")
+            st.checkbox("Peepholes (LSTM)", key="peephole")
+            if ss.get("peephole") and "lstm" not in cells:
+                _note("peepholes apply to the LSTM only: no LSTM is selected")
+            st.checkbox("Set the forget-gate bias b_f (LSTM)", key="forget_bias_on")
+            st.number_input("forget-gate bias b_f", min_value=-20.0, max_value=20.0, step=0.5, key="forget_bias",
+                            disabled=not ss.get("forget_bias_on"))
+            if ss.get("forget_bias_on") and "lstm" not in cells:
+                _note("forget-gate bias applies to the LSTM only: no LSTM is selected")
+            elif ss.get("forget_bias_on") and cells != ["lstm"]:
+                _note("forget-gate bias applies to the LSTM only", False)
+            st.slider("Hidden size H", 1, max(512, int(ss.get("hidden_size") or 1)), key="hidden_size")
+            st.number_input("Layers", min_value=1, max_value=16, step=1, key="num_layers")
+            layer_control()
+            st.checkbox("Bidirectional", key="bidirectional",
+                        help="A forward and a backward RNN (separate weights); each step's state is the "
+                             "concatenation [h→_t; h←_t].")
+
+        with st.expander("Data", expanded=True):
+            st.selectbox("Task", list(TASK_NAMES), key="task",
+                         help="random: a fixed random readout of the last step (a probe, no training); the others "
+                              "are trainable tasks with a chance level.")
+            st.slider("Sequence length T", 1, max(1000, int(ss.get("seq_len") or 1)), key="seq_len",
+                      help="Up to 100000 through the link or a loaded config.")
+            st.number_input("Batch B", min_value=1, max_value=4096, step=1, key="batch_size")
+            st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
+            st.selectbox("Precision", list(DTYPES), key="dtype")
+            if ss.get("task") == "charlm" or (ss.get("task") == "random" and ss.get("train_task") == "charlm"):
+                st.selectbox("Text (character-level LM)", list(TEXTS), key="text", format_func=TEXT_NAMES.get,
+                             help="The corpus the LM reads one character at a time; the uniform guess has "
+                                  "perplexity V, the vocabulary size.")
+            st.number_input("Input size (random task; 0 = 8)", min_value=0, max_value=100_000, step=1,
+                            key="input_size")
+            if ss.get("task") != "random" and ss.get("input_size"):
+                _note("input size is fixed by the task; only the random task uses it")
+
+        with st.expander("Truncated BPTT", expanded=bool(ss.get("truncate"))):
+            st.number_input("k steps (0 = full BPTT)", min_value=0, max_value=MAX_SEQ_LEN, step=1, key="truncate",
+                            help="Backpropagate through only k steps: the state is carried forward, the gradient "
+                                 "is cut every k steps (windows ending at the last step). The gradient-flow view "
+                                 "draws the truncated gradient beside the full one; live training uses it from "
+                                 "the next step.")
+            if ss.get("truncate") and int(ss["truncate"]) >= int(ss.get("seq_len") or 1):
+                _note(f"k ≥ T = {ss.get('seq_len')}: nothing is cut, this is full BPTT")
+
+        with st.expander("Analysis"):
+            st.selectbox("Loss steps", list(LOSS_STEPS), key="loss_steps",
+                         help="auto: as the task; last: the loss at t=T-1 only; all: summed over t.")
+            st.radio("Jacobian lags", list(LAG_MODES), key="jacobian_lags", horizontal=True,
+                     help="all: every lag 0..T-1; log: about num_log_lags log-spaced lags (exact there).")
+            st.number_input("num_log_lags", min_value=2, max_value=10_000, step=1, key="num_log_lags",
+                            disabled=ss.get("jacobian_lags") != "log")
+            st.number_input("Jacobian batch subset (0 = all)", min_value=0, max_value=4096, step=1,
+                            key="jacobian_batch")
+            st.number_input("Top singular values kept", min_value=1, max_value=4096, step=1, key="n_singular")
+            st.number_input("Memory-horizon threshold", min_value=1e-12, max_value=1.0, key="horizon_threshold",
+                            format="%.1e", step=1e-4)
+            st.number_input("Lyapunov exponents", min_value=0, max_value=8192, step=1, key="lyapunov_k")
+
+        with st.expander("Compare with a variant"):
+            st.text_input("Also run with (field=value, ...)", key="variant", placeholder="forget_bias=0",
+                          help="A second run of the same cells with these settings changed, drawn in a lighter "
+                               "colour, e.g. forget_bias=0 or layer_norm=false or init_scale=1.5.")
+
+        with st.expander("Files (optional)"):
+            st.text_input("Inputs file (.npy/.pt, T x B x I; random task)", key="inputs_path")
+            st.text_input("torch RNN/LSTM/GRU state_dict file", key="state_dict_path")
+
+    settings = _build_settings()
+    with sb:
+        with st.expander("Share and save"):
+            st.caption("The page address holds every setting: copy it to reopen this exact view.")
+            st.download_button("Download settings (JSON)", data=settings.config.to_json(),
+                               file_name="gradient-dynamics-config.json", mime="application/json",
+                               key="config_download", on_click="ignore")
+            st.file_uploader("Load settings (JSON)", type=["json"], key="config_upload", on_change=_on_upload)
+    return settings
+
+def _build_settings() -> Settings:
+    ss = st.session_state
+    errors = []
+    try:
+        current = state_to_config().to_json()
+    except ConfigError:
+        current = None
+    if ss.get("_msg_cfg") is not None and current is not None and ss["_msg_cfg"] != current:
+        for k in ("url_error", "config_error", "_msg_cfg"):  # the user changed something: old messages go
+            ss.pop(k, None)
+    for k in ("url_error", "config_error"):
+        if ss.get(k):
+            errors.append(ss[k])
+    last_good = ExperimentConfig.from_json(ss["last_good"]) if ss.get("last_good") else PRESETS[DEFAULT_PRESET].config
+    try:
+        cfg = state_to_config()
+    except ConfigError as e:
+        errors.append(f"These settings cannot be used: {e}. Showing the last good settings.")
+        cfg = last_good
+    variant, label = {}, ""
+    try:
+        variant = parse_variant(ss.get("variant", ""))
+        if variant:
+            cfg.replace(**variant)
+            label = variant_text(variant)
+    except ConfigError as e:
+        errors.append(f"The variant is not used: {e}.")
+        variant = {}
+    return Settings(config=cfg, preset=ss.get("preset", DEFAULT_PRESET), variant=variant, variant_label=label,
+                    errors=errors)
+
+def accept(settings: Settings) -> None:
+    """The config ran: remember it as the last good one and clear one-shot messages."""
+    st.session_state["last_good"] = settings.config.to_json()
+
