@@ -177,10 +177,13 @@ def _is_training_view(view: str) -> bool:
     return "train" in str(view).lower()
 
 
-def view_figures_of(config, progress=None) -> dict[str, dict[str, go.Figure]]:
+def view_figures_of(config, progress=None, *, variant: dict | None = None,
+                    variant_label: str = "") -> dict[str, dict[str, go.Figure]]:
     """Every view's figures of ``config``: {file-safe view name: {file-safe figure name: figure}}.
 
-    Runs ``run_experiment`` for each cell of ``config.cells``; the training view only if
+    Runs ``run_experiment`` for each cell of ``config.cells`` (and, with ``variant``, for each cell of
+    ``config.replace(**variant)``, keyed "cell · variant_label" and drawn beside it as the dashboard does);
+    the training view only if
     ``config.train_steps > 0`` (each cell trained for ``train_steps`` steps by ``analysis.training.Trainer``;
     its ``history()`` per cell is passed as ``histories``). A bad config raises ConfigError before any work.
     """
@@ -191,7 +194,11 @@ def view_figures_of(config, progress=None) -> dict[str, dict[str, go.Figure]]:
     if config.train_steps > 0:
         from ..training import Trainer
         trainers = {cell: Trainer(config.for_cell(cell)) for cell in config.cells}  # bad settings fail here
-    steps = len(config.cells) * (2 if trainers else 1)
+    runs = [(cell, config.for_cell(cell)) for cell in config.cells]
+    if variant:
+        other = config.replace(**variant)  # a bad variant fails here
+        runs += [(f"{cell} · {variant_label}", other.for_cell(cell)) for cell in other.cells]
+    steps = len(runs) + (len(trainers) if trainers else 0)
     done = 0
 
     def tick(msg):
@@ -199,9 +206,9 @@ def view_figures_of(config, progress=None) -> dict[str, dict[str, go.Figure]]:
             progress(done / steps, msg)
 
     results = {}
-    for cell in config.cells:
-        tick(f"analysing {cell} ({done + 1}/{steps})")
-        results[cell] = run_experiment(config.for_cell(cell))
+    for key, cfg in runs:
+        tick(f"analysing {key} ({done + 1}/{steps})")
+        results[key] = run_experiment(cfg)
         done += 1
     histories = None
     if trainers is not None:
