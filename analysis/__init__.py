@@ -1,5 +1,7 @@
 """analysis: what we measure (gradient norms, Jacobian products, spectra, training); never imports Streamlit."""
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it, gdlab --version and the dashboard show it
+
 from .config import ExperimentConfig
 from .experiment import ExperimentResult, run_comparison, run_experiment
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "run_comparison"]
+__all__ = ["__version__", "ExperimentConfig", "ExperimentResult", "run_experiment", "run_comparison"]

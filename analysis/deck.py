@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 
 import plotly.graph_objects as go
@@ -246,6 +247,9 @@ def write_deck(config, path: str, *, preset: str | None = None, variant: dict | 
     the deck to ``path`` and return it. The analysis is the first 30 % of ``progress``, the slides the rest."""
     if not str(path).lower().endswith(".pptx"):
         raise ValueError(f"--pptx {path!r}: the file name must end in .pptx")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError(f"--pptx {path!r}: the folder {folder!r} does not exist or is not writable")
     title, lines = heading(config, preset, variant)  # a bad preset fails before any work
     ok, hint = export_available()
     if not ok:
