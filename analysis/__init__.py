@@ -3,5 +3,8 @@ __version__ = "0.1.0"  # the one place: pyproject.toml reads it, gdlab --version
 
 from .config import ExperimentConfig
 from .experiment import ExperimentResult, run_comparison, run_experiment
+from .own_model import analyze  # noqa: E402
+from .sweep import sweep  # noqa: E402 - the function; its helpers live in the module analysis.sweep
 
-__all__ = ["__version__", "ExperimentConfig", "ExperimentResult", "run_experiment", "run_comparison"]
+__all__ = ["__version__", "ExperimentConfig", "ExperimentResult", "run_experiment", "run_comparison", "sweep",
+           "analyze"]

@@ -4,6 +4,7 @@
     train    train step by step, printing one line per step; --json PATH writes the history
     export   the dashboard's figures of one configuration as PNG/SVG/PDF + CSV/JSON + a zip, into --out DIR,
              and/or a slide deck (--pptx FILE.pptx); a progress bar on stderr
+    sweep    one or two settings (--vary FIELD=SPEC) over seeds, locally or on Ray (see analysis/sweep.py)
 
 Flags are built from ``ExperimentConfig``'s fields (``--seq-len`` for ``seq_len``); ``--config FILE`` reads a
 JSON config (or a result file), ``--preset NAME`` starts from a preset; flags given on the line override
@@ -26,7 +27,7 @@ from rnn_models.config import ConfigError
 from .config import ExperimentConfig
 
 # flag names fixed by the contract where they differ from the field names
-RENAMES = {"state_dict_path": "load-state-dict", "inputs_path": "inputs"}
+RENAMES = {"state_dict_path": "load-state-dict", "inputs_path": "inputs", "targets_path": "targets", "h0_path": "h0"}
 CHOICES = {
     "cell": ("rnn", "lstm", "gru"), "activation": ("tanh", "relu", "sigmoid", "linear"),
     "init": ("default", "xavier", "orthogonal", "identity", "spectral", "chrono"),
@@ -64,6 +65,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", dest="config_file", default=None, help="JSON config; flags override it")
     p.add_argument("--preset", dest="preset", default=None, metavar="NAME",
                    help="start from a preset's settings (analysis.presets); --config and flags override it")
+    p.add_argument("--no-limits", action="store_true",
+                   help="skip the cost check (GDLAB_MAX_MEMORY_MB / GDLAB_MAX_GFLOP, see analysis/limits.py)")
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -79,10 +82,11 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                 base.update(ExperimentConfig.from_json(fh.read()).to_dict())
         except OSError as e:
             raise ConfigError(f"--config {args.config_file}: {e.strerror}") from None
-    for f in dataclasses.fields(ExperimentConfig):
-        v = getattr(args, f.name)
-        if v is not None:
-            base[f.name] = v
+    given = {f.name for f in dataclasses.fields(ExperimentConfig) if getattr(args, f.name) is not None}
+    base.update({f: getattr(args, f) for f in given})
+    if base.get("state_dict_path") and base.get("task", "random") == "random":
+        from .own_files import reconcile  # flags that contradict the file: one line naming both values
+        base = reconcile(base, given)
     return ExperimentConfig.from_dict(base)
 
 
@@ -218,12 +222,24 @@ def build_parser(prog: str = "python -m analysis") -> argparse.ArgumentParser:
     p_exp.add_argument("--formats", default="png,svg,pdf,csv,json", help="comma-separated: png,svg,pdf,csv,json")
     p_exp.add_argument("--pptx", default=None, metavar="FILE.pptx",
                        help="write a slide deck: a title slide, then one 16:9 slide per figure of every view")
+    from .sweep_cli import add_sweep_parser
+    add_sweep_parser(sub, add_config_flags)
     return parser
+
+
+def cmd_sweep(args) -> int:
+    from .sweep_cli import cmd_sweep as sweep
+    return sweep(args, config_from_args, _write_atomic)
+
+
+COMMANDS["sweep"] = cmd_sweep
 
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; bad input -> one line on stderr and status 2."""
     try:
+        from . import limits
+        limits.configure(limits.Limits(None, None, "--no-limits") if args.no_limits else None)
         return COMMANDS[args.command](args)
     except (ConfigError, ValueError, RuntimeError) as e:  # RuntimeError: ExportUnavailable, render errors
         msg = " ".join(str(e).split())

@@ -10,7 +10,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, fields
 
-from rnn_models.config import CELLS, ConfigError, ModelConfig, check_choice, check_float, check_int
+from rnn_models.config import (CELLS, MAX_LAYERS, ConfigError, ModelConfig, check_bool, check_choice, check_float,
+                                check_int, shown)
 
 TASK_NAMES = ("random", "adding", "copy", "temporal-order", "charlm")
 DTYPES = ("float32", "float64")
@@ -21,6 +22,21 @@ CLIP_MODES = ("none", "norm", "value")
 TEXTS = ("shipped", "hello")
 MAX_SEQ_LEN = 100_000
 MAX_BATCH = 4096
+
+
+def check_own_model_fields(c) -> None:
+    """The own-model fields: names are plain module names, and they need the file they name things in."""
+    for name in ("module", "readout", "embedding"):
+        v = getattr(c, name)
+        if v is not None and (not isinstance(v, str) or not all(p.isidentifier() for p in v.split("."))):
+            raise ConfigError(f"{name}={v!r} must be a module name inside the state_dict (like rnn or model.decoder)")
+        if v is not None and not c.state_dict_path:
+            raise ConfigError(f"{name}={v!r} names a module of a state_dict file: give state_dict_path too")
+    check_bool("batch_first", c.batch_first)
+    if c.targets_path and not c.readout:
+        raise ConfigError("targets_path needs readout (the nn.Linear whose outputs the targets score)")
+    if c.readout and not c.targets_path:
+        raise ConfigError(f"readout={c.readout!r} needs targets_path (class ids -> cross-entropy, floats -> MSE)")
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,10 @@ class ExperimentConfig:
     ``jacobian_batch`` sequences analysed for Jacobians (0 = the whole batch); ``n_singular`` top singular
     values kept per lag; ``horizon_threshold`` for the memory horizon; ``lyapunov_k`` exponents;
     ``truncate`` the truncated-BPTT window k (0 = full backpropagation).
+    Your own model (see ``analysis.own_model``): ``module`` the recurrent module's name in a whole model's
+    state_dict, ``readout`` / ``embedding`` an nn.Linear / nn.Embedding in the same file, ``targets_path`` the
+    readout's targets (ids -> cross-entropy, floats -> MSE), ``h0_path`` the initial state, ``batch_first`` inputs
+    (B, T, I).
     Training: ``optimizer``, ``lr``, ``clip`` none | norm | value, ``clip_threshold``, ``train_steps``.
     """
 
@@ -63,6 +83,13 @@ class ExperimentConfig:
     text: str = "shipped"
     inputs_path: str | None = None
     state_dict_path: str | None = None
+    # your own model (analysis/own_model.py): names inside the state_dict file, targets and h0 files
+    module: str | None = None
+    readout: str | None = None
+    embedding: str | None = None
+    targets_path: str | None = None
+    h0_path: str | None = None
+    batch_first: bool = False
     # analysis
     loss_steps: str = "auto"
     layer: int = -1
@@ -85,7 +112,7 @@ class ExperimentConfig:
             object.__setattr__(self, "compare", tuple(self.compare.split(",")) if isinstance(self.compare, str)
                                else tuple(self.compare))
         if not isinstance(self.compare, tuple) or len(self.compare) > 3 or len(set(self.compare)) != len(self.compare):
-            raise ConfigError(f"compare={self.compare!r} must list up to 3 different cells of rnn, lstm, gru")
+            raise ConfigError(f"compare={shown(self.compare)} must list up to 3 different cells of rnn, lstm, gru")
         for c in self.compare:
             check_choice("compare", c, CELLS)
         if self.input_size is not None:
@@ -100,12 +127,14 @@ class ExperimentConfig:
         check_int("seed", self.seed, 0, 2**31 - 1)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("text", self.text, TEXTS)
-        for name in ("inputs_path", "state_dict_path"):
+        for name in ("inputs_path", "state_dict_path", "targets_path", "h0_path"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v.strip()):
-                raise ConfigError(f"{name}={v!r} must be a file path (a non-empty string) or null")
+                raise ConfigError(f"{name}={shown(v)} must be a file path (a non-empty string) or null")
+        check_own_model_fields(self)
         check_choice("loss_steps", self.loss_steps, LOSS_STEPS)
-        check_int("layer", self.layer, -self.num_layers, self.num_layers - 1)
+        L = self.num_layers if not self.state_dict_path else MAX_LAYERS  # the file decides; checked once read
+        check_int("layer", self.layer, -L, L - 1)
         check_choice("jacobian_lags", self.jacobian_lags, LAG_MODES)
         check_int("num_log_lags", self.num_log_lags, 2, 10_000)
         check_int("jacobian_batch", self.jacobian_batch, 0, MAX_BATCH)
@@ -160,18 +189,47 @@ class ExperimentConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ConfigError(f"unknown config field {unknown[0]!r}: allowed fields are {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown config field {shown(unknown[0])}: allowed fields are {', '.join(sorted(names))}")
         try:
             return cls(**d)
-        except TypeError as e:  # pragma: no cover - dataclass signature errors
-            raise ConfigError(str(e)) from None
+        except TypeError as e:  # a value of a type the checks did not expect (e.g. a list where a number goes)
+            raise ConfigError(f"a config field has the wrong type: {shown(str(e), 120)}") from None
 
     @classmethod
     def from_json(cls, text: str) -> "ExperimentConfig":
+        """Parse a JSON config (or a result file's "config"). Hostile text gets one line: over MAX_JSON_CHARS,
+        nesting too deep, a 5000-digit number, NaN/Infinity, or a key given twice are refused."""
+        if len(text) > MAX_JSON_CHARS:
+            raise ConfigError(f"config is {len(text):,} characters long: a config file is at most "
+                              f"{MAX_JSON_CHARS:,} characters")
         try:
-            d = json.loads(text)
+            d = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"config is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+            raise ConfigError(f"config is not valid JSON: {shown(e.msg, 80)} at line {e.lineno} column {e.colno}") \
+                from None
+        except RecursionError:
+            raise ConfigError("config is nested too deeply: a config is one JSON object of fields") from None
+        except ValueError as e:  # a number too long to read (Python's int digit limit), a key given twice, NaN
+            msg = str(e)
+            if "digits" in msg and "limit" in msg:
+                msg = "a number in it has thousands of digits: give each field a value in its range"
+            raise ConfigError(f"config: {msg[:160]}") from None
         if isinstance(d, dict) and "config" in d and isinstance(d["config"], dict) and "cell" in d["config"]:
             d = d["config"]  # a result file: take its config
         return cls.from_dict(d)
+
+
+MAX_JSON_CHARS = 1_000_000  # a result file with its arrays fits; a config is ~1 kB
+
+
+def _unique_keys(pairs: list) -> dict:
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"field {shown(k)} is given twice")
+        d[k] = v
+    return d
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number a config accepts: give a finite value")

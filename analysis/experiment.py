@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,28 +18,14 @@ from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork, Run, infer_config_from_torch_state_dict
 
 from .config import ExperimentConfig
-from .gradients import GradientResult, gradient_norms, log_grad_norm_chain, probe_loss
+from .gradients import (GradientResult, _underflow_floor, gradient_norms, log_grad_norm_chain,
+                        log_grad_norm_chain_stacked, probe_loss)
 from .jacobians import JacobianResult, jacobian_products, report_lags
+from .progress import Progress, Reporter, reporter
 from .spectra import weight_spectra
 from .tasks import TaskBatch, TaskSpec, load_inputs, make_batch, random_readout, task_spec
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch ops on one intra-op thread, restoring the previous setting.
-
-    The time loop is many small sequential ops: on this 2-core machine two OpenMP threads gave no gain when idle
-    and stalled 10-50x when the other core was busy (measured in benchmarks/); the spectra still use both cores
-    through the thread pool in ``jacobians._svdvals``.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class TaskModel(nn.Module):
@@ -51,18 +36,12 @@ class TaskModel(nn.Module):
 
     def __init__(self, config: ExperimentConfig, spec: TaskSpec, input_size: int):
         super().__init__()
+        # parameters are created in the experiment's dtype (no float32 rounding of float64 initial values) by
+        # passing dtype= explicitly: torch.set_default_dtype is process-wide and would leak into other sessions
         dtype = DTYPES[config.dtype]
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)  # parameters are created in the experiment's dtype (no float32 rounding)
-        try:
-            self._build(config, spec, input_size)
-        finally:
-            torch.set_default_dtype(previous)
-
-    def _build(self, config: ExperimentConfig, spec: TaskSpec, input_size: int) -> None:
-        self.net = RecurrentNetwork(config.model_config(input_size))
+        self.net = RecurrentNetwork(config.model_config(input_size), dtype=dtype)
         D = 2 if config.bidirectional else 1
-        self.readout = nn.Linear(D * config.hidden_size, spec.output_size)
+        self.readout = nn.Linear(D * config.hidden_size, spec.output_size, dtype=dtype)
         gen = torch.Generator().manual_seed(config.seed + 1)
         with torch.no_grad():
             if spec.kind == "probe":
@@ -112,24 +91,15 @@ def build_batch(config: ExperimentConfig) -> TaskBatch:
 def resolve(config: ExperimentConfig) -> tuple[ExperimentConfig, TaskBatch, dict | None]:
     """Fill in what the data and a loaded state_dict decide; returns (resolved config, batch, state_dict)."""
     sd = None
-    if config.state_dict_path:
-        try:
-            sd = torch.load(config.state_dict_path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ConfigError(f"state_dict_path={config.state_dict_path!r}: no such file") from None
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
-            raise ConfigError(f"state_dict_path={config.state_dict_path!r} is not a torch state_dict file: "
-                              f"{type(e).__name__}") from None
-        if not isinstance(sd, dict):
-            raise ConfigError(f"state_dict_path={config.state_dict_path!r} holds a {type(sd).__name__}, "
-                              "not a state_dict")
-        try:
-            arch = infer_config_from_torch_state_dict(sd)
-        except ValueError as e:
-            raise ConfigError(f"state_dict_path: {e}") from None
-        if config.layer_norm or config.peephole:
-            raise ConfigError("layer_norm and peephole must be off with state_dict_path: torch.nn models have neither")
-        config = config.replace(**arch)
+    if config.state_dict_path:  # a trained recurrent module on one of the tasks (its readout starts untrained)
+        from .own_files import fill_from_file, read_file, read_state_dict
+        if config.readout or config.embedding or config.targets_path or config.h0_path or config.batch_first:
+            raise ConfigError(f"readout, embedding, targets, h0 and batch_first work with task 'random' (your own "
+                              f"inputs and loss); got task={config.task!r}")
+        where = f"state_dict_path={config.state_dict_path!r}"
+        config, fm = fill_from_file(config, read_state_dict(read_file(config.state_dict_path, "state_dict_path"),
+                                                            where), where)
+        sd = fm.rnn
     batch = build_batch(config)
     T = batch.inputs.shape[0]
     config = config.replace(input_size=batch.spec.input_size, seq_len=T, batch_size=batch.inputs.shape[1])
@@ -157,7 +127,12 @@ class ExperimentResult:
 
     @property
     def nonfinite(self) -> dict | None:
-        return self.grad.nonfinite or self.jac.nonfinite
+        return self.grad.nonfinite or (self.jac.nonfinite if self.jac is not None else None)
+
+    @property
+    def complete(self) -> bool:
+        """False for a ``only="gradients"`` result (no Jacobian products, no memory horizon)."""
+        return self.jac is not None
 
     def to_dict(self) -> dict:
         return result_to_dict(self)
@@ -208,59 +183,100 @@ def _gates(run, T: int) -> dict[str, np.ndarray]:
     return {k: v[:, 0].double().numpy() for k, v in g.items() if k in ("i", "f", "g", "o", "r", "z", "n")}
 
 
-def run_experiment(config: ExperimentConfig) -> ExperimentResult:
-    """Analyse one configuration (see the module docstring). Raises ConfigError for bad input."""
-    with one_thread():
-        return _run_experiment(config)
+ONLY = (None, "all", "gradients")
 
 
-def _run_experiment(config: ExperimentConfig) -> ExperimentResult:
+def _check_only(only) -> None:
+    if only not in ONLY:
+        raise ConfigError(f"only={only!r} must be None (everything), 'all' or 'gradients'")
+
+
+def run_experiment(config: ExperimentConfig, *, progress: Progress | Reporter | None = None,
+                   only: str | None = None) -> ExperimentResult:
+    """Analyse one configuration (see the module docstring). Raises ConfigError for bad input.
+
+    progress  optional ``Progress`` callback ``(fraction, what)``; if it raises ``analysis.progress.Cancelled``
+              the run stops there and the exception propagates (nothing is returned).
+    only      None / "all": everything; "gradients": the forward/backward pass, ||dL/dh_t|| (and the truncated
+              comparison), W_hh spectra and gate activity, leaving ``jac``, ``jac_backward`` and
+              ``memory_horizon`` None (``result.complete`` is False): what the gradient-flow view needs, at about
+              the cost of one forward+backward pass.
+    """
+    _check_only(only)
+    from .limits import check
+    check(config, only=only)  # LimitExceeded (a ConfigError) before anything is allocated
+    return _run_experiment(config, reporter(progress), only)
+
+
+def _run_experiment(config: ExperimentConfig, rep: Reporter, only: str | None = None) -> ExperimentResult:
     t0 = time.perf_counter()
+    if config.state_dict_path and config.task == "random":  # a user's model, its readout, targets and h0
+        from .own_model import run_files
+        return run_files(config, rep, only)
+    rep(0.0, "building the model and the data", force=True)
     config, batch, sd = resolve(config)
     dtype = DTYPES[config.dtype]
     model = TaskModel(config, batch.spec, config.input_size).to(dtype)
     if sd is not None:
         model.net.load_torch_state_dict(sd)
+    return analyse_model(config, batch, model, t0=t0, rep=rep, only=only)
+
+
+def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, *, loss_fn=None, initial=None,
+                  notes: tuple[str, ...] = (), t0: float | None = None, rep: Reporter | None = None,
+                  only: str | None = None) -> ExperimentResult:
+    """The analysis of a built model: ``model(x, views=, initial=, detach_every=) -> (Trace, y)`` with ``.net``.
+
+    ``loss_fn(y)`` -> the loss, per sequence (B,) or a scalar (default: the task's ``probe_loss``); ``initial``
+    the initial states per layer and direction (default zeros); ``notes`` go first in the result's notes.
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    rep = rep or reporter(None)
     loss_steps = batch.spec.loss_steps if config.loss_steps == "auto" else config.loss_steps
+    loss_fn = loss_fn or (lambda y: probe_loss(batch, y, loss_steps))
     a = config.analysed_layer
     t1 = time.perf_counter()
+    grads_only = only == "gradients"
+    rep(0.02, "forward and backward pass: ||dL/dh_t||", force=True)
     with torch.enable_grad():
-        trace, y = model(batch.inputs, views=True)
-        probe = probe_loss(batch, y, loss_steps)
+        trace, y = model(batch.inputs, views=True, initial=initial)
+        probe = loss_fn(y)
         grad = gradient_norms(trace, probe, a)
         truncated = None
         if config.truncate:
             # truncated BPTT: the same loss with the recurrent gradient cut every k steps
-            tr_k, y_k = model(batch.inputs, views=True, detach_every=config.truncate)
-            truncated = gradient_norms(tr_k, probe_loss(batch, y_k, loss_steps), a)
+            tr_k, y_k = model(batch.inputs, views=True, initial=initial, detach_every=config.truncate)
+            truncated = gradient_norms(tr_k, loss_fn(y_k), a)
     t2 = time.perf_counter()
     T = batch.inputs.shape[0]
-    underflow_note = None
-    if loss_steps == "last" and a == config.num_layers - 1 and not config.bidirectional:
-        # exact log-space ||dL/dh_t|| (backprop underflows in float32 on long sequences)
-        logs = log_grad_norm_chain(_detached(trace.runs[a][0]), grad.last_state_grad)  # (T, B)
-        grad.log10_grad_norm = logs.mean(1).numpy()
-        grad.method = "backprop; log10 from the renormalized chain dL/dstate_{t-1} = dL/dstate_t J_t"
-    elif bool((grad.grad_norm == 0).any()) and not config.truncate:
-        zero_t = int(np.nonzero(grad.grad_norm == 0)[0].max())
-        underflow_note = (f"||dL/dh_t|| is 0 in {config.dtype} backpropagation for t <= {zero_t}: it underflowed or the "
-               "flow is cut (dead units); the exact log-space chain covers final-step losses on the last layer")
+    underflow_note = _exact_log_grad_norms(config, trace, grad, loss_steps, a)
+    grad.state_grads = None
+    if truncated is not None:
+        truncated.state_grads = None
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
     runs = [[_detached(r) for r in layer] for layer in trace.runs]
-    jac = jacobian_products(runs[a][0], lags=lags, batch=config.jacobian_batch, n_singular=config.n_singular,
-                            lyapunov_k=config.lyapunov_k)
-    jac_b = None
-    if config.bidirectional:
-        jac_b = jacobian_products(runs[a][1], lags=lags, batch=config.jacobian_batch,
-                                  n_singular=config.n_singular, lyapunov_k=config.lyapunov_k)
+    jac = jac_b = None
+    if not grads_only:
+        # the Jacobian products dominate the cost: they get most of the bar (the backward direction its half)
+        hi = 0.95
+        mid = (0.15 + hi) / 2 if config.bidirectional else hi
+        jac = jacobian_products(runs[a][0], lags=lags, batch=config.jacobian_batch, n_singular=config.n_singular,
+                                lyapunov_k=config.lyapunov_k, progress=rep.stage(0.15, mid))
+        if config.bidirectional:
+            jac_b = jacobian_products(runs[a][1], lags=lags, batch=config.jacobian_batch,
+                                      n_singular=config.n_singular, lyapunov_k=config.lyapunov_k,
+                                      progress=rep.stage(mid, hi, "backward direction: "))
+    rep(0.96, "W_hh spectra and gate activity", force=True)
     t3 = time.perf_counter()
     cell = model.net.layers[a][0]
     gates = _gates(runs[a][0], T)
     hidden = torch.stack([s[0][0] for s in runs[a][0].states[1:]]).double().numpy()  # (T, H)
-    notes = config.model_config(config.input_size).inapplicable()
+    notes = list(notes) + config.model_config(config.input_size).inapplicable()
     if underflow_note:
         notes.append(underflow_note)
-    if jac.method != "closed-form":
+    if grads_only:
+        notes.append("gradients only: the Jacobian products, spectra per lag and memory horizon were not computed")
+    elif jac.method != "closed-form":
         notes.append("per-step Jacobians by autograd (vmap jacrev): layer norm has no closed form here; exact, slower")
     if config.jacobian_batch and config.jacobian_batch < config.batch_size:
         notes.append(f"Jacobian spectra over the first {jac.batch_analysed} of {config.batch_size} sequences")
@@ -270,16 +286,76 @@ def _run_experiment(config: ExperimentConfig) -> ExperimentResult:
         config=config, spec=batch.spec, grad=grad, truncated=truncated, jac=jac, jac_backward=jac_b,
         spectra=weight_spectra(cell, config.cell), gates=gates, hidden=hidden,
         saturation=_saturation(config, gates, hidden),
-        memory_horizon=_memory_horizon(jac, config.horizon_threshold), notes=notes,
+        memory_horizon=None if jac is None else _memory_horizon(jac, config.horizon_threshold), notes=notes,
     )
     res.timings = {"setup_s": t1 - t0, "gradients_s": t2 - t1, "jacobians_s": t3 - t2,
                    "total_s": time.perf_counter() - t0}
+    rep(1.0, "done", force=True)
     return res
 
 
-def run_comparison(config: ExperimentConfig) -> dict[str, ExperimentResult]:
-    """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell."""
-    return {cell: run_experiment(config.for_cell(cell)) for cell in config.cells}
+def _exact_log_grad_norms(config: ExperimentConfig, trace, grad: GradientResult, loss_steps: str,
+                          a: int) -> str | None:
+    """Make ||dL/dh_t|| exact where float backprop underflows (sets grad.log10_grad_norm, and grad_norm / band
+    from it); returns a note when it cannot (the values then are marked: NaN below the float's safe range).
+
+    A final-step loss on a unidirectional stack: backprop where every sequence's norm is far above underflow,
+    below that the renormalized vector-Jacobian chain (log_grad_norm_chain / _stacked), exact in log space.
+    """
+    T = len(grad.grad_norm)
+    dtype = DTYPES[config.dtype]
+    chain_ok = loss_steps == "last" and not config.bidirectional and not config.truncate
+    logs = None
+    if chain_ok and a == config.num_layers - 1:
+        logs = log_grad_norm_chain(_detached(trace.runs[a][0]), grad.last_state_grad, grad.state_grads)  # (T, B)
+    elif chain_ok:
+        safe = bool((torch.linalg.vector_norm(grad.state_grads.double(), dim=-1) > _underflow_floor(dtype)).all())
+        if safe:
+            logs = torch.log10(torch.linalg.vector_norm(grad.state_grads[..., :config.hidden_size].double(), dim=-1))
+        else:
+            top = trace.runs[-1][0]
+            v_last = torch.cat([grad.top_last_grad] + [torch.zeros_like(grad.top_last_grad)] * (len(top.states[0]) - 1),
+                               -1)  # (B, S): the loss reads h^{L-1}_{T-1} only, so dL/dc_{T-1} = 0
+            logs = log_grad_norm_chain_stacked([_detached(trace.runs[l][0]) for l in range(a, config.num_layers)],
+                                               v_last)
+    if logs is not None:
+        grad.log10_grad_norm = logs.mean(1).numpy()  # (T,) log10 of the geometric mean over the batch
+        grad.grad_norm = np.power(10.0, grad.log10_grad_norm)
+        grad.grad_norm_band = torch.quantile(torch.pow(10.0, logs), torch.tensor([0.1, 0.9], dtype=logs.dtype),
+                                             dim=1).numpy()
+        grad.method = ("backprop; log10 exact: backprop where far from underflow, below that the renormalized chain "
+                       "dL/dstate_{t-1} = dL/dstate_t J_t (vector-Jacobian products)")
+        return None
+    # not a single chain (losses at every step, bidirectional, truncated): mark what float cannot represent
+    norms = torch.linalg.vector_norm(grad.state_grads[..., :config.hidden_size].double(), dim=-1)  # (T, B)
+    unsafe = ~(norms > _underflow_floor(dtype)).all(1)
+    if config.truncate or not bool(unsafe.any()):
+        return None
+    t_u = int(unsafe.nonzero().max())
+    grad.grad_norm = grad.grad_norm.copy()
+    grad.grad_norm[: t_u + 1] = np.nan
+    grad.grad_norm_band = grad.grad_norm_band.copy()
+    grad.grad_norm_band[:, : t_u + 1] = np.nan
+    grad.underflow_t = t_u
+    return (f"||dL/dh_t|| for t <= {t_u} is not shown: some sequence's gradient fell below "
+            f"{_underflow_floor(dtype):.0e}, where {config.dtype} backprop underflows (0 or inexact); the exact "
+            "log-space chain covers final-step losses on unidirectional stacks")
+
+
+def run_comparison(config: ExperimentConfig, *, progress: Progress | Reporter | None = None,
+                   only: str | None = None) -> dict[str, ExperimentResult]:
+    """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell.
+
+    ``progress`` and ``only`` as in ``run_experiment``; the bar is split evenly over the cells.
+    """
+    _check_only(only)
+    rep = reporter(progress)
+    cells = config.cells
+    out = {}
+    for i, cell in enumerate(cells):
+        stage = rep.stage(i / len(cells), (i + 1) / len(cells), f"{cell.upper()} · ")
+        out[cell] = run_experiment(config.for_cell(cell), progress=stage, only=only)
+    return out
 
 
 def _detached(run: Run) -> Run:
@@ -329,13 +405,13 @@ def result_to_dict(r: ExperimentResult) -> dict:
     else:
         radius = {k: v["spectral_radius"] for k, v in spectra.items()}
     cell_flow = None
-    if c.cell == "lstm":
+    if c.cell == "lstm" and r.jac is not None:
         cell_flow = {"full": _pow10(r.jac.cell_full), "carousel": _pow10(r.jac.cell_carousel),
                      "log10_full": _list(r.jac.cell_full), "log10_carousel": _list(r.jac.cell_carousel),
                      "note": "full = ||dc_{T-1}/dc_{T-1-k}||_2 (every path); carousel = ||prod diag(f)||_2 "
                              "(the forget-gate path alone)"}
     gate_flow = None
-    if c.cell == "gru":
+    if c.cell == "gru" and r.jac is not None:
         gate_flow = {"update_gate_path": _pow10(r.jac.update_gate_path),
                      "log10_update_gate_path": _list(r.jac.update_gate_path),
                      "note": "||prod diag(z)||_2: the path through the update gate alone"}
@@ -349,12 +425,13 @@ def result_to_dict(r: ExperimentResult) -> dict:
         "log10_grad_norm": _list(r.grad.log10_grad_norm if r.grad.log10_grad_norm is not None
                                  else np.log10(np.asarray(r.grad.grad_norm, dtype=float))),
         "grad_norm_method": r.grad.method,
+        "grad_norm_underflow_t": r.grad.underflow_t,
         "grad_norm_band": {"p10": _list(r.grad.grad_norm_band[0]), "p90": _list(r.grad.grad_norm_band[1])},
         "grad_norm_per_layer": [_list(row) for row in r.grad.per_layer],
         "grad_norm_per_direction": [_list(row) for row in r.grad.per_direction],
         "cell_grad_norm": _list(r.grad.cell_grad_norm),
         "grad_norm_truncated": _list(r.truncated.grad_norm) if r.truncated is not None else None,
-        "jacobian": _jac_dict(r.jac),
+        "jacobian": _jac_dict(r.jac) if r.jac is not None else None,
         "jacobian_backward": _jac_dict(r.jac_backward) if r.jac_backward is not None else None,
         "cell_flow": cell_flow,
         "gate_flow": gate_flow,

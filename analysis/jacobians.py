@@ -160,12 +160,13 @@ def _reliable(log_min: np.ndarray, log_max: np.ndarray, floor: float) -> np.ndar
 
 @torch.no_grad()
 def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: int = 8,
-                      lyapunov_k: int = 8) -> JacobianResult:
+                      lyapunov_k: int = 8, progress=None) -> JacobianResult:
     """Spectra of d state_{T-1}/d state_{T-1-k} at the given lags for one layer and direction (processing order).
 
     batch       number of sequences analysed (0 = all)
     n_singular  top singular values kept per lag
     lyapunov_k  Lyapunov exponents computed (0 = none)
+    progress    optional ``analysis.progress.Progress`` (fraction of the lags done, what); may raise Cancelled
     """
     cell = run.cell
     T = len(run.xp)
@@ -239,6 +240,8 @@ def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
             if k >= max_lag:
                 break
         t_hi = t_lo - 1
+        if progress is not None:
+            progress(k / max(1, max_lag), f"Jacobian products, lag {k}/{max_lag}")
 
     res = JacobianResult(
         lag=lag_set,

@@ -37,11 +37,11 @@ class LayerNorm(nn.Module):
     to every pre-activation changes nothing.
     """
 
-    def __init__(self, n: int, eps: float = 1e-5):
+    def __init__(self, n: int, eps: float = 1e-5, dtype: torch.dtype | None = None):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(n))
-        self.bias = nn.Parameter(torch.zeros(n))
+        self.weight = nn.Parameter(torch.ones(n, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(n, dtype=dtype))
 
     def forward(self, a: Tensor) -> Tensor:
         return F.layer_norm(a, a.shape[-1:], self.weight, self.bias, self.eps)
@@ -121,16 +121,17 @@ class RNNCell(_Cell):
     Shapes: x_t (B, I) -> state (h_t,), h_t (B, H).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, activation: str = "tanh", layer_norm: bool = False):
+    def __init__(self, input_size: int, hidden_size: int, activation: str = "tanh", layer_norm: bool = False,
+                 dtype: torch.dtype | None = None):
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
         self.activation, self.layer_norm = activation, layer_norm
         activation_and_derivative(activation, torch.zeros(1))  # validates the name
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(hidden_size))
-        self.bias_hh = nn.Parameter(torch.empty(hidden_size))
-        self.ln = LayerNorm(hidden_size) if layer_norm else None
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, dtype=dtype))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, dtype=dtype))
+        self.bias_ih = nn.Parameter(torch.empty(hidden_size, dtype=dtype))
+        self.bias_hh = nn.Parameter(torch.empty(hidden_size, dtype=dtype))
+        self.ln = LayerNorm(hidden_size, dtype=dtype) if layer_norm else None
         bound = 1 / math.sqrt(hidden_size)
         for p in (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh):
             nn.init.uniform_(p, -bound, bound)
@@ -188,23 +189,25 @@ class LSTMCell(_Cell):
 
     state_names = ("h", "c")
 
-    def __init__(self, input_size: int, hidden_size: int, peephole: bool = False, layer_norm: bool = False):
+    def __init__(self, input_size: int, hidden_size: int, peephole: bool = False, layer_norm: bool = False,
+                 dtype: torch.dtype | None = None):
         super().__init__()
         H = hidden_size
         self.input_size, self.hidden_size = input_size, hidden_size
         self.peephole, self.layer_norm = peephole, layer_norm
-        self.weight_ih = nn.Parameter(torch.empty(4 * H, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(4 * H, H))
-        self.bias_ih = nn.Parameter(torch.empty(4 * H))
-        self.bias_hh = nn.Parameter(torch.empty(4 * H))
+        self.weight_ih = nn.Parameter(torch.empty(4 * H, input_size, dtype=dtype))
+        self.weight_hh = nn.Parameter(torch.empty(4 * H, H, dtype=dtype))
+        self.bias_ih = nn.Parameter(torch.empty(4 * H, dtype=dtype))
+        self.bias_hh = nn.Parameter(torch.empty(4 * H, dtype=dtype))
         params = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
         if peephole:
-            self.weight_ci = nn.Parameter(torch.empty(H))
-            self.weight_cf = nn.Parameter(torch.empty(H))
-            self.weight_co = nn.Parameter(torch.empty(H))
+            self.weight_ci = nn.Parameter(torch.empty(H, dtype=dtype))
+            self.weight_cf = nn.Parameter(torch.empty(H, dtype=dtype))
+            self.weight_co = nn.Parameter(torch.empty(H, dtype=dtype))
             params += [self.weight_ci, self.weight_cf, self.weight_co]
         if layer_norm:
-            self.ln_ih, self.ln_hh, self.ln_c = LayerNorm(4 * H), LayerNorm(4 * H), LayerNorm(H)
+            self.ln_ih, self.ln_hh, self.ln_c = (LayerNorm(4 * H, dtype=dtype), LayerNorm(4 * H, dtype=dtype),
+                                                  LayerNorm(H, dtype=dtype))
         bound = 1 / math.sqrt(H)
         for p in params:
             nn.init.uniform_(p, -bound, bound)
@@ -287,16 +290,17 @@ class GRUCell(_Cell):
     Shapes: x_t (B, I) -> state (h_t,), h_t (B, H).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, layer_norm: bool = False):
+    def __init__(self, input_size: int, hidden_size: int, layer_norm: bool = False,
+                 dtype: torch.dtype | None = None):
         super().__init__()
         H = hidden_size
         self.input_size, self.hidden_size, self.layer_norm = input_size, hidden_size, layer_norm
-        self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(3 * H, H))
-        self.bias_ih = nn.Parameter(torch.empty(3 * H))
-        self.bias_hh = nn.Parameter(torch.empty(3 * H))
+        self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size, dtype=dtype))
+        self.weight_hh = nn.Parameter(torch.empty(3 * H, H, dtype=dtype))
+        self.bias_ih = nn.Parameter(torch.empty(3 * H, dtype=dtype))
+        self.bias_hh = nn.Parameter(torch.empty(3 * H, dtype=dtype))
         if layer_norm:
-            self.ln_ih, self.ln_hh = LayerNorm(3 * H), LayerNorm(3 * H)
+            self.ln_ih, self.ln_hh = LayerNorm(3 * H, dtype=dtype), LayerNorm(3 * H, dtype=dtype)
         bound = 1 / math.sqrt(H)
         for p in (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh):
             nn.init.uniform_(p, -bound, bound)
@@ -339,11 +343,12 @@ class GRUCell(_Cell):
 
 
 def make_cell(cell: str, input_size: int, hidden_size: int, *, activation: str = "tanh",
-              layer_norm: bool = False, peephole: bool = False) -> _Cell:
+              layer_norm: bool = False, peephole: bool = False, dtype: torch.dtype | None = None) -> _Cell:
+    """A cell whose parameters are created in ``dtype`` (None: torch's default dtype)."""
     if cell == "rnn":
-        return RNNCell(input_size, hidden_size, activation, layer_norm)
+        return RNNCell(input_size, hidden_size, activation, layer_norm, dtype=dtype)
     if cell == "lstm":
-        return LSTMCell(input_size, hidden_size, peephole, layer_norm)
+        return LSTMCell(input_size, hidden_size, peephole, layer_norm, dtype=dtype)
     if cell == "gru":
-        return GRUCell(input_size, hidden_size, layer_norm)
+        return GRUCell(input_size, hidden_size, layer_norm, dtype=dtype)
     raise ValueError(f"cell={cell!r} is not allowed: choose one of rnn, lstm, gru")

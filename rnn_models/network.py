@@ -53,7 +53,7 @@ class Trace:
 class RecurrentNetwork(nn.Module):
     """Stacked cells built from one ``ModelConfig``; ``layers[l][d]`` is the cell of layer l, direction d."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None):
         super().__init__()
         self.config = config
         D = 2 if config.bidirectional else 1
@@ -64,7 +64,7 @@ class RecurrentNetwork(nn.Module):
             dirs = nn.ModuleList()
             for _ in range(D):
                 cell = make_cell(config.cell, in_size, config.hidden_size, activation=config.activation,
-                                 layer_norm=config.layer_norm, peephole=config.peephole)
+                                 layer_norm=config.layer_norm, peephole=config.peephole, dtype=dtype)
                 initialize_cell(cell, config, gen)
                 dirs.append(cell)
             self.layers.append(dirs)

@@ -116,6 +116,8 @@ BAD = [
     ("clip", "global"),
     ("clip_threshold", 0.0), ("clip_threshold", -1.0), ("clip_threshold", 1e13),
     ("train_steps", -1), ("train_steps", 1_000_001), ("train_steps", 2.5),
+    ("module", "rnn"), ("module", "a b"), ("readout", 5), ("readout", "decoder"), ("embedding", "x-y"),
+    ("batch_first", 1), ("batch_first", "yes"),
 ]
 
 
@@ -135,12 +137,12 @@ def test_bad_field_one_line_config_error(field, value):
 
 
 def test_every_field_is_covered_by_the_bad_value_table():
-    tested = {f for f, _ in BAD} | {"inputs_path", "state_dict_path"}
+    tested = {f for f, _ in BAD} | {"inputs_path", "state_dict_path", "targets_path", "h0_path"}
     assert tested == {f.name for f in dataclasses.fields(ExperimentConfig)}
 
 
 @pytest.mark.parametrize("field,value", [("inputs_path", 5), ("state_dict_path", ["m.pt"]), ("inputs_path", ""),
-                                         ("state_dict_path", 1.5)])
+                                         ("state_dict_path", 1.5), ("targets_path", 3), ("h0_path", " ")])
 def test_bad_path_fields_rejected(field, value):
     with pytest.raises(ConfigError) as e:
         ExperimentConfig(**{field: value})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import activations, cell_state, gradient_flow, jacobians, spectrum, training
+from . import activations, atlas, cell_state, gradient_flow, jacobians, spectrum, training
 
 
 @dataclass
@@ -15,4 +15,4 @@ class Context:
     extra: dict = field(default_factory=dict)
 
 
-TABS = (gradient_flow, jacobians, spectrum, cell_state, training, activations)
+TABS = (gradient_flow, jacobians, spectrum, cell_state, training, activations, atlas)

@@ -1,0 +1,379 @@
+r"""sweep(config, vary=[...], seeds=N, metrics=[...]) -> the phase diagram of a setting, over seeds.
+
+    grid     one or two axes ``FIELD=SPEC`` over any config field:
+                 start:stop:count        linear  x_i = start + i (stop - start) / (count - 1)
+                 log:start:stop:count    log     x_i = start (stop / start)^(i / (count - 1))
+                 a,b,c                   a list  (cells, activations, booleans true/false, none)
+             times seeds seed .. seed + N - 1  ->  points (values..., seed)
+    points   each evaluated by ``sweep_points.evaluate_point`` on an executor (``executors``: local process
+             pool or Ray); same seeds -> the same numbers on every executor
+    resume   every finished point is appended to a JSONL file as it completes (a header line first); re-running
+             with the same file skips those points and keeps them
+    result   {"config", "axes": {field: values}, "seeds", "metrics", "points": [{field: v, "seed": s, metric: x,
+             "status", "reason", "notes", "time_s", "censored"?}], "summary": [{field: v, metric: {mean, std,
+             min, max, n, censored}, "failed"}],
+             "notes", "executor", "timings"}; summary statistics are over the seeds whose value is finite
+             (std: population, ddof = 0)
+
+Note: ``from analysis import sweep`` gives this module's function ``sweep``; import helpers from
+``analysis.sweep`` (``from analysis.sweep import parse_vary``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnn_models.config import ConfigError
+
+from .config import ExperimentConfig
+from .executors import WorkerError, make_executor
+from .sweep_points import ANALYSIS_METRICS, METRICS, TRAINING_METRICS, evaluate_point
+from .tasks import task_spec
+
+NOT_SWEPT = {"seed": "use seeds (--seeds N)", "compare": "vary cell instead",
+             "inputs_path": "a file is not a sweep axis", "state_dict_path": "a file is not a sweep axis"}
+MAX_AXIS_VALUES = 1000
+MAX_POINTS = 100_000
+MAX_SEEDS = 1000
+_HINTS = typing.get_type_hints(ExperimentConfig)
+_FIELDS = [f.name for f in dataclasses.fields(ExperimentConfig)]
+
+
+@dataclass(frozen=True)
+class Axis:
+    field: str
+    values: tuple
+    note: str | None = None  # what was assumed (e.g. rounding to integers)
+
+
+def _base_type(name: str):
+    t = _HINTS[name]
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    return (args[0] if args else t), type(None) in typing.get_args(t)
+
+
+def _scalar(name: str, text: str):
+    """One list item of a --vary spec, converted to the field's type."""
+    typ, optional = _base_type(name)
+    s = text.strip()
+    if optional and s.lower() in ("none", "null"):
+        return None
+    try:
+        if typ is bool:
+            low = s.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError
+            return low in ("true", "1", "yes", "on")
+        if typ is int:
+            v = float(s)
+            if not v.is_integer():
+                raise ValueError
+            return int(v)
+        if typ is float:
+            return float(s)
+    except ValueError:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}[typ]
+        raise ConfigError(f"--vary {name}: {s!r} is not {kind}") from None
+    return s
+
+
+def _range(name: str, spec: str) -> tuple[list, str | None]:
+    """start:stop:count (or log:start:stop:count) -> values (ints rounded and deduplicated for int fields)."""
+    typ, _ = _base_type(name)
+    log = spec.startswith("log:")
+    parts = spec[4:].split(":") if log else spec.split(":")
+    shape = "log:start:stop:count" if log else "start:stop:count"
+    if len(parts) != 3:
+        raise ConfigError(f"--vary {name}={spec}: a range is {shape} (three numbers)")
+    if typ not in (int, float):
+        raise ConfigError(f"--vary {name}={spec}: {name} is not numeric; list its values (a,b,c)")
+    try:
+        start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ConfigError(f"--vary {name}={spec}: a range is {shape} with an integer count") from None
+    if not (math.isfinite(start) and math.isfinite(stop)):
+        raise ConfigError(f"--vary {name}={spec}: start and stop must be finite numbers")
+    if not 1 <= count <= MAX_AXIS_VALUES:
+        raise ConfigError(f"--vary {name}={spec}: count={count} is out of range: must be in [1, {MAX_AXIS_VALUES}]")
+    if log and (start <= 0 or stop <= 0):
+        raise ConfigError(f"--vary {name}={spec}: log spacing needs start > 0 and stop > 0")
+    xs = np.geomspace(start, stop, count) if log else np.linspace(start, stop, count)
+    if typ is float:
+        return [float(x) for x in xs], None
+    ints = list(dict.fromkeys(int(round(x)) for x in xs))
+    exact = all(float(x).is_integer() for x in xs)
+    note = None if exact else f"{name} values rounded to integers: {ints}"
+    return ints, note
+
+
+def parse_vary(spec: str) -> Axis:
+    """``FIELD=SPEC`` -> Axis; one-line ConfigError naming the field and what is allowed."""
+    if "=" not in spec:
+        raise ConfigError(f"--vary {spec!r}: expected FIELD=SPEC, e.g. init_scale=0.5:2.0:16 or cell=rnn,lstm")
+    name, body = (s.strip() for s in spec.split("=", 1))
+    name = name.replace("-", "_")
+    if name not in _FIELDS:
+        raise ConfigError(f"--vary {name}: unknown config field; allowed: "
+                          f"{', '.join(f for f in _FIELDS if f not in NOT_SWEPT)}")
+    if name in NOT_SWEPT:
+        raise ConfigError(f"--vary {name}: not a sweep axis ({NOT_SWEPT[name]})")
+    if not body:
+        raise ConfigError(f"--vary {name}=: no values given")
+    if ":" in body:
+        values, note = _range(name, body)
+    else:
+        values, note = [_scalar(name, s) for s in body.split(",") if s.strip()], None
+        if len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"--vary {name}={body}: a value is listed twice")
+        if len(values) > MAX_AXIS_VALUES:
+            raise ConfigError(f"--vary {name}: {len(values)} values; at most {MAX_AXIS_VALUES}")
+    if not values:
+        raise ConfigError(f"--vary {name}=: no values given")
+    return Axis(name, tuple(values), note)
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: ExperimentConfig
+    axes: tuple[Axis, ...]
+    seeds: tuple[int, ...]
+    metrics: tuple[str, ...]
+
+    def keys(self) -> list[dict]:
+        """Every point's key {field: value, ..., "seed": s}, axis 1 outermost, seeds innermost."""
+        combos = itertools.product(*(a.values for a in self.axes), self.seeds)
+        return [{**{a.field: v for a, v in zip(self.axes, c[:-1])}, "seed": c[-1]} for c in combos]
+
+    def point_config(self, key: dict) -> ExperimentConfig:
+        return self.config.replace(**key)
+
+
+def make_plan(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max",)) -> Plan:
+    """Validate the whole grid before anything runs (every combination of axis values is a valid config)."""
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError("config must be an ExperimentConfig")
+    axes = tuple(parse_vary(v) if isinstance(v, str) else v for v in ([vary] if isinstance(vary, str) else vary))
+    if not 1 <= len(axes) <= 2:
+        raise ConfigError(f"vary: give one or two axes (FIELD=SPEC); got {len(axes)}")
+    if len({a.field for a in axes}) != len(axes):
+        raise ConfigError(f"vary: the field {axes[0].field} is given twice")
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"seeds={seeds!r} is out of range: must be an integer in [1, {MAX_SEEDS}]")
+    if config.seed + seeds - 1 > 2**31 - 1:
+        raise ConfigError(f"seeds: seed {config.seed} + {seeds} - 1 exceeds 2^31 - 1")
+    metrics = tuple(metrics.split(",")) if isinstance(metrics, str) else tuple(metrics)
+    for m in metrics:
+        if m not in METRICS:
+            raise ConfigError(f"metrics: {m!r} is not a metric; choose from {', '.join(METRICS)}")
+    if not metrics or len(set(metrics)) != len(metrics):
+        raise ConfigError("metrics: list one or more different metrics")
+    n = math.prod(len(a.values) for a in axes) * seeds
+    if n > MAX_POINTS:
+        raise ConfigError(f"the sweep has {n} points; at most {MAX_POINTS} (fewer values or seeds)")
+    plan = Plan(config, axes, tuple(range(config.seed, config.seed + seeds)), metrics)
+    for combo in itertools.product(*(a.values for a in axes)):
+        try:
+            _check_metrics(config.replace(**{a.field: v for a, v in zip(axes, combo)}), metrics)
+        except ConfigError as e:
+            raise ConfigError(f"--vary {' '.join(f'{a.field}={v}' for a, v in zip(axes, combo))}: {e}") from None
+    return plan
+
+
+def _check_metrics(c: ExperimentConfig, metrics) -> None:
+    """What a point needs beyond the config's own checks: the task's ranges and each metric's prerequisites."""
+    if not c.inputs_path:
+        try:
+            task_spec(c.task, c.seq_len, c.input_size or 8, c.text)  # e.g. copy needs seq_len >= 21
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if "lyapunov_max" in metrics and c.lyapunov_k < 1:
+        raise ConfigError("metric lyapunov_max needs lyapunov_k >= 1 (--lyapunov-k 1)")
+    if any(m in TRAINING_METRICS for m in metrics):
+        if c.train_steps < 1:
+            raise ConfigError("metrics final_loss / final_loss_over_chance need train_steps >= 1 (--train-steps N)")
+        if c.task == "random":
+            raise ConfigError("metrics final_loss / final_loss_over_chance need a task with targets "
+                              "(--task adding, copy, temporal-order or charlm), not random")
+    if c.compare:
+        raise ConfigError("compare must be empty in a sweep: vary cell=rnn,lstm,gru instead")
+
+
+def axis_notes(plan: Plan) -> list[str]:
+    """Axes that change nothing for some points (said, never silently dropped): init_scale under an init that
+    does not read it, and the model's own "does not apply" notes that name an axis field."""
+    notes = []
+    for combo in itertools.product(*(a.values for a in plan.axes)):
+        c = plan.config.replace(**{a.field: v for a, v in zip(plan.axes, combo)})
+        fields = {a.field for a in plan.axes}
+        if "init_scale" in fields and c.init in ("default", "chrono"):
+            notes.append(f"init_scale has no effect with init={c.init!r} (it scales xavier, orthogonal, identity "
+                         "and spectral inits)")
+        notes += [n for n in c.model_config(c.input_size or 8).inapplicable() if any(f in n for f in fields)]
+    return list(dict.fromkeys(notes))
+
+
+# ---- resume (JSONL) -----------------------------------------------------------------------------------------
+def _key_id(key: dict) -> str:
+    return json.dumps(key, sort_keys=True)
+
+
+def _header(plan: Plan) -> dict:
+    return {"sweep": 1, "config": plan.config.to_dict(), "metrics": list(plan.metrics)}
+
+
+def load_resume(path: str, plan: Plan) -> dict[str, dict]:
+    """Finished points of ``path`` keyed by their key id (lines cut short by an interrupt are skipped)."""
+    if not os.path.exists(path):
+        return {}
+    done = {}
+    with open(path) as fh:
+        lines = fh.read().splitlines()
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == 0:
+                raise ConfigError(f"--resume {path}: not a sweep resume file (its first line is not JSON)") from None
+            continue  # a line cut short by an interrupted sweep: that point runs again
+        if i == 0:
+            if not isinstance(rec, dict) or rec.get("sweep") != 1:
+                raise ConfigError(f"--resume {path}: not a sweep resume file (its first line has no sweep header)")
+            if rec["config"] != plan.config.to_dict() or rec["metrics"] != list(plan.metrics):
+                diff = sorted(k for k in rec["config"] if rec["config"].get(k) != plan.config.to_dict().get(k))
+                what = f"fields {', '.join(diff)}" if diff else "metrics"
+                raise ConfigError(f"--resume {path} belongs to another sweep ({what} differ): use a new file")
+            continue
+        done[_key_id(rec["key"])] = rec["point"]
+    return done
+
+
+class _ResumeWriter:
+    def __init__(self, path: str | None, plan: Plan):
+        self.fh = None
+        if path is None:
+            return
+        d = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(d):
+            raise ConfigError(f"--resume {path}: directory {d} does not exist")
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        self.fh = open(path, "a")
+        if not new:
+            self._terminate_partial(path)
+        else:
+            self.fh.write(json.dumps(_header(plan)) + "\n")
+            self.fh.flush()
+
+    def _terminate_partial(self, path: str) -> None:
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                self.fh.write("\n")  # the interrupted line stays unparsable and is skipped next time
+
+    def add(self, key: dict, point: dict) -> None:
+        if self.fh is not None:
+            self.fh.write(json.dumps({"key": key, "point": point}, allow_nan=False) + "\n")
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+# ---- summary ------------------------------------------------------------------------------------------------
+def summarize(plan: Plan, points: list[dict]) -> list[dict]:
+    """Per grid point (axis values): each metric's mean, std, min, max and n over the finite seed values, and
+    ``censored``: how many seeds had a value beyond the measurable range (memory horizon > T-1)."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault(tuple(repr(p[a.field]) for a in plan.axes), []).append(p)
+    out = []
+    for combo in itertools.product(*(a.values for a in plan.axes)):
+        rows = groups.get(tuple(repr(v) for v in combo), [])
+        s = {a.field: v for a, v in zip(plan.axes, combo)}
+        for m in plan.metrics:
+            xs = np.array([p[m] for p in rows if p.get(m) is not None], dtype=float)
+            s[m] = ({"mean": float(xs.mean()), "std": float(xs.std()), "min": float(xs.min()),
+                     "max": float(xs.max()), "n": int(len(xs))} if len(xs) else
+                    {"mean": None, "std": None, "min": None, "max": None, "n": 0})
+        for m in plan.metrics:
+            s[m]["censored"] = sum(m in (p.get("censored") or {}) for p in rows)  # values beyond the range
+        s["failed"] = sum(p["status"] != "ok" for p in rows)
+        out.append(s)
+    return out
+
+
+# ---- the sweep ------------------------------------------------------------------------------------------------
+def _failed(key: dict, metrics, reason: str) -> dict:
+    return {**key, **{m: None for m in metrics}, "status": "failed", "reason": reason, "notes": [], "time_s": None}
+
+
+ProgressFn = Callable[[int, int, float | None, dict | None], None]
+
+
+def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max",), *, executor: str = "local",
+          workers: int = 1, ray_address: str | None = None, resume: str | None = None,
+          progress: ProgressFn | None = None) -> dict:
+    """Run the grid (see the module docstring). ``progress(done, total, eta_s, last_point)`` after each point.
+
+    Bad input raises ConfigError (one line) before anything runs; a failing point is recorded, never raised.
+    """
+    plan = make_plan(config, vary, seeds, metrics)
+    keys = plan.keys()
+    done = load_resume(resume, plan) if resume else {}
+    todo = [k for k in keys if _key_id(k) not in done]
+    notes = [a.note for a in plan.axes if a.note] + axis_notes(plan)
+    if done:
+        notes.append(f"{len(keys) - len(todo)} of {len(keys)} points taken from {os.path.basename(resume)}")
+    writer = _ResumeWriter(resume, plan)
+    t0 = time.perf_counter()
+    results = dict(done)
+    n_total, n_before = len(keys), len(keys) - len(todo)
+    ex = make_executor(executor, workers, ray_address) if todo else None
+    try:
+        if progress:
+            progress(n_before, n_total, None, None)
+        if ex is not None:
+            tasks = [{"config": plan.point_config(k).to_dict(), "metrics": list(plan.metrics), "key": k}
+                     for k in todo]
+            for i, (j, point) in enumerate(ex.run(evaluate_point, tasks), 1):
+                if isinstance(point, WorkerError):
+                    point = _failed(todo[j], plan.metrics, f"the worker died: {point}")
+                results[_key_id(todo[j])] = point
+                writer.add(todo[j], point)
+                if progress:
+                    el = time.perf_counter() - t0
+                    progress(n_before + i, n_total, el / i * (len(todo) - i), point)
+        described = ex.describe() if ex is not None else {"executor": executor, "workers": workers}
+    finally:
+        writer.close()
+        if ex is not None:
+            ex.close()
+    points = [results[_key_id(k)] for k in keys]
+    failed = sum(p["status"] != "ok" for p in points)
+    if failed:
+        notes.append(f"{failed} of {len(points)} points failed or overflowed (see their status and reason)")
+    return {
+        "config": plan.config.to_dict(),
+        "axes": {a.field: list(a.values) for a in plan.axes},
+        "seeds": list(plan.seeds),
+        "metrics": list(plan.metrics),
+        "points": points,
+        "summary": summarize(plan, points),
+        "notes": notes,
+        "executor": described,
+        "timings": {"total_s": time.perf_counter() - t0, "points_run": len(todo)},
+    }
+
+
+__all__ = ["sweep", "parse_vary", "make_plan", "summarize", "Axis", "Plan", "METRICS", "ANALYSIS_METRICS",
+           "TRAINING_METRICS"]

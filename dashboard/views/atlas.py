@@ -1,0 +1,160 @@
+"""Atlas: sweep one or two settings over seeds and draw the phase diagram (lines with a band over seeds, or a
+heatmap). A preset or the sidebar's settings as the base; the sweep runs in this server process on a click, with
+a progress bar, and is cached for every session (``analysis.sweep``; bigger sweeps: the command line shown)."""
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+
+import streamlit as st
+
+from analysis.atlas_presets import ATLAS_PRESETS, DEFAULT_ATLAS
+from analysis.figures.atlas import atlas_figure
+from analysis.sweep import make_plan, sweep
+from analysis.sweep_points import ANALYSIS_METRICS, METRIC_LABELS, TRAINING_METRICS
+from rnn_models.config import ConfigError
+
+from ..exporting import MIME, chart, zip_button
+from .common import guide
+
+TITLE = "Atlas"
+VIEW = "atlas"
+GUIDE = ("One configuration says whether a network forgets; the Atlas says where it starts to, as a setting moves. "
+         "Each point is a full analysis at one value of the axis for each seed; the line is the mean over seeds, "
+         "the band their min–max. Two axes give a line per value of the shorter one, or a heatmap.")
+CUSTOM = "custom"
+MAX_PAGE_RUNS = 400
+AXIS_FIELDS = ("init_scale", "forget_bias", "seq_len", "hidden_size", "cell", "activation", "init", "lr",
+               "clip_threshold", "batch_size", "num_layers", "horizon_threshold", "train_steps")
+DEFAULT_SPECS = {"init_scale": "0.5:2.0:7", "forget_bias": "-2:4:7", "seq_len": "log:10:200:5",
+                 "hidden_size": "16,32,64", "cell": "rnn,lstm,gru", "activation": "tanh,relu",
+                 "init": "default,orthogonal,spectral", "lr": "log:1e-4:1e-1:4", "clip_threshold": "0.1,1,10",
+                 "batch_size": "4,16", "num_layers": "1,2", "horizon_threshold": "log:1e-4:1e-1:4",
+                 "train_steps": "50,100,200"}
+
+
+@st.cache_resource(show_spinner=False)
+def _store() -> OrderedDict:
+    """Finished sweeps shared by every session, keyed by the plan (newest 16 kept)."""
+    return OrderedDict()
+
+
+def _remember(key: str, d: dict) -> None:
+    store = _store()
+    store[key] = d
+    store.move_to_end(key)
+    while len(store) > 16:
+        store.popitem(last=False)
+
+
+def _custom(ctx):
+    """The sidebar's settings as the base, with axes, seeds and metrics from widgets."""
+    base = ctx.config.replace(compare=()) if ctx.config.compare else ctx.config
+    if ctx.config.compare:
+        st.caption(f"Base: the sidebar's settings with cell = {base.cell} (a sweep runs one cell: vary cell to "
+                   "compare cells).")
+    c = st.columns([2, 3, 2, 3, 1])
+    f1 = c[0].selectbox("Axis 1", AXIS_FIELDS, key="atlas_f1")
+    s1 = c[1].text_input("values (start:stop:count, log:…, or a,b,c)", DEFAULT_SPECS[f1], key=f"atlas_s1_{f1}")
+    f2 = c[2].selectbox("Axis 2 (optional)", ("none",) + AXIS_FIELDS, key="atlas_f2")
+    s2 = c[3].text_input("values", DEFAULT_SPECS.get(f2, ""), key=f"atlas_s2_{f2}", disabled=f2 == "none")
+    seeds = c[4].number_input("seeds", 1, 20, 2, key="atlas_seeds")
+    vary = (f"{f1}={s1}",) + ((f"{f2}={s2}",) if f2 != "none" else ())
+    trained = base.train_steps > 0 and base.task != "random"
+    metrics = ANALYSIS_METRICS + (TRAINING_METRICS if trained else ())
+    if not trained:
+        st.caption("Training metrics (final loss) need a task with targets and Training → steps > 0 in the sidebar.")
+    return base, vary, int(seeds), metrics
+
+
+def _plan_key(plan) -> str:
+    return json.dumps({"config": plan.config.to_dict(), "axes": {a.field: list(a.values) for a in plan.axes},
+                       "seeds": list(plan.seeds), "metrics": list(plan.metrics)}, sort_keys=True)
+
+
+def _run(plan, vary, n: int) -> dict:
+    bar = st.progress(0.0, text=f"Sweep: 0/{n} runs")
+    t0 = time.perf_counter()
+
+    def progress(done, total, eta, point):
+        last = ""
+        if point is not None:
+            axes = ", ".join(f"{a.field} = {point[a.field]}" for a in plan.axes)
+            last = f" · last: {axes}, seed {point['seed']}" + ("" if point["status"] == "ok" else f" ({point['status']})")
+        left = f" · about {eta:.0f} s left" if eta is not None and done < total else ""
+        bar.progress(done / max(1, total), text=f"Sweep: {done}/{total} runs{left}{last}")
+
+    d = sweep(plan.config, vary, len(plan.seeds), plan.metrics, progress=progress)
+    bar.progress(1.0, text=f"Sweep: {n}/{n} runs in {time.perf_counter() - t0:.1f} s")
+    return d
+
+
+def _draw(d: dict, default_metric: str) -> None:
+    c = st.columns([3, 2, 5])
+    metric = c[0].selectbox("Metric", d["metrics"], index=d["metrics"].index(default_metric)
+                            if default_metric in d["metrics"] else 0, format_func=lambda m: METRIC_LABELS[m],
+                            key="atlas_metric")
+    kinds = ("auto", "lines", "heatmap") if len(d["axes"]) == 2 else ("auto",)
+    kind = c[1].radio("Draw", kinds, horizontal=True, key="atlas_kind") if len(kinds) > 1 else "auto"
+    fig = atlas_figure(d, metric, kind)
+    chart(VIEW, f"atlas-{metric}", fig)
+    c = st.columns([2, 3])
+    c[0].download_button("Download the sweep (JSON: every point and the summary)", data=json.dumps(d, allow_nan=False),
+                         file_name="sweep.json", mime=MIME["json"], key="dl_atlas_sweep", on_click="ignore")
+    with c[1]:
+        zip_button(VIEW, {f"atlas-{metric}": fig}, _ConfigView(d["config"]))
+    for n in d["notes"]:
+        st.caption(f"Note: {n}")
+
+
+class _ConfigView:
+    """What zip_button reads of a config: to_dict()."""
+
+    def __init__(self, d: dict):
+        self._d = d
+
+    def to_dict(self) -> dict:
+        return self._d
+
+
+def render(ctx) -> None:
+    guide(GUIDE)
+    names = list(ATLAS_PRESETS) + [CUSTOM]
+    # the option values are the URL's (?atlas=irnn): a format_func would put the long titles into the link
+    choice = st.selectbox("Atlas preset (edge-of-chaos, forget-bias, irnn, adding-vs-T, or custom axes)", names,
+                          index=names.index(DEFAULT_ATLAS), key="atlas", bind="query-params")
+    st.markdown(f"**{ATLAS_PRESETS[choice].title if choice in ATLAS_PRESETS else 'Custom: the sidebar settings, your axes'}**")
+    if choice == CUSTOM:
+        base, vary, seeds, metrics = _custom(ctx)
+        default_metric = metrics[0]
+    else:
+        p = ATLAS_PRESETS[choice]
+        base, vary, seeds, metrics, default_metric = p.config, p.vary, p.seeds, p.metrics, p.metric
+        st.info("**What to look for.** " + "  \n".join(p.lines))
+    try:
+        plan = make_plan(base, vary, seeds, metrics)
+    except ConfigError as e:
+        st.error(f"This sweep cannot run: {' '.join(str(e).split())}")
+        return
+    n = len(plan.keys())
+    axes = " × ".join(f"{a.field} ({len(a.values)} values)" for a in plan.axes)
+    st.caption(f"{axes} × {seeds} seed{'s' if seeds > 1 else ''} = {n} runs")
+    if choice != CUSTOM:
+        with st.expander("The same sweep on the command line"):
+            st.code(ATLAS_PRESETS[choice].command(), language="bash")
+    key = _plan_key(plan)
+    d = _store().get(key)
+    if d is None:
+        if n > MAX_PAGE_RUNS:
+            st.warning(f"{n} runs is more than this page runs ({MAX_PAGE_RUNS}): use the command line above, with "
+                       "--workers N or --executor ray.")
+            return
+        slot = st.empty()
+        if not slot.button(f"Run the sweep ({n} runs)", key="atlas_run", type="primary"):
+            st.caption("The sweep runs on this server when you click; finished sweeps are kept for every visitor.")
+            return
+        slot.empty()
+        d = _run(plan, vary, n)
+        _remember(key, d)
+    _draw(d, default_metric)
