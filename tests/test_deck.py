@@ -169,3 +169,18 @@ def test_libreoffice_converts_the_deck_to_a_pdf_page_per_slide(built, tmp_path):
     n_pages = len([m for m in pdf.split(b"/Type") if m.lstrip().startswith(b"/Page") and
                    not m.lstrip().startswith(b"/Pages")])
     assert n_pages == len(Presentation(io.BytesIO(data)).slides)
+
+
+@pytest.mark.skipif(not HAVE_BROWSER, reason=f"no Chromium here: {HINT}")
+def test_dashboard_has_a_deck_button_per_view_and_one_for_all_views_and_shows_the_version():
+    from streamlit.testing.v1 import AppTest
+    from analysis import __version__
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
+    for k, v in {"seq_len": "12", "hidden_size": "6", "batch_size": "4"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Slide deck of all views (.pptx)" in labels
+    assert "Slide deck of this view (.pptx)" in labels  # the open tab's
+    assert any(f"gradient-dynamics lab {__version__}" in c.value for c in at.caption)
