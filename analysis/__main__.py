@@ -2,11 +2,13 @@
 
     run      analyse one configuration; --json PATH writes the result (the JSON contract), else a summary
     train    train step by step, printing one line per step; --json PATH writes the history
-    export   the dashboard's figures of one configuration as PNG/SVG/PDF + CSV/JSON + a zip, into --out DIR
+    export   the dashboard's figures of one configuration as PNG/SVG/PDF + CSV/JSON + a zip, into --out DIR,
+             and/or a slide deck (--pptx FILE.pptx); a progress bar on stderr
     sweep    one or two settings (--vary FIELD=SPEC) over seeds, locally or on Ray (see analysis/sweep.py)
 
 Flags are built from ``ExperimentConfig``'s fields (``--seq-len`` for ``seq_len``); ``--config FILE`` reads a
-JSON config (or a result file) and flags given on the line override it. Bad input exits with status 2 and ONE
+JSON config (or a result file), ``--preset NAME`` starts from a preset; flags given on the line override
+them. Bad input exits with status 2 and ONE
 line on stderr naming the problem; nothing is written.
 """
 from __future__ import annotations
@@ -61,16 +63,23 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             kw["choices"] = CHOICES[f.name]
         p.add_argument(_flag(f.name), type=base, metavar=f.name.upper(), **kw)
     p.add_argument("--config", dest="config_file", default=None, help="JSON config; flags override it")
+    p.add_argument("--preset", dest="preset", default=None, metavar="NAME",
+                   help="start from a preset's settings (analysis.presets); --config and flags override it")
     p.add_argument("--no-limits", action="store_true",
                    help="skip the cost check (GDLAB_MAX_MEMORY_MB / GDLAB_MAX_GFLOP, see analysis/limits.py)")
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     base = {}
+    if getattr(args, "preset", None):
+        from .presets import PRESETS
+        if args.preset not in PRESETS:
+            raise ConfigError(f"--preset {args.preset!r} is not known: choose one of {', '.join(PRESETS)}")
+        base = PRESETS[args.preset].config.to_dict()
     if args.config_file:
         try:
             with open(args.config_file) as fh:
-                base = ExperimentConfig.from_json(fh.read()).to_dict()
+                base.update(ExperimentConfig.from_json(fh.read()).to_dict())
         except OSError as e:
             raise ConfigError(f"--config {args.config_file}: {e.strerror}") from None
     given = {f.name for f in dataclasses.fields(ExperimentConfig) if getattr(args, f.name) is not None}
@@ -148,17 +157,54 @@ def cmd_train(args) -> int:
     return 0
 
 
+def progress_bar(stream=None, width: int = 30):
+    """A ``Progress`` callable drawing ``[#####.....]  45% message`` on stderr (one line redrawn on a terminal,
+    one line per update otherwise)."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+
+    def draw(fraction: float, message: str) -> None:
+        f = min(max(float(fraction), 0.0), 1.0)
+        n = int(round(f * width))
+        line = f"[{'#' * n}{'.' * (width - n)}] {f * 100:3.0f}% {message}"
+        stream.write(("\r\033[K" + line + ("\n" if f >= 1.0 else "")) if tty else line + "\n")
+        stream.flush()
+    return draw
+
+
 def cmd_export(args) -> int:
-    from .export import export_all
+    from .export import export_all, scaled
+    if not args.out and not args.pptx:
+        raise ValueError("export needs --out DIR (figure files) and/or --pptx FILE.pptx (a slide deck)")
     config = config_from_args(args)
-    paths = export_all(config, args.out, formats=tuple(args.formats.split(",")))
-    for p in paths:
-        print(p)
+    if args.out:
+        from .export.bundles import _check_out_dir
+        _check_out_dir(args.out)  # before the deck is written
+    bar = progress_bar()
+    both = bool(args.out and args.pptx)
+    if args.pptx:
+        from .deck import write_deck
+        from .presets import PRESETS
+        variant = PRESETS[args.preset].variant if args.preset else None
+        print(write_deck(config, args.pptx, preset=args.preset, variant=variant,
+                         progress=scaled(bar, 0.0, 0.5) if both else bar))
+    if args.out:
+        paths = export_all(config, args.out, formats=tuple(args.formats.split(",")),
+                           progress=scaled(bar, 0.5, 1.0) if both else bar)
+        for p in paths:
+            print(p)
     return 0
 
 
-def main(argv=None) -> int:
-    parser = OneLineParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
+COMMANDS = {"run": cmd_run, "train": cmd_train, "export": cmd_export}
+
+
+def build_parser(prog: str = "python -m analysis") -> argparse.ArgumentParser:
+    """The parser of every subcommand (``gdlab`` adds ``dashboard`` to it); each subcommand's handler is
+    ``COMMANDS[args.command]``."""
+    from . import __version__
+    parser = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"gradient-dynamics lab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     p_run = sub.add_parser("run", help="analyse one configuration")
     add_config_flags(p_run)
@@ -172,21 +218,37 @@ def main(argv=None) -> int:
     p_train.add_argument("--sample-chars", type=int, default=80, metavar="N")
     p_exp = sub.add_parser("export", help="export the figures of one configuration")
     add_config_flags(p_exp)
-    p_exp.add_argument("--out", required=True, metavar="DIR")
+    p_exp.add_argument("--out", default=None, metavar="DIR", help="write every figure's files here")
     p_exp.add_argument("--formats", default="png,svg,pdf,csv,json", help="comma-separated: png,svg,pdf,csv,json")
-    from .sweep_cli import add_sweep_parser, cmd_sweep
+    p_exp.add_argument("--pptx", default=None, metavar="FILE.pptx",
+                       help="write a slide deck: a title slide, then one 16:9 slide per figure of every view")
+    from .sweep_cli import add_sweep_parser
     add_sweep_parser(sub, add_config_flags)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cmd_sweep(args) -> int:
+    from .sweep_cli import cmd_sweep as sweep
+    return sweep(args, config_from_args, _write_atomic)
+
+
+COMMANDS["sweep"] = cmd_sweep
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand; bad input -> one line on stderr and status 2."""
     try:
         from . import limits
         limits.configure(limits.Limits(None, None, "--no-limits") if args.no_limits else None)
-        if args.command == "sweep":
-            return cmd_sweep(args, config_from_args, _write_atomic)
-        return {"run": cmd_run, "train": cmd_train, "export": cmd_export}[args.command](args)
+        return COMMANDS[args.command](args)
     except (ConfigError, ValueError, RuntimeError) as e:  # RuntimeError: ExportUnavailable, render errors
         msg = " ".join(str(e).split())
         print(f"error: {msg}", file=sys.stderr)
         return 2
+
+
+def main(argv=None) -> int:
+    return dispatch(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

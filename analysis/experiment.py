@@ -137,6 +137,21 @@ class ExperimentResult:
     def to_dict(self) -> dict:
         return result_to_dict(self)
 
+    def figures(self, view: str, histories: dict | None = None) -> dict:
+        """The dashboard's plotly figures of one view ({name: go.Figure}); views: analysis.figures.VIEWS."""
+        from .figures import VIEWS, view_figures
+        if view not in VIEWS:
+            raise ValueError(f"view={view!r} is not known: choose one of {', '.join(VIEWS)}")
+        return view_figures(view, {self.config.cell: self}, histories=histories)
+
+    def __repr__(self) -> str:
+        from .summary import summary_lines
+        return "ExperimentResult(\n  " + "\n  ".join(summary_lines(self)) + "\n)"
+
+    def _repr_html_(self) -> str:
+        from .summary import summary_html
+        return summary_html(self)
+
 
 def _memory_horizon(jac: JacobianResult, threshold: float) -> int | None:
     below = np.nonzero(jac.spectral_norm < math.log10(threshold))[0]

@@ -24,6 +24,9 @@ from analysis.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
 from dashboard import controls  # noqa: E402
 from dashboard.compute import analyse  # noqa: E402
 from dashboard.views import TABS, Context  # noqa: E402
+from analysis import __version__  # noqa: E402
+from analysis.figures import VIEWS, view_figures  # noqa: E402
+from dashboard.exporting import deck_button  # noqa: E402
 from dashboard.views import training as training_view  # noqa: E402
 
 
@@ -88,6 +91,12 @@ def _run(settings):
     st.stop()
 
 
+def _all_views(results: dict, histories: dict | None) -> dict:
+    """{view: figures} of every view that draws something (training only once it has run)."""
+    views = {v: view_figures(v, results, histories) for v in VIEWS}
+    return {v: figs for v, figs in views.items() if figs}
+
+
 def main() -> None:
     t0 = time.perf_counter()
     controls.init_session()
@@ -145,6 +154,8 @@ def main() -> None:
     if trainers and any(tr.records for tr in trainers.values()):
         histories = training_view.histories()
     ctx = Context(settings=settings, config=cfg, results=results, histories=histories)
+    deck_button("all_views", lambda: _all_views(results, histories), settings,
+                "Slide deck of all views (.pptx)", "gradient-dynamics.pptx")
     tabs = st.tabs([m.TITLE for m in TABS], key="view", bind="query-params")
     for module, tab in zip(TABS, tabs):
         if tab.open is False:
@@ -152,7 +163,8 @@ def main() -> None:
         with tab:
             module.render(ctx)
     total = sum(r.timings.get("total_s", 0.0) for r in results.values())
-    st.caption(f"Analysis {total:.2f} s when first computed (cached since) · this page {time.perf_counter() - t0:.2f} s")
+    st.caption(f"Analysis {total:.2f} s when first computed (cached since) · this page {time.perf_counter() - t0:.2f} s"
+               f" · gradient-dynamics lab {__version__}")
 
 
 main()

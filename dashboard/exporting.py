@@ -10,7 +10,8 @@ import streamlit as st
 from analysis.figures import MODEBAR_CONFIG
 
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "csv": "text/csv",
-        "json": "application/json", "zip": "application/zip"}
+        "json": "application/json", "zip": "application/zip",
+        "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation"}
 
 
 def _export():
@@ -81,3 +82,21 @@ def zip_button(view: str, figs: dict, config) -> None:
                        mime=MIME["zip"], key=f"dl_{view}_zip", on_click="ignore")
     if not ok:
         st.caption(f"The zip holds the data only: {hint}.")
+
+
+def deck_button(key: str, views, settings, label: str, file_name: str) -> None:
+    """A .pptx download (``analysis.deck``): the preset's title slide, then one slide per figure of ``views``
+    ({view: {name: figure}}, or a callable returning it, called when the button is clicked)."""
+    ok, hint = export_status()
+    if not ok:
+        st.caption(f"Slide decks need PNG images, which cannot be made on this server: {hint}.")
+        return
+
+    def build() -> bytes:
+        from analysis import deck
+        v = views() if callable(views) else views
+        title, lines = deck.heading(settings.config, settings.preset, settings.variant or None)
+        return deck.deck_bytes(v, settings.config, title=title, lines=lines)
+    st.download_button(label, data=build, file_name=file_name, mime=MIME["pptx"], key=f"dl_{key}_pptx",
+                       on_click="ignore", help="16:9 slides: the preset's title and what to look for, then one "
+                       "figure per slide with the view's guide as caption and the settings in the notes")

@@ -254,7 +254,7 @@ def test_view_zip_rejects_unknown_formats():
 # ---- no browser --------------------------------------------------------------------------------------------
 @pytest.fixture
 def no_browser(monkeypatch):
-    monkeypatch.setattr(export, "_find_browser", lambda: None)
+    monkeypatch.setattr(export.images, "_find_browser", lambda: None)
     monkeypatch.delenv("BROWSER_PATH", raising=False)
 
 
@@ -292,10 +292,10 @@ def test_browser_path_is_honoured(monkeypatch, tmp_path):
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
     monkeypatch.setenv("BROWSER_PATH", str(exe))
-    assert export._find_browser() == str(exe)
+    assert export.images._find_browser() == str(exe)
     assert export.export_available() == (True, "")
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "missing"))
-    assert export._find_browser() is None
+    assert export.images._find_browser() is None
     ok, hint = export.export_available()
     assert not ok and "BROWSER_PATH" in hint and "install" in hint
 
@@ -321,7 +321,7 @@ def check_export_dir(out: Path, paths: list[str], formats, config: ExperimentCon
     files = [p for p in out.rglob("*") if p.is_file()]
     assert written == {p.resolve() for p in files}
     views = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert views and set(views) <= {export._safe_name(v) for v in figures.VIEWS}
+    assert views and set(views) <= {export.bundles._safe_name(v) for v in figures.VIEWS}
     n_figs = 0
     for view in views:
         stems = {p.name.rsplit(".", 1)[0] for p in (out / view).iterdir()}
@@ -369,7 +369,7 @@ def test_command_line_export_with_training_and_no_browser(tmp_path):
     paths = r.stdout.split()
     check_export_dir(out, paths, ("csv", "json"), config)
     views = {p.name for p in out.iterdir() if p.is_dir()}
-    assert {v for v in figures.VIEWS if export._is_training_view(v)} <= views
+    assert {v for v in figures.VIEWS if export.bundles._is_training_view(v)} <= views
     for p in out.rglob("*.csv"):
         fig_json = json.loads(p.with_suffix(".json").read_text())
         rows = list(csv.DictReader(io.StringIO(p.read_text())))

@@ -4,13 +4,13 @@ from __future__ import annotations
 import streamlit as st
 
 from ..controls import gate_choice
+from analysis.guides import VIEW_GUIDES
+
 from .common import draw, export_all, figures, guide
 
 TITLE = "Cell state"
 VIEW = "cell-state"
-GUIDE = ("In the LSTM, c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t: the direct path back through c has Jacobian diag(f_t), "
-         "so the dashed 'carousel' ∏ diag(f_t) is that path alone and the solid line every path; the GRU's "
-         "analogue is ∏ diag(z_t). Gate maps show where gates sit near 0 (closed) or 1 (open).")
+GUIDE = VIEW_GUIDES[VIEW]
 
 
 def render(ctx) -> None:

@@ -6,7 +6,7 @@ import streamlit as st
 from analysis.figures import view_figures
 
 from ..compute import analyse, analysis_key
-from ..exporting import chart, zip_button
+from ..exporting import chart, deck_button, zip_button
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -41,3 +41,5 @@ def guide(text: str) -> None:
 
 def export_all(view: str, figs: dict, ctx) -> None:
     zip_button(view, figs, ctx.config)
+    if figs:
+        deck_button(view, {view: figs}, ctx.settings, "Slide deck of this view (.pptx)", f"{view}.pptx")

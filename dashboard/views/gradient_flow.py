@@ -6,13 +6,13 @@ import streamlit as st
 from analysis.figures import apply_display
 
 from ..controls import display_toggle
+from analysis.guides import VIEW_GUIDES
+
 from .common import draw, export_all, figures, guide
 
 TITLE = "Gradient flow"
 VIEW = "gradient-flow"
-GUIDE = ("Each line is ‖∂L/∂h_t‖: how strongly the loss, read at the end of the sequence, still depends on the "
-         "state at step t. Backpropagation multiplies one Jacobian ∂h_t/∂h_{t-1} per step, so a straight slope "
-         "down to the left on the log axis is exponential vanishing, a slope up is explosion.")
+GUIDE = VIEW_GUIDES[VIEW]
 
 
 def render(ctx) -> None:

@@ -6,15 +6,13 @@ import streamlit as st
 from analysis.figures import apply_display
 
 from ..controls import display_toggle
+from analysis.guides import VIEW_GUIDES
+
 from .common import draw, export_all, figures, guide
 
 TITLE = "Jacobians"
 VIEW = "jacobians"
-GUIDE = ("σ_max of ∂h_{T-1}/∂h_{T-1-k} is the most a change k steps back can still move the last state; σ_min "
-         "the least (hollow points are below float resolution). The memory horizon is the first lag where σ_max "
-         "falls under the threshold; for the RNN the dashed line is the bound (γ·σ_max(W_hh))^k that no lag can "
-         "exceed. In a bidirectional network the dashed line is the backward direction (its own W_hh, read from "
-         "t = T-1 back to 0) and the bound is dash-dotted.")
+GUIDE = VIEW_GUIDES[VIEW]
 
 
 def render(ctx) -> None:

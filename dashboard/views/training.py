@@ -9,19 +9,17 @@ import streamlit as st
 
 from analysis.alerts import training_alerts
 from analysis.figures import label_of, view_figures
+from analysis.guides import VIEW_GUIDES
 from analysis.presets import PRESETS
 from rnn_models.config import ConfigError
 
 from .. import controls
-from ..exporting import chart, zip_button
+from ..exporting import chart, deck_button, zip_button
 from .common import guide
 
 TITLE = "Live training"
 VIEW = "training"
-GUIDE = ("Train each cell on the task and watch the loss against the chance level (dashed) and the global "
-         "gradient norm before and after clipping. Clipping, threshold, optimizer and learning rate may change "
-         "while it runs: the change takes effect at the next step and is marked on the plots. Training advances "
-         "while this tab is open.")
+GUIDE = VIEW_GUIDES[VIEW] + " Training advances while this tab is open."
 LIVE_SETTINGS = ("clip", "clip_threshold", "optimizer", "lr", "truncate")
 
 
@@ -270,6 +268,7 @@ def _live(ctx) -> None:
     for name, fig in figs.items():
         chart(VIEW, name, fig)
     zip_button(VIEW, figs, ctx.config)
+    deck_button(VIEW, {VIEW: figs}, ctx.settings, "Slide deck of this view (.pptx)", f"{VIEW}.pptx")
 
 
 def _show_samples(trainers: dict) -> None:

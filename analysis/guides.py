@@ -1,0 +1,69 @@
+"""Words about the views and the settings, shared by the dashboard's tabs and the slide deck (no Streamlit).
+
+    VIEW_TITLES[view]    the tab's label ("Gradient flow")
+    VIEW_GUIDES[view]    the view's one-line guide: what the figures show and how to read them
+    describe(config)     one line naming the cells and the settings that matter ("RNN (tanh), LSTM · task ...")
+"""
+from __future__ import annotations
+
+from .figures import CELL_LABELS
+
+VIEW_TITLES = {
+    "gradient-flow": "Gradient flow",
+    "jacobians": "Jacobians",
+    "spectrum": "Spectrum",
+    "cell-state": "Cell state",
+    "training": "Live training",
+    "activations": "Activations",
+}
+
+VIEW_GUIDES = {
+    "gradient-flow": (
+        "Each line is ‖∂L/∂h_t‖: how strongly the loss, read at the end of the sequence, still depends on the "
+        "state at step t. Backpropagation multiplies one Jacobian ∂h_t/∂h_{t-1} per step, so a straight slope "
+        "down to the left on the log axis is exponential vanishing, a slope up is explosion."),
+    "jacobians": (
+        "σ_max of ∂h_{T-1}/∂h_{T-1-k} is the most a change k steps back can still move the last state; σ_min "
+        "the least (hollow points are below float resolution). The memory horizon is the first lag where σ_max "
+        "falls under the threshold; for the RNN the dashed line is the bound (γ·σ_max(W_hh))^k that no lag can "
+        "exceed. In a bidirectional network the dashed line is the backward direction (its own W_hh, read from "
+        "t = T-1 back to 0) and the bound is dash-dotted."),
+    "spectrum": (
+        "Eigenvalues of W_hh outside the unit circle grow a linear recurrence, inside they shrink it; σ_max(W_hh) "
+        "bounds how much one step can stretch a vector. The Lyapunov exponents are the average growth rates per "
+        "step along the actual run (φ' and the gates included): all negative means the network forgets."),
+    "cell-state": (
+        "In the LSTM, c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t: the direct path back through c has Jacobian diag(f_t), "
+        "so the dashed 'carousel' ∏ diag(f_t) is that path alone and the solid line every path; the GRU's "
+        "analogue is ∏ diag(z_t). Gate maps show where gates sit near 0 (closed) or 1 (open)."),
+    "training": (
+        "Train each cell on the task and watch the loss against the chance level (dashed) and the global "
+        "gradient norm before and after clipping. Clipping, threshold, optimizer and learning rate may change "
+        "while it runs: the change takes effect at the next step and is marked on the plots."),
+    "activations": (
+        "Every backward step multiplies by diag(φ'(a_t)) W_hh, so ‖∂h_t/∂h_{t-1}‖ ≤ γ·σ_max(W_hh) with "
+        "γ = sup|φ'|: γ = 1/4 for the sigmoid makes it vanish faster; tanh gives 1 only near a = 0 and almost 0 "
+        "once saturated; relu and linear pass exactly 1 where active."),
+}
+
+
+def describe(cfg) -> str:
+    """One line: the cells and the settings that matter, e.g. "RNN (tanh), LSTM · task adding · T=100 · ..."."""
+    cells = ", ".join(f"{CELL_LABELS[c]} ({cfg.activation})" if c == "rnn" else CELL_LABELS[c] for c in cfg.cells)
+    extra = [f"init {cfg.init}" + (f" ×{cfg.init_scale:g}" if cfg.init not in ("default", "chrono") else "")]
+    if cfg.forget_bias is not None:
+        extra.append(f"b_f={cfg.forget_bias:g}")
+    if cfg.layer_norm:
+        extra.append("layer norm")
+    if cfg.num_layers > 1:
+        extra.append(f"{cfg.num_layers} layers")
+    if cfg.bidirectional:
+        extra.append("bidirectional")
+    if cfg.truncate:
+        extra.append(f"truncated BPTT k={cfg.truncate}")
+    task = cfg.task + (f" ({'hello' if cfg.text == 'hello' else 'sonnets'})" if cfg.task == "charlm" else "")
+    return (f"{cells} · task {task} · T={cfg.seq_len} · H={cfg.hidden_size} · B={cfg.batch_size} · seed "
+            f"{cfg.seed} · {cfg.dtype} · " + " · ".join(extra))
+
+
+__all__ = ["VIEW_TITLES", "VIEW_GUIDES", "describe"]

@@ -1,0 +1,46 @@
+"""A short summary of one ExperimentResult: its repr in Python and its HTML in Jupyter (no Streamlit).
+
+    summary_lines(result) -> [str]   cell, settings, gradient ratio, memory horizon, spectral radius, alerts
+    summary_html(result) -> str      the same as a small HTML table (Jupyter's ``_repr_html_``)
+"""
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+
+from .guides import describe
+
+
+def _rows(r) -> list[tuple[str, str]]:
+    c = r.config
+    T = c.seq_len
+    logs = r.grad.log10_grad_norm if r.grad.log10_grad_norm is not None else np.log10(np.asarray(r.grad.grad_norm))
+    first, last = float(logs[0]), float(logs[-1])
+    ratio = f"10^{first - last:.1f}" if math.isfinite(first) and math.isfinite(last) else "not finite"
+    hz = f"k = {r.memory_horizon}" if r.memory_horizon is not None else f"none within {T - 1} lags"
+    radius = r.spectra["h"]["spectral_radius"] if c.cell == "rnn" else \
+        ", ".join(f"{k} {v['spectral_radius']:.3g}" for k, v in r.spectra.items())
+    if c.cell == "rnn":
+        radius = f"{radius:.3g}"
+    from .alerts import alerts
+    found = alerts(r)
+    return [
+        ("cell", describe(c).split(" · ")[0]),
+        ("settings", " · ".join(describe(c).split(" · ")[1:])),
+        ("‖∂L/∂h_0‖ / ‖∂L/∂h_T-1‖", ratio),
+        (f"memory horizon (‖∂h_T-1/∂h_T-1-k‖ < {c.horizon_threshold:g})", hz),
+        ("spectral radius of W_hh", radius),
+        ("alerts", " | ".join(f"{a.level}: {a.message}" for a in found) if found else "none"),
+    ] + [("note", n) for n in r.notes]
+
+
+def summary_lines(result) -> list[str]:
+    return [f"{k}: {v}" for k, v in _rows(result)]
+
+
+def summary_html(result) -> str:
+    rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+                   f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in _rows(result))
+    return f"<div><b>ExperimentResult</b> <small>(.figures(view) draws it)</small><table>{rows}</table></div>"

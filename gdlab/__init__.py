@@ -1,0 +1,63 @@
+"""``gdlab``: the installed command of the gradient-dynamics lab.
+
+    gdlab run|train|export|...  the same subcommands and flags as ``python -m analysis`` (its parser: a
+                                subcommand added there appears here too)
+    gdlab dashboard             start the Streamlit dashboard from the installed ``dashboard/app.py``
+    gdlab --version             the version (``analysis.__version__``, the one place it is written)
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+
+
+def app_path() -> str:
+    """The installed dashboard's entry file (found without importing the dashboard or Streamlit)."""
+    spec = importlib.util.find_spec("dashboard")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the dashboard package is not installed next to analysis")
+    return os.path.join(list(spec.submodule_search_locations)[0], "app.py")
+
+
+def dashboard_command(args: argparse.Namespace) -> list[str]:
+    """``python -m streamlit run <app.py>`` with the chosen address and port (usage statistics off)."""
+    cmd = [sys.executable, "-m", "streamlit", "run", app_path(), "--server.address", args.address,
+           "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+    if args.headless:
+        cmd += ["--server.headless", "true"]
+    return cmd + list(args.streamlit_args)
+
+
+def _add_dashboard(parser: argparse.ArgumentParser) -> None:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    p = sub.add_parser("dashboard", help="start the Streamlit dashboard",
+                       description="Start the dashboard (streamlit run on the installed dashboard/app.py).")
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 to share it)")
+    p.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False,
+                   help="do not open a browser (for servers)")
+    p.add_argument("streamlit_args", nargs=argparse.REMAINDER, metavar="-- STREAMLIT_ARGS",
+                   help="further streamlit options after --, e.g. -- --server.maxUploadSize 50")
+
+
+def main(argv=None) -> int:
+    from analysis.__main__ import build_parser, dispatch
+    parser = build_parser(prog="gdlab")
+    _add_dashboard(parser)
+    args = parser.parse_args(argv)
+    if args.command != "dashboard":
+        return dispatch(args)
+    if not 1 <= args.port <= 65535:
+        print(f"error: --port {args.port} must be in 1..65535", file=sys.stderr)
+        return 2
+    if args.streamlit_args[:1] == ["--"]:
+        args.streamlit_args = args.streamlit_args[1:]
+    cmd = dashboard_command(args)
+    if os.name == "posix":  # become streamlit: signals (Ctrl+C, kill) reach the server itself
+        sys.stdout.flush()
+        os.execv(cmd[0], cmd)
+    return subprocess.call(cmd)

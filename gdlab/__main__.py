@@ -1,0 +1,6 @@
+"""``python -m gdlab``: the same as the ``gdlab`` command."""
+import sys
+
+from . import main
+
+sys.exit(main())

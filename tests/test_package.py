@@ -1,0 +1,180 @@
+"""The installable package: ``pip install .`` (and ``pip install -e .``) into a fresh virtual environment gives a
+working ``gdlab`` command; pyproject's dependencies repeat requirements.txt's pins; the version is written once.
+
+Fast and offline: the fresh venv is made without pip and sees this interpreter's packages through a .pth file
+(torch, streamlit, setuptools, pip are not reinstalled), and the project is installed with
+``--no-deps --no-build-isolation`` from a copy of the source tree (the build leaves nothing in the checkout).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("analysis", "rnn_models", "dashboard", "gdlab", "pyproject.toml", "README.md")
+
+
+def _fresh_venv(where: Path) -> Path:
+    """A venv without pip whose site-packages links to this interpreter's (a .pth file); returns its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    py = where / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    Path(site, "_parent_site.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return py
+
+
+def _source_copy(where: Path) -> Path:
+    where.mkdir()
+    for name in SOURCES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, where / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, where / name)
+    return where
+
+
+def _pip_install(py: Path, *args: str) -> None:
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--disable-pip-version-check", *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _run(exe: Path, *args, cwd: Path, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing from the checkout
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pkg")
+    py = _fresh_venv(base / "venv")
+    _pip_install(py, str(_source_copy(base / "src")))
+    return base, py
+
+
+def test_pip_install_gives_a_working_gdlab_run_json(installed):
+    base, py = installed
+    gdlab = py.parent / "gdlab"
+    assert gdlab.exists()
+    where = _run(py, "-c", "import analysis, dashboard; print(analysis.__file__); print(dashboard.__file__)",
+                 cwd=base).stdout.split()
+    assert all("site-packages" in w and str(ROOT) not in w for w in where), where
+    out = base / "result.json"
+    r = _run(gdlab, "run", "--seq-len", "12", "--hidden-size", "6", "--batch-size", "2", "--json", str(out),
+             cwd=base)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["config"]["seq_len"] == 12 and d["config"]["hidden_size"] == 6 and len(d["grad_norm"]) == 12
+    # the same numbers as python -m analysis from the checkout
+    ref = base / "ref.json"
+    subprocess.run([sys.executable, "-m", "analysis", "run", "--seq-len", "12", "--hidden-size", "6",
+                    "--batch-size", "2", "--json", str(ref)], cwd=ROOT, check=True, capture_output=True)
+    assert json.loads(ref.read_text())["grad_norm"] == d["grad_norm"]
+    bad = _run(gdlab, "run", "--seq-len", "0", cwd=base)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "seq_len" in bad.stderr
+
+
+def test_gdlab_has_the_analysis_subcommands_dashboard_and_version(installed):
+    base, py = installed
+    gdlab = py.parent / "gdlab"
+    from analysis import __version__
+    from analysis.__main__ import COMMANDS
+    v = _run(gdlab, "--version", cwd=base)
+    assert v.returncode == 0 and v.stdout.strip() == f"gradient-dynamics lab {__version__}"
+    h = _run(gdlab, "--help", cwd=base)
+    for name in list(COMMANDS) + ["dashboard"]:  # every python -m analysis subcommand appears
+        assert name in h.stdout
+    d = _run(gdlab, "dashboard", "--help", cwd=base)
+    assert d.returncode == 0 and "--port" in d.stdout and "streamlit" in d.stdout.lower()
+    e = _run(gdlab, "export", "--help", cwd=base)
+    assert "--pptx" in e.stdout and "--preset" in e.stdout
+    bad = _run(gdlab, "dashboard", "--port", "0", cwd=base)
+    assert bad.returncode == 2 and "--port" in bad.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gdlab_dashboard_serves_the_installed_app(installed):
+    base, py = installed
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([str(py.parent / "gdlab"), "dashboard", "--headless", "--port", str(port)], cwd=base,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline, ok = time.monotonic() + 90, False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    ok = r.read().decode() == "ok"
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert ok, f"the dashboard did not answer on port {port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # our own session: gdlab became streamlit (exec)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+    assert f"127.0.0.1:{port}" in out, out
+
+
+def test_editable_install_runs_from_the_source_tree(tmp_path):
+    py = _fresh_venv(tmp_path / "venv")
+    src = _source_copy(tmp_path / "src")
+    _pip_install(py, "-e", str(src))
+    r = _run(py, "-c", "import analysis; print(analysis.__file__)", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == str(src / "analysis" / "__init__.py")
+    v = _run(py.parent / "gdlab", "--version", cwd=tmp_path)
+    assert v.returncode == 0 and "gradient-dynamics lab" in v.stdout
+
+
+def _pins(lines) -> dict[str, str]:
+    out = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        m = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)$", line)
+        if m:
+            out[m.group(1).lower().replace("_", "-")] = m.group(2).replace(" ", "")
+    return out
+
+
+def test_pyproject_dependencies_repeat_the_requirements_pins():
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    req = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    deps = _pins(project["dependencies"] + project["optional-dependencies"]["notebook"])
+    assert deps, "no dependencies"
+    for name, spec in deps.items():
+        assert req.get(name) == spec, f"{name}{spec} in pyproject.toml, {name}{req.get(name)} in requirements.txt"
+    assert deps["torch"] == "==2.13.0"
+    assert "version" in project["dynamic"]  # read from analysis.__version__, written once
+
+
+def test_the_version_is_written_in_one_place():
+    hits = []
+    for path in ROOT.rglob("*"):
+        if path.suffix in (".py", ".toml") and ".venv" not in path.parts and "tests" not in path.parts:
+            if re.search(r"""__version__\s*=\s*["']""", path.read_text(errors="ignore")):
+                hits.append(path.relative_to(ROOT))
+    assert hits == [Path("analysis/__init__.py")]
