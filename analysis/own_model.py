@@ -242,12 +242,8 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
 
 
 def _net(config: ExperimentConfig, I: int, dtype: torch.dtype) -> RecurrentNetwork:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        return RecurrentNetwork(config.model_config(I))
-    finally:
-        torch.set_default_dtype(previous)
+    # built in the default dtype, then cast: every weight is then overwritten by the file's (no global dtype change)
+    return RecurrentNetwork(config.model_config(I)).to(dtype)
 
 
 # ---- Python: a model object ---------------------------------------------------------------------------
