@@ -90,4 +90,7 @@ def header(results: dict) -> None:
                 + f" · layer analysed {c.analysed_layer} · loss {r.spec.name} ({c.loss_steps} steps)")
     decided = [n for n in r.notes if n.startswith(("the file decided", "readout", "embedding", "loss:", "inputs",
                                                      "nn.RNN", "initial state"))]
-    st.info("**What the file decided.** " + "  \n".join(decided))
+    decided = [n.removeprefix("the file decided: ") for n in decided]
+    st.info("**What the file decided.** " + "  \n".join(decided) + "  \n*The sidebar's model and task settings "
+            "do not apply to an uploaded model; its analysis settings (precision, layer, lags, ...) do. Remove the "
+            "state_dict upload to return to the presets.*")
