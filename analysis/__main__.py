@@ -61,6 +61,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             kw["choices"] = CHOICES[f.name]
         p.add_argument(_flag(f.name), type=base, metavar=f.name.upper(), **kw)
     p.add_argument("--config", dest="config_file", default=None, help="JSON config; flags override it")
+    p.add_argument("--no-limits", action="store_true",
+                   help="skip the cost check (GDLAB_MAX_MEMORY_MB / GDLAB_MAX_GFLOP, see analysis/limits.py)")
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -176,6 +178,8 @@ def main(argv=None) -> int:
     add_sweep_parser(sub, add_config_flags)
     args = parser.parse_args(argv)
     try:
+        from . import limits
+        limits.configure(limits.Limits(None, None, "--no-limits") if args.no_limits else None)
         if args.command == "sweep":
             return cmd_sweep(args, config_from_args, _write_atomic)
         return {"run": cmd_run, "train": cmd_train, "export": cmd_export}[args.command](args)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, fields
 
 from rnn_models.config import (CELLS, MAX_LAYERS, ConfigError, ModelConfig, check_bool, check_choice, check_float,
-                                check_int)
+                                check_int, shown)
 
 TASK_NAMES = ("random", "adding", "copy", "temporal-order", "charlm")
 DTYPES = ("float32", "float64")
@@ -112,7 +112,7 @@ class ExperimentConfig:
             object.__setattr__(self, "compare", tuple(self.compare.split(",")) if isinstance(self.compare, str)
                                else tuple(self.compare))
         if not isinstance(self.compare, tuple) or len(self.compare) > 3 or len(set(self.compare)) != len(self.compare):
-            raise ConfigError(f"compare={self.compare!r} must list up to 3 different cells of rnn, lstm, gru")
+            raise ConfigError(f"compare={shown(self.compare)} must list up to 3 different cells of rnn, lstm, gru")
         for c in self.compare:
             check_choice("compare", c, CELLS)
         if self.input_size is not None:
@@ -130,7 +130,7 @@ class ExperimentConfig:
         for name in ("inputs_path", "state_dict_path", "targets_path", "h0_path"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v.strip()):
-                raise ConfigError(f"{name}={v!r} must be a file path (a non-empty string) or null")
+                raise ConfigError(f"{name}={shown(v)} must be a file path (a non-empty string) or null")
         check_own_model_fields(self)
         check_choice("loss_steps", self.loss_steps, LOSS_STEPS)
         L = self.num_layers if not self.state_dict_path else MAX_LAYERS  # the file decides; checked once read
@@ -189,18 +189,47 @@ class ExperimentConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ConfigError(f"unknown config field {unknown[0]!r}: allowed fields are {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown config field {shown(unknown[0])}: allowed fields are {', '.join(sorted(names))}")
         try:
             return cls(**d)
-        except TypeError as e:  # pragma: no cover - dataclass signature errors
-            raise ConfigError(str(e)) from None
+        except TypeError as e:  # a value of a type the checks did not expect (e.g. a list where a number goes)
+            raise ConfigError(f"a config field has the wrong type: {shown(str(e), 120)}") from None
 
     @classmethod
     def from_json(cls, text: str) -> "ExperimentConfig":
+        """Parse a JSON config (or a result file's "config"). Hostile text gets one line: over MAX_JSON_CHARS,
+        nesting too deep, a 5000-digit number, NaN/Infinity, or a key given twice are refused."""
+        if len(text) > MAX_JSON_CHARS:
+            raise ConfigError(f"config is {len(text):,} characters long: a config file is at most "
+                              f"{MAX_JSON_CHARS:,} characters")
         try:
-            d = json.loads(text)
+            d = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"config is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+            raise ConfigError(f"config is not valid JSON: {shown(e.msg, 80)} at line {e.lineno} column {e.colno}") \
+                from None
+        except RecursionError:
+            raise ConfigError("config is nested too deeply: a config is one JSON object of fields") from None
+        except ValueError as e:  # a number too long to read (Python's int digit limit), a key given twice, NaN
+            msg = str(e)
+            if "digits" in msg and "limit" in msg:
+                msg = "a number in it has thousands of digits: give each field a value in its range"
+            raise ConfigError(f"config: {msg[:160]}") from None
         if isinstance(d, dict) and "config" in d and isinstance(d["config"], dict) and "cell" in d["config"]:
             d = d["config"]  # a result file: take its config
         return cls.from_dict(d)
+
+
+MAX_JSON_CHARS = 1_000_000  # a result file with its arrays fits; a config is ~1 kB
+
+
+def _unique_keys(pairs: list) -> dict:
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"field {shown(k)} is given twice")
+        d[k] = v
+    return d
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number a config accepts: give a finite value")

@@ -7,7 +7,8 @@ One small interface, three implementations:
     RayExecutor      a Ray cluster: ``address`` (or RAY_ADDRESS) connects to one, none starts Ray on this machine
 
 ``fn`` must be a module-level function (it is sent by reference) whose result depends only on its task, so the
-same tasks give the same numbers on every executor.
+same tasks give the same numbers on every executor. A task whose worker dies (killed, out of memory) is yielded
+as a ``WorkerError`` in place of its result; the others go on.
 """
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ from rnn_models.config import ConfigError
 
 EXECUTORS = ("local", "ray")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder holding analysis/, rnn_models/
+
+
+class WorkerError(Exception):
+    """A task's worker died before returning (the message says how)."""
+
+
+def _worker_error(e: BaseException) -> WorkerError:
+    return WorkerError(f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
 
 
 class InlineExecutor:
@@ -59,13 +68,32 @@ class LocalExecutor:
         futures = {self.pool.submit(fn, t): i for i, t in enumerate(tasks)}
         try:
             for f in as_completed(futures):
-                yield futures[f], f.result()
+                try:
+                    result = f.result()
+                except Exception as e:  # noqa: BLE001 - BrokenProcessPool and the like: that point failed
+                    result = _worker_error(e)
+                yield futures[f], result
         finally:
             for f in futures:
                 f.cancel()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``host:port`` (or ``ray://host:port``) that does not answer within ``timeout`` s is a one-line error
+    (ray.init itself retries for minutes). ``auto`` and other forms are left to Ray."""
+    import socket
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"ray_address={address!r}: nothing answers there ({e.strerror or type(e).__name__}); "
+                          "start the cluster with `ray start --head` or fix the address") from None
 
 
 class RayExecutor:
@@ -85,6 +113,7 @@ class RayExecutor:
         self.started = False
         if not ray.is_initialized():
             if self.address:
+                _check_reachable(self.address)
                 import analysis
                 import rnn_models
                 env = {"py_modules": [analysis, rnn_models], "env_vars": {"OMP_NUM_THREADS": "1"}}
@@ -113,7 +142,11 @@ class RayExecutor:
             while pending:
                 done, pending = self.ray.wait(pending, num_returns=1)
                 for r in done:
-                    yield refs[r], self.ray.get(r)
+                    try:
+                        result = self.ray.get(r)
+                    except Exception as e:  # noqa: BLE001 - a worker that died (after its retry)
+                        result = _worker_error(e)
+                    yield refs[r], result
         finally:
             for r in pending:
                 self.ray.cancel(r)

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,29 +18,14 @@ from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork, Run, infer_config_from_torch_state_dict
 
 from .config import ExperimentConfig
-from .gradients import GradientResult, gradient_norms, log_grad_norm_chain, probe_loss
+from .gradients import (GradientResult, _underflow_floor, gradient_norms, log_grad_norm_chain,
+                        log_grad_norm_chain_stacked, probe_loss)
 from .jacobians import JacobianResult, jacobian_products, report_lags
 from .progress import Progress, Reporter, reporter
 from .spectra import weight_spectra
 from .tasks import TaskBatch, TaskSpec, load_inputs, make_batch, random_readout, task_spec
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch ops on one intra-op thread, restoring the previous setting.
-
-    The time loop is many small sequential ops: on this 2-core machine two OpenMP threads gave no gain when idle
-    and stalled 10-50x when the other core was busy (measured in benchmarks/); the spectra still use both cores
-    through the thread pool in ``jacobians._svdvals``.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class TaskModel(nn.Module):
@@ -210,8 +194,9 @@ def run_experiment(config: ExperimentConfig, *, progress: Progress | Reporter | 
               the cost of one forward+backward pass.
     """
     _check_only(only)
-    with one_thread():
-        return _run_experiment(config, reporter(progress), only)
+    from .limits import check
+    check(config, only=only)  # LimitExceeded (a ConfigError) before anything is allocated
+    return _run_experiment(config, reporter(progress), only)
 
 
 def _run_experiment(config: ExperimentConfig, rep: Reporter, only: str | None = None) -> ExperimentResult:
@@ -255,18 +240,12 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
             truncated = gradient_norms(tr_k, loss_fn(y_k), a)
     t2 = time.perf_counter()
     T = batch.inputs.shape[0]
-    underflow_note = None
-    if loss_steps == "last" and a == config.num_layers - 1 and not config.bidirectional:
-        # exact log-space ||dL/dh_t|| (backprop underflows in float32 on long sequences)
-        logs = log_grad_norm_chain(_detached(trace.runs[a][0]), grad.last_state_grad)  # (T, B)
-        grad.log10_grad_norm = logs.mean(1).numpy()
-        grad.method = "backprop; log10 from the renormalized chain dL/dstate_{t-1} = dL/dstate_t J_t"
-    elif bool((grad.grad_norm == 0).any()) and not config.truncate:
-        zero_t = int(np.nonzero(grad.grad_norm == 0)[0].max())
-        underflow_note = (f"||dL/dh_t|| is 0 in {config.dtype} backpropagation for t <= {zero_t}: it underflowed or the "
-               "flow is cut (dead units); the exact log-space chain covers final-step losses on the last layer")
+    underflow_note = _exact_log_grad_norms(config, trace, grad, loss_steps, a)
+    grad.state_grads = None
+    if truncated is not None:
+        truncated.state_grads = None
     if grad.log10_grad_norm is None:  # the log10 twin of every result (zeros -> -inf, no warning printed)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
             grad.log10_grad_norm = np.log10(np.asarray(grad.grad_norm, dtype=float))
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
     runs = [[_detached(r) for r in layer] for layer in trace.runs]
@@ -307,6 +286,54 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
                    "total_s": time.perf_counter() - t0}
     rep(1.0, "done", force=True)
     return res
+
+
+def _exact_log_grad_norms(config: ExperimentConfig, trace, grad: GradientResult, loss_steps: str,
+                          a: int) -> str | None:
+    """Make ||dL/dh_t|| exact where float backprop underflows (sets grad.log10_grad_norm, and grad_norm / band
+    from it); returns a note when it cannot (the values then are marked: NaN below the float's safe range).
+
+    A final-step loss on a unidirectional stack: backprop where every sequence's norm is far above underflow,
+    below that the renormalized vector-Jacobian chain (log_grad_norm_chain / _stacked), exact in log space.
+    """
+    T = len(grad.grad_norm)
+    dtype = DTYPES[config.dtype]
+    chain_ok = loss_steps == "last" and not config.bidirectional and not config.truncate
+    logs = None
+    if chain_ok and a == config.num_layers - 1:
+        logs = log_grad_norm_chain(_detached(trace.runs[a][0]), grad.last_state_grad, grad.state_grads)  # (T, B)
+    elif chain_ok:
+        safe = bool((torch.linalg.vector_norm(grad.state_grads.double(), dim=-1) > _underflow_floor(dtype)).all())
+        if safe:
+            logs = torch.log10(torch.linalg.vector_norm(grad.state_grads[..., :config.hidden_size].double(), dim=-1))
+        else:
+            top = trace.runs[-1][0]
+            v_last = torch.cat([grad.top_last_grad] + [torch.zeros_like(grad.top_last_grad)] * (len(top.states[0]) - 1),
+                               -1)  # (B, S): the loss reads h^{L-1}_{T-1} only, so dL/dc_{T-1} = 0
+            logs = log_grad_norm_chain_stacked([_detached(trace.runs[l][0]) for l in range(a, config.num_layers)],
+                                               v_last)
+    if logs is not None:
+        grad.log10_grad_norm = logs.mean(1).numpy()  # (T,) log10 of the geometric mean over the batch
+        grad.grad_norm = np.power(10.0, grad.log10_grad_norm)
+        grad.grad_norm_band = torch.quantile(torch.pow(10.0, logs), torch.tensor([0.1, 0.9], dtype=logs.dtype),
+                                             dim=1).numpy()
+        grad.method = ("backprop; log10 exact: backprop where far from underflow, below that the renormalized chain "
+                       "dL/dstate_{t-1} = dL/dstate_t J_t (vector-Jacobian products)")
+        return None
+    # not a single chain (losses at every step, bidirectional, truncated): mark what float cannot represent
+    norms = torch.linalg.vector_norm(grad.state_grads[..., :config.hidden_size].double(), dim=-1)  # (T, B)
+    unsafe = ~(norms > _underflow_floor(dtype)).all(1)
+    if config.truncate or not bool(unsafe.any()):
+        return None
+    t_u = int(unsafe.nonzero().max())
+    grad.grad_norm = grad.grad_norm.copy()
+    grad.grad_norm[: t_u + 1] = np.nan
+    grad.grad_norm_band = grad.grad_norm_band.copy()
+    grad.grad_norm_band[:, : t_u + 1] = np.nan
+    grad.underflow_t = t_u
+    return (f"||dL/dh_t|| for t <= {t_u} is not shown: some sequence's gradient fell below "
+            f"{_underflow_floor(dtype):.0e}, where {config.dtype} backprop underflows (0 or inexact); the exact "
+            "log-space chain covers final-step losses on unidirectional stacks")
 
 
 def run_comparison(config: ExperimentConfig, *, progress: Progress | Reporter | None = None,
@@ -392,6 +419,7 @@ def result_to_dict(r: ExperimentResult) -> dict:
         "log10_grad_norm": _list(r.grad.log10_grad_norm if r.grad.log10_grad_norm is not None
                                  else np.log10(np.asarray(r.grad.grad_norm, dtype=float))),
         "grad_norm_method": r.grad.method,
+        "grad_norm_underflow_t": r.grad.underflow_t,
         "grad_norm_band": {"p10": _list(r.grad.grad_norm_band[0]), "p90": _list(r.grad.grad_norm_band[1])},
         "grad_norm_per_layer": [_list(row) for row in r.grad.per_layer],
         "grad_norm_per_direction": [_list(row) for row in r.grad.per_direction],

@@ -62,6 +62,9 @@ class GradientResult:
     last_state_grad: Tensor | None = None  # (B, S) dL/dstate_{T-1} of the analysed layer's forward direction
     log10_grad_norm: np.ndarray | None = None  # (T,) exact log10 of grad_norm (see log_grad_norm_chain)
     method: str = "backprop"
+    underflow_t: int | None = None  # grad_norm is NaN for t <= this: below float's safe range, no exact chain
+    top_last_grad: Tensor | None = None  # (B, H) dL/dh_{T-1} of the top layer's forward direction
+    state_grads: Tensor | None = None  # (T, B, S) dL/dstate_t of the analysed layer's forward direction (dropped after use)
 
 
 def _first_nonfinite_forward(trace: Trace) -> dict | None:
@@ -116,7 +119,11 @@ def gradient_norms(trace: Trace, probe: Tensor, analysed_layer: int, *, retain_g
     last = [grads[(a * D) * T + T - 1]]  # dL/dh_{T-1}, forward direction of the analysed layer
     if is_lstm:
         last.append(grads[L * D * T + T - 1])  # dL/dc_{T-1}
+    h_g = torch.stack(grads[a * D * T: a * D * T + T])  # (T, B, H)
+    state_grads = torch.cat([h_g, torch.stack(grads[L * D * T:])], -1) if is_lstm else h_g  # (T, B, S)
     return GradientResult(
+        state_grads=state_grads.detach(),
+        top_last_grad=grads[((L - 1) * D) * T + T - 1].detach(),
         last_state_grad=torch.cat(last, -1).detach(),
         grad_norm=geometric_mean(norms, -1).numpy(),
         grad_norm_band=band.numpy(),
@@ -128,37 +135,125 @@ def gradient_norms(trace: Trace, probe: Tensor, analysed_layer: int, *, retain_g
     )
 
 
+def _underflow_floor(dtype: torch.dtype) -> float:
+    """Norms above this are far from float underflow: tiny / eps^2 (float32 ~8e-25, float64 ~4e-277)."""
+    fi = torch.finfo(dtype)
+    return fi.tiny / fi.eps ** 2
+
+
+def _vjp_step(cell, xp_t: Tensor, state: tuple, v: Tensor) -> Tensor:
+    """v J_t for a batch of row vectors v (B, S): one vector-Jacobian product through the cell's step, O(B S^2)
+    like backprop (never the dense (B, S, S) Jacobian). Sequences are independent, so the batch is exact."""
+    H = cell.hidden_size
+    with torch.enable_grad():
+        s = tuple(x.detach().requires_grad_(True) for x in state)
+        out = cell.step(xp_t.detach(), s)
+        cot = tuple(v[:, i * H:(i + 1) * H] for i in range(len(out)))  # (B, H) per state part
+        g = torch.autograd.grad(out, s, grad_outputs=cot)
+    return torch.cat(g, -1)  # (B, S)
+
+
 @torch.no_grad()
-def log_grad_norm_chain(run, v_last: Tensor) -> Tensor:
+def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None) -> Tensor:
     r"""log10 ||dL/dh_t|| for every t and sequence, (T, B), for a loss on the last step only.
 
-    Such a loss reaches state_t only through state_{t+1}, so dL/dstate_{t-1} = dL/dstate_t J_t exactly. The
-    row vector is renormalized after every step and its log norm accumulated, so the values stay exact where
-    float32 (or float64) backpropagation underflows to 0 (below ~1e-38 / 1e-308).
-    """
-    from .jacobians import _ChunkSteps, _stack_states
+    Such a loss reaches state_t only through state_{t+1}, so dL/dstate_{t-1} = dL/dstate_t J_t exactly, a
+    vector-Jacobian product per step (O(B S^2), as backprop). The row vector is renormalized after every step
+    and its log norm accumulated, so the values stay exact where float32 (or float64) backpropagation
+    underflows to 0 (below ~1e-38 / 1e-308).
 
+    state_grads  optional (T, B, S) backprop's dL/dstate_t: where every sequence's norm is above
+                 ``_underflow_floor`` those values are exact to float rounding and used as they are; the chain
+                 starts from the last step whose norms are all safe and runs down from there (no extra cost
+                 when nothing underflows). Without it the chain runs from v_last (B, S) at t = T-1.
+    """
     T = len(run.xp)
-    B = v_last.shape[0]
     H = run.cell.hidden_size
-    idx = torch.arange(B)
-    v = v_last.unsqueeze(1).to(run.xp[0].dtype)  # (B, 1, S)
+    dtype = run.xp[0].dtype
+    out = torch.empty(T, B := v_last.shape[0], dtype=torch.float64)
+    start = T - 1
+    if state_grads is not None:
+        sg = state_grads.double()
+        norms = torch.linalg.vector_norm(sg, dim=-1)  # (T, B) full state
+        out[:] = torch.log10(torch.linalg.vector_norm(sg[..., :H], dim=-1))
+        unsafe = ~(norms > _underflow_floor(dtype)).all(1)  # (T,) some sequence near underflow (or 0, NaN)
+        if not bool(unsafe.any()):
+            return out
+        start = int(unsafe.nonzero().max()) + 1  # every t >= start is safe
+        if start > T - 1:
+            start = T - 1
+        v = state_grads[start].to(dtype)
+    else:
+        v = v_last.to(dtype)
+    n = torch.linalg.vector_norm(v.double(), dim=-1)
+    n = torch.where(n > 0, n, torch.ones_like(n))
+    v = v / n.to(dtype).unsqueeze(-1)
+    log_scale = torch.log10(n)  # (B,)
+    out[start] = torch.log10(torch.linalg.vector_norm(v[:, :H].double(), dim=-1)) + log_scale
+    for t in range(start, 0, -1):
+        v = _vjp_step(run.cell, run.xp[t], run.states[t], v)  # dL/dstate_{t-1} = dL/dstate_t J_t  (B, S)
+        n = torch.linalg.vector_norm(v.double(), dim=-1)  # (B,)
+        n = torch.where(n > 0, n, torch.ones_like(n))
+        v = v / n.to(dtype).unsqueeze(-1)
+        log_scale = log_scale + torch.log10(n)
+        out[t - 1] = torch.log10(torch.linalg.vector_norm(v[:, :H].double(), dim=-1)) + log_scale
+    return out
+
+
+def _vjp_layer_step(cell, h_below: Tensor | None, xp_t: Tensor, state: tuple, g: Tensor):
+    """One step of a stacked layer: state_t = step(project(h_below_t), state_{t-1}) (or the stored projection for
+    the bottom of the chain); returns (g J_state (B, S), g d state_t/d h_below_t (B, H_below) or None)."""
+    H = cell.hidden_size
+    with torch.enable_grad():
+        s = tuple(x.detach().requires_grad_(True) for x in state)
+        if h_below is None:
+            out = cell.step(xp_t.detach(), s)
+            ins = s
+        else:
+            hb = h_below.detach().requires_grad_(True)
+            out = cell.step(cell.project(hb), s)
+            ins = s + (hb,)
+        cot = tuple(g[:, i * H:(i + 1) * H] for i in range(len(out)))
+        gr = torch.autograd.grad(out, ins, grad_outputs=cot)
+    return torch.cat(gr[:len(s)], -1), (gr[-1] if h_below is not None else None)
+
+
+@torch.no_grad()
+def log_grad_norm_chain_stacked(runs: list, v_last: Tensor) -> Tensor:
+    r"""log10 ||dL/dh^a_t|| (T, B) for the bottom layer a of a unidirectional stack ``runs`` = [run_a, ...,
+    run_{L-1}] (forward direction), for a loss on the top layer's last step, exact in log space.
+
+    At time t the loss reaches layer l's state only through state^l_{t+1} (u^l_t) and, for l < L-1, through
+    layer l+1's input at t. Top-down at each t:  g^{L-1}_t = u^{L-1}_t,  g^l_t = u^l_t + g^{l+1}_t d state^{l+1}_t/d h^l_t,
+    then u^l_{t-1} = g^l_t J^l_t. The joint vector (u^a, ..., u^{L-1}) is linear in v_last, so it is renormalized
+    by one factor per sequence after every step and the log scale accumulated (vector-Jacobian products only).
+    """
+    T = len(runs[0].xp)
+    dtype = runs[0].xp[0].dtype
+    Ha = runs[0].cell.hidden_size
+    B = v_last.shape[0]
+    u = [torch.zeros(B, len(r.states[0]) * r.cell.hidden_size, dtype=dtype) for r in runs]  # per layer (B, S_l)
+    u[-1] = v_last.to(dtype)
     log_scale = torch.zeros(B, dtype=torch.float64)
     out = torch.empty(T, B, dtype=torch.float64)
-    out[T - 1] = torch.log10(torch.linalg.vector_norm(v[:, 0, :H].double(), dim=-1))
-    S = v.shape[-1]
-    chunk = max(1, min(64, (64 * 2**20) // max(1, B * S * S * v.element_size())))
-    t_hi = T - 1
-    while t_hi >= 1:
-        t_lo = max(1, t_hi - chunk + 1)
-        steps = _ChunkSteps(run.cell, *_stack_states(run, t_lo, t_hi + 1, idx))
-        for c in range(len(steps) - 1, -1, -1):
-            t = t_lo + c
-            v = steps.right(c, v)  # dL/dstate_{t-1} = dL/dstate_t J_t
-            n = torch.linalg.vector_norm(v.double(), dim=(-2, -1))  # (B,)
-            n = torch.where(n > 0, n, torch.ones_like(n))
-            v = v / n.to(v.dtype).view(B, 1, 1)
-            log_scale = log_scale + torch.log10(n)
-            out[t - 1] = torch.log10(torch.linalg.vector_norm(v[:, 0, :H].double(), dim=-1)) + log_scale
-        t_hi = t_lo - 1
+    for t in range(T - 1, -1, -1):
+        g_in = None
+        prev = [None] * len(runs)
+        for l in range(len(runs) - 1, -1, -1):
+            r = runs[l]
+            g = u[l] if g_in is None else torch.cat([u[l][:, :r.cell.hidden_size] + g_in, u[l][:, r.cell.hidden_size:]], -1)
+            if l == 0:
+                out[t] = torch.log10(torch.linalg.vector_norm(g[:, :Ha].double(), dim=-1)) + log_scale
+                if t > 0:
+                    prev[0], _ = _vjp_layer_step(r.cell, None, r.xp[t], r.states[t], g)
+            else:
+                h_below = runs[l - 1].states[t + 1][0]  # h^{l-1}_t
+                p, g_in = _vjp_layer_step(r.cell, h_below, r.xp[t], r.states[t], g)
+                prev[l] = p if t > 0 else None
+        if t == 0:
+            break
+        n = torch.sqrt(sum(torch.linalg.vector_norm(p.double(), dim=-1) ** 2 for p in prev))  # (B,)
+        n = torch.where(n > 0, n, torch.ones_like(n))
+        u = [p / n.to(dtype).unsqueeze(-1) for p in prev]
+        log_scale = log_scale + torch.log10(n)
     return out

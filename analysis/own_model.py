@@ -38,7 +38,7 @@ from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork, infer_config_from_torch_state_dict
 
 from .config import MAX_BATCH, MAX_SEQ_LEN, ExperimentConfig
-from .experiment import DTYPES, ExperimentResult, TaskModel, _check_only, analyse_model, one_thread
+from .experiment import DTYPES, ExperimentResult, TaskModel, _check_only, analyse_model
 from .progress import reporter
 from .own_files import ARCH_FIELDS, FileModel, describe, fill_from_file, read_array, read_file, read_state_dict
 from .tasks import TaskBatch, TaskSpec, task_spec
@@ -236,14 +236,12 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
     model.net.load_torch_state_dict({k: v.double() for k, v in fm.rnn.items()})
     batch = TaskBatch(spec=spec, inputs=x.to(dtype), targets=None)
     _check_only(only)
-    with one_thread():
-        return analyse_model(config, batch, model, loss_fn=loss_fn, initial=initial, notes=tuple(notes), t0=t0,
-                             rep=reporter(progress), only=only)
+    return analyse_model(config, batch, model, loss_fn=loss_fn, initial=initial, notes=tuple(notes), t0=t0,
+                         rep=reporter(progress), only=only)
 
 
 def _net(config: ExperimentConfig, I: int, dtype: torch.dtype) -> RecurrentNetwork:
-    # built in the default dtype, then cast: every weight is then overwritten by the file's (no global dtype change)
-    return RecurrentNetwork(config.model_config(I)).to(dtype)
+    return RecurrentNetwork(config.model_config(I), dtype=dtype)  # explicit dtype: no process-global state
 
 
 # ---- Python: a model object ---------------------------------------------------------------------------

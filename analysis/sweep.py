@@ -35,7 +35,7 @@ import numpy as np
 from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
-from .executors import make_executor
+from .executors import WorkerError, make_executor
 from .sweep_points import ANALYSIS_METRICS, METRICS, TRAINING_METRICS, evaluate_point
 from .tasks import task_spec
 
@@ -207,6 +207,20 @@ def _check_metrics(c: ExperimentConfig, metrics) -> None:
         raise ConfigError("compare must be empty in a sweep: vary cell=rnn,lstm,gru instead")
 
 
+def axis_notes(plan: Plan) -> list[str]:
+    """Axes that change nothing for some points (said, never silently dropped): init_scale under an init that
+    does not read it, and the model's own "does not apply" notes that name an axis field."""
+    notes = []
+    for combo in itertools.product(*(a.values for a in plan.axes)):
+        c = plan.config.replace(**{a.field: v for a, v in zip(plan.axes, combo)})
+        fields = {a.field for a in plan.axes}
+        if "init_scale" in fields and c.init in ("default", "chrono"):
+            notes.append(f"init_scale has no effect with init={c.init!r} (it scales xavier, orthogonal, identity "
+                         "and spectral inits)")
+        notes += [n for n in c.model_config(c.input_size or 8).inapplicable() if any(f in n for f in fields)]
+    return list(dict.fromkeys(notes))
+
+
 # ---- resume (JSONL) -----------------------------------------------------------------------------------------
 def _key_id(key: dict) -> str:
     return json.dumps(key, sort_keys=True)
@@ -299,6 +313,10 @@ def summarize(plan: Plan, points: list[dict]) -> list[dict]:
 
 
 # ---- the sweep ------------------------------------------------------------------------------------------------
+def _failed(key: dict, metrics, reason: str) -> dict:
+    return {**key, **{m: None for m in metrics}, "status": "failed", "reason": reason, "notes": [], "time_s": None}
+
+
 ProgressFn = Callable[[int, int, float | None, dict | None], None]
 
 
@@ -313,7 +331,7 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
     keys = plan.keys()
     done = load_resume(resume, plan) if resume else {}
     todo = [k for k in keys if _key_id(k) not in done]
-    notes = [a.note for a in plan.axes if a.note]
+    notes = [a.note for a in plan.axes if a.note] + axis_notes(plan)
     if done:
         notes.append(f"{len(keys) - len(todo)} of {len(keys)} points taken from {os.path.basename(resume)}")
     writer = _ResumeWriter(resume, plan)
@@ -328,6 +346,8 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
             tasks = [{"config": plan.point_config(k).to_dict(), "metrics": list(plan.metrics), "key": k}
                      for k in todo]
             for i, (j, point) in enumerate(ex.run(evaluate_point, tasks), 1):
+                if isinstance(point, WorkerError):
+                    point = _failed(todo[j], plan.metrics, f"the worker died: {point}")
                 results[_key_id(todo[j])] = point
                 writer.add(todo[j], point)
                 if progress:

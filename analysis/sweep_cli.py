@@ -6,6 +6,8 @@ import json
 import sys
 import time
 
+from rnn_models.config import ConfigError
+
 from .sweep_points import METRICS
 
 
@@ -23,6 +25,8 @@ def add_sweep_parser(sub, add_config_flags) -> None:
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="a running Ray cluster (default: RAY_ADDRESS, else Ray started on this machine)")
     p.add_argument("--resume", default=None, metavar="PATH", help="JSONL of finished points: appended, skipped")
+    p.add_argument("--figure", default=None, metavar="PATH",
+                   help="also draw the first metric's phase diagram to PATH (.png, .svg, .pdf or .json)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -70,12 +74,40 @@ def _table(d: dict) -> str:
 def cmd_sweep(args, config_from_args, write_atomic) -> int:
     from .sweep import sweep
     config = config_from_args(args)
-    d = sweep(config, args.vary, seeds=args.seeds, metrics=args.metrics, executor=args.executor,
-              workers=args.workers, ray_address=args.ray_address, resume=args.resume,
-              progress=None if args.quiet else StderrProgress())
+    fig_fmt = _figure_format(args.figure)
+    try:
+        d = sweep(config, args.vary, seeds=args.seeds, metrics=args.metrics, executor=args.executor,
+                  workers=args.workers, ray_address=args.ray_address, resume=args.resume,
+                  progress=None if args.quiet else StderrProgress())
+    except KeyboardInterrupt:
+        kept = f"; the finished points are in {args.resume}: run again to go on" if args.resume else \
+            " (add --resume PATH to keep finished points)"
+        print(f"\ninterrupted{kept}", file=sys.stderr)
+        return 130
     if args.json:
         write_atomic(args.json, json.dumps(d, allow_nan=False))
         print(f"wrote {args.json} ({len(d['points'])} points, {d['timings']['total_s']:.1f} s)")
-    else:
-        print(_table(d))
+    print(_table(d))
+    if args.figure:
+        _write_figure(d, args.figure, fig_fmt)
+        print(f"wrote {args.figure}")
     return 0
+
+
+def _figure_format(path: str | None) -> str | None:
+    if path is None:
+        return None
+    fmt = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    if fmt not in ("png", "svg", "pdf", "json"):
+        raise ConfigError(f"--figure {path}: the name must end in .png, .svg, .pdf or .json")
+    return fmt
+
+
+def _write_figure(d: dict, path: str, fmt: str) -> None:
+    """The first metric's Atlas figure, as the dashboard draws it (a 1920x1080 slide for images)."""
+    from . import export
+    from .figures.atlas import atlas_figure
+    fig = atlas_figure(d, d["metrics"][0])
+    data = export.figure_json(fig).encode() if fmt == "json" else export.figure_bytes(fig, fmt)
+    with open(path, "wb") as fh:
+        fh.write(data)

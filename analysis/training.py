@@ -29,7 +29,7 @@ import torch
 from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
-from .experiment import DTYPES, TaskModel, one_thread, resolve
+from .experiment import DTYPES, TaskModel, resolve
 from .gradients import _first_nonfinite_forward, geometric_mean
 from .tasks import make_batch, perplexity
 
@@ -90,6 +90,8 @@ class Trainer:
                               "temporal-order or charlm")
         if on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"on_nonfinite={on_nonfinite!r} is not allowed: choose stop or skip")
+        from .limits import check_training
+        check_training(config, config.train_steps or 1)
         self.config, batch, sd = resolve(config)
         self.spec = batch.spec
         self.on_nonfinite = on_nonfinite
@@ -134,8 +136,7 @@ class Trainer:
 
     def step(self) -> StepRecord:
         """One training step (see the module docstring). After a stop, returns the last record unchanged."""
-        with one_thread():
-            return self._step()
+        return self._step()
 
     def _step(self) -> StepRecord:
         if self.stopped is not None:

@@ -51,20 +51,41 @@ def _describe(cfg: ExperimentConfig) -> str:
             f"{cfg.seed} · {cfg.dtype} · " + " · ".join(extra))
 
 
+def _message(e: BaseException) -> str:
+    """One plain sentence from an engine error, cut to a readable length (never a traceback)."""
+    if isinstance(e, ValueError):  # ConfigError / LimitExceeded included: one line naming the field
+        msg = " ".join(str(e).split())
+    else:
+        msg = f"the analysis failed ({type(e).__name__}: {' '.join(str(e).split())})"
+    return msg if len(msg) <= 400 else msg[:400] + "…"
+
+
 def _run(settings):
-    """Results for the settings; on an engine error, the last good settings (and the message)."""
+    """Results for the settings; on an engine error, the last good settings (and the message). No exception of
+    the engine reaches the page: if the fallback fails too, the default preset; if that fails, a message."""
     try:
         return analyse(settings.config, settings.variant, settings.variant_label), None
-    except ValueError as e:  # ConfigError included: one line naming the field
-        msg = " ".join(str(e).split())
     except Exception as e:  # noqa: BLE001 - an engine failure must not take the page down
-        msg = f"the analysis failed ({type(e).__name__}: {' '.join(str(e).split())})"
+        msg = _message(e)
+    fallbacks = []
     last = st.session_state.get("last_good")
-    fallback = ExperimentConfig.from_json(last) if last else PRESETS[DEFAULT_PRESET].config
-    if fallback == settings.config:
-        fallback = PRESETS[DEFAULT_PRESET].config
-    settings.config, settings.variant, settings.variant_label = fallback, {}, ""
-    return analyse(fallback), f"These settings cannot be analysed: {msg}. Showing the last good settings."
+    if last:
+        try:
+            fallbacks.append(ExperimentConfig.from_json(last))
+        except ValueError:
+            pass
+    fallbacks.append(PRESETS[DEFAULT_PRESET].config)
+    for fallback in fallbacks:
+        if fallback == settings.config:
+            continue
+        try:
+            results = analyse(fallback)
+        except Exception:  # noqa: BLE001 - try the next fallback
+            continue
+        settings.config, settings.variant, settings.variant_label = fallback, {}, ""
+        return results, f"These settings cannot be analysed: {msg}. Showing the last good settings."
+    st.error(f"These settings cannot be analysed: {msg}.")
+    st.stop()
 
 
 def main() -> None:

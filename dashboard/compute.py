@@ -1,5 +1,11 @@
-"""Cached analysis: one ``run_comparison`` per config, keyed by the config's JSON (training-only fields left out,
-so changing the clip mode or learning rate never recomputes the analysis)."""
+"""Shared analysis for every visitor of one server: cost check, a slot among GDLAB_MAX_CONCURRENT, progress,
+and a byte-budgeted cache of results (dashboard/scheduler.py), keyed by the config's JSON (training-only fields
+left out, so changing the clip mode or learning rate never recomputes the analysis).
+
+Cancellation: the progress callback draws into the page, so when the visitor changes a setting or closes the tab,
+Streamlit's stop of this script run is raised inside the engine at its next progress call; the half-done run
+returns nothing and nothing is cached.
+"""
 from __future__ import annotations
 
 import json
@@ -7,7 +13,9 @@ import json
 import streamlit as st
 
 from analysis.config import ExperimentConfig
+from analysis.limits import check
 
+from . import scheduler
 from .controls import TRAINING_FIELDS
 
 _DEFAULTS = ExperimentConfig().to_dict()
@@ -20,19 +28,33 @@ def analysis_key(config: ExperimentConfig) -> str:
     return json.dumps(d, sort_keys=True)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _run(key: str) -> dict:
+def _one(config: ExperimentConfig, bar, label: str) -> dict:
     from analysis.experiment import run_comparison
-    return run_comparison(ExperimentConfig.from_dict(json.loads(key)))
+
+    def wait(position: int) -> None:
+        bar.progress(0.0, text=f"Waiting for a free slot: position {position} in line "
+                                f"({scheduler.SLOTS.running} analyses running, at most {scheduler.SLOTS.n} at once)")
+
+    def progress(fraction: float, what: str) -> None:
+        bar.progress(min(1.0, max(0.0, float(fraction))), text=f"{label}{what}"[:200])
+
+    cfg = ExperimentConfig.from_dict(json.loads(analysis_key(config)))
+    value, _ = scheduler.run_shared(analysis_key(config), lambda: run_comparison(cfg, progress=progress), wait)
+    return value
 
 
 def analyse(config: ExperimentConfig, variant: dict | None = None, label: str = "") -> dict:
     """{key: ExperimentResult}: the config's cells, then (if a variant is given) "cell · label" for each cell.
 
-    Raises ValueError (ConfigError included) with the engine's one-line message for settings it rejects.
+    Raises ValueError (ConfigError / LimitExceeded included) with a one-line message for settings that cannot run.
     """
-    results = dict(_run(analysis_key(config)))
-    if variant:
-        other = _run(analysis_key(config.replace(**variant)))
-        results.update({f"{cell} · {label}": r for cell, r in other.items()})
+    check(config, variant)
+    bar = st.empty()
+    try:
+        results = dict(_one(config, bar, ""))
+        if variant:
+            other = _one(config.replace(**variant), bar, f"variant {label} · ")
+            results.update({f"{cell} · {label}": r for cell, r in other.items()})
+    finally:
+        bar.empty()
     return results

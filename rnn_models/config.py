@@ -23,28 +23,36 @@ class ConfigError(ValueError):
     """A configuration field is out of range; the message is one line naming the field."""
 
 
+def shown(value, limit: int = 40) -> str:
+    """repr(value) cut to ``limit`` characters: a visitor's megabyte string is never echoed whole."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    text = repr(value) if not isinstance(value, (list, dict, tuple)) or len(value) < 20 else f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_choice(field: str, value, choices) -> None:
     if value not in choices:
-        raise ConfigError(f"{field}={value!r} is not allowed: choose one of {', '.join(map(str, choices))}")
+        raise ConfigError(f"{field}={shown(value)} is not allowed: choose one of {', '.join(map(str, choices))}")
 
 
 def check_int(field: str, value, lo: int, hi: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{field}={value!r} must be an integer in [{lo}, {hi if hi is not None else 'inf'}]")
+        raise ConfigError(f"{field}={shown(value)} must be an integer in [{lo}, {hi if hi is not None else 'inf'}]")
     if value < lo or (hi is not None and value > hi):
-        raise ConfigError(f"{field}={value} is out of range: must be in [{lo}, {hi if hi is not None else 'inf'}]")
+        raise ConfigError(f"{field}={shown(value)} is out of range: must be in [{lo}, {hi if hi is not None else 'inf'}]")
 
 
 def check_float(field: str, value, lo: float, hi: float, *, lo_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{field}={value!r} must be a finite number in {'(' if lo_open else '['}{lo}, {hi}]")
+        raise ConfigError(f"{field}={shown(value)} must be a finite number in {'(' if lo_open else '['}{lo}, {hi}]")
     if value < lo or value > hi or (lo_open and value == lo):
         raise ConfigError(f"{field}={value} is out of range: must be in {'(' if lo_open else '['}{lo}, {hi}]")
 
 
 def check_bool(field: str, value) -> None:
     if not isinstance(value, bool):
-        raise ConfigError(f"{field}={value!r} must be true or false")
+        raise ConfigError(f"{field}={shown(value)} must be true or false")
 
 
 @dataclass(frozen=True)

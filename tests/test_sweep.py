@@ -199,6 +199,8 @@ def test_executor_arguments():
         sweep_fn(TINY, "init_scale=1,2", workers=0)
     with pytest.raises(ConfigError, match="--executor ray"):
         sweep_fn(TINY, "init_scale=1,2", ray_address="127.0.0.1:1")
+    with pytest.raises(ConfigError, match="nothing answers there"):  # not minutes of Ray's own retries
+        sweep_fn(TINY, "init_scale=1,2", executor="ray", ray_address="127.0.0.1:1")
 
 
 # ---- command line ------------------------------------------------------------------------------------------
@@ -241,3 +243,33 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
     assert not out.exists()
+
+
+def test_a_dead_worker_is_a_failed_point_and_the_sweep_goes_on(monkeypatch):
+    from analysis import executors
+    from analysis.executors import InlineExecutor, WorkerError
+
+    class Dying(InlineExecutor):
+        def run(self, fn, tasks):
+            for i, t in enumerate(tasks):
+                yield i, WorkerError("BrokenProcessPool: killed") if i == 1 else fn(t)
+    monkeypatch.setattr(executors, "InlineExecutor", Dying)
+    d = sweep_fn(TINY, "init_scale=0.5,1,1.5")
+    assert [p["status"] for p in d["points"]] == ["ok", "failed", "ok"]
+    assert "worker died" in d["points"][1]["reason"] and d["points"][1]["init_scale"] == 1.0
+
+
+def test_analysis_sweep_never_imports_streamlit():
+    code = "import sys, analysis, analysis.sweep, analysis.sweep_cli, analysis.figures.atlas, analysis.atlas_presets; " \
+           "print('streamlit' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_an_axis_that_changes_nothing_is_said():
+    d = sweep_fn(TINY.replace(init="default"), "init_scale=1,2")
+    assert any("init_scale has no effect with init='default'" in n for n in d["notes"])
+    assert d["points"][0]["lyapunov_max"] == d["points"][1]["lyapunov_max"]  # indeed the same network
+    d = sweep_fn(TINY.replace(cell="rnn"), ["forget_bias=none,1"])
+    assert any("forget_bias applies to the LSTM only" in n for n in d["notes"])
+    assert not sweep_fn(TINY, "init_scale=1,2")["notes"]

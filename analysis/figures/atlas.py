@@ -21,9 +21,19 @@ from .theme import CELL_COLORS, CELL_LABELS, SCREEN_HEIGHT, TEMPLATE, new_figure
 REFERENCE = {"lyapunov_max": (0.0, "λ₁ = 0: edge of chaos"), "grad_ratio": (0.0, "gradient kept (ratio 1)"),
              "final_loss_over_chance": (1.0, "chance level")}
 GROUP_MAX = 6
-AXIS_LABELS = {"init_scale": "init scale (gain / spectral radius / identity a)", "forget_bias": "forget-gate bias b_f",
+AXIS_LABELS = {"forget_bias": "forget-gate bias b_f",
                "seq_len": "sequence length T", "hidden_size": "hidden size H", "cell": "cell",
                "activation": "activation", "lr": "learning rate"}
+
+
+INIT_SCALE_LABELS = {"spectral": "spectral radius g of W_hh", "identity": "identity scale a (W_hh = a·I)",
+                     "xavier": "Xavier gain", "orthogonal": "orthogonal gain"}
+
+
+def _axis_label(d: dict, field: str) -> str:
+    if field == "init_scale":
+        return INIT_SCALE_LABELS.get(d["config"].get("init"), "init scale")
+    return AXIS_LABELS.get(field, field)
 
 
 def _numeric(values) -> bool:
@@ -71,13 +81,33 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({int(h[0:2], 16)}, {int(h[2:4], 16)}, {int(h[4:6], 16)}, {alpha})"
 
 
+def _band(x: list, lo: np.ndarray, hi: np.ndarray) -> tuple[list, list]:
+    """The min-max band as closed polygons over each run of finite values (None separates them), so a point
+    without a value (failed, or a horizon beyond T-1 for every seed) leaves a gap instead of a stray wedge."""
+    bx, by, run = [], [], []
+    for i in range(len(x) + 1):
+        if i < len(x) and np.isfinite(lo[i]) and np.isfinite(hi[i]):
+            run.append(i)
+            continue
+        if run:
+            if bx:
+                bx.append(None)
+                by.append(None)
+            bx += [x[j] for j in run] + [x[j] for j in run[::-1]]
+            by += [float(hi[j]) for j in run] + [float(lo[j]) for j in run[::-1]]
+            run = []
+    return bx, by
+
+
 def _add_series(fig: go.Figure, d: dict, metric: str, where: dict, along: str, name: str, color: str,
                 numeric: bool) -> None:
     xs, mean, lo, hi, seeds, cens = _series(d, metric, where, along)
+    counts = [s[metric]["n"] for s in d["summary"] if all(s[k] == v for k, v in where.items())]
     x = xs if numeric else [_label(v) for v in xs]
     n = len(d["seeds"])
     if numeric and n > 1:
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(hi) + list(lo[::-1]), fill="toself", mode="lines",
+        bx, by = _band(x, lo, hi)
+        fig.add_trace(go.Scatter(x=bx, y=by, fill="toself", mode="lines",
                                  line=dict(width=0), fillcolor=_rgba(color, 0.18), hoverinfo="skip",
                                  name=f"{name} min–max over {n} seeds", showlegend=False, legendgroup=name,
                                  meta={"role": "band"}))
@@ -85,7 +115,9 @@ def _add_series(fig: go.Figure, d: dict, metric: str, where: dict, along: str, n
     fig.add_trace(go.Scatter(x=x, y=mean, name=name, mode="lines+markers" if numeric else "markers",
                              line=dict(color=color, width=3), marker=dict(size=8 if numeric else 12, color=color),
                              error_y=None if numeric or n == 1 else err, legendgroup=name, meta={"role": "mean"},
-                             hovertemplate=f"{name}<br>%{{x}}: mean %{{y:.4g}} over {n} seeds<extra></extra>"))
+                             customdata=counts,
+                             hovertemplate=f"{name}<br>%{{x}}: mean %{{y:.4g}} over %{{customdata}} of {n} seeds"
+                                           "<extra></extra>"))
     if n > 1 and seeds:
         sx = [sx if numeric else _label(sx) for sx, _ in seeds]
         fig.add_trace(go.Scatter(x=sx, y=[v for _, v in seeds], mode="markers", name=f"{name} (each seed)",
@@ -112,14 +144,16 @@ def _lines(d: dict, metric: str, along: str, group: str | None) -> go.Figure:
     groups = d["axes"][group] if group else [None]
     for i, g in enumerate(groups):
         where = {group: g} if group else {}
-        name = f"{AXIS_LABELS.get(group, group)} = {_label(g)}" if group and group != "cell" else (
-            _label(g) if group else METRIC_LABELS[metric])
+        n = len(d["seeds"])
+        spread = f"mean of {n} seeds (band: min–max, dots: each seed)" if n > 1 else "one seed"
+        name = f"{_axis_label(d, group)} = {_label(g)}" if group and group != "cell" else (
+            _label(g) if group else spread)
         _add_series(fig, d, metric, where, along, name, _color(group, g, i), numeric)
     if metric in REFERENCE:
         y0, text = REFERENCE[metric]
         fig.add_hline(y=y0, line=dict(color="#888", dash="dash", width=1.5), annotation_text=text,
                       annotation_position="top left")
-    _layout(fig, "", AXIS_LABELS.get(along, along), METRIC_LABELS[metric],
+    _layout(fig, "", _axis_label(d, along), METRIC_LABELS[metric],
             numeric and _log_spaced(d["axes"][along]))
     return fig
 
@@ -138,7 +172,7 @@ def _heatmap(d: dict, metric: str) -> go.Figure:
         z=z, customdata=ns, zmid=zmid, colorscale="RdBu_r" if zmid is not None else "Viridis",
         colorbar=dict(title=dict(text=METRIC_LABELS[metric], side="right")),
         hovertemplate=f"{a0} %{{y}}, {a1} %{{x}}<br>mean %{{z:.4g}} over %{{customdata}} seeds<extra></extra>"))
-    _layout(fig, "", AXIS_LABELS.get(a1, a1), AXIS_LABELS.get(a0, a0), _numeric(v1) and _log_spaced(v1))
+    _layout(fig, "", _axis_label(d, a1), _axis_label(d, a0), _numeric(v1) and _log_spaced(v1))
     if _numeric(v0) and _log_spaced(v0):
         fig.update_yaxes(type="log")
     return fig
@@ -164,11 +198,9 @@ def atlas_figure(d: dict, metric: str, kind: str = "auto") -> go.Figure:
             group = group or axes[0]
             fig = _lines(d, metric, next(a for a in axes if a != group), group)
     n_bad = sum(p["status"] != "ok" for p in d["points"])
-    vs = " × ".join(AXIS_LABELS.get(a, a) for a in axes)
-    sub = f"{len(d['points'])} runs: {len(d['seeds'])} seed{'s' if len(d['seeds']) > 1 else ''} per point"
-    if n_bad:
-        sub += f", {n_bad} failed or overflowed"
-    fig.update_layout(title=dict(text=f"{METRIC_LABELS[metric]} vs {vs}<br><sup>{sub}</sup>"))
+    ns = len(d["seeds"])
+    sub = f"{len(d['points'])} runs, {ns} seed{'s' if ns > 1 else ''} each" + (f", {n_bad} failed" if n_bad else "")
+    fig.update_layout(title=dict(text=f"{METRIC_LABELS[metric]} ({sub})"))
     fig.layout.meta = {"config": d["config"], "view": "atlas", "figure": f"atlas-{metric}",
                        "sweep": {k: d[k] for k in ("axes", "seeds", "metrics", "points", "summary", "notes")}}
     return fig

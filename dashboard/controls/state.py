@@ -24,7 +24,7 @@ STATE_KEYS = tuple(PLAIN_FIELDS) + ("cell_compare", "forget_bias_on", "forget_bi
                                      "variant", "display_log", "display_band",
                                      "display_log_jac", "display_gate", "train_task", "train_steps_per_tick",
                                      "temperature")
-URL_RESERVED = ("view",)  # bound to the tabs by Streamlit itself
+URL_RESERVED = ("view", "atlas")  # bound by Streamlit itself: the tabs, the Atlas preset
 CELL_NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 INIT_SCALE_MEANING = {

@@ -121,9 +121,10 @@ class _ConfigView:
 def render(ctx) -> None:
     guide(GUIDE)
     names = list(ATLAS_PRESETS) + [CUSTOM]
-    choice = st.selectbox("Atlas preset", names, index=names.index(DEFAULT_ATLAS), key="atlas_preset",
-                          format_func=lambda k: ATLAS_PRESETS[k].title if k in ATLAS_PRESETS else
-                          "Custom: the sidebar's settings, your axes")
+    # the option values are the URL's (?atlas=irnn): a format_func would put the long titles into the link
+    choice = st.selectbox("Atlas preset (edge-of-chaos, forget-bias, irnn, adding-vs-T, or custom axes)", names,
+                          index=names.index(DEFAULT_ATLAS), key="atlas", bind="query-params")
+    st.markdown(f"**{ATLAS_PRESETS[choice].title if choice in ATLAS_PRESETS else 'Custom: the sidebar settings, your axes'}**")
     if choice == CUSTOM:
         base, vary, seeds, metrics = _custom(ctx)
         default_metric = metrics[0]
@@ -149,9 +150,11 @@ def render(ctx) -> None:
             st.warning(f"{n} runs is more than this page runs ({MAX_PAGE_RUNS}): use the command line above, with "
                        "--workers N or --executor ray.")
             return
-        if not st.button(f"Run the sweep ({n} runs)", key="atlas_run", type="primary"):
+        slot = st.empty()
+        if not slot.button(f"Run the sweep ({n} runs)", key="atlas_run", type="primary"):
             st.caption("The sweep runs on this server when you click; finished sweeps are kept for every visitor.")
             return
+        slot.empty()
         d = _run(plan, vary, n)
         _remember(key, d)
     _draw(d, default_metric)

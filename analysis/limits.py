@@ -1,0 +1,275 @@
+r"""Cost estimate of an analysis or a training run, and the host's limits, checked before anything runs.
+
+The command line, the Python API (``run_experiment``, ``Trainer``) and the dashboard call ``check`` /
+``check_training`` first; over a limit they raise ``LimitExceeded`` (a ``ConfigError``: one line naming the
+setting to lower, the estimate, the limit and how to raise it) and nothing is allocated.
+
+Model of one cell's run (e = 4 or 8 bytes, S = state size: 2H for the LSTM [h; c], else H; G gates:
+1 rnn, 3 gru, 4 lstm; b = sequences analysed for the Jacobians; K = reported lags; I = input size)::
+
+    states   = T B L D (G+S/H+1) H e              xp projections, states, outputs kept after the backward
+    graph    = T B L D (k_cell H) e  (x2 truncate)  autograd's saved tensors + dL/dh_t of the backward
+    jacobian = 4 b S^2 e + n chunk                P, Q and temporaries; one chunk of per-step Jacobians and
+                                                  their temporaries (n = 6 dense, 4 LSTM blocks, 2 RNN)
+               (chunk = max(one step, min(64 steps, 64 MiB)) of b S^2 e: the engine's own chunking)
+    gates    = T b (G H + S) e + 3 T b H 8          the whole-sequence gate stack of the LSTM/GRU paths
+    memory   = base + states + max(graph, jacobian, gates)
+
+    flops    = 3 * 2 T B L D G H (H + I)          forward + backward (x2 with truncated BPTT)
+             + T * step(b)                        suffix products P <- P J_t for every lag up to T-1:
+                                                  rnn 2 b H^3, lstm 8 b H^3, dense (gru / layer norm) 2 b S^3
+                                                  + the Lyapunov QR 4 b S k^2
+             + T * step(B) / S                    the log-space gradient chain (a vector, not a matrix)
+             + K * 8 b (sum of m^3 of the SVDs)    singular values at each reported lag
+
+Cells of a comparison run one after the other: the memory is the largest cell's, the work is the sum.
+The constants were calibrated against peak RSS and time measured on a 2-core machine
+(``python -m benchmarks.calibrate_limits``); tests check that the estimate is not far below the measurement.
+
+Limits (per analysis request; a comparison with a variant counts every run), from the environment::
+
+    GDLAB_MAX_MEMORY_MB   peak memory of one analysis or training step      (default 2048)
+    GDLAB_MAX_GFLOP       arithmetic of one analysis / training run, GFLOP  (default 2000, ~1-2 min on one core)
+    GDLAB_LIMITS=off      no limits (the command line's --no-limits does the same for its process)
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+from rnn_models.config import ConfigError
+
+from .config import ExperimentConfig
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+# autograd's saved tensors per step and unit (k_cell H floats per sequence), calibrated (see module docstring)
+GRAPH_PER_UNIT = {"rnn": 8, "lstm": 30, "gru": 35}
+BASE_BYTES = 64 * 2**20  # the interpreter's growth while running the smallest analysis (allocator, buffers)
+LAYER_NORM_BYTES = 160 * 2**20  # vmap jacrev's first use (layer-normalized cells)
+CHUNK_BYTES = 64 * 2**20  # analysis.jacobians.MAX_CHUNK_BYTES
+SVD_FLOPS = 8.0  # flops per m^3 of one svdvals of an m x m matrix
+GFLOP_PER_S = 5.0  # sustained rate of the time loop on one core of the calibration machine (for the message)
+
+DEFAULT_MAX_MEMORY_MB = 2048
+DEFAULT_MAX_GFLOP = 2000.0
+
+
+class LimitExceeded(ConfigError):
+    """The estimated cost is above the host's limit; the message names the setting, estimate and limit."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The host's limits; ``None`` = no limit."""
+
+    max_memory_mb: float | None = DEFAULT_MAX_MEMORY_MB
+    max_gflop: float | None = DEFAULT_MAX_GFLOP
+    source: str = "defaults"
+
+    @classmethod
+    def from_env(cls, env=None) -> "Limits":
+        env = os.environ if env is None else env
+        if str(env.get("GDLAB_LIMITS", "")).strip().lower() in ("off", "0", "false", "no", "none"):
+            return cls(None, None, "GDLAB_LIMITS=off")
+        return cls(_env_number(env, "GDLAB_MAX_MEMORY_MB", DEFAULT_MAX_MEMORY_MB),
+                   _env_number(env, "GDLAB_MAX_GFLOP", DEFAULT_MAX_GFLOP), "environment")
+
+
+def _env_number(env, name: str, default: float) -> float | None:
+    text = str(env.get(name, "")).strip()
+    if not text:
+        return default
+    if text.lower() in ("off", "none", "inf"):
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text[:40]!r} must be a positive number (or 'off')") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{name}={text[:40]!r} must be a positive number (or 'off')")
+    return v
+
+
+_override: Limits | None = None
+
+
+def configure(limits: Limits | None) -> None:
+    """Set this process's limits (the command line's flags); ``None`` returns to the environment's."""
+    global _override
+    _override = limits
+
+
+def current() -> Limits:
+    return _override if _override is not None else Limits.from_env()
+
+
+@dataclass
+class Cost:
+    memory_bytes: float
+    flops: float
+    parts: dict = field(default_factory=dict)  # name -> bytes or flops of the largest cell, for the message
+
+    @property
+    def memory_mb(self) -> float:
+        return self.memory_bytes / 2**20
+
+    @property
+    def gflop(self) -> float:
+        return self.flops / 1e9
+
+    def describe(self) -> str:
+        return f"about {_mb(self.memory_bytes)} of memory and {self.gflop:,.0f} GFLOP (~{_seconds(self.flops)})"
+
+
+def _mb(b: float) -> str:
+    return f"{b / 2**30:,.1f} GB" if b >= 2**30 else f"{b / 2**20:,.0f} MB"
+
+
+def _seconds(flops: float) -> str:
+    s = flops / (GFLOP_PER_S * 1e9)
+    return f"{s / 3600:,.1f} h" if s >= 3600 else f"{s / 60:,.1f} min" if s >= 120 else f"{s:,.1f} s"
+
+
+# ---- the estimate -------------------------------------------------------------------------------------------
+def _sizes(config: ExperimentConfig) -> tuple[int, int]:
+    """(input size I, number of reported lags K) without building anything."""
+    from .jacobians import report_lags
+    from .tasks import task_spec
+    try:
+        I = task_spec(config.task, config.seq_len, config.input_size or 8, config.text).input_size
+    except Exception:  # noqa: BLE001 - the engine reports a bad task itself; the estimate assumes 8 inputs
+        I = config.input_size or 8
+    T = config.seq_len
+    K = T if config.jacobian_lags == "all" or T <= config.num_log_lags else len(
+        report_lags(T, "log", config.num_log_lags))
+    return I, K
+
+
+def cell_cost(config: ExperimentConfig, cell: str, only: str | None = None) -> Cost:
+    """Peak memory (bytes) and arithmetic (flops) of ``run_experiment`` for one cell (see the module docstring)."""
+    T, B, H, L = config.seq_len, config.batch_size, config.hidden_size, config.num_layers
+    D = 2 if config.bidirectional else 1
+    e = 8 if config.dtype == "float64" else 4
+    G = GATES[cell]
+    S = 2 * H if cell == "lstm" else H
+    b = B if config.jacobian_batch in (0, None) else min(config.jacobian_batch, B)
+    I, K = _sizes(config)
+    dense = cell == "gru" or config.layer_norm
+    # memory
+    states = T * B * L * D * (G + S // H + 1) * H * e + T * B * I * e
+    graph = T * B * L * D * GRAPH_PER_UNIT[cell] * H * e * (2 if config.truncate else 1)
+    if config.layer_norm:
+        graph *= 2
+    step_b = b * (2 * H * H if cell == "lstm" else S * S if dense else H) * e
+    chunk = max(step_b, min(64 * step_b, CHUNK_BYTES))
+    # the chunk's Jacobians and their temporaries: dense J (several (C, b, S, S) terms), LSTM blocks A, C
+    jac = 4 * b * S * S * e + (6 if dense else 4 if cell == "lstm" else 2) * chunk
+    if config.layer_norm:
+        jac += LAYER_NORM_BYTES + b * S * S * e * S
+    gates = T * b * (G * H + S) * e + 3 * T * b * H * 8 if cell != "rnn" else 0
+    if only == "gradients":  # no Jacobian products (run_experiment's first stage)
+        jac = gates = 0
+    memory = BASE_BYTES + states + max(graph, jac, gates)
+    # arithmetic
+    fb = 3 * 2 * T * B * L * D * G * H * (H + I) * (2 if config.truncate else 1)
+    nk = min(config.lyapunov_k, S)
+    per_step = {"rnn": 2 * H**3, "lstm": 8 * H**3}.get("dense" if dense else cell, 2 * S**3)
+    if config.layer_norm:
+        per_step *= 4  # autograd's vmap jacrev builds the per-step Jacobians
+    prod = T * D * b * (per_step + 4 * S * nk * nk)
+    chain = T * B * per_step / S
+    svd = K * D * SVD_FLOPS * b * (H**3 + ((2 * H) ** 3 + H**3 if cell == "lstm" else 0))
+    if only == "gradients":
+        prod = svd = 0
+    flops = fb + prod + chain + svd
+    parts = {"states": states, "graph": graph, "jacobians": jac, "gates": gates,
+             "forward_backward": fb, "products": prod, "svd": svd}
+    return Cost(memory, flops, parts)
+
+
+def estimate(config: ExperimentConfig, variant: dict | None = None, only: str | None = None) -> Cost:
+    """The cost of analysing every cell of ``config`` (and of its variant, when given)."""
+    configs = [config] + ([config.replace(**variant)] if variant else [])
+    costs = [cell_cost(c, cell, only) for c in configs for cell in c.cells]
+    top = max(costs, key=lambda c: c.memory_bytes)
+    return Cost(top.memory_bytes, sum(c.flops for c in costs), top.parts)
+
+
+def training_cost(config: ExperimentConfig, steps: int) -> Cost:
+    """One training step's memory and ``steps`` steps' arithmetic (forward + backward + optimizer)."""
+    T, B, H, L = config.seq_len, config.batch_size, config.hidden_size, config.num_layers
+    D = 2 if config.bidirectional else 1
+    e = 8 if config.dtype == "float64" else 4
+    I, _ = _sizes(config)
+    G = GATES[config.cell]
+    graph = T * B * L * D * GRAPH_PER_UNIT[config.cell] * H * e * (2 if config.layer_norm else 1)
+    params = 4 * L * D * G * H * (H + I + D * H + 2) * e  # weights, grads, two Adam moments
+    memory = BASE_BYTES + graph + T * B * (I + L * D * (G + 2) * H) * e + params
+    flops = max(1, steps) * 3 * 2 * T * B * L * D * G * H * (H + I)
+    return Cost(memory, flops, {"graph": graph})
+
+
+# ---- the check ----------------------------------------------------------------------------------------------
+SIZE_FIELDS = ("seq_len", "hidden_size", "batch_size", "num_layers", "jacobian_batch", "bidirectional", "compare",
+               "dtype", "truncate", "jacobian_lags")
+
+
+def _culprit(config: ExperimentConfig, variant: dict | None, measure) -> str:
+    """The setting whose default value lowers the cost most, as 'name=value'."""
+    default = ExperimentConfig()
+    base = measure(config, variant)
+    best, best_ratio = None, 1.0
+    for name in SIZE_FIELDS:
+        value = getattr(config, name)
+        dv = getattr(default, name)
+        if name == "jacobian_batch":
+            dv = min(16, config.batch_size) if value in (0, None) or value > 16 else value
+        if value == dv:
+            continue
+        try:
+            lower = measure(config.replace(**{name: dv, **({"cell": config.cells[0]} if name == "compare" else {})}),
+                            variant)
+        except ConfigError:
+            continue
+        ratio = base / max(lower, 1.0)
+        if ratio > best_ratio * 1.05:
+            best, best_ratio = name, ratio
+    if best is None:
+        return "these settings"
+    v = getattr(config, best)
+    text = ",".join(v) if isinstance(v, tuple) else str(v).lower() if isinstance(v, bool) else str(v)
+    return f"{best}={text}"
+
+
+def _raise_if_over(cost: Cost, limits: Limits, config: ExperimentConfig, variant, what: str, cost_of) -> None:
+    how = ("raise it with GDLAB_MAX_MEMORY_MB / GDLAB_MAX_GFLOP (or GDLAB_LIMITS=off) where the server starts, "
+           "or --no-limits on the command line")
+    if limits.max_memory_mb is not None and cost.memory_mb > limits.max_memory_mb:
+        who = _culprit(config, variant, lambda c, v: cost_of(c, v).memory_bytes)
+        raise LimitExceeded(
+            f"{what} with {who} would need {_mb(cost.memory_bytes)} of memory (estimate), above this host's limit of "
+            f"{_mb(limits.max_memory_mb * 2**20)}: lower {who.split('=')[0]}, or {how}")
+    if limits.max_gflop is not None and cost.gflop > limits.max_gflop:
+        who = _culprit(config, variant, lambda c, v: cost_of(c, v).flops)
+        raise LimitExceeded(
+            f"{what} with {who} would take {cost.gflop:,.0f} GFLOP (estimate, ~{_seconds(cost.flops)}), above this "
+            f"host's limit of {limits.max_gflop:,.0f} GFLOP: lower {who.split('=')[0]}, or {how}")
+
+
+def check(config: ExperimentConfig, variant: dict | None = None, limits: Limits | None = None, *,
+          only: str | None = None) -> Cost:
+    """Raise LimitExceeded if analysing ``config`` (and its variant) would exceed the limits; else its Cost."""
+    limits = current() if limits is None else limits
+    cost = estimate(config, variant, only)
+    _raise_if_over(cost, limits, config, variant, "this analysis", lambda c, v: estimate(c, v, only))
+    return cost
+
+
+def check_training(config: ExperimentConfig, steps: int, limits: Limits | None = None) -> Cost:
+    """Raise LimitExceeded if ``steps`` training steps of ``config`` would exceed the limits."""
+    limits = current() if limits is None else limits
+    cost = training_cost(config, steps)
+    _raise_if_over(cost, limits, config, None, f"training {max(1, steps)} steps",
+                   lambda c, v: training_cost(c, steps))
+    return cost
