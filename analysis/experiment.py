@@ -111,6 +111,12 @@ def resolve(config: ExperimentConfig) -> tuple[ExperimentConfig, TaskBatch, dict
 
 @dataclass
 class ExperimentResult:
+    """One analysis. Units, one convention: ``grad.*`` are plain values (||dL/dh_t||, geometric means over the
+    batch, backprop in the config's dtype, so float32 may underflow to 0) and ``grad.log10_grad_norm`` is their
+    log10 twin (exact in log space where the chain applies, see ``grad.method``); ``jac.*`` are log10 (see
+    ``JacobianResult``). ``to_dict()`` has both for each: ``x`` (plain) and ``log10_x``.
+    """
+
     config: ExperimentConfig
     spec: TaskSpec
     grad: GradientResult
@@ -253,6 +259,9 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     grad.state_grads = None
     if truncated is not None:
         truncated.state_grads = None
+    if grad.log10_grad_norm is None:  # the log10 twin of every result (zeros -> -inf, no warning printed)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad.log10_grad_norm = np.log10(np.asarray(grad.grad_norm, dtype=float))
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
     runs = [[_detached(r) for r in layer] for layer in trace.runs]
     jac = jac_b = None

@@ -21,7 +21,7 @@ from analysis.alerts import alerts  # noqa: E402
 from analysis.config import ExperimentConfig  # noqa: E402
 from analysis.figures import CELL_LABELS, label_of  # noqa: E402
 from analysis.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
-from dashboard import controls  # noqa: E402
+from dashboard import controls, own_model  # noqa: E402
 from dashboard.compute import analyse  # noqa: E402
 from dashboard.views import TABS, Context  # noqa: E402
 from analysis import __version__  # noqa: E402
@@ -98,7 +98,6 @@ def _all_views(results: dict, histories: dict | None) -> dict:
 
 
 def main() -> None:
-    t0 = time.perf_counter()
     controls.init_session()
     controls.persist()
     settings = controls.sidebar()
@@ -109,6 +108,9 @@ def main() -> None:
                "LSTM and a GRU: where it vanishes, where it explodes, and what keeps it alive.")
     for e in settings.errors:
         st.error(e)
+    own = _own(settings)
+    if own is not None:  # an uploaded model: that one model in every view
+        return _page(settings, own, own=True)
     with st.spinner(f"Analysing {', '.join(CELL_LABELS[c] for c in settings.config.cells)} "
                     f"(T={settings.config.seq_len}, H={settings.config.hidden_size})…"):
         results, error = _run(settings)
@@ -124,6 +126,24 @@ def main() -> None:
                 + (f" · variant (lighter colour): {settings.variant_label}" if settings.variant_label else ""))
     changed = " *(settings changed since this preset was chosen)*" if cfg != preset.config else ""
     st.info("**What to look for.** " + "  \n".join(preset.lines) + changed)
+    _page(settings, results)
+
+
+def _own(settings):
+    """The uploaded model's results, or None (none uploaded, or it could not be analysed: the error is shown)."""
+    try:
+        with st.spinner("Analysing your model…"):
+            return own_model.analyse_upload(settings.config)
+    except ValueError as e:  # ConfigError included: one line
+        st.error(f"Your model cannot be analysed: {' '.join(str(e).split())}. Showing the preset instead.")
+    return None
+
+
+def _page(settings, results: dict, own: bool = False) -> None:
+    t0 = time.perf_counter()
+    cfg = next(iter(results.values())).config if own else settings.config
+    if own:
+        own_model.header(results)
     horizons = []
     for key, r in results.items():
         T = r.config.seq_len
@@ -153,7 +173,7 @@ def main() -> None:
     trainers = st.session_state.get("trainers")
     if trainers and any(tr.records for tr in trainers.values()):
         histories = training_view.histories()
-    ctx = Context(settings=settings, config=cfg, results=results, histories=histories)
+    ctx = Context(settings=settings, config=cfg, results=results, histories=histories, own=own)
     deck_button("all_views", lambda: _all_views(results, histories), settings,
                 "Slide deck of all views (.pptx)", "gradient-dynamics.pptx")
     tabs = st.tabs([m.TITLE for m in TABS], key="view", bind="query-params")

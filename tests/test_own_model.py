@@ -327,3 +327,34 @@ def test_pickled_detection_never_unpickles(monkeypatch):
     data = out.getvalue()
     with pytest.raises(ConfigError, match="NoSuch.*nothing was unpickled"):
         read_state_dict(data, "upload m.pt")
+
+
+# ---- the dashboard: uploads through AppTest -------------------------------------------------------------
+def test_dashboard_upload_shows_one_model(lm, lm_files):
+    from streamlit.testing.v1 import AppTest
+    model, ids, tg = lm
+    d = lm_files
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert not [t for t in at.text_input if t.key in ("inputs_path", "state_dict_path")]  # no server paths
+    at.file_uploader(key="own_sd").upload("lm.pt", (d / "lm.pt").read_bytes(), "application/octet-stream")
+    at.file_uploader(key="own_inputs").upload("ids.npy", (d / "ids.npy").read_bytes(), "application/octet-stream")
+    at.file_uploader(key="own_targets").upload("tg.npy", (d / "tg.npy").read_bytes(), "application/octet-stream")
+    at.text_input(key="own_embedding").set_value("encoder")
+    at.text_input(key="own_readout").set_value("decoder").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    info = " ".join(i.value for i in at.info)
+    assert "What the file decided" in info and "'rnn'" in info and "cross-entropy" in info
+    page = " ".join(m.value for m in at.markdown)
+    assert "Your model" in page and "LSTM" in page and "2 layers" in page
+    horizon = next(m.value for m in at.markdown if m.value.startswith("Memory horizon"))
+    assert horizon.count("**") == 2  # one model, not three cells
+    # the numbers on the page are analyze()'s
+    want = analyze(model, ids, embedding="encoder", readout="decoder", targets=tg)
+    assert f"k = {want.memory_horizon}" in horizon or (want.memory_horizon is None and "none within" in horizon)
+    # a bad name: one line, the preset is shown instead
+    at.text_input(key="own_readout").set_value("nope").run()
+    assert not at.exception
+    errs = [e.value for e in at.error]
+    assert any("readout='nope'" in e and "\n" not in e for e in errs), errs

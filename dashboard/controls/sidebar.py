@@ -140,9 +140,8 @@ def sidebar() -> Settings:
                           help="A second run of the same cells with these settings changed, drawn in a lighter "
                                "colour, e.g. forget_bias=0 or layer_norm=false or init_scale=1.5.")
 
-        with st.expander("Files (optional)"):
-            st.text_input("Inputs file (.npy/.pt, T x B x I; random task)", key="inputs_path")
-            st.text_input("torch RNN/LSTM/GRU state_dict file", key="state_dict_path")
+        from dashboard.own_model import sidebar_section
+        sidebar_section()  # uploads of your own model (no server paths)
 
     settings = _build_settings()
     with sb:

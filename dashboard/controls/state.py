@@ -14,12 +14,14 @@ FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
 FIELD_TYPES = typing.get_type_hints(ExperimentConfig)
 # config fields edited by one widget of the same key
 PLAIN_FIELDS = [n for n in FIELDS if n not in ("cell", "compare", "forget_bias", "input_size", "inputs_path",
-                                               "state_dict_path")]
+                                               "state_dict_path", "module", "readout", "embedding", "targets_path",
+                                               "h0_path", "batch_first")]  # own-model fields: dashboard/own_model
 # fields that change during training (Trainer.update) and never change the analysis
 TRAINING_FIELDS = ("optimizer", "lr", "clip", "clip_threshold", "train_steps")
 # every widget key whose value must survive runs where its widget is not drawn
-STATE_KEYS = tuple(PLAIN_FIELDS) + ("cell_compare", "forget_bias_on", "forget_bias", "input_size", "inputs_path",
-                                     "state_dict_path", "preset", "variant", "display_log", "display_band",
+STATE_KEYS = tuple(PLAIN_FIELDS) + ("cell_compare", "forget_bias_on", "forget_bias", "input_size", "preset",
+                                     "own_module", "own_readout", "own_embedding", "own_batch_first",
+                                     "variant", "display_log", "display_band",
                                      "display_log_jac", "display_gate", "train_task", "train_steps_per_tick",
                                      "temperature")
 URL_RESERVED = ("view", "atlas")  # bound by Streamlit itself: the tabs, the Atlas preset
@@ -115,8 +117,6 @@ def config_to_state(cfg: ExperimentConfig) -> None:
     ss["forget_bias_on"] = cfg.forget_bias is not None
     ss["forget_bias"] = float(cfg.forget_bias) if cfg.forget_bias is not None else 1.0
     ss["input_size"] = int(cfg.input_size or 0)
-    ss["inputs_path"] = cfg.inputs_path or ""
-    ss["state_dict_path"] = cfg.state_dict_path or ""
     for name in ("init_scale", "horizon_threshold", "lr", "clip_threshold", "forget_bias"):
         ss[name] = float(ss[name])
 
@@ -139,8 +139,6 @@ def state_to_config() -> ExperimentConfig:
     d["compare"] = tuple(cells) if len(cells) > 1 else ()
     d["forget_bias"] = float(ss.get("forget_bias", 1.0)) if ss.get("forget_bias_on") else None
     d["input_size"] = int(ss.get("input_size") or 0) or None
-    d["inputs_path"] = (ss.get("inputs_path") or "").strip() or None
-    d["state_dict_path"] = (ss.get("state_dict_path") or "").strip() or None
     return ExperimentConfig.from_dict(d)
 
 def apply_config(cfg: ExperimentConfig, preset: str | None = None, variant: dict | None = None) -> None:

@@ -13,6 +13,7 @@ class Context:
     results: dict  # {key: ExperimentResult}
     histories: dict | None = None  # {key: history dict} from the live-training tab
     extra: dict = field(default_factory=dict)
+    own: bool = False  # results of an uploaded model (figures from ctx.results, not from the config)
 
 
 TABS = (gradient_flow, jacobians, spectrum, cell_state, training, activations, atlas)

@@ -21,7 +21,7 @@ def _cached_figures(view: str, key: str, variant_key: str, label: str) -> dict:
 
 def figures(view: str, ctx, *, uses_history: bool = False) -> dict:
     """The view's figures (a fresh copy: display options may change them); cached unless histories are drawn."""
-    if uses_history and ctx.histories:
+    if (uses_history and ctx.histories) or getattr(ctx, "own", False):
         return view_figures(view, ctx.results, ctx.histories)
     import json
     s = ctx.settings
