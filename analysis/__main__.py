@@ -31,7 +31,8 @@ CHOICES = {
     "init": ("default", "xavier", "orthogonal", "identity", "spectral", "chrono"),
     "task": ("random", "adding", "copy", "temporal-order", "charlm"), "dtype": ("float32", "float64"),
     "loss_steps": ("auto", "last", "all"), "jacobian_lags": ("all", "log"), "optimizer": ("sgd", "adam"),
-    "clip": ("none", "norm", "value"), "text": ("shipped", "hello"),
+    "clip": ("none", "norm", "value"), "text": ("shipped", "hello"), "spectra": ("exact", "fast"),
+    "device": ("cpu", "cuda", "auto"),
 }
 
 
@@ -106,8 +107,13 @@ def _summary(d: dict) -> str:
 
 def cmd_run(args) -> int:
     from .experiment import run_experiment
+    from .progress import StderrBar
     config = config_from_args(args)
-    d = run_experiment(config).to_dict()
+    bar = StderrBar()
+    try:
+        d = run_experiment(config, progress=bar).to_dict()
+    finally:
+        bar.close()
     text = json.dumps(d, allow_nan=False)
     if args.json:
         _write_atomic(args.json, text)
@@ -174,6 +180,8 @@ def main(argv=None) -> int:
     from .sweep_cli import add_sweep_parser, cmd_sweep
     add_sweep_parser(sub, add_config_flags)
     args = parser.parse_args(argv)
+    from .progress import init_threads
+    init_threads(getattr(args, "threads", None) or 0)  # once per process: --threads, else every core
     try:
         if args.command == "sweep":
             return cmd_sweep(args, config_from_args, _write_atomic)

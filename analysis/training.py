@@ -29,6 +29,7 @@ import torch
 from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
+from .device import resolve_device
 from .experiment import DTYPES, TaskModel, resolve
 from .gradients import _first_nonfinite_forward, geometric_mean
 from .tasks import make_batch, perplexity
@@ -91,6 +92,7 @@ class Trainer:
         if on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"on_nonfinite={on_nonfinite!r} is not allowed: choose stop or skip")
         self.config, batch, sd = resolve(config)
+        self.device_note = resolve_device(config.device)[1]  # cpu; one-line error for an unusable cuda
         self.spec = batch.spec
         self.on_nonfinite = on_nonfinite
         self.radius_every = 5  # record the spectral radius of W_hh every this many steps
