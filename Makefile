@@ -26,3 +26,4 @@ test: $(VENV)/.installed browser
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/issue9.py

@@ -33,7 +33,8 @@ CHOICES = {
     "init": ("default", "xavier", "orthogonal", "identity", "spectral", "chrono"),
     "task": ("random", "adding", "copy", "temporal-order", "charlm"), "dtype": ("float32", "float64"),
     "loss_steps": ("auto", "last", "all"), "jacobian_lags": ("all", "log"), "optimizer": ("sgd", "adam"),
-    "clip": ("none", "norm", "value"), "text": ("shipped", "hello"),
+    "clip": ("none", "norm", "value"), "text": ("shipped", "hello"), "spectra": ("exact", "fast"),
+    "device": ("cpu", "cuda", "auto"),
 }
 
 
@@ -118,8 +119,13 @@ def _summary(d: dict) -> str:
 
 def cmd_run(args) -> int:
     from .experiment import run_experiment
+    from .progress import StderrBar
     config = config_from_args(args)
-    d = run_experiment(config).to_dict()
+    bar = StderrBar()
+    try:
+        d = run_experiment(config, progress=bar).to_dict()
+    finally:
+        bar.close()
     text = json.dumps(d, allow_nan=False)
     if args.json:
         _write_atomic(args.json, text)
@@ -237,6 +243,8 @@ COMMANDS["sweep"] = cmd_sweep
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; bad input -> one line on stderr and status 2."""
+    from .progress import init_threads
+    init_threads(getattr(args, "threads", None) or 0)  # once per process: --threads, else every core
     try:
         from . import limits
         limits.configure(limits.Limits(None, None, "--no-limits") if args.no_limits else None)

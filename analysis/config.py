@@ -100,6 +100,10 @@ class ExperimentConfig:
     horizon_threshold: float = 1e-3
     lyapunov_k: int = 8
     truncate: int = 0
+    spectra: str = "exact"  # exact: full svdvals at every reported lag; fast: sigma_max by warm-started power iteration
+    # compute
+    threads: int = 0  # the analysis's own thread pool (0 = every core this process may use)
+    device: str = "cpu"  # cpu | cuda | auto (cuda if available, else cpu with a note)
     # training
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -142,6 +146,9 @@ class ExperimentConfig:
         check_float("horizon_threshold", self.horizon_threshold, 0.0, 1.0, lo_open=True)
         check_int("lyapunov_k", self.lyapunov_k, 0, 8192)
         check_int("truncate", self.truncate, 0, MAX_SEQ_LEN)
+        check_choice("spectra", self.spectra, ("exact", "fast"))
+        check_int("threads", self.threads, 0, 1024)
+        check_choice("device", self.device, ("cpu", "cuda", "auto"))
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_float("lr", self.lr, 0.0, 100.0, lo_open=True)
         check_choice("clip", self.clip, CLIP_MODES)

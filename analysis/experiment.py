@@ -18,6 +18,7 @@ from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork, Run, infer_config_from_torch_state_dict
 
 from .config import ExperimentConfig
+from .device import resolve_device
 from .gradients import (GradientResult, _underflow_floor, gradient_norms, log_grad_norm_chain,
                         log_grad_norm_chain_stacked, probe_loss)
 from .jacobians import JacobianResult, jacobian_products, report_lags
@@ -221,6 +222,7 @@ def _run_experiment(config: ExperimentConfig, rep: Reporter, only: str | None = 
         return run_files(config, rep, only)
     rep(0.0, "building the model and the data", force=True)
     config, batch, sd = resolve(config)
+    _, device_note = resolve_device(config.device)  # cpu (see analysis.device)
     dtype = DTYPES[config.dtype]
     model = TaskModel(config, batch.spec, config.input_size).to(dtype)
     if sd is not None:
@@ -270,11 +272,13 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
         hi = 0.95
         mid = (0.15 + hi) / 2 if config.bidirectional else hi
         jac = jacobian_products(runs[a][0], lags=lags, batch=config.jacobian_batch, n_singular=config.n_singular,
-                                lyapunov_k=config.lyapunov_k, progress=rep.stage(0.15, mid))
+                                lyapunov_k=config.lyapunov_k, progress=rep.stage(0.15, mid),
+                                spectra=config.spectra, threads=config.threads)
         if config.bidirectional:
             jac_b = jacobian_products(runs[a][1], lags=lags, batch=config.jacobian_batch,
                                       n_singular=config.n_singular, lyapunov_k=config.lyapunov_k,
-                                      progress=rep.stage(mid, hi, "backward direction: "))
+                                      progress=rep.stage(mid, hi, "backward direction: "),
+                                      spectra=config.spectra, threads=config.threads)
     rep(0.96, "W_hh spectra and gate activity", force=True)
     t3 = time.perf_counter()
     cell = model.net.layers[a][0]
@@ -283,10 +287,17 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     notes = list(notes) + config.model_config(config.input_size).inapplicable()
     if underflow_note:
         notes.append(underflow_note)
+    if device_note:
+        notes.append(device_note)
     if grads_only:
         notes.append("gradients only: the Jacobian products, spectra per lag and memory horizon were not computed")
     elif jac.method != "closed-form":
         notes.append("per-step Jacobians by autograd (vmap jacrev): layer norm has no closed form here; exact, slower")
+    if jac is not None and "sigma_max_estimate" in jac.extras:
+        e = jac.extras["sigma_max_estimate"]
+        notes.append("spectra fast: sigma_max of the full [h; c] state and of the c->c block are estimates (warm-started "
+                     f"power iteration, within {e['tested_rtol']:g} relative of svdvals as tested; "
+                     f"{e['svdvals_fallbacks']} fell back to svdvals); the h->h spectrum is exact")
     if config.jacobian_batch and config.jacobian_batch < config.batch_size:
         notes.append(f"Jacobian spectra over the first {jac.batch_analysed} of {config.batch_size} sequences")
     if config.jacobian_lags == "log" and len(lags) < T:
@@ -403,6 +414,7 @@ def _jac_dict(j: JacobianResult) -> dict:
         "sequences_analysed": j.batch_analysed,
         "method": j.method,
         "nonfinite": j.nonfinite,
+        "sigma_max_estimate": j.extras.get("sigma_max_estimate"),
     }
 
 

@@ -33,6 +33,9 @@ from torch import Tensor
 from rnn_models.cells import LSTMCell, RNNCell
 from rnn_models.network import Run
 
+from .power import RTOL, sigma_max_power
+from .progress import batch_pool, resolve_threads, split_map
+
 LOG10E = 1.0 / math.log(10.0)
 MAX_CHUNK_BYTES = 64 * 2**20
 
@@ -73,26 +76,35 @@ def _stack_states(run: Run, t0: int, t1: int, idx: Tensor):
     return xp, st
 
 
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _svdvals(M: Tensor) -> Tensor:
-    """torch.linalg.svdvals over a batch, split across two threads (a batched SVD runs on one core)."""
-    global _POOL
-    b = M.shape[0]
-    if b < 2 or M.shape[-1] < 32:
+def _svdvals(M: Tensor, pool: ThreadPoolExecutor | None = None, parts: int = 1) -> Tensor:
+    """torch.linalg.svdvals over a batch, split across the call's pool (a batched SVD runs on one core)."""
+    if M.shape[0] < 2 or M.shape[-1] < 32:
         return torch.linalg.svdvals(M)
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(2)
-    half = (b + 1) // 2
-    parts = list(_POOL.map(torch.linalg.svdvals, (M[:half], M[half:])))
-    return torch.cat(parts, 0)
+    return split_map(pool, torch.linalg.svdvals, M, parts)
 
 
-def _log10_svals(M: Tensor, log_scale: Tensor) -> Tensor:
+def _log10_svals(M: Tensor, log_scale: Tensor, pool=None, parts: int = 1) -> Tensor:
     """log10 singular values of M (b, n, n) scaled by exp(log_scale) (b,): (b, n), descending."""
-    s = _svdvals(M).double()
+    s = _svdvals(M, pool, parts).double()
     return torch.log10(s) + (log_scale * LOG10E).unsqueeze(-1)
+
+
+class _FastSigmaMax:
+    """log10 sigma_max of one block across the lag sweep by warm-started power iteration (analysis.power);
+    sequences whose iteration did not settle get svdvals (counted in ``fallbacks``)."""
+
+    def __init__(self):
+        self.u = None
+        self.fallbacks = 0
+        self.iterations = 0
+
+    def __call__(self, M: Tensor, log_scale: Tensor) -> Tensor:
+        sigma, self.u, ok = sigma_max_power(M, self.u)
+        if not bool(ok.all()):
+            bad = (~ok).nonzero().flatten()
+            sigma[bad] = torch.linalg.svdvals(M[bad]).double()[:, 0]
+            self.fallbacks += int(bad.numel())
+        return torch.log10(sigma) + log_scale * LOG10E  # (b,)
 
 
 class _ChunkSteps:
@@ -160,14 +172,28 @@ def _reliable(log_min: np.ndarray, log_max: np.ndarray, floor: float) -> np.ndar
 
 @torch.no_grad()
 def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: int = 8,
-                      lyapunov_k: int = 8, progress=None) -> JacobianResult:
+                      lyapunov_k: int = 8, progress=None, spectra: str = "exact", threads: int = 1) -> JacobianResult:
     """Spectra of d state_{T-1}/d state_{T-1-k} at the given lags for one layer and direction (processing order).
 
     batch       number of sequences analysed (0 = all)
     n_singular  top singular values kept per lag
     lyapunov_k  Lyapunov exponents computed (0 = none)
     progress    optional ``analysis.progress.Progress`` (fraction of the lags done, what); may raise Cancelled
+    spectra     "exact": svdvals of every block at every lag; "fast": the blocks of which only sigma_max is kept
+                (the LSTM's full [h; c] state and c->c) by warm-started power iteration (an estimate, see
+                analysis.power; extras["sigma_max_estimate"] says which), the h->h spectrum stays exact
+    threads     size of this call's pool for the batched SVDs (0 = every core)
     """
+    threads = resolve_threads(threads)
+    pool = batch_pool(threads)
+    try:
+        return _jacobian_products(run, lags, batch, n_singular, lyapunov_k, progress, spectra, pool, threads)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _jacobian_products(run, lags, batch, n_singular, lyapunov_k, progress, spectra, pool, threads):
     cell = run.cell
     T = len(run.xp)
     B = run.xp[0].shape[0]
@@ -196,15 +222,21 @@ def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
     lyap = torch.zeros(b, nk, dtype=torch.float64)
     nonfinite = None
 
+    fast = spectra == "fast" and is_lstm
+    fast_state, fast_cc = _FastSigmaMax(), _FastSigmaMax()
+
     def record(k: int):
         i = pos[k]
-        sv = _log10_svals(P[:, :H, :H] if is_lstm else P, log_scale)  # (b, H)
+        sv = _log10_svals(P[:, :H, :H] if is_lstm else P, log_scale, pool, threads)  # (b, H)
         out_norm[i] = sv[:, 0].double().numpy()
         out_min[i] = sv[:, -1].double().numpy()
         out_top[i] = sv[:, :n].double().numpy()
-        if is_lstm:
-            out_state[i] = _log10_svals(P, log_scale)[:, 0].double().numpy()
-            out_cc[i] = _log10_svals(P[:, H:, H:], log_scale)[:, 0].double().numpy()
+        if fast:
+            out_state[i] = fast_state(P, log_scale).numpy()
+            out_cc[i] = fast_cc(P[:, H:, H:], log_scale).numpy()
+        elif is_lstm:
+            out_state[i] = _log10_svals(P, log_scale, pool, threads)[:, 0].double().numpy()
+            out_cc[i] = _log10_svals(P[:, H:, H:], log_scale, pool, threads)[:, 0].double().numpy()
 
     if 0 in pos:
         record(0)
@@ -257,6 +289,11 @@ def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
         nonfinite=nonfinite,
         method="autograd (vmap jacrev)" if cell.layer_norm else "closed-form",
     )
+    if fast:
+        res.extras["sigma_max_estimate"] = {
+            "quantities": ["state_spectral_norm", "cell_full"], "method": "warm-started power iteration",
+            "stop_rtol_per_iteration": RTOL, "tested_rtol": 1e-4,
+            "svdvals_fallbacks": fast_state.fallbacks + fast_cc.fallbacks}
     _gate_paths(run, res, idx, lag_set)
     return res
 

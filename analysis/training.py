@@ -29,6 +29,7 @@ import torch
 from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
+from .device import resolve_device
 from .experiment import DTYPES, TaskModel, resolve
 from .gradients import _first_nonfinite_forward, geometric_mean
 from .tasks import make_batch, perplexity
@@ -93,6 +94,7 @@ class Trainer:
         from .limits import check_training
         check_training(config, config.train_steps or 1)
         self.config, batch, sd = resolve(config)
+        self.device_note = resolve_device(config.device)[1]  # cpu; one-line error for an unusable cuda
         self.spec = batch.spec
         self.on_nonfinite = on_nonfinite
         self.radius_every = 5  # record the spectral radius of W_hh every this many steps

@@ -17,6 +17,9 @@ import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="Gradient-dynamics lab", page_icon="∇", layout="wide")
 
+from analysis.progress import init_threads  # noqa: E402
+
+init_threads(1)  # once per process: concurrent sessions get their cores through config.threads (pools), not this
 from analysis.alerts import alerts  # noqa: E402
 from analysis.config import ExperimentConfig  # noqa: E402
 from analysis.figures import CELL_LABELS, label_of  # noqa: E402

@@ -124,3 +124,26 @@ def test_run_with_truncation_bidirectional_and_layers(tmp_path):
     assert d["jacobian_backward"] is not None
     tr = d["grad_norm_truncated"]
     assert all(v == 0 for v in tr[:20]) and all(v > 0 for v in tr[20:])
+
+
+def test_device_cuda_without_gpu_is_one_line_error(capsys):
+    import torch
+    from analysis.__main__ import main
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    rc = main(["run", "--seq-len", "5", "--hidden-size", "4", "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "device" in err
+
+
+def test_device_auto_runs_on_cpu_with_a_note(tmp_path):
+    import json
+    import torch
+    from analysis.__main__ import main
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    out = tmp_path / "r.json"
+    assert main(["run", "--seq-len", "5", "--hidden-size", "4", "--device", "auto", "--threads", "1",
+                 "--spectra", "fast", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert any("ran on cpu" in n for n in d["notes"]) and d["config"]["spectra"] == "fast"

@@ -111,6 +111,7 @@ BAD = [
     ("horizon_threshold", math.nan),
     ("lyapunov_k", -1), ("lyapunov_k", 8193),
     ("truncate", -1), ("truncate", 100_001),
+    ("spectra", "quick"), ("threads", -1), ("threads", 2.5), ("device", "tpu"),
     ("optimizer", "rmsprop"),
     ("lr", 0.0), ("lr", -1e-3), ("lr", 101.0), ("lr", math.inf),
     ("clip", "global"),
