@@ -21,6 +21,7 @@ from analysis.alerts import alerts  # noqa: E402
 from analysis.config import ExperimentConfig  # noqa: E402
 from analysis.figures import CELL_LABELS, label_of  # noqa: E402
 from analysis.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
+from analysis.progress import init_threads  # noqa: E402
 from dashboard import controls  # noqa: E402
 from dashboard.compute import analyse  # noqa: E402
 from dashboard.views import TABS, Context  # noqa: E402
@@ -90,6 +91,7 @@ def _run(settings):
 
 def main() -> None:
     t0 = time.perf_counter()
+    init_threads(1)  # once per process (later calls change nothing): sessions never change torch's thread count
     controls.init_session()
     controls.persist()
     settings = controls.sidebar()
