@@ -240,6 +240,8 @@ def _culprit(config: ExperimentConfig, variant: dict | None, measure) -> str:
         ratio = base / max(lower, 1.0)
         if ratio > best_ratio * 1.05:
             best, best_ratio = name, ratio
+    if variant and base / max(measure(config, None), 1.0) > best_ratio * 1.05:
+        return "variant " + ", ".join(f"{k}={v}" for k, v in variant.items())
     if best is None:
         return "these settings"
     v = getattr(config, best)
@@ -254,12 +256,16 @@ def _raise_if_over(cost: Cost, limits: Limits, config: ExperimentConfig, variant
         who = _culprit(config, variant, lambda c, v: cost_of(c, v).memory_bytes)
         raise LimitExceeded(
             f"{what} with {who} would need {_mb(cost.memory_bytes)} of memory (estimate), above this host's limit of "
-            f"{_mb(limits.max_memory_mb * 2**20)}: lower {who.split('=')[0]}, or {how}")
+            f"{_mb(limits.max_memory_mb * 2**20)}: lower {_field(who)}, or {how}")
     if limits.max_gflop is not None and cost.gflop > limits.max_gflop:
         who = _culprit(config, variant, lambda c, v: cost_of(c, v).flops)
         raise LimitExceeded(
             f"{what} with {who} would take {cost.gflop:,.0f} GFLOP (estimate, ~{_seconds(cost.flops)}), above this "
-            f"host's limit of {limits.max_gflop:,.0f} GFLOP: lower {who.split('=')[0]}, or {how}")
+            f"host's limit of {limits.max_gflop:,.0f} GFLOP: lower {_field(who)}, or {how}")
+
+
+def _field(who: str) -> str:
+    return "the variant's sizes" if who.startswith("variant ") else who.split("=")[0]
 
 
 def check(config: ExperimentConfig, variant: dict | None = None, limits: Limits | None = None, *,

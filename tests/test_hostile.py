@@ -76,7 +76,7 @@ def test_repeated_url_key_is_said():
 HOSTILE_CONFIGS = [
     ("[" * 100_000, "nested too deeply"),
     ('{"seed": ' + "9" * 5001 + "}", "digits"),
-    ('{"cell": "' + "x" * 1_000_000 + '"}', "characters long"),
+    ('{"cell": "' + "x" * 1_000_000 + '"}', "at most"),
     ('{"cell": "' + "x" * 500_000 + '"}', "cell"),
     ('{"init_scale": NaN}', "NaN"),
     ('{"lr": -Infinity}', "Infinity"),
