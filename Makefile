@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test browser bench install
+.PHONY: run test browser bench install loadtest
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -27,3 +27,7 @@ test: $(VENV)/.installed browser
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/issue9.py
+
+# K simulated visitors (Chromium pages) against a loopback server: results correct / errors / time to first chart / RSS
+loadtest: $(VENV)/.installed browser
+	$(PY) -m benchmarks.loadtest --visitors $(or $(VISITORS),8)

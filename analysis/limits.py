@@ -21,6 +21,8 @@ Model of one cell's run (e = 4 or 8 bytes, S = state size: 2H for the LSTM [h; c
                                                   + the Lyapunov QR 4 b S k^2
              + T * step(B) / S                    the log-space gradient chain (a vector, not a matrix)
              + K * 8 b (sum of m^3 of the SVDs)    singular values at each reported lag
+             + steps * 1e6                        per-step overhead of every sequential loop (forward,
+                                                  backward, chain, products, SVD calls), as flop-equivalents
 
 Cells of a comparison run one after the other: the memory is the largest cell's, the work is the sum.
 The constants were calibrated against peak RSS and time measured on a 2-core machine
@@ -29,7 +31,7 @@ The constants were calibrated against peak RSS and time measured on a 2-core mac
 Limits (per analysis request; a comparison with a variant counts every run), from the environment::
 
     GDLAB_MAX_MEMORY_MB   peak memory of one analysis or training step      (default 2048)
-    GDLAB_MAX_GFLOP       arithmetic of one analysis / training run, GFLOP  (default 2000, ~1-2 min on one core)
+    GDLAB_MAX_GFLOP       arithmetic of one analysis / training run, GFLOP  (default 500, ~1-2 min on one core)
     GDLAB_LIMITS=off      no limits (the command line's --no-limits does the same for its process)
 """
 from __future__ import annotations
@@ -48,11 +50,13 @@ GRAPH_PER_UNIT = {"rnn": 8, "lstm": 30, "gru": 35}
 BASE_BYTES = 64 * 2**20  # the interpreter's growth while running the smallest analysis (allocator, buffers)
 LAYER_NORM_BYTES = 160 * 2**20  # vmap jacrev's first use (layer-normalized cells)
 CHUNK_BYTES = 64 * 2**20  # analysis.jacobians.MAX_CHUNK_BYTES
+STEP_FLOPS = 1e6  # each sequential step of a time loop costs ~0.2 ms of overhead whatever its size: counted as
+# this many flops, so T=100000 with H=6 is not "free" (measured: 18 s for T=20000, H=32, B=32)
 SVD_FLOPS = 8.0  # flops per m^3 of one svdvals of an m x m matrix
 GFLOP_PER_S = 5.0  # sustained rate of the time loop on one core of the calibration machine (for the message)
 
 DEFAULT_MAX_MEMORY_MB = 2048
-DEFAULT_MAX_GFLOP = 2000.0
+DEFAULT_MAX_GFLOP = 500.0
 
 
 class LimitExceeded(ConfigError):
@@ -182,7 +186,8 @@ def cell_cost(config: ExperimentConfig, cell: str, only: str | None = None) -> C
     svd = K * D * SVD_FLOPS * b * (H**3 + ((2 * H) ** 3 + H**3 if cell == "lstm" else 0))
     if only == "gradients":
         prod = svd = 0
-    flops = fb + prod + chain + svd
+    steps = T * (3 * L * D * (2 if config.truncate else 1) + 1) + (0 if only == "gradients" else T * D + K * D)
+    flops = fb + prod + chain + svd + steps * STEP_FLOPS
     parts = {"states": states, "graph": graph, "jacobians": jac, "gates": gates,
              "forward_backward": fb, "products": prod, "svd": svd}
     return Cost(memory, flops, parts)
@@ -206,7 +211,7 @@ def training_cost(config: ExperimentConfig, steps: int) -> Cost:
     graph = T * B * L * D * GRAPH_PER_UNIT[config.cell] * H * e * (2 if config.layer_norm else 1)
     params = 4 * L * D * G * H * (H + I + D * H + 2) * e  # weights, grads, two Adam moments
     memory = BASE_BYTES + graph + T * B * (I + L * D * (G + 2) * H) * e + params
-    flops = max(1, steps) * 3 * 2 * T * B * L * D * G * H * (H + I)
+    flops = max(1, steps) * (3 * 2 * T * B * L * D * G * H * (H + I) + 3 * T * L * D * STEP_FLOPS)
     return Cost(memory, flops, {"graph": graph})
 
 
@@ -235,6 +240,8 @@ def _culprit(config: ExperimentConfig, variant: dict | None, measure) -> str:
         ratio = base / max(lower, 1.0)
         if ratio > best_ratio * 1.05:
             best, best_ratio = name, ratio
+    if variant and base / max(measure(config, None), 1.0) > best_ratio * 1.05:
+        return "variant " + ", ".join(f"{k}={v}" for k, v in variant.items())
     if best is None:
         return "these settings"
     v = getattr(config, best)
@@ -249,12 +256,16 @@ def _raise_if_over(cost: Cost, limits: Limits, config: ExperimentConfig, variant
         who = _culprit(config, variant, lambda c, v: cost_of(c, v).memory_bytes)
         raise LimitExceeded(
             f"{what} with {who} would need {_mb(cost.memory_bytes)} of memory (estimate), above this host's limit of "
-            f"{_mb(limits.max_memory_mb * 2**20)}: lower {who.split('=')[0]}, or {how}")
+            f"{_mb(limits.max_memory_mb * 2**20)}: lower {_field(who)}, or {how}")
     if limits.max_gflop is not None and cost.gflop > limits.max_gflop:
         who = _culprit(config, variant, lambda c, v: cost_of(c, v).flops)
         raise LimitExceeded(
             f"{what} with {who} would take {cost.gflop:,.0f} GFLOP (estimate, ~{_seconds(cost.flops)}), above this "
-            f"host's limit of {limits.max_gflop:,.0f} GFLOP: lower {who.split('=')[0]}, or {how}")
+            f"host's limit of {limits.max_gflop:,.0f} GFLOP: lower {_field(who)}, or {how}")
+
+
+def _field(who: str) -> str:
+    return "the variant's sizes" if who.startswith("variant ") else who.split("=")[0]
 
 
 def check(config: ExperimentConfig, variant: dict | None = None, limits: Limits | None = None, *,

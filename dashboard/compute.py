@@ -14,6 +14,7 @@ import streamlit as st
 
 from analysis.config import ExperimentConfig
 from analysis.limits import check
+from rnn_models.config import ConfigError
 
 from . import scheduler
 from .controls import TRAINING_FIELDS
@@ -48,6 +49,10 @@ def analyse(config: ExperimentConfig, variant: dict | None = None, label: str = 
 
     Raises ValueError (ConfigError / LimitExceeded included) with a one-line message for settings that cannot run.
     """
+    for name in ("inputs_path", "state_dict_path"):
+        if getattr(config, name) is not None or name in (variant or {}):
+            raise ConfigError(f"{name} cannot be set in the dashboard: nothing a visitor types names a file on "
+                              "the server")
     check(config, variant)
     bar = st.empty()
     try:

@@ -145,9 +145,9 @@ def test_display_options_never_recompute(monkeypatch):
     calls = []
     real = experiment.run_comparison
 
-    def counting(config):
+    def counting(config, **kw):
         calls.append(config)
-        return real(config)
+        return real(config, **kw)
 
     monkeypatch.setattr(experiment, "run_comparison", counting)
     at = ok(app(seed="7", **SMALL))  # a config no other test caches
@@ -302,10 +302,10 @@ def test_with_chromium_every_format_is_offered():
 def test_an_engine_failure_keeps_the_page_alive(monkeypatch):
     real = experiment.run_comparison
 
-    def broken(config):
+    def broken(config, **kw):
         if config.seq_len == 13:
             raise IndexError("index is out of bounds")
-        return real(config)
+        return real(config, **kw)
 
     monkeypatch.setattr(experiment, "run_comparison", broken)
     at = ok(app(**{**SMALL, "seq_len": "13"}))

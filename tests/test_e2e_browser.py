@@ -137,3 +137,27 @@ def test_tabs_switch_and_render(server, browser):
         assert "view=" in page.url
     page.screenshot(path=str(ARTIFACTS / "e2e_activations.png"), full_page=True)
     page.close()
+
+
+HOSTILE_LINKS = [
+    ("compare=rnn,lstm,gru&hidden_size=4096&num_layers=16&bidirectional=true&seq_len=100000&batch_size=4096",
+     "memory"),
+    ("state_dict_path=/etc/shadow", "state_dict_path"),
+    ("variant=inputs_path%3D/proc/self/environ", "inputs_path"),
+    ("task=copy&seq_len=10", "seq_len"),
+    ("seed=1&seed=2", "more than once"),
+]
+
+
+@pytest.mark.parametrize("query,needle", HOSTILE_LINKS, ids=[n for _, n in HOSTILE_LINKS])
+def test_hostile_links_give_one_line_in_the_browser(server, browser, query, needle):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{server}/?{query}")
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=120_000)
+        _wait_idle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        text = " ".join(page.locator('[data-testid="stAlertContentError"]').all_inner_texts())
+        assert needle in text and "Traceback" not in text, text[:300]
+    finally:
+        page.close()

@@ -5,7 +5,7 @@ import streamlit as st
 
 from analysis.config import ExperimentConfig
 from analysis.presets import DEFAULT_PRESET, PRESETS
-from rnn_models.config import ConfigError
+from rnn_models.config import ConfigError, shown
 
 from .state import (
     STATE_KEYS,
@@ -59,7 +59,7 @@ def settings_from_params(params: dict) -> tuple[str, ExperimentConfig, dict, lis
     errors = []
     name = params.get("preset", DEFAULT_PRESET)
     if name not in PRESETS:
-        errors.append(f"preset={name!r} in the link is not known: choose one of {', '.join(PRESETS)}")
+        errors.append(f"preset={shown(name)} in the link is not known: choose one of {', '.join(PRESETS)}")
         name = DEFAULT_PRESET
     p = PRESETS[name]
     base = p.config.to_dict()
@@ -93,7 +93,10 @@ def init_session() -> None:
     if ss.get("_initialized"):
         return
     params = {k: st.query_params.get(k) for k in st.query_params.keys()}
+    twice = [k for k in st.query_params.keys() if len(st.query_params.get_all(k)) > 1]
     name, cfg, variant, errors = settings_from_params(params)
+    if twice:
+        errors.append(f"The link gives {shown(twice[0])} more than once: the last value is used.")
     apply_config(cfg, name, variant)
     ss["display_log"] = True
     ss["display_band"] = True

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from analysis.config import ExperimentConfig
-from rnn_models.config import CELLS, ConfigError
+from rnn_models.config import CELLS, ConfigError, shown
 
 FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
 FIELD_TYPES = typing.get_type_hints(ExperimentConfig)
@@ -56,10 +56,20 @@ def _to_text(name: str, value) -> str:
         return repr(value)
     return str(value)
 
+PATH_FIELDS = ("inputs_path", "state_dict_path")
+PATH_MESSAGE = ("cannot be set in the dashboard (from a link, a variant or an uploaded config): nothing a visitor "
+                "types names a file on the server")
+MAX_VALUE_CHARS = 200  # a URL / variant value longer than this is refused without being read
+
+
 def parse_value(name: str, text: str):
     """A config field's value from its URL / variant text; ConfigError naming the field."""
     if name not in FIELDS:
-        raise ConfigError(f"unknown setting {name!r}: allowed are {', '.join(FIELDS)}")
+        raise ConfigError(f"unknown setting {shown(name)}: allowed are {', '.join(FIELDS)}")
+    if name in PATH_FIELDS:
+        raise ConfigError(f"{name} {PATH_MESSAGE}")
+    if len(str(text)) > MAX_VALUE_CHARS:
+        raise ConfigError(f"{name}: the value is {len(str(text)):,} characters long (at most {MAX_VALUE_CHARS})")
     t = FIELD_TYPES[name]
     args = [a for a in typing.get_args(t) if a is not type(None)]
     optional = type(None) in typing.get_args(t)
@@ -74,17 +84,17 @@ def parse_value(name: str, text: str):
             return True
         if s.lower() in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"{name}={s!r} must be true or false")
+        raise ConfigError(f"{name}={shown(s)} must be true or false")
     if base is int:
         try:
             return int(s)
         except ValueError:
-            raise ConfigError(f"{name}={s!r} must be an integer") from None
+            raise ConfigError(f"{name}={shown(s)} must be an integer") from None
     if base is float:
         try:
             return float(s)
         except ValueError:
-            raise ConfigError(f"{name}={s!r} must be a number") from None
+            raise ConfigError(f"{name}={shown(s)} must be a number") from None
     return s
 
 def diff(config: ExperimentConfig, base: ExperimentConfig) -> dict[str, str]:
@@ -94,11 +104,13 @@ def diff(config: ExperimentConfig, base: ExperimentConfig) -> dict[str, str]:
 def parse_variant(text: str) -> dict:
     """'forget_bias=0, layer_norm=false' -> {'forget_bias': 0.0, 'layer_norm': False}; ConfigError on bad text."""
     out = {}
+    if len(str(text or "")) > 20 * MAX_VALUE_CHARS:
+        raise ConfigError(f"variant: the text is {len(str(text)):,} characters long (at most {20 * MAX_VALUE_CHARS})")
     for part in (p.strip() for p in str(text or "").replace(";", ",").split(",")):
         if not part:
             continue
         if "=" not in part:
-            raise ConfigError(f"variant: {part!r} must look like field=value, e.g. forget_bias=0")
+            raise ConfigError(f"variant: {shown(part)} must look like field=value, e.g. forget_bias=0")
         k, v = (x.strip() for x in part.split("=", 1))
         if k in ("cell", "compare"):
             raise ConfigError("variant: cell/compare cannot vary: the variant runs the same cells")
@@ -151,11 +163,20 @@ def apply_config(cfg: ExperimentConfig, preset: str | None = None, variant: dict
 
 def config_from_text(text: str | bytes) -> ExperimentConfig:
     """An uploaded JSON config (or result file) -> ExperimentConfig; ConfigError with the field's message."""
+    if len(text) > MAX_UPLOAD_BYTES:
+        raise ConfigError(f"the uploaded file has {len(text):,} bytes: a settings file is at most {MAX_UPLOAD_BYTES:,}")
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError("the uploaded file is not UTF-8 text: upload a JSON config") from None
-    return ExperimentConfig.from_json(text)
+    cfg = ExperimentConfig.from_json(text)
+    for name in PATH_FIELDS:
+        if getattr(cfg, name) is not None:
+            raise ConfigError(f"{name} {PATH_MESSAGE}")
+    return cfg
+
+
+MAX_UPLOAD_BYTES = 1_000_000
 
 # ---- callbacks ----------------------------------------------------------------------------------------------
