@@ -196,7 +196,10 @@ class ExperimentConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ConfigError(f"unknown config field {shown(unknown[0])}: allowed fields are {', '.join(sorted(names))}")
+            import difflib
+            close = difflib.get_close_matches(str(unknown[0]), sorted(names), n=3)
+            hint = f"did you mean {' or '.join(close)}?" if close else "the fields are those of ExperimentConfig (README)"
+            raise ConfigError(f"unknown config field {shown(unknown[0])}: {hint}")
         try:
             return cls(**d)
         except TypeError as e:  # a value of a type the checks did not expect (e.g. a list where a number goes)

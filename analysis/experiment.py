@@ -227,7 +227,8 @@ def _run_experiment(config: ExperimentConfig, rep: Reporter, only: str | None = 
     model = TaskModel(config, batch.spec, config.input_size).to(dtype)
     if sd is not None:
         model.net.load_torch_state_dict(sd)
-    return analyse_model(config, batch, model, t0=t0, rep=rep, only=only)
+    return analyse_model(config, batch, model, t0=t0, rep=rep, only=only,
+                         notes=(device_note,) if device_note else ())
 
 
 def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, *, loss_fn=None, initial=None,
@@ -287,8 +288,6 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     notes = list(notes) + config.model_config(config.input_size).inapplicable()
     if underflow_note:
         notes.append(underflow_note)
-    if device_note:
-        notes.append(device_note)
     if grads_only:
         notes.append("gradients only: the Jacobian products, spectra per lag and memory horizon were not computed")
     elif jac.method != "closed-form":

@@ -49,7 +49,7 @@ def analyse(config: ExperimentConfig, variant: dict | None = None, label: str = 
 
     Raises ValueError (ConfigError / LimitExceeded included) with a one-line message for settings that cannot run.
     """
-    for name in ("inputs_path", "state_dict_path"):
+    for name in ("inputs_path", "state_dict_path", "targets_path", "h0_path"):
         if getattr(config, name) is not None or name in (variant or {}):
             raise ConfigError(f"{name} cannot be set in the dashboard: nothing a visitor types names a file on "
                               "the server")

@@ -56,7 +56,7 @@ def _to_text(name: str, value) -> str:
         return repr(value)
     return str(value)
 
-PATH_FIELDS = ("inputs_path", "state_dict_path")
+PATH_FIELDS = ("inputs_path", "state_dict_path", "targets_path", "h0_path")
 PATH_MESSAGE = ("cannot be set in the dashboard (from a link, a variant or an uploaded config): nothing a visitor "
                 "types names a file on the server")
 MAX_VALUE_CHARS = 200  # a URL / variant value longer than this is refused without being read
