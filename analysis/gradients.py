@@ -153,6 +153,69 @@ def _vjp_step(cell, xp_t: Tensor, state: tuple, v: Tensor) -> Tensor:
     return torch.cat(g, -1)  # (B, S)
 
 
+class _VJPSteps:
+    r"""Vector-Jacobian products v J_t for a chunk of steps, O(B H^2) per step (one GEMM with the shared W_hh),
+    without building J_t: the cells' backward pass written out (no layer norm).
+
+    rnn   v J = (v * phi'(a)) W_hh
+    lstm  gc = v_c + v_h o tanh'(c_t) [+ ga_o w_co];  ga_{i,f,g,o} = gate-derivative coefficients;
+          v J = [ [ga_i, ga_f, ga_g, ga_o] W_hh,  gc f [+ ga_i w_ci + ga_f w_cf] ]
+    gru   ga_n = v (1-z) (1-n^2),  ga_r = ga_n h_n r(1-r),  ga_z = v (h - n) z(1-z);
+          v J = v z + [ga_r, ga_z, ga_n r] W_hh
+    Layer-normalized cells fall back to the dense per-step Jacobians of ``jacobians._ChunkSteps``.
+    Shapes: xp (C, B, G), states (C, B, H) each, v (B, S).
+    """
+
+    def __init__(self, cell, xp: Tensor, st: tuple):
+        from rnn_models.cells import GRUCell, LSTMCell, RNNCell
+
+        from .jacobians import _ChunkSteps
+
+        self.W = cell.weight_hh.detach()
+        self.kind = None if cell.layer_norm else type(cell)
+        if self.kind is RNNCell:
+            self.d = cell.derivative(xp, st)  # (C, B, H)
+        elif self.kind is LSTMCell:
+            (_, c_t), g = cell._forward(xp, st)
+            i, f, gg, o = g["i"], g["f"], g["g"], g["o"]
+            tc = torch.tanh(c_t)
+            self.peep = (cell.weight_ci.detach(), cell.weight_cf.detach(), cell.weight_co.detach()) \
+                if cell.peephole else None
+            # coefficients: dc_t/dz_{i,f,g} and dh_t/dz_o, dh_t/dc_t, dc_t/dc_{t-1}
+            self.ci, self.cf, self.cg = gg * i * (1 - i), st[1] * f * (1 - f), i * (1 - gg * gg)
+            self.co, self.hc, self.f = tc * o * (1 - o), o * (1 - tc * tc), f
+        elif self.kind is GRUCell:
+            g = cell._forward(xp, st)[1]
+            r, z, n, h_n = g["r"], g["z"], g["n"], g["h_n"]
+            self.z, self.an = z, (1 - z) * (1 - n * n)
+            self.ar, self.az, self.r = h_n * r * (1 - r), (st[0] - n) * z * (1 - z), r
+        else:
+            self.dense = _ChunkSteps(cell, xp, st)
+
+    def __call__(self, c: int, v: Tensor) -> Tensor:
+        from rnn_models.cells import GRUCell, LSTMCell, RNNCell
+
+        if self.kind is RNNCell:
+            return (v * self.d[c]) @ self.W
+        if self.kind is LSTMCell:
+            H = self.W.shape[-1]
+            v_h, v_c = v[..., :H], v[..., H:]
+            ga_o = v_h * self.co[c]
+            gc = v_c + v_h * self.hc[c]
+            if self.peep is not None:
+                gc = gc + ga_o * self.peep[2]
+            ga_i, ga_f = gc * self.ci[c], gc * self.cf[c]
+            u_h = torch.cat([ga_i, ga_f, gc * self.cg[c], ga_o], -1) @ self.W  # (B, 4H) @ (4H, H)
+            u_c = gc * self.f[c]
+            if self.peep is not None:
+                u_c = u_c + ga_i * self.peep[0] + ga_f * self.peep[1]
+            return torch.cat([u_h, u_c], -1)
+        if self.kind is GRUCell:
+            ga_n = v * self.an[c]
+            return v * self.z[c] + torch.cat([ga_n * self.ar[c], v * self.az[c], ga_n * self.r[c]], -1) @ self.W
+        return self.dense.right(c, v.unsqueeze(1)).squeeze(1)
+
+
 @torch.no_grad()
 def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None) -> Tensor:
     r"""log10 ||dL/dh_t|| for every t and sequence, (T, B), for a loss on the last step only.
@@ -190,14 +253,28 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None) 
     v = v / n.to(dtype).unsqueeze(-1)
     log_scale = torch.log10(n)  # (B,)
     out[start] = torch.log10(torch.linalg.vector_norm(v[:, :H].double(), dim=-1)) + log_scale
-    for t in range(start, 0, -1):
-        v = _vjp_step(run.cell, run.xp[t], run.states[t], v)  # dL/dstate_{t-1} = dL/dstate_t J_t  (B, S)
-        n = torch.linalg.vector_norm(v.double(), dim=-1)  # (B,)
-        n = torch.where(n > 0, n, torch.ones_like(n))
-        v = v / n.to(dtype).unsqueeze(-1)
-        log_scale = log_scale + torch.log10(n)
-        out[t - 1] = torch.log10(torch.linalg.vector_norm(v[:, :H].double(), dim=-1)) + log_scale
+    from .jacobians import _stack_states
+
+    idx = torch.arange(B)
+    t_hi = start
+    while t_hi >= 1:
+        # steps t_lo..t_hi at once: their coefficients in one batched pass, then one GEMM per step
+        t_lo = max(1, t_hi - _VJP_CHUNK + 1)
+        xp, st = _stack_states(run, t_lo, t_hi + 1, idx)  # (C, B, G), states before each step
+        steps = _VJPSteps(run.cell, xp, st)
+        for c in range(t_hi - t_lo, -1, -1):
+            t = t_lo + c
+            v = steps(c, v)  # dL/dstate_{t-1} = dL/dstate_t J_t  (B, S)
+            n = torch.linalg.vector_norm(v.double(), dim=-1)  # (B,)
+            n = torch.where(n > 0, n, torch.ones_like(n))
+            v = v / n.to(dtype).unsqueeze(-1)
+            log_scale = log_scale + torch.log10(n)
+            out[t - 1] = torch.log10(torch.linalg.vector_norm(v[:, :H].double(), dim=-1)) + log_scale
+        t_hi = t_lo - 1
     return out
+
+
+_VJP_CHUNK = 64  # steps whose coefficients are computed together
 
 
 def _vjp_layer_step(cell, h_below: Tensor | None, xp_t: Tensor, state: tuple, g: Tensor):
