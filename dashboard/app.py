@@ -25,6 +25,7 @@ from analysis.config import ExperimentConfig  # noqa: E402
 from analysis.figures import CELL_LABELS, label_of  # noqa: E402
 from analysis.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
 from dashboard import controls, own_model  # noqa: E402
+from dashboard import compute  # noqa: E402
 from dashboard.compute import analyse  # noqa: E402
 from dashboard.views import TABS, Context  # noqa: E402
 from analysis import __version__  # noqa: E402
@@ -94,6 +95,26 @@ def _run(settings):
     st.stop()
 
 
+def _first_chart(settings):
+    """For a long analysis not cached yet: ||dL/dh_t|| from the gradient pass alone (about one backward pass),
+    drawn at once above the progress bar of the rest; the placeholder is emptied when the full page is drawn."""
+    if not compute.wants_first_chart(settings.config, settings.variant):
+        return None
+    slot = st.empty()
+    try:
+        with slot.container():
+            grads = analyse(settings.config, settings.variant, settings.variant_label, only="gradients")
+            fig = view_figures("gradient-flow", grads).get("grad_norm")
+            if fig is not None:
+                st.caption("First chart: ‖∂L/∂h<sub>t</sub>‖ from the gradient pass; the Jacobian products, spectra "
+                           "and every view follow (progress below).", unsafe_allow_html=True)
+                st.plotly_chart(fig, key="first_chart_grad_norm", theme=None)
+    except Exception:  # noqa: BLE001 - the full analysis below reports any error in one line
+        slot.empty()
+        return None
+    return slot
+
+
 def _all_views(results: dict, histories: dict | None) -> dict:
     """{view: figures} of every view that draws something (training only once it has run)."""
     views = {v: view_figures(v, results, histories) for v in VIEWS}
@@ -114,9 +135,12 @@ def main() -> None:
     own = _own(settings)
     if own is not None:  # an uploaded model: that one model in every view
         return _page(settings, own, own=True)
+    first = _first_chart(settings)
     with st.spinner(f"Analysing {', '.join(CELL_LABELS[c] for c in settings.config.cells)} "
                     f"(T={settings.config.seq_len}, H={settings.config.hidden_size})…"):
         results, error = _run(settings)
+    if first is not None:
+        first.empty()
     if error:
         st.error(error)
     else:

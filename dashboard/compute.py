@@ -29,7 +29,25 @@ def analysis_key(config: ExperimentConfig) -> str:
     return json.dumps(d, sort_keys=True)
 
 
-def _one(config: ExperimentConfig, bar, label: str) -> dict:
+FIRST_CHART_GFLOP = 2.0  # analyses estimated above this draw the gradient-flow chart first (about one backward pass)
+
+
+def is_cached(config: ExperimentConfig, variant: dict | None = None) -> bool:
+    """True when the whole analysis of ``config`` (and its variant) is in the shared cache (nothing to wait for)."""
+    keys = [analysis_key(config)] + ([analysis_key(config.replace(**variant))] if variant else [])
+    return all(scheduler.CACHE.get(k) is not None for k in keys)
+
+
+def wants_first_chart(config: ExperimentConfig, variant: dict | None = None) -> bool:
+    """Long analyses (estimated arithmetic above FIRST_CHART_GFLOP) that are not cached yet."""
+    from analysis.limits import estimate
+    try:
+        return estimate(config, variant).gflop > FIRST_CHART_GFLOP and not is_cached(config, variant)
+    except Exception:  # noqa: BLE001 - an invalid config is reported by the full analysis
+        return False
+
+
+def _one(config: ExperimentConfig, bar, label: str, only: str | None = None) -> dict:
     from analysis.experiment import run_comparison
 
     def wait(position: int) -> None:
@@ -40,25 +58,27 @@ def _one(config: ExperimentConfig, bar, label: str) -> dict:
         bar.progress(min(1.0, max(0.0, float(fraction))), text=f"{label}{what}"[:200])
 
     cfg = ExperimentConfig.from_dict(json.loads(analysis_key(config)))
-    value, _ = scheduler.run_shared(analysis_key(config), lambda: run_comparison(cfg, progress=progress), wait)
+    key = analysis_key(config) + (f"|only={only}" if only else "")
+    value, _ = scheduler.run_shared(key, lambda: run_comparison(cfg, progress=progress, only=only), wait)
     return value
 
 
-def analyse(config: ExperimentConfig, variant: dict | None = None, label: str = "") -> dict:
+def analyse(config: ExperimentConfig, variant: dict | None = None, label: str = "", only: str | None = None) -> dict:
     """{key: ExperimentResult}: the config's cells, then (if a variant is given) "cell · label" for each cell.
 
     Raises ValueError (ConfigError / LimitExceeded included) with a one-line message for settings that cannot run.
+    ``only="gradients"``: the gradient pass alone (results with ``complete`` False), for the first chart.
     """
     for name in ("inputs_path", "state_dict_path", "targets_path", "h0_path"):
         if getattr(config, name) is not None or name in (variant or {}):
             raise ConfigError(f"{name} cannot be set in the dashboard: nothing a visitor types names a file on "
                               "the server")
-    check(config, variant)
+    check(config, variant, only=only)
     bar = st.empty()
     try:
-        results = dict(_one(config, bar, ""))
+        results = dict(_one(config, bar, "", only))
         if variant:
-            other = _one(config.replace(**variant), bar, f"variant {label} · ")
+            other = _one(config.replace(**variant), bar, f"variant {label} · ", only)
             results.update({f"{cell} · {label}": r for cell, r in other.items()})
     finally:
         bar.empty()
