@@ -40,10 +40,10 @@ def is_cached(config: ExperimentConfig, variant: dict | None = None) -> bool:
 
 def wants_first_chart(config: ExperimentConfig, variant: dict | None = None) -> bool:
     """Long analyses (estimated arithmetic above FIRST_CHART_GFLOP) that are not cached yet."""
-    from analysis.limits import estimate
     try:
-        return estimate(config, variant).gflop > FIRST_CHART_GFLOP and not is_cached(config, variant)
-    except Exception:  # noqa: BLE001 - an invalid config is reported by the full analysis
+        cost = check(config, variant)  # over the host's limits: nothing runs, the full analysis says why
+        return cost.gflop > FIRST_CHART_GFLOP and not is_cached(config, variant)
+    except Exception:  # noqa: BLE001 - an invalid or refused config is reported by the full analysis
         return False
 
 
