@@ -21,6 +21,7 @@ from analysis.progress import init_threads  # noqa: E402
 
 init_threads(1)  # once per process: concurrent sessions get their cores through config.threads (pools), not this
 from analysis.alerts import alerts  # noqa: E402
+from analysis.guides import describe  # noqa: E402
 from analysis.config import ExperimentConfig  # noqa: E402
 from analysis.figures import CELL_LABELS, label_of  # noqa: E402
 from analysis.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
@@ -38,24 +39,6 @@ CSS = """<style>
 .block-container {padding-top: 2.2rem; padding-bottom: 2rem;}
 h2 {padding-top: 0 !important;}
 </style>"""
-
-
-def _describe(cfg: ExperimentConfig) -> str:
-    cells = ", ".join(f"{CELL_LABELS[c]} ({cfg.activation})" if c == "rnn" else CELL_LABELS[c] for c in cfg.cells)
-    extra = [f"init {cfg.init}" + (f" ×{cfg.init_scale:g}" if cfg.init not in ("default", "chrono") else "")]
-    if cfg.forget_bias is not None:
-        extra.append(f"b_f={cfg.forget_bias:g}")
-    if cfg.layer_norm:
-        extra.append("layer norm")
-    if cfg.num_layers > 1:
-        extra.append(f"{cfg.num_layers} layers")
-    if cfg.bidirectional:
-        extra.append("bidirectional")
-    if cfg.truncate:
-        extra.append(f"truncated BPTT k={cfg.truncate}")
-    task = cfg.task + (f" ({'hello' if cfg.text == 'hello' else 'sonnets'})" if cfg.task == "charlm" else "")
-    return (f"{cells} · task {task} · T={cfg.seq_len} · H={cfg.hidden_size} · B={cfg.batch_size} · seed "
-            f"{cfg.seed} · {cfg.dtype} · " + " · ".join(extra))
 
 
 def _message(e: BaseException) -> str:
@@ -149,7 +132,7 @@ def main() -> None:
     cfg = settings.config
 
     preset = PRESETS.get(settings.preset, PRESETS[DEFAULT_PRESET])
-    st.markdown(f"**{preset.title}** · {_describe(cfg)}"
+    st.markdown(f"**{preset.title}** · {describe(cfg)}"
                 + (f" · variant (lighter colour): {settings.variant_label}" if settings.variant_label else ""))
     changed = " *(settings changed since this preset was chosen)*" if cfg != preset.config else ""
     st.info("**What to look for.** " + "  \n".join(preset.lines) + changed)
