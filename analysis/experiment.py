@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from rnn_models.config import ConfigError
-from rnn_models.network import RecurrentNetwork, Run, infer_config_from_torch_state_dict
+from rnn_models.network import RecurrentNetwork, Run
 
 from .config import ExperimentConfig
 from .device import resolve_device
@@ -321,7 +321,6 @@ def _exact_log_grad_norms(config: ExperimentConfig, trace, grad: GradientResult,
     A final-step loss on a unidirectional stack: backprop where every sequence's norm is far above underflow,
     below that the renormalized vector-Jacobian chain (log_grad_norm_chain / _stacked), exact in log space.
     """
-    T = len(grad.grad_norm)
     dtype = DTYPES[config.dtype]
     chain_ok = loss_steps == "last" and not config.bidirectional and not config.truncate
     logs = None

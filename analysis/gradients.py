@@ -141,18 +141,6 @@ def _underflow_floor(dtype: torch.dtype) -> float:
     return fi.tiny / fi.eps ** 2
 
 
-def _vjp_step(cell, xp_t: Tensor, state: tuple, v: Tensor) -> Tensor:
-    """v J_t for a batch of row vectors v (B, S): one vector-Jacobian product through the cell's step, O(B S^2)
-    like backprop (never the dense (B, S, S) Jacobian). Sequences are independent, so the batch is exact."""
-    H = cell.hidden_size
-    with torch.enable_grad():
-        s = tuple(x.detach().requires_grad_(True) for x in state)
-        out = cell.step(xp_t.detach(), s)
-        cot = tuple(v[:, i * H:(i + 1) * H] for i in range(len(out)))  # (B, H) per state part
-        g = torch.autograd.grad(out, s, grad_outputs=cot)
-    return torch.cat(g, -1)  # (B, S)
-
-
 class _VJPSteps:
     r"""Vector-Jacobian products v J_t for a chunk of steps, O(B H^2) per step (one GEMM with the shared W_hh),
     without building J_t: the cells' backward pass written out (no layer norm).
