@@ -15,18 +15,17 @@ import torch
 from torch import Tensor, nn
 
 from rnn_models.config import ConfigError
-from rnn_models.network import RecurrentNetwork, Run
+from rnn_models.network import RecurrentNetwork
 
 from .config import ExperimentConfig
 from .device import resolve_device
-from .gradients import (GradientResult, _underflow_floor, gradient_norms, log_grad_norm_chain,
-                        log_grad_norm_chain_stacked, probe_loss)
+from .gradient_stage import DTYPES, _detached, gradient_stage
+from .gradients import GradientResult
 from .jacobians import JacobianResult, jacobian_products, report_lags
 from .progress import Progress, Reporter, reporter
 from .spectra import weight_spectra
 from .tasks import TaskBatch, TaskSpec, load_inputs, make_batch, random_readout, task_spec
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class TaskModel(nn.Module):
@@ -242,29 +241,14 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     t0 = time.perf_counter() if t0 is None else t0
     rep = rep or reporter(None)
     loss_steps = batch.spec.loss_steps if config.loss_steps == "auto" else config.loss_steps
-    loss_fn = loss_fn or (lambda y: probe_loss(batch, y, loss_steps))
     a = config.analysed_layer
     t1 = time.perf_counter()
     grads_only = only == "gradients"
     rep(0.02, "forward and backward pass: ||dL/dh_t||", force=True)
-    with torch.enable_grad():
-        trace, y = model(batch.inputs, views=True, initial=initial)
-        probe = loss_fn(y)
-        grad = gradient_norms(trace, probe, a)
-        truncated = None
-        if config.truncate:
-            # truncated BPTT: the same loss with the recurrent gradient cut every k steps
-            tr_k, y_k = model(batch.inputs, views=True, initial=initial, detach_every=config.truncate)
-            truncated = gradient_norms(tr_k, loss_fn(y_k), a)
+    trace, grad, truncated, underflow_note = gradient_stage(config, batch, model, loss_fn=loss_fn, initial=initial,
+                                                            loss_steps=loss_steps)
     t2 = time.perf_counter()
     T = batch.inputs.shape[0]
-    underflow_note = _exact_log_grad_norms(config, trace, grad, loss_steps, a)
-    grad.state_grads = None
-    if truncated is not None:
-        truncated.state_grads = None
-    if grad.log10_grad_norm is None:  # the log10 twin of every result (zeros -> -inf, no warning printed)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            grad.log10_grad_norm = np.log10(np.asarray(grad.grad_norm, dtype=float))
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
     runs = [[_detached(r) for r in layer] for layer in trace.runs]
     jac = jac_b = None
@@ -313,53 +297,6 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     return res
 
 
-def _exact_log_grad_norms(config: ExperimentConfig, trace, grad: GradientResult, loss_steps: str,
-                          a: int) -> str | None:
-    """Make ||dL/dh_t|| exact where float backprop underflows (sets grad.log10_grad_norm, and grad_norm / band
-    from it); returns a note when it cannot (the values then are marked: NaN below the float's safe range).
-
-    A final-step loss on a unidirectional stack: backprop where every sequence's norm is far above underflow,
-    below that the renormalized vector-Jacobian chain (log_grad_norm_chain / _stacked), exact in log space.
-    """
-    dtype = DTYPES[config.dtype]
-    chain_ok = loss_steps == "last" and not config.bidirectional and not config.truncate
-    logs = None
-    if chain_ok and a == config.num_layers - 1:
-        logs = log_grad_norm_chain(_detached(trace.runs[a][0]), grad.last_state_grad, grad.state_grads)  # (T, B)
-    elif chain_ok:
-        safe = bool((torch.linalg.vector_norm(grad.state_grads.double(), dim=-1) > _underflow_floor(dtype)).all())
-        if safe:
-            logs = torch.log10(torch.linalg.vector_norm(grad.state_grads[..., :config.hidden_size].double(), dim=-1))
-        else:
-            top = trace.runs[-1][0]
-            v_last = torch.cat([grad.top_last_grad] + [torch.zeros_like(grad.top_last_grad)] * (len(top.states[0]) - 1),
-                               -1)  # (B, S): the loss reads h^{L-1}_{T-1} only, so dL/dc_{T-1} = 0
-            logs = log_grad_norm_chain_stacked([_detached(trace.runs[l][0]) for l in range(a, config.num_layers)],
-                                               v_last)
-    if logs is not None:
-        grad.log10_grad_norm = logs.mean(1).numpy()  # (T,) log10 of the geometric mean over the batch
-        grad.grad_norm = np.power(10.0, grad.log10_grad_norm)
-        grad.grad_norm_band = torch.quantile(torch.pow(10.0, logs), torch.tensor([0.1, 0.9], dtype=logs.dtype),
-                                             dim=1).numpy()
-        grad.method = ("backprop; log10 exact: backprop where far from underflow, below that the renormalized chain "
-                       "dL/dstate_{t-1} = dL/dstate_t J_t (vector-Jacobian products)")
-        return None
-    # not a single chain (losses at every step, bidirectional, truncated): mark what float cannot represent
-    norms = torch.linalg.vector_norm(grad.state_grads[..., :config.hidden_size].double(), dim=-1)  # (T, B)
-    unsafe = ~(norms > _underflow_floor(dtype)).all(1)
-    if config.truncate or not bool(unsafe.any()):
-        return None
-    t_u = int(unsafe.nonzero().max())
-    grad.grad_norm = grad.grad_norm.copy()
-    grad.grad_norm[: t_u + 1] = np.nan
-    grad.grad_norm_band = grad.grad_norm_band.copy()
-    grad.grad_norm_band[:, : t_u + 1] = np.nan
-    grad.underflow_t = t_u
-    return (f"||dL/dh_t|| for t <= {t_u} is not shown: some sequence's gradient fell below "
-            f"{_underflow_floor(dtype):.0e}, where {config.dtype} backprop underflows (0 or inexact); the exact "
-            "log-space chain covers final-step losses on unidirectional stacks")
-
-
 def run_comparison(config: ExperimentConfig, *, progress: Progress | Reporter | None = None,
                    only: str | None = None) -> dict[str, ExperimentResult]:
     """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell.
@@ -374,11 +311,6 @@ def run_comparison(config: ExperimentConfig, *, progress: Progress | Reporter | 
         stage = rep.stage(i / len(cells), (i + 1) / len(cells), f"{cell.upper()} · ")
         out[cell] = run_experiment(config.for_cell(cell), progress=stage, only=only)
     return out
-
-
-def _detached(run: Run) -> Run:
-    return Run(cell=run.cell, xp=[x.detach() for x in run.xp],
-               states=[tuple(s.detach() for s in st) for st in run.states], reverse=run.reverse)
 
 
 # ---- JSON ---------------------------------------------------------------------------------------------------

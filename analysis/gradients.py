@@ -26,10 +26,13 @@ from rnn_models.network import Trace
 from .tasks import TaskBatch
 
 
-def step_losses(batch: TaskBatch, y: Tensor) -> Tensor:
-    """The task's loss at every step, (T, B), from readout outputs y (T, B, O)."""
+def step_losses(batch: TaskBatch, y: Tensor, *, last_only: bool = False) -> Tensor:
+    """The task's loss at every step, (T, B), from readout outputs y (T, B, O); ``last_only``: y is the last
+    step's output alone (1, B, O) and per-step targets are taken at the last step."""
     spec, tg = batch.spec, batch.targets
     T, B, O = y.shape
+    if last_only and tg is not None and tg.dim() == 2:
+        tg = tg[-1:]  # (1, B)
     if spec.kind == "probe":
         return y[..., 0]  # l_t = u . h_t
     if spec.name == "adding":
@@ -205,7 +208,8 @@ class _VJPSteps:
 
 
 @torch.no_grad()
-def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None) -> Tensor:
+def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, *,
+                        cell_logs: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     r"""log10 ||dL/dh_t|| for every t and sequence, (T, B), for a loss on the last step only.
 
     Such a loss reaches state_t only through state_{t+1}, so dL/dstate_{t-1} = dL/dstate_t J_t exactly, a
@@ -217,11 +221,13 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None) 
                  ``_underflow_floor`` those values are exact to float rounding and used as they are; the chain
                  starts from the last step whose norms are all safe and runs down from there (no extra cost
                  when nothing underflows). Without it the chain runs from v_last (B, S) at t = T-1.
+    cell_logs    also return log10 ||dL/dc_t|| (T, B) (LSTM: the state's second half; requires no state_grads)
     """
     T = len(run.xp)
     H = run.cell.hidden_size
     dtype = run.xp[0].dtype
     out = torch.empty(T, B := v_last.shape[0], dtype=torch.float64)
+    out_c = torch.empty(T, B, dtype=torch.float64) if cell_logs else None
     start = T - 1
     if state_grads is not None:
         sg = state_grads.double()
@@ -241,25 +247,36 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None) 
     v = v / n.to(dtype).unsqueeze(-1)
     log_scale = torch.log10(n)  # (B,)
     out[start] = torch.log10(torch.linalg.vector_norm(v[:, :H].double(), dim=-1)) + log_scale
+    if out_c is not None:
+        out_c[start] = torch.log10(torch.linalg.vector_norm(v[:, H:].double(), dim=-1)) + log_scale
     from .jacobians import _stack_states
 
     idx = torch.arange(B)
+    tiny = torch.finfo(dtype).tiny
     t_hi = start
     while t_hi >= 1:
-        # steps t_lo..t_hi at once: their coefficients in one batched pass, then one GEMM per step
+        # steps t_lo..t_hi at once: their coefficients in one batched pass, then one GEMM per step; the norms
+        # and logs of the chunk's vectors are taken together at the end (one batched call, not one per step)
         t_lo = max(1, t_hi - _VJP_CHUNK + 1)
         xp, st = _stack_states(run, t_lo, t_hi + 1, idx)  # (C, B, G), states before each step
         steps = _VJPSteps(run.cell, xp, st)
-        for c in range(t_hi - t_lo, -1, -1):
-            t = t_lo + c
-            v = steps(c, v)  # dL/dstate_{t-1} = dL/dstate_t J_t  (B, S)
-            n = torch.linalg.vector_norm(v.double(), dim=-1)  # (B,)
-            n = torch.where(n > 0, n, torch.ones_like(n))
-            v = v / n.to(dtype).unsqueeze(-1)
-            log_scale = log_scale + torch.log10(n)
-            out[t - 1] = torch.log10(torch.linalg.vector_norm(v[:, :H].double(), dim=-1)) + log_scale
+        C = t_hi - t_lo + 1
+        vs = torch.empty(C, B, v.shape[-1], dtype=dtype)  # vs[c] = dL/dstate_{t_lo+c-1}, renormalized
+        ns = torch.empty(C, B, 1, dtype=dtype)  # the norm taken out at that step
+        for c in range(C - 1, -1, -1):
+            u = steps(c, v)  # dL/dstate_{t-1} = dL/dstate_t J_t  (B, S), t = t_lo + c
+            # ||u|| is O(||J||) (v has norm 1): no underflow in the norm itself; an exactly 0 gradient stays 0
+            # (0 / tiny = 0, and its log is -inf below)
+            torch.linalg.vector_norm(u, dim=-1, keepdim=True, out=ns[c]).clamp_min_(tiny)
+            v = torch.div(u, ns[c], out=vs[c])
+        # log scale after step c = log_scale + sum_{c' >= c} log10 n_c'  (the chunk runs from c = C-1 down)
+        cum = torch.log10(ns[..., 0].double()).flip(0).cumsum(0).flip(0) + log_scale  # (C, B)
+        out[t_lo - 1: t_hi] = torch.log10(torch.linalg.vector_norm(vs[..., :H].double(), dim=-1)) + cum
+        if out_c is not None:
+            out_c[t_lo - 1: t_hi] = torch.log10(torch.linalg.vector_norm(vs[..., H:].double(), dim=-1)) + cum
+        log_scale = cum[0]
         t_hi = t_lo - 1
-    return out
+    return (out, out_c) if cell_logs else out
 
 
 _VJP_CHUNK = 64  # steps whose coefficients are computed together

@@ -8,7 +8,7 @@ For each cell and size (T, H), batch B=16, float32, 2 threads, flush-denormal on
 
     (a)     one forward+backward of our RecurrentNetwork + readout (loss = sum over the batch of the random
             probe at the last step, ``loss.backward()``): the floor; ``fused`` = torch.nn.RNN/LSTM/GRU doing the same
-    (b)     the engine's per-timestep gradient norms: forward(views=True) + probe_loss + gradient_norms
+    (b)     the engine's per-timestep gradient norms: analysis.gradient_stage as run_experiment calls it
     (c)     jacobian_products at ExperimentConfig()'s default lags / batch / n_singular / lyapunov_k
     (c_all) the same at every lag and the whole batch (only when that differs from (c))
     (d)     the naive reference: torch.autograd.functional.jacobian once per lag + svdvals

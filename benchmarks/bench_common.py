@@ -134,15 +134,14 @@ def fwd_bwd_fused(mod, readout, x):
 
 
 def grad_norms_engine(cfg, batch, model):
-    from analysis.gradients import gradient_norms, probe_loss
+    """The engine's gradient stage as run_experiment runs it (analysis.gradient_stage: the chain-only route for a
+    last-step loss on one layer, backprop + the exact chain otherwise)."""
+    from analysis.gradient_stage import gradient_stage
 
     loss_steps = batch.spec.loss_steps if cfg.loss_steps == "auto" else cfg.loss_steps
 
     def f():
-        with torch.enable_grad():
-            trace, y = model(batch.inputs, views=True, detach_every=cfg.truncate)
-            probe = probe_loss(batch, y, loss_steps)
-            return gradient_norms(trace, probe, cfg.analysed_layer)
+        return gradient_stage(cfg, batch, model, loss_steps=loss_steps)[1]
     return f
 
 

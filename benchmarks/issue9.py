@@ -31,16 +31,12 @@ from bench_common import Plan, build, fused_module, fwd_bwd_fused, fwd_bwd_ours,
 
 
 def _grad_stage(cfg, batch, model):
-    """What run_experiment(only='gradients') spends on ||dL/dh_t||: traced fwd+bwd + the exact log chain."""
-    from analysis.experiment import _exact_log_grad_norms
-    from analysis.gradients import gradient_norms, probe_loss
+    """What run_experiment(only='gradients') spends on ||dL/dh_t||: analysis.gradient_stage (the chain-only route
+    for a last-step loss on one layer: a no-grad forward and the renormalized vector-Jacobian chain)."""
+    from analysis.gradient_stage import gradient_stage
 
     def f():
-        with torch.enable_grad():
-            trace, y = model(batch.inputs, views=True)
-            grad = gradient_norms(trace, probe_loss(batch, y, "last"), cfg.analysed_layer)
-        _exact_log_grad_norms(cfg, trace, grad, "last", cfg.analysed_layer)
-        return grad
+        return gradient_stage(cfg, batch, model, loss_steps="last")[1]
     return f
 
 

@@ -292,7 +292,8 @@ def test_truncated_bptt_grad_norm(captured, cell):
     full = run_experiment(ExperimentConfig(**base))
     r = run_experiment(ExperimentConfig(truncate=k, **base))
     assert full.truncated is None and full.to_dict()["grad_norm_truncated"] is None
-    np.testing.assert_allclose(r.grad.grad_norm, full.grad.grad_norm, rtol=1e-15)
+    # full runs the chain-only route, r backprop (truncation needs the graph): equal to float64 rounding
+    np.testing.assert_allclose(r.grad.grad_norm, full.grad.grad_norm, rtol=1e-12)
     trunc = r.truncated.grad_norm
     assert trunc.shape == (T,)
     assert np.all(trunc[:T - k] == 0.0) and np.all(full.grad.grad_norm[:T - k] > 0)

@@ -1,0 +1,150 @@
+r"""The gradient stage of an analysis: ||dL/dh_t|| for every t (and the truncated-BPTT comparison).
+
+Two routes, the same numbers (to float rounding):
+
+    chain only   a loss on the last step of a one-layer, one-direction network with the task's own loss:
+                 a no-grad forward pass, dL/dstate_{T-1} from the readout alone, then the renormalized
+                 vector-Jacobian chain  dL/dstate_{t-1} = dL/dstate_t J_t  down to t = 0
+                 (``gradients.log_grad_norm_chain``): one backward's worth of GEMMs, exact in log space at
+                 every t, no autograd graph kept; ||dL/dc_t|| (LSTM) comes from the same vectors
+    backprop     every other case: one ``torch.autograd.grad`` over the views of every state
+                 (``gradients.gradient_norms``), then the exact chain below where float backprop nears
+                 underflow (``_exact_log_grad_norms``)
+
+The chain-only route falls back to backprop (recomputing) where the forward pass or the loss is not finite, or
+where float backprop would overflow, so those are reported where and when as before.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from rnn_models.network import Run
+
+from .config import ExperimentConfig
+from .gradients import (GradientResult, _first_nonfinite_forward, _underflow_floor, gradient_norms,
+                        log_grad_norm_chain, log_grad_norm_chain_stacked, probe_loss, step_losses)
+from .tasks import TaskBatch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+CHAIN_METHOD = ("log10 exact: the renormalized chain dL/dstate_{t-1} = dL/dstate_t J_t from the last step "
+                "(vector-Jacobian products, no backprop)")
+
+
+def gradient_stage(config: ExperimentConfig, batch: TaskBatch, model, *, loss_fn=None, initial=None,
+                   loss_steps: str = "last"):
+    """(trace, grad, truncated, underflow_note) for ``analyse_model``; trace is the forward pass (its states
+    carry a graph on the backprop route only)."""
+    if loss_fn is None and _chain_applies(config, loss_steps):
+        got = chain_gradients(batch, model, initial, DTYPES[config.dtype])
+        if got is not None:
+            return got[0], got[1], None, None
+    loss_fn = loss_fn or (lambda y: probe_loss(batch, y, loss_steps))
+    a = config.analysed_layer
+    with torch.enable_grad():
+        trace, y = model(batch.inputs, views=True, initial=initial)
+        grad = gradient_norms(trace, loss_fn(y), a)
+        truncated = None
+        if config.truncate:
+            # truncated BPTT: the same loss with the recurrent gradient cut every k steps
+            tr_k, y_k = model(batch.inputs, views=True, initial=initial, detach_every=config.truncate)
+            truncated = gradient_norms(tr_k, loss_fn(y_k), a)
+    underflow_note = _exact_log_grad_norms(config, trace, grad, loss_steps, a)
+    grad.state_grads = None
+    if truncated is not None:
+        truncated.state_grads = None
+    if grad.log10_grad_norm is None:  # the log10 twin of every result (zeros -> -inf, no warning printed)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad.log10_grad_norm = np.log10(np.asarray(grad.grad_norm, dtype=float))
+    return trace, grad, truncated, underflow_note
+
+
+def _chain_applies(config: ExperimentConfig, loss_steps: str) -> bool:
+    return (loss_steps == "last" and config.num_layers == 1 and not config.bidirectional and not config.truncate)
+
+
+def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype) -> tuple | None:
+    """(trace, GradientResult) by the chain alone (see the module docstring), or None where backprop must run."""
+    with torch.no_grad():
+        trace, _ = model(batch.inputs, views=False, initial=initial)
+    if _first_nonfinite_forward(trace) is not None:
+        return None
+    run = trace.runs[0][0]
+    h_last = trace.outputs[-1].detach().requires_grad_(True)  # (B, H) h_{T-1}: the loss reads it alone
+    with torch.enable_grad():
+        y_last = model.readout(h_last).unsqueeze(0)  # (1, B, O)
+        probe = step_losses(batch, y_last, last_only=True)[-1]  # (B,) l_{T-1}
+        if not bool(torch.isfinite(probe).all()):
+            return None
+        (g,) = torch.autograd.grad(probe.sum(), h_last)  # dL/dh_{T-1} (B, H), through the readout alone
+    v_last = torch.cat([g] + [torch.zeros_like(g)] * (len(run.states[0]) - 1), -1)  # (B, S): dL/dc_{T-1} = 0
+    logs, logs_c = log_grad_norm_chain(run, v_last, cell_logs=True)  # (T, B) log10 ||dL/dh_t||, ||dL/dc_t||
+    ok = torch.isfinite(logs) | (logs == -math.inf)
+    if not bool(ok.all()) or float(logs.max()) > math.log10(torch.finfo(dtype).max) - 1:
+        return None  # NaN, or a norm float backprop would overflow: the backprop route says where
+    log_mean = logs.mean(1)  # (T,) log10 of the geometric mean over the batch
+    with np.errstate(over="ignore", under="ignore"):
+        grad_norm = np.power(10.0, log_mean.numpy())
+        cell = np.power(10.0, logs_c.mean(1).numpy()) if len(run.states[0]) == 2 else None
+    band = torch.quantile(torch.pow(10.0, logs), torch.tensor([0.1, 0.9], dtype=logs.dtype), dim=1)  # (2, T)
+    res = GradientResult(grad_norm=grad_norm, grad_norm_band=band.numpy(), per_layer=grad_norm[None].copy(),
+                         per_direction=grad_norm[None].copy(), cell_grad_norm=cell,
+                         loss=float(probe.detach().double().mean()), nonfinite=None, last_state_grad=v_last,
+                         log10_grad_norm=log_mean.numpy(), method=CHAIN_METHOD, top_last_grad=g.detach())
+    return trace, res
+
+
+def _exact_log_grad_norms(config: ExperimentConfig, trace, grad: GradientResult, loss_steps: str,
+                          a: int) -> str | None:
+    """Make ||dL/dh_t|| exact where float backprop underflows (sets grad.log10_grad_norm, and grad_norm / band
+    from it); returns a note when it cannot (the values then are marked: NaN below the float's safe range).
+
+    A final-step loss on a unidirectional stack: backprop where every sequence's norm is far above underflow,
+    below that the renormalized vector-Jacobian chain (log_grad_norm_chain / _stacked), exact in log space.
+    """
+    dtype = DTYPES[config.dtype]
+    chain_ok = loss_steps == "last" and not config.bidirectional and not config.truncate
+    logs = None
+    if chain_ok and a == config.num_layers - 1:
+        logs = log_grad_norm_chain(_detached(trace.runs[a][0]), grad.last_state_grad, grad.state_grads)  # (T, B)
+    elif chain_ok:
+        safe = bool((torch.linalg.vector_norm(grad.state_grads.double(), dim=-1) > _underflow_floor(dtype)).all())
+        if safe:
+            logs = torch.log10(torch.linalg.vector_norm(grad.state_grads[..., :config.hidden_size].double(), dim=-1))
+        else:
+            top = trace.runs[-1][0]
+            v_last = torch.cat([grad.top_last_grad] + [torch.zeros_like(grad.top_last_grad)] * (len(top.states[0]) - 1),
+                               -1)  # (B, S): the loss reads h^{L-1}_{T-1} only, so dL/dc_{T-1} = 0
+            logs = log_grad_norm_chain_stacked([_detached(trace.runs[l][0]) for l in range(a, config.num_layers)],
+                                               v_last)
+    if logs is not None:
+        grad.log10_grad_norm = logs.mean(1).numpy()  # (T,) log10 of the geometric mean over the batch
+        grad.grad_norm = np.power(10.0, grad.log10_grad_norm)
+        grad.grad_norm_band = torch.quantile(torch.pow(10.0, logs), torch.tensor([0.1, 0.9], dtype=logs.dtype),
+                                             dim=1).numpy()
+        grad.method = ("backprop; log10 exact: backprop where far from underflow, below that the renormalized chain "
+                       "dL/dstate_{t-1} = dL/dstate_t J_t (vector-Jacobian products)")
+        return None
+    # not a single chain (losses at every step, bidirectional, truncated): mark what float cannot represent
+    norms = torch.linalg.vector_norm(grad.state_grads[..., :config.hidden_size].double(), dim=-1)  # (T, B)
+    unsafe = ~(norms > _underflow_floor(dtype)).all(1)
+    if config.truncate or not bool(unsafe.any()):
+        return None
+    t_u = int(unsafe.nonzero().max())
+    grad.grad_norm = grad.grad_norm.copy()
+    grad.grad_norm[: t_u + 1] = np.nan
+    grad.grad_norm_band = grad.grad_norm_band.copy()
+    grad.grad_norm_band[:, : t_u + 1] = np.nan
+    grad.underflow_t = t_u
+    return (f"||dL/dh_t|| for t <= {t_u} is not shown: some sequence's gradient fell below "
+            f"{_underflow_floor(dtype):.0e}, where {config.dtype} backprop underflows (0 or inexact); the exact "
+            "log-space chain covers final-step losses on unidirectional stacks")
+
+
+
+
+def _detached(run: Run) -> Run:
+    return Run(cell=run.cell, xp=[x.detach() for x in run.xp],
+               states=[tuple(s.detach() for s in st) for st in run.states], reverse=run.reverse)
