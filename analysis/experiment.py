@@ -247,7 +247,8 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     grads_only = only == "gradients"
     rep(0.02, "forward and backward pass: ||dL/dh_t||", force=True)
     trace, grad, truncated, underflow_note = gradient_stage(config, batch, model, loss_fn=loss_fn, initial=initial,
-                                                            loss_steps=loss_steps)
+                                                            loss_steps=loss_steps,
+                                                            progress=rep.stage(0.02, 0.9 if grads_only else 0.15))
     t2 = time.perf_counter()
     T = batch.inputs.shape[0]
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
