@@ -174,21 +174,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def progress_bar(stream=None, width: int = 30):
-    """A ``Progress`` callable drawing ``[#####.....]  45% message`` on stderr (one line redrawn on a terminal,
-    one line per update otherwise)."""
-    stream = stream or sys.stderr
-    tty = stream.isatty()
-
-    def draw(fraction: float, message: str) -> None:
-        f = min(max(float(fraction), 0.0), 1.0)
-        n = int(round(f * width))
-        line = f"[{'#' * n}{'.' * (width - n)}] {f * 100:3.0f}% {message}"
-        stream.write(("\r\033[K" + line + ("\n" if f >= 1.0 else "")) if tty else line + "\n")
-        stream.flush()
-    return draw
-
-
 def cmd_export(args) -> int:
     from .export import export_all, scaled
     if not args.out and not args.pptx:
@@ -197,19 +182,25 @@ def cmd_export(args) -> int:
     if args.out:
         from .export.bundles import _check_out_dir
         _check_out_dir(args.out)  # before the deck is written
-    bar = progress_bar()
+    from .progress import StderrBar
+    bar = StderrBar(lines=True)  # one line per update in logs, redrawn in place on a terminal
     both = bool(args.out and args.pptx)
     if args.pptx:
         from .deck import write_deck
         from .presets import PRESETS
         variant = PRESETS[args.preset].variant if args.preset else None
-        print(write_deck(config, args.pptx, preset=args.preset, variant=variant,
-                         progress=scaled(bar, 0.0, 0.5) if both else bar))
+        deck = write_deck(config, args.pptx, preset=args.preset, variant=variant,
+                          progress=scaled(bar, 0.0, 0.5) if both else bar)
+        if not both:
+            bar.close()
+        print(deck)
     if args.out:
         paths = export_all(config, args.out, formats=tuple(args.formats.split(",")),
                            progress=scaled(bar, 0.5, 1.0) if both else bar)
+        bar.close()
         for p in paths:
             print(p)
+    bar.close()
     return 0
 
 

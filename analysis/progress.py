@@ -126,23 +126,30 @@ def split_map(pool: ThreadPoolExecutor | None, fn, x, n_parts: int, dim: int = 0
 
 # ---- the command line's bar -----------------------------------------------------------------------------
 class StderrBar:
-    """``Progress`` drawn as one updating line on stderr: ``[#####.....]  42%  what``. Only on a terminal unless
-    ``force``; ``close()`` ends the line."""
+    """``Progress`` drawn on stderr as ``[#####.....]  42%  what``: one line redrawn in place on a terminal. Off a
+    terminal nothing is drawn, unless ``lines`` (one plain line per update, for logs: the exports use it) or
+    ``force`` (draw as on a terminal). ``close()`` ends the line."""
 
-    def __init__(self, stream=None, width: int = 30, force: bool = False):
+    def __init__(self, stream=None, width: int = 30, force: bool = False, lines: bool = False):
         self.stream = stream or sys.stderr
         self.width = width
-        self.enabled = force or bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = force or bool(getattr(self.stream, "isatty", lambda: False)())
+        self.lines = lines and not self.tty
+        self.enabled = self.tty or self.lines
         self._drawn = False
 
     def __call__(self, fraction: float, what: str) -> None:
         if not self.enabled:
             return
-        n = int(round(fraction * self.width))
-        line = f"\r[{'#' * n}{'.' * (self.width - n)}] {fraction * 100:3.0f}%  {what}"
-        self.stream.write(line[:160].ljust(100))
+        f = min(max(float(fraction), 0.0), 1.0)
+        n = int(round(f * self.width))
+        line = f"[{'#' * n}{'.' * (self.width - n)}] {f * 100:3.0f}%  {what}"
+        if self.lines:
+            self.stream.write(line[:200] + "\n")
+        else:
+            self.stream.write(("\r" + line)[:160].ljust(100))
+            self._drawn = True
         self.stream.flush()
-        self._drawn = True
 
     def close(self) -> None:
         if self._drawn:
