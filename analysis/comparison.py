@@ -69,6 +69,7 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
         state[cell] = (1.0, "done")
         return result
 
+    rep(0.0, f"starting {len(cells)} cells side by side", force=True)
     ex = ThreadPoolExecutor(workers, thread_name_prefix="cell")
     futures = {cell: ex.submit(contextvars.copy_context().run, one, cell) for cell in cells}
     try:
