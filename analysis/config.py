@@ -100,7 +100,7 @@ class ExperimentConfig:
     horizon_threshold: float = 1e-3
     lyapunov_k: int = 8
     truncate: int = 0
-    spectra: str = "exact"  # exact: full svdvals at every reported lag; fast: sigma_max by warm-started power iteration
+    spectra: str = "exact"  # exact: full svdvals at every reported lag; fast: the LSTM state sigma_max by block iteration
     # compute
     threads: int = 0  # the analysis's own thread pool (0 = every core this process may use)
     device: str = "cpu"  # cpu | cuda | auto (cuda if available, else cpu with a note)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork
 
+from .comparison import POOL_THREADS
 from .config import ExperimentConfig
 from .device import resolve_device
 from .gradient_stage import DTYPES, _detached, gradient_stage
@@ -253,17 +254,18 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     runs = [[_detached(r) for r in layer] for layer in trace.runs]
     jac = jac_b = None
     if not grads_only:
+        threads = POOL_THREADS.get() or config.threads  # a comparison's worker gets its share of the cores
         # the Jacobian products dominate the cost: they get most of the bar (the backward direction its half)
         hi = 0.95
         mid = (0.15 + hi) / 2 if config.bidirectional else hi
         jac = jacobian_products(runs[a][0], lags=lags, batch=config.jacobian_batch, n_singular=config.n_singular,
                                 lyapunov_k=config.lyapunov_k, progress=rep.stage(0.15, mid),
-                                spectra=config.spectra, threads=config.threads)
+                                spectra=config.spectra, threads=threads)
         if config.bidirectional:
             jac_b = jacobian_products(runs[a][1], lags=lags, batch=config.jacobian_batch,
                                       n_singular=config.n_singular, lyapunov_k=config.lyapunov_k,
                                       progress=rep.stage(mid, hi, "backward direction: "),
-                                      spectra=config.spectra, threads=config.threads)
+                                      spectra=config.spectra, threads=threads)
     rep(0.96, "W_hh spectra and gate activity", force=True)
     t3 = time.perf_counter()
     cell = model.net.layers[a][0]
@@ -278,9 +280,12 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
         notes.append("per-step Jacobians by autograd (vmap jacrev): layer norm has no closed form here; exact, slower")
     if jac is not None and "sigma_max_estimate" in jac.extras:
         e = jac.extras["sigma_max_estimate"]
-        notes.append("spectra fast: sigma_max of the full [h; c] state and of the c->c block are estimates (warm-started "
-                     f"power iteration, within {e['tested_rtol']:g} relative of svdvals as tested; "
-                     f"{e['svdvals_fallbacks']} fell back to svdvals); the h->h spectrum is exact")
+        where = (f"; from lag {e['svdvals_from_lag']} on exact svdvals (clustered top singular values)"
+                 if e["svdvals_from_lag"] is not None else "")
+        notes.append("spectra fast: sigma_max of the full [h; c] state is an estimate (warm-started block subspace "
+                     f"iteration, residual within {e['residual_rtol']:g} of sigma, within {e['tested_rtol']:g} "
+                     f"relative of svdvals as tested; {e['svdvals_fallbacks']} sequence-lags fell back to svdvals"
+                     f"{where}); the h->h and c->c spectra are exact")
     if config.jacobian_batch and config.jacobian_batch < config.batch_size:
         notes.append(f"Jacobian spectra over the first {jac.batch_analysed} of {config.batch_size} sequences")
     if config.jacobian_lags == "log" and len(lags) < T:
@@ -299,18 +304,10 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
 
 def run_comparison(config: ExperimentConfig, *, progress: Progress | Reporter | None = None,
                    only: str | None = None) -> dict[str, ExperimentResult]:
-    """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell.
-
-    ``progress`` and ``only`` as in ``run_experiment``; the bar is split evenly over the cells.
-    """
-    _check_only(only)
-    rep = reporter(progress)
-    cells = config.cells
-    out = {}
-    for i, cell in enumerate(cells):
-        stage = rep.stage(i / len(cells), (i + 1) / len(cells), f"{cell.upper()} · ")
-        out[cell] = run_experiment(config.for_cell(cell), progress=stage, only=only)
-    return out
+    """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell; the cells
+    run side by side where cores allow (analysis.comparison). ``progress`` and ``only`` as in ``run_experiment``."""
+    from .comparison import run_comparison as run
+    return run(config, progress=progress, only=only)
 
 
 # ---- JSON ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,91 @@
+r"""run_comparison: the cells of a comparison analysed side by side, one worker thread per cell where cores allow.
+
+Cells are independent analyses of the same data. With ``w`` workers (``w = min(cells, threads // intra-op
+threads)``, threads = ``config.threads`` or every core) each cell runs in its own thread; torch releases the GIL
+inside each op, so on 2 cores with one intra-op thread two cells run at once. Each cell keeps ``threads`` for its
+own SVD pool (single-core LAPACK calls in plain threads, no OpenMP spinning): when one worker finishes early
+(an RNN next to an LSTM) the other's SVDs use the freed core. With one worker (intra-op threads already use every core) the cells run one after the other.
+
+Progress from the workers is gathered and reported by the CALLING thread (a front end draws it there: Streamlit
+allows page updates only from the script's thread), about ten times a second: the mean fraction over the cells and
+what the least advanced one is computing. If the caller's callback raises (``Cancelled``, or Streamlit's stop on a
+rerun), every worker stops at its next progress call and the exception propagates; a worker's error stops the
+others the same way. Each cell's result is bit-identical to its solo ``run_experiment`` (no shared state).
+"""
+from __future__ import annotations
+
+import contextvars
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+import torch
+
+from .progress import Cancelled, Progress, Reporter, reporter, resolve_threads
+
+# the size of the pools of the analysis running in this context (None: config.threads); set per worker
+POOL_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("pool_threads", default=None)
+POLL_S = 0.1
+
+
+def cell_workers(config, n_cells: int) -> tuple[int, int]:
+    """(workers, SVD pool threads of each) for a comparison of ``n_cells`` cells."""
+    threads = resolve_threads(config.threads)
+    workers = max(1, min(n_cells, threads // max(1, torch.get_num_threads())))
+    return workers, threads
+
+
+def run_comparison(config, *, progress: Progress | Reporter | None = None, only: str | None = None) -> dict:
+    """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell.
+
+    ``progress`` and ``only`` as in ``run_experiment``; the bar covers every cell.
+    """
+    from .experiment import _check_only, run_experiment
+
+    _check_only(only)
+    rep = reporter(progress)
+    cells = list(config.cells)
+    workers, pool = cell_workers(config, len(cells))
+    if workers <= 1:
+        out = {}
+        for i, cell in enumerate(cells):
+            stage = rep.stage(i / len(cells), (i + 1) / len(cells), f"{cell.upper()} · ")
+            out[cell] = run_experiment(config.for_cell(cell), progress=stage, only=only)
+        return out
+    from .limits import check
+    for cell in cells:  # every cell within the host's limits before any starts
+        check(config.for_cell(cell), only=only)
+
+    state = {cell: (0.0, "waiting for a worker") for cell in cells}
+    stop = threading.Event()
+
+    def one(cell: str):
+        def cb(fraction: float, what: str) -> None:
+            if stop.is_set():
+                raise Cancelled("stopped: the caller cancelled, or another cell failed")
+            state[cell] = (fraction, what)
+
+        POOL_THREADS.set(pool)
+        result = run_experiment(config.for_cell(cell), progress=cb, only=only)
+        state[cell] = (1.0, "done")
+        return result
+
+    ex = ThreadPoolExecutor(workers, thread_name_prefix="cell")
+    futures = {cell: ex.submit(contextvars.copy_context().run, one, cell) for cell in cells}
+    try:
+        pending = set(futures.values())
+        while pending:
+            done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            for f in done:
+                f.result()  # a worker's error: raised here, the others stopped below
+            fractions = {c: s[0] for c, s in state.items()}
+            slowest = min((c for c in cells if not futures[c].done()), key=lambda c: fractions[c], default=None)
+            n_done = sum(futures[c].done() for c in cells)
+            what = "done" if slowest is None else f"{slowest.upper()} · {state[slowest][1]}"
+            rep(sum(fractions.values()) / len(cells), f"{what}  ({n_done} of {len(cells)} cells done)")
+    except BaseException:
+        stop.set()
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
+    rep(1.0, "done", force=True)
+    return {cell: futures[cell].result() for cell in cells}
