@@ -9,8 +9,11 @@ Rows (each timed interleaved with its denominator, median of paired per-round ra
             fast)  /  fused fwd+bwd of the three cells                                       target <= 6x (3x)
   first     --long: T=1000 H=256 three cells, only="gradients" / fused                         target <= 2x
   views     --long: the same, the whole analysis / fused                                      target <= 20x
-  threads   the exact mode (every lag, every sequence) LSTM T=128 H=128 with the SVD pool at 1 thread vs every core
-            (intra-op threads are set once per process, so this is the pool's scaling only)
+  floor     the exact mode (every lag, every sequence), T=128 H=128 per cell: the Jacobian stage / the same torch
+            calls bare (its arithmetic floor), and the floor / fused                          target <= 1.5x
+  rss       --long: T=2000 H=256 LSTM in a fresh process, peak RSS                           target <= 1 GiB
+  threads   the preset's three cells at threads=1 vs every core (cells side by side; intra-op threads are set once
+            per process, so this is the engine's own pools and workers)
 """
 from __future__ import annotations
 
@@ -88,21 +91,103 @@ def preset_rows(T, H, plan, *, only_variants=(("exact", None), ("fast", None))) 
     return rows
 
 
-def thread_rows(plan) -> dict:
-    from analysis.config import ExperimentConfig
-    from analysis.experiment import run_experiment
+def _floor_fn(cell: str, T: int, H: int, b: int, lags: list[int], n_lyap: int):
+    """The raw arithmetic of the exact mode as bare torch calls on tensors of the same shapes, serially: one
+    product per step (the engine's own form: rnn (P * d) @ W, lstm P @ [A; C] and the diagonal c-columns, gru a
+    dense bmm), the Lyapunov QR per step, and per reported lag the spectra it reports (svdvals of the h->h
+    block; for the LSTM the Gram eigenvalues of the state and c->c). No bookkeeping, no pool, no chunking."""
+    S = 2 * H if cell == "lstm" else H
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(H, H, generator=g) / H ** 0.5
+    AC = torch.randn(b, 2 * H, H, generator=g) / H ** 0.5
+    Jd = torch.randn(b, H, H, generator=g) / H ** 0.5
+    d = torch.rand(b, H, generator=g)
+    lagset = set(lags)
+
+    def step(P):
+        if cell == "rnn":
+            return (P * d.unsqueeze(-2)) @ W
+        if cell == "lstm":
+            return torch.cat([P @ AC, P[..., :H] * d.unsqueeze(-2) + P[..., H:] * d.unsqueeze(-2)], -1)
+        return P @ Jd
+
+    def f():
+        P = torch.eye(S).expand(b, S, S).clone()
+        Q = torch.eye(S, n_lyap).expand(b, S, n_lyap).clone()
+        for k in range(1, T):
+            P = step(P)
+            P = P / torch.linalg.matrix_norm(P).view(b, 1, 1)
+            Q = torch.linalg.qr(step(Q.mT).mT).Q
+            if k in lagset:
+                torch.linalg.svdvals(P[:, :H, :H])
+                if cell == "lstm":
+                    torch.linalg.eigvalsh(P.mT @ P)
+                    torch.linalg.eigvalsh(P[:, H:, H:].mT @ P[:, H:, H:])
+    return f
+
+
+def floor_rows(plan, T: int = 128, H: int = 128) -> list[dict]:
+    """Exact mode (every lag, every sequence): the engine's Jacobian stage against the floor of its own
+    arithmetic (``_floor_fn``), and both against torch's fused forward+backward."""
+    from analysis.experiment import _detached
+    from analysis.jacobians import jacobian_products
+    rows = []
+    for cell in ("rnn", "lstm", "gru"):
+        cfg, batch, model = build(cell, T, H)
+        with torch.no_grad():
+            trace, _ = model(batch.inputs)
+        run = _detached(trace.runs[0][0])
+        b = batch.inputs.shape[1]
+        lags = list(range(T))
+        fns = {"engine": lambda: jacobian_products(run, lags=lags, batch=0, n_singular=cfg.n_singular,
+                                                   lyapunov_k=cfg.lyapunov_k, threads=cfg.threads),
+               "floor": _floor_fn(cell, T, H, b, lags, min(cfg.lyapunov_k, 2 * H if cell == "lstm" else H)),
+               "fused": fwd_bwd_fused(fused_module(cell, model), model.readout, batch.inputs)}
+        m = measure_interleaved(fns, plan)
+        r = {"cell": cell, "T": T, "H": H, "B": b, "engine_s": m["engine"][0], "floor_s": m["floor"][0],
+             "fused_s": m["fused"][0], "engine_over_floor": _ratio(m, "engine", "floor"),
+             "floor_over_fused": _ratio(m, "floor", "fused"), "engine_over_fused": _ratio(m, "engine", "fused")}
+        print(f"floor  {cell:5s} T={T} H={H} every lag, B={b}: engine {r['engine_s']:.2f} s  floor {r['floor_s']:.2f} s"
+              f"  engine/floor {r['engine_over_floor']:.2f}  floor/fused {r['floor_over_fused']:.0f}x  "
+              f"engine/fused {r['engine_over_fused']:.0f}x", flush=True)
+        rows.append(r)
+    return rows
+
+
+def rss_row(timeout_s: float = 600.0) -> dict:
+    """T=2000, H=256 LSTM, the engine's defaults but log-spaced lags (the dashboard's), in a fresh process: peak
+    RSS (VmHWM) and whether the float32 values stayed finite in log space."""
+    from bench_child import experiment_config_for, run_child
+    cfg = experiment_config_for("lstm", 2000, 256).replace(jacobian_lags="log")
+    out = run_child({"kind": "experiment", "config": cfg.to_dict(), "repeats": 1}, timeout_s)
+    if "error" in out:
+        print(f"rss    LSTM T=2000 H=256: {out['error']}", flush=True)
+        return out
+    mib = out["peak_rss_kib"] / 1024
+    print(f"rss    LSTM T=2000 H=256 float32: peak RSS {mib:.0f} MiB, wall {out['times_s'][0]:.1f} s, "
+          f"||dL/dh_t|| finite in log space {out['grad_norm_finite']}, spectral norms finite "
+          f"{out['spectral_norm_finite']}", flush=True)
+    out["peak_rss_mib"] = mib
+    return out
+
+
+def thread_rows(plan, T: int = 256, H: int = 128) -> dict:
+    """The default preset's three cells with threads=1 (one cell after the other, spectra inline) against every
+    core (cells side by side, spectra in each cell's pool)."""
+    from analysis.experiment import run_comparison
     from analysis.progress import hardware_threads
     n = hardware_threads()
-    cfg = ExperimentConfig(cell="lstm", seq_len=128, hidden_size=128, batch_size=16)
-    m = measure_interleaved({"one": lambda: run_experiment(cfg.replace(threads=1)),
-                             "all": lambda: run_experiment(cfg.replace(threads=n))}, plan)
+    preset, _ = dashboard_config()
+    cfg = preset.replace(seq_len=T, hidden_size=H, batch_size=16, compare=("rnn", "lstm", "gru"))
+    m = measure_interleaved({"one": lambda: run_comparison(cfg.replace(threads=1)),
+                             "all": lambda: run_comparison(cfg.replace(threads=n))}, plan)
     r = {"threads_all": n, "one_s": m["one"][0], "all_s": m["all"][0], "speedup": _ratio(m, "one", "all")}
-    print(f"threads exact LSTM T=128 H=128: 1 thread {r['one_s']:.2f} s, {n} threads {r['all_s']:.2f} s, "
+    print(f"threads preset T={T} H={H} three cells: 1 thread {r['one_s']:.2f} s, {n} threads {r['all_s']:.2f} s, "
           f"speedup {r['speedup']:.2f}x", flush=True)
     return r
 
 
-def verdicts(grad, preset, long) -> list[str]:
+def verdicts(grad, preset, long, floor=(), rss=None) -> list[str]:
     out = []
     worst = max(grad, key=lambda r: r["grad_over_fwdbwd"])
     out.append(f"gradient norms <= 1.5x fwd+bwd (every cell/size): worst {worst['grad_over_fwdbwd']:.2f}x "
@@ -113,6 +198,14 @@ def verdicts(grad, preset, long) -> list[str]:
     for r in long:
         tgt = 2 if "only=gradients" in r["what"] else 20
         out.append(f"{r['what']}: {r['ratio']:.1f}x fused (target {tgt}x) -> {'met' if r['ratio'] <= tgt else 'NOT met'}")
+    for r in floor:
+        out.append(f"exact mode {r['cell']} T={r['T']} H={r['H']}: {r['engine_over_floor']:.2f}x its arithmetic floor "
+                   f"(target 1.5x; the floor is {r['floor_over_fused']:.0f}x fused) -> "
+                   f"{'met' if r['engine_over_floor'] <= 1.5 else 'NOT met'}")
+    if rss and "peak_rss_mib" in rss:
+        ok = rss["peak_rss_mib"] <= 1024 and rss["grad_norm_finite"] and rss["spectral_norm_finite"]
+        out.append(f"T=2000 H=256 LSTM: peak RSS {rss['peak_rss_mib']:.0f} MiB (target <= 1024), finite in log space "
+                   f"-> {'met' if ok else 'NOT met'}")
     return out
 
 
@@ -137,14 +230,17 @@ def main(argv=None) -> int:
     long = []
     if a.long:
         long = preset_rows(1000, 256, Plan(max_reps=1, min_reps=1, budget_s=0, once_s=0),
-                           only_variants=(("fast", "gradients"), ("fast", None)))
-    threads = None if a.skip_threads or a.quick else thread_rows(plan)
+                           only_variants=(("exact", "gradients"), ("exact", None)))
+    threads = None if a.skip_threads else (thread_rows(plan, 64, 32) if a.quick else thread_rows(plan))
+    floor = floor_rows(plan, 32, 16) if a.quick else floor_rows(plan)
+    rss = rss_row() if a.long else None
     print("targets:")
-    for line in verdicts(grad, preset, long):
+    for line in verdicts(grad, preset, long, floor, rss):
         print("  " + line)
     print(f"(one run, {time.perf_counter() - t0:.0f} s; intra-op threads {torch.get_num_threads()})")
     if a.json:
-        Path(a.json).write_text(json.dumps({"grad": grad, "preset": preset, "long": long, "threads": threads}, indent=1))
+        Path(a.json).write_text(json.dumps({"grad": grad, "preset": preset, "long": long, "threads": threads,
+                                            "floor": floor, "rss": rss}, indent=1, default=str))
     return 0
 
 

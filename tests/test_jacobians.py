@@ -491,3 +491,22 @@ def test_spectra_threads_device_fields_validate():
     for bad in ({"spectra": "quick"}, {"threads": -1}, {"device": "tpu"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             ExperimentConfig(**bad)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_sigma_max_from_the_gram_is_exact_to_rounding(dtype, rtol):
+    """sigma_max from the Gram's largest eigenvalue (analysis.jacobians._log10_sigma_max) against float64 svdvals
+    of the same matrices: products with singular values spread over 12 decades, and an exactly zero matrix."""
+    from analysis.jacobians import _log10_sigma_max
+    g = torch.Generator().manual_seed(0)
+    U = torch.linalg.qr(torch.randn(6, 96, 96, generator=g, dtype=torch.float64)).Q
+    V = torch.linalg.qr(torch.randn(6, 96, 96, generator=g, dtype=torch.float64)).Q
+    s = torch.logspace(0, -12, 96, dtype=torch.float64)
+    M = (U * s) @ V.mT
+    M[-1] = 0.0
+    M = M.to(dtype)
+    shift = torch.linspace(-50, 50, 6, dtype=torch.float64)
+    got = _log10_sigma_max(M, shift)
+    ref = torch.log10(torch.linalg.svdvals(M.double())[:, 0]) + shift / np.log(10)
+    np.testing.assert_allclose(got[:-1].numpy(), ref[:-1].numpy(), rtol=0, atol=np.log10(1 + rtol))
+    assert got[-1] == -np.inf  # a zero product: -inf, as svdvals gives
