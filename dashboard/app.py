@@ -98,7 +98,10 @@ def _gradients_first(settings):
         return None  # finished in the background but too big for the cache: compute it in line, never loop
     try:
         return analyse(s.config, s.variant, s.variant_label, only="gradients", what="Gradient pass (first chart): ")
-    except Exception:  # noqa: BLE001 - the full analysis reports any error in one line
+    except ValueError:  # settings that cannot run: the full analysis says why, in one line
+        return None
+    except Exception as e:  # noqa: BLE001 - an engine failure of the gradient pass: said, then the full analysis
+        st.caption(f"The gradient pass alone failed ({_message(e)}); computing the full analysis at once instead.")
         return None
 
 
