@@ -2,6 +2,8 @@
 
 A thin layer: widgets (dashboard/controls.py) -> ExperimentConfig -> cached run_comparison (dashboard/compute.py)
 -> figures (analysis/figures.py), one tab per view (dashboard/views/), alerts from analysis/alerts.py.
+A long analysis is computed per view: the gradient pass first, the Jacobian products in a background job
+(dashboard/background.py) or before a view that reads them (see ``_page``).
 """
 from __future__ import annotations
 
@@ -149,8 +151,12 @@ def main() -> None:
         background.drop(_session())
         return _page(settings, own, own=True)
     s = settings
-    background.drop(_session(), keep=compute.full_key(s.config, s.variant, s.variant_label))  # a new setting
-    # supersedes the session's running full analysis before its gradient pass starts (no queueing behind it)
+    try:
+        keep = compute.full_key(s.config, s.variant, s.variant_label)
+    except Exception:  # noqa: BLE001 - a variant that cannot apply: the analysis below says why
+        keep = None
+    background.drop(_session(), keep=keep)  # a new setting supersedes the session's running full analysis
+    # before its gradient pass starts (no queueing behind it); the same settings keep it (a tab switch)
     with st.spinner(f"Analysing {', '.join(CELL_LABELS[c] for c in settings.config.cells)} "
                     f"(T={settings.config.seq_len}, H={settings.config.hidden_size})…"):
         results, error = _gradients_first(settings), None
