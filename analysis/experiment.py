@@ -247,7 +247,8 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     grads_only = only == "gradients"
     rep(0.02, "forward and backward pass: ||dL/dh_t||", force=True)
     trace, grad, truncated, underflow_note = gradient_stage(config, batch, model, loss_fn=loss_fn, initial=initial,
-                                                            loss_steps=loss_steps)
+                                                            loss_steps=loss_steps,
+                                                            progress=rep.stage(0.02, 0.9 if grads_only else 0.15))
     t2 = time.perf_counter()
     T = batch.inputs.shape[0]
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
@@ -286,9 +287,9 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
                      f"iteration, residual within {e['residual_rtol']:g} of sigma, within {e['tested_rtol']:g} "
                      f"relative of svdvals as tested; {e['svdvals_fallbacks']} sequence-lags fell back to svdvals"
                      f"{where}); the h->h and c->c spectra are exact")
-    if config.jacobian_batch and config.jacobian_batch < config.batch_size:
+    if jac is not None and config.jacobian_batch and config.jacobian_batch < config.batch_size:
         notes.append(f"Jacobian spectra over the first {jac.batch_analysed} of {config.batch_size} sequences")
-    if config.jacobian_lags == "log" and len(lags) < T:
+    if jac is not None and config.jacobian_lags == "log" and len(lags) < T:
         notes.append(f"Jacobian spectra at {len(lags)} log-spaced lags (exact at those lags)")
     res = ExperimentResult(
         config=config, spec=batch.spec, grad=grad, truncated=truncated, jac=jac, jac_backward=jac_b,

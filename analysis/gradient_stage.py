@@ -34,11 +34,12 @@ CHAIN_METHOD = ("log10 exact: the renormalized chain dL/dstate_{t-1} = dL/dstate
 
 
 def gradient_stage(config: ExperimentConfig, batch: TaskBatch, model, *, loss_fn=None, initial=None,
-                   loss_steps: str = "last"):
+                   loss_steps: str = "last", progress=None):
     """(trace, grad, truncated, underflow_note) for ``analyse_model``; trace is the forward pass (its states
-    carry a graph on the backprop route only)."""
+    carry a graph on the backprop route only). ``progress(fraction, what)`` is called along the chain (and may
+    raise ``Cancelled``)."""
     if loss_fn is None and _chain_applies(config, loss_steps):
-        got = chain_gradients(batch, model, initial, DTYPES[config.dtype])
+        got = chain_gradients(batch, model, initial, DTYPES[config.dtype], progress)
         if got is not None:
             return got[0], got[1], None, None
     loss_fn = loss_fn or (lambda y: probe_loss(batch, y, loss_steps))
@@ -65,7 +66,7 @@ def _chain_applies(config: ExperimentConfig, loss_steps: str) -> bool:
     return (loss_steps == "last" and config.num_layers == 1 and not config.bidirectional and not config.truncate)
 
 
-def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype) -> tuple | None:
+def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progress=None) -> tuple | None:
     """(trace, GradientResult) by the chain alone (see the module docstring), or None where backprop must run."""
     with torch.no_grad():
         trace, _ = model(batch.inputs, views=False, initial=initial)
@@ -80,7 +81,8 @@ def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype) -> tup
             return None
         (g,) = torch.autograd.grad(probe.sum(), h_last)  # dL/dh_{T-1} (B, H), through the readout alone
     v_last = torch.cat([g] + [torch.zeros_like(g)] * (len(run.states[0]) - 1), -1)  # (B, S): dL/dc_{T-1} = 0
-    logs, logs_c = log_grad_norm_chain(run, v_last, cell_logs=True)  # (T, B) log10 ||dL/dh_t||, ||dL/dc_t||
+    # (T, B) log10 ||dL/dh_t||, ||dL/dc_t||
+    logs, logs_c = log_grad_norm_chain(run, v_last, cell_logs=True, progress=progress)
     ok = torch.isfinite(logs) | (logs == -math.inf)
     if not bool(ok.all()) or float(logs.max()) > math.log10(torch.finfo(dtype).max) - 1:
         return None  # NaN, or a norm float backprop would overflow: the backprop route says where

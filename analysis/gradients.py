@@ -209,7 +209,7 @@ class _VJPSteps:
 
 @torch.no_grad()
 def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, *,
-                        cell_logs: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                        cell_logs: bool = False, progress=None) -> Tensor | tuple[Tensor, Tensor]:
     r"""log10 ||dL/dh_t|| for every t and sequence, (T, B), for a loss on the last step only.
 
     Such a loss reaches state_t only through state_{t+1}, so dL/dstate_{t-1} = dL/dstate_t J_t exactly, a
@@ -222,6 +222,7 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
                  starts from the last step whose norms are all safe and runs down from there (no extra cost
                  when nothing underflows). Without it the chain runs from v_last (B, S) at t = T-1.
     cell_logs    also return log10 ||dL/dc_t|| (T, B) (LSTM: the state's second half; requires no state_grads)
+    progress     optional ``progress(fraction, what)``, called after each chunk of steps (may raise Cancelled)
     """
     T = len(run.xp)
     H = run.cell.hidden_size
@@ -276,6 +277,8 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
             out_c[t_lo - 1: t_hi] = torch.log10(torch.linalg.vector_norm(vs[..., H:].double(), dim=-1)) + cum
         log_scale = cum[0]
         t_hi = t_lo - 1
+        if progress is not None:
+            progress((start - t_hi) / max(1, start), f"||dL/dh_t|| back through time, t = {t_hi + 1}")
     return (out, out_c) if cell_logs else out
 
 

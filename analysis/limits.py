@@ -31,7 +31,8 @@ The constants were calibrated against peak RSS and time measured on a 2-core mac
 Limits (per analysis request; a comparison with a variant counts every run), from the environment::
 
     GDLAB_MAX_MEMORY_MB   peak memory of one analysis or training step      (default 2048)
-    GDLAB_MAX_GFLOP       arithmetic of one analysis / training run, GFLOP  (default 500, ~1-2 min on one core)
+    GDLAB_MAX_GFLOP       arithmetic of one analysis / training run, GFLOP  (default 2000, ~1 min on one core:
+                          three cells at T=1000, H=256 are about 1,150; an LSTM at T=1000, H=512 about 4,400)
     GDLAB_LIMITS=off      no limits (the command line's --no-limits does the same for its process)
 """
 from __future__ import annotations
@@ -53,10 +54,12 @@ CHUNK_BYTES = 64 * 2**20  # analysis.jacobians.MAX_CHUNK_BYTES
 STEP_FLOPS = 1e6  # each sequential step of a time loop costs ~0.2 ms of overhead whatever its size: counted as
 # this many flops, so T=100000 with H=6 is not "free" (measured: 18 s for T=20000, H=32, B=32)
 SVD_FLOPS = 8.0  # flops per m^3 of one svdvals of an m x m matrix
-GFLOP_PER_S = 5.0  # sustained rate of the time loop on one core of the calibration machine (for the message)
+GFLOP_PER_S = 25.0  # sustained rate of a whole analysis on one core of the calibration machine (for the message):
+# measured 2026-12-01, three cells at T=1000, H=256: 1,145 GFLOP estimated, ~30 s of CPU (products at 50-65 GFLOP/s,
+# eigensolvers and the per-step overhead slower)
 
 DEFAULT_MAX_MEMORY_MB = 2048
-DEFAULT_MAX_GFLOP = 500.0
+DEFAULT_MAX_GFLOP = 2000.0
 
 
 class LimitExceeded(ConfigError):

@@ -168,3 +168,10 @@ def _non_default_fields(cfg) -> dict:
 
     d0 = ExperimentConfig().to_dict()
     return {k: v for k, v in cfg.to_dict().items() if d0.get(k) != v}
+
+
+if __name__ == "__main__":  # run_child's fresh interpreter: bench_child.py --child SPEC_JSON
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        child_main(json.loads(sys.argv[2]))
+    else:
+        sys.exit("usage: bench_child.py --child SPEC_JSON (started by run_child)")

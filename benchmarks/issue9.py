@@ -94,7 +94,7 @@ def preset_rows(T, H, plan, *, only_variants=(("exact", None), ("fast", None))) 
 def _floor_fn(cell: str, T: int, H: int, b: int, lags: list[int], n_lyap: int):
     """The raw arithmetic of the exact mode as bare torch calls on tensors of the same shapes, serially: one
     product per step (the engine's own form: rnn (P * d) @ W, lstm P @ [A; C] and the diagonal c-columns, gru a
-    dense bmm), the Lyapunov QR per step, and per reported lag the spectra it reports (svdvals of the h->h
+    dense bmm with its dense Jacobians built per chunk of 64 steps), the Lyapunov QR per step, and per reported lag the spectra it reports (svdvals of the h->h
     block; for the LSTM the Gram eigenvalues of the state and c->c). No bookkeeping, no pool, no chunking."""
     S = 2 * H if cell == "lstm" else H
     g = torch.Generator().manual_seed(0)
@@ -103,6 +103,15 @@ def _floor_fn(cell: str, T: int, H: int, b: int, lags: list[int], n_lyap: int):
     Jd = torch.randn(b, H, H, generator=g) / H ** 0.5
     d = torch.rand(b, H, generator=g)
     lagset = set(lags)
+
+    W3 = torch.randn(3, H, H, generator=g) / H ** 0.5
+    gates = torch.rand(5, 64, b, H, generator=g)
+
+    def gru_jacobians():  # the GRU's dense per-step Jacobians, a chunk of 64 steps (rnn_models.cells, bare)
+        r, z, n, h_n, h = gates
+        dn = (1 - n * n).unsqueeze(-1) * ((h_n * r * (1 - r)).unsqueeze(-1) * W3[0] + r.unsqueeze(-1) * W3[2])
+        J = (1 - z).unsqueeze(-1) * dn + ((h - n) * z * (1 - z)).unsqueeze(-1) * W3[1]
+        return J + torch.diag_embed(z)
 
     def step(P):
         if cell == "rnn":
@@ -115,6 +124,8 @@ def _floor_fn(cell: str, T: int, H: int, b: int, lags: list[int], n_lyap: int):
         P = torch.eye(S).expand(b, S, S).clone()
         Q = torch.eye(S, n_lyap).expand(b, S, n_lyap).clone()
         for k in range(1, T):
+            if cell == "gru" and k % 64 == 1:
+                gru_jacobians()
             P = step(P)
             P = P / torch.linalg.matrix_norm(P).view(b, 1, 1)
             Q = torch.linalg.qr(step(Q.mT).mT).Q

@@ -87,3 +87,19 @@ def test_chain_route_only_where_it_applies():
         _, grad, _, _ = gradient_stage(cfg, batch, model, loss_steps=steps)
         assert grad.method != CHAIN_METHOD, kw
         assert math.isfinite(float(grad.grad_norm[-1]))
+
+
+def test_the_chain_reports_progress_and_can_be_cancelled():
+    from analysis import run_experiment
+    from analysis.progress import Cancelled
+    cfg = ExperimentConfig(cell="lstm", seq_len=300, hidden_size=8, batch_size=2, task="random")
+    seen = []
+    run_experiment(cfg, only="gradients", progress=lambda f, w: seen.append((f, w)))
+    chain = [f for f, w in seen if "back through time" in w]
+    assert chain and chain == sorted(chain)  # one per chunk of 64 steps (the reporter throttles to 20 per second)
+
+    def stop(f, w):
+        if "back through time" in w:
+            raise Cancelled()
+    with pytest.raises(Cancelled):
+        run_experiment(cfg, only="gradients", progress=stop)

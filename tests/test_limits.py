@@ -32,7 +32,7 @@ def test_refusal_names_setting_estimate_and_limit():
 
 
 def test_limits_from_environment():
-    assert Limits.from_env({}) == Limits(2048, 500, "environment")
+    assert Limits.from_env({}) == Limits(2048, 2000, "environment")
     assert Limits.from_env({"GDLAB_MAX_MEMORY_MB": "100", "GDLAB_MAX_GFLOP": "off"}).max_gflop is None
     assert Limits.from_env({"GDLAB_LIMITS": "off"}).max_memory_mb is None
     with pytest.raises(ConfigError, match="GDLAB_MAX_GFLOP"):

@@ -38,6 +38,21 @@ def test_gradients_only_equals_the_full_run_where_both_exist():
     assert "grad_norm" in view_figures("gradient-flow", first)
 
 
+def test_gradients_only_with_the_dashboards_defaults():
+    """The default preset analyses 4 of 16 sequences at log-spaced lags: the gradients-only pass (the first chart)
+    must not need the Jacobian result for its notes."""
+    from analysis.presets import PRESETS
+    cfg = PRESETS["default"].config.replace(seq_len=60, hidden_size=16)
+    assert cfg.jacobian_batch < cfg.batch_size and cfg.jacobian_lags == "log"
+    first = run_comparison(cfg, only="gradients")
+    full = run_comparison(cfg)
+    for cell, r in first.items():
+        assert r.jac is None
+        np.testing.assert_array_equal(r.grad.log10_grad_norm, full[cell].grad.log10_grad_norm)
+        assert not any("Jacobian spectra" in n for n in r.notes)
+        assert any("Jacobian spectra over the first 4 of 16" in n for n in full[cell].notes)
+
+
 def test_a_callback_raising_cancelled_stops_the_run():
     seen = []
 
