@@ -277,11 +277,8 @@ def test_an_abandoned_job_stops(monkeypatch):
     assert isinstance(job.error, Cancelled) and scheduler.CACHE.get("test-gone") is None
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (analysis/experiment.py, analyse_model): the note 'Jacobian spectra "
-                   "over the first N of B sequences' reads jac.batch_analysed, and jac is None for only='gradients' "
-                   "when batch_size > jacobian_batch (the default preset's B=16): the gradient pass raises and the "
-                   "page falls back to one full computation. Remove this mark once the engine is fixed.")
 def test_the_gradient_pass_runs_with_more_sequences_than_the_jacobian_batch(long):
+    """The default preset's B=16 is above jacobian_batch: the gradient pass must not read the Jacobians' notes."""
     at = ok(app(seed="36", seq_len="12", hidden_size="6", batch_size="8"))  # jacobian_batch is 4
     assert long == ["gradients", None]
     assert not any("gradient pass alone failed" in c.value for c in at.caption), [c.value for c in at.caption]
