@@ -282,3 +282,27 @@ def test_the_gradient_pass_runs_with_more_sequences_than_the_jacobian_batch(long
     at = ok(app(seed="36", seq_len="12", hidden_size="6", batch_size="8"))  # jacobian_batch is 4
     assert long == ["gradients", None]
     assert not any("gradient pass alone failed" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_a_tab_switch_keeps_the_sessions_job_and_a_new_setting_drops_it(long, monkeypatch):
+    """The page's wiring: every run drops the session's jobs of other settings before its gradient pass."""
+    keys = []
+    real = background.watch
+
+    def recording(session, key, compute_):
+        keys.append((session, key))
+        return real(session, key, compute_)
+    monkeypatch.setattr(background, "watch", recording)
+    at = ok(app(seed="37", **SMALL))
+    (session, key), = keys  # the full analysis ran as this session's job
+    release = threading.Event()
+    job = background.watch(session, key, lambda j: release.wait(30))  # a stand-in still running for the settings
+    try:
+        at.session_state["view"] = "Activations"
+        ok(at.run())
+        assert not job.cancelled  # same settings: a tab switch keeps the job
+        at.slider(key="seq_len").set_value(13).run()
+        ok(at)
+        assert job.cancelled  # a new setting drops it
+    finally:
+        release.set()
