@@ -101,12 +101,23 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _task(d: dict) -> str:
+    """"task adding", or for a model's own loss what the file and flags decided (loss and where it is taken)."""
+    t = d.get("task") or {}
+    name = t.get("name") or d["config"]["task"]
+    if d["config"].get("state_dict_path") and d["config"]["task"] == "random":
+        name = {"random": "the random probe u.h", "own loss": "your loss function",
+                "own readout": "your readout's loss"}.get(name, name)
+        return f"own model, {name} at {'the last step' if d.get('loss_steps') == 'last' else 'every step'}"
+    return f"task {name}"
+
+
 def _summary(d: dict) -> str:
     c, j = d["config"], d["jacobian"]
     gn = d["grad_norm"]
     lines = [
         f"{c['cell']} ({c['activation'] if c['cell'] == 'rnn' else 'gated'}), init {c['init']} x{c['init_scale']}, "
-        f"H={c['hidden_size']}, T={c['seq_len']}, B={c['batch_size']}, task {c['task']}, {c['dtype']}",
+        f"H={c['hidden_size']}, T={c['seq_len']}, B={c['batch_size']}, {_task(d)}, {c['dtype']}",
         f"||dL/dh_t||: t=T-1 {gn[-1]:.3g}, t=0 {gn[0] if gn[0] is not None else float('nan'):.3g}",
         f"||dh_T-1/dh_T-1-k||_2 at lag {j['lag'][-1]}: {j['spectral_norm'][-1]!s}"
         f" (log10 {j['log10_spectral_norm'][-1]!s})",

@@ -21,7 +21,7 @@ Model of one cell's run (e = 4 or 8 bytes, S = state size: 2H for the LSTM [h; c
                                                   + the Lyapunov QR 4 b S k^2
              + T * step(B) / S                    the log-space gradient chain (a vector, not a matrix)
              + K * 8 b (sum of m^3 of the SVDs)    singular values at each reported lag
-             + steps * 1e6                        per-step overhead of every sequential loop (forward,
+             + steps * 5e6                        per-step overhead of every sequential loop (forward,
                                                   backward, chain, products, SVD calls), as flop-equivalents
 
 Cells of a comparison run one after the other: the memory is the largest cell's, the work is the sum.
@@ -51,8 +51,8 @@ GRAPH_PER_UNIT = {"rnn": 8, "lstm": 30, "gru": 35}
 BASE_BYTES = 64 * 2**20  # the interpreter's growth while running the smallest analysis (allocator, buffers)
 LAYER_NORM_BYTES = 160 * 2**20  # vmap jacrev's first use (layer-normalized cells)
 CHUNK_BYTES = 64 * 2**20  # analysis.jacobians.MAX_CHUNK_BYTES
-STEP_FLOPS = 1e6  # each sequential step of a time loop costs ~0.2 ms of overhead whatever its size: counted as
-# this many flops, so T=100000 with H=6 is not "free" (measured: 18 s for T=20000, H=32, B=32)
+STEP_FLOPS = 5e6  # each sequential step of a time loop costs ~0.2 ms of overhead whatever its size: counted as
+# this many flops at GFLOP_PER_S, so T=100000 with H=6 is not "free" (measured: 18 s for T=20000, H=32, B=32)
 SVD_FLOPS = 8.0  # flops per m^3 of one svdvals of an m x m matrix
 GFLOP_PER_S = 25.0  # sustained rate of a whole analysis on one core of the calibration machine (for the message):
 # measured 2026-12-01, three cells at T=1000, H=256: 1,145 GFLOP estimated, ~30 s of CPU (products at 50-65 GFLOP/s,

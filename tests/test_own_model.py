@@ -259,6 +259,10 @@ def test_cli_equals_analyze_on_the_saved_lm(lm, lm_files):
     assert (c["cell"], c["num_layers"], c["hidden_size"], c["module"], c["readout"]) == ("lstm", 2, H, None,
                                                                                          "decoder")
     assert any("the file decided" in n and "'rnn'" in n for n in got["notes"])
+    # the summary (stdout without --json) names the model's own loss, not the config's placeholder task
+    from analysis.__main__ import _summary
+    text = _summary(got)
+    assert "own model, your readout's loss at every step" in text and "task random" not in text
 
 
 @pytest.mark.parametrize("flags,words", [
