@@ -157,6 +157,8 @@ def main() -> None:
         keep = None
     background.drop(_session(), keep=keep)  # a new setting supersedes the session's running full analysis
     # before its gradient pass starts (no queueing behind it); the same settings keep it (a tab switch)
+    if st.session_state.get("full_done") != keep:
+        st.session_state.pop("full_done", None)  # other settings: the next long analysis draws its first chart
     with st.spinner(f"Analysing {', '.join(CELL_LABELS[c] for c in settings.config.cells)} "
                     f"(T={settings.config.seq_len}, H={settings.config.hidden_size})…"):
         results, error = _gradients_first(settings), None
