@@ -2,11 +2,14 @@
 
 A thin layer: widgets (dashboard/controls.py) -> ExperimentConfig -> cached run_comparison (dashboard/compute.py)
 -> figures (analysis/figures.py), one tab per view (dashboard/views/), alerts from analysis/alerts.py.
+A long analysis is computed per view: the gradient pass first, the Jacobian products in a background job
+(dashboard/background.py) or before a view that reads them (see ``_page``).
 """
 from __future__ import annotations
 
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +31,8 @@ from analysis.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
 from dashboard import controls, own_model  # noqa: E402
 from dashboard import compute  # noqa: E402
 from dashboard.compute import analyse  # noqa: E402
-from dashboard.views import TABS, Context  # noqa: E402
+from dashboard import background  # noqa: E402
+from dashboard.views import TABS, Context, needs_full  # noqa: E402
 from analysis import __version__  # noqa: E402
 from analysis.figures import VIEWS, view_figures  # noqa: E402
 from dashboard.exporting import deck_button  # noqa: E402
@@ -78,24 +82,51 @@ def _run(settings):
     st.stop()
 
 
-def _first_chart(settings):
-    """For a long analysis not cached yet: ||dL/dh_t|| from the gradient pass alone (about one backward pass),
-    drawn at once above the progress bar of the rest; the placeholder is emptied when the full page is drawn."""
-    if not compute.wants_first_chart(settings.config, settings.variant):
+def _session() -> str:
+    """This browser session's id as a watcher of background jobs (dashboard/background.py)."""
+    if "gdlab_session" not in st.session_state:
+        st.session_state["gdlab_session"] = uuid.uuid4().hex
+    return st.session_state["gdlab_session"]
+
+
+def _gradients_first(settings):
+    """For a long analysis not cached yet: the gradient pass alone (about one forward and backward pass), the page
+    is drawn from it and the full analysis follows (``_await_full``). None for a short or cached analysis (one
+    full computation, as before), or when the gradient pass fails (the full analysis reports the error)."""
+    s = settings
+    if not compute.wants_first_chart(s.config, s.variant):
         return None
-    slot = st.empty()
+    if st.session_state.get("full_done") == compute.full_key(s.config, s.variant, s.variant_label):
+        return None  # finished in the background but too big for the cache: compute it in line, never loop
     try:
-        with slot.container():
-            grads = analyse(settings.config, settings.variant, settings.variant_label, only="gradients")
-            fig = view_figures("gradient-flow", grads).get("grad_norm")
-            if fig is not None:
-                st.caption("First chart: ‖∂L/∂h<sub>t</sub>‖ from the gradient pass; the Jacobian products, spectra "
-                           "and every view follow (progress below).", unsafe_allow_html=True)
-                st.plotly_chart(fig, key="first_chart_grad_norm", theme=None)
-    except Exception:  # noqa: BLE001 - the full analysis below reports any error in one line
-        slot.empty()
+        return analyse(s.config, s.variant, s.variant_label, only="gradients", what="Gradient pass (first chart): ")
+    except ValueError:  # settings that cannot run: the full analysis says why, in one line
         return None
-    return slot
+    except Exception as e:  # noqa: BLE001 - an engine failure of the gradient pass: said, then the full analysis
+        st.caption(f"The gradient pass alone failed ({_message(e)}); computing the full analysis at once instead.")
+        return None
+
+
+def _await_full(settings, what: str, slot=None) -> None:
+    """Watch the full analysis of the settings (a background job: it goes on when this script run stops, e.g. on
+    a tab switch, and is dropped when the settings change) with a progress bar naming ``what``; when it has
+    finished, rerun the page (cached now: drawn at once with the complete results)."""
+    s = settings
+    where = slot if slot is not None else st.empty()
+    try:
+        job = compute.full_job(s.config, s.variant, s.variant_label, _session())
+    except ValueError as e:
+        where.error(f"The Jacobian products and spectra cannot be computed: {_message(e)}.")
+        return
+    while not job.poll(0.25):
+        where.progress(job.fraction, text=f"{what}: {job.text}"[:200])
+    if job.error is not None:
+        where.error(f"The Jacobian products and spectra stopped: {_message(job.error)}. Change a setting or "
+                    "reload the page to try again.")
+        return
+    where.progress(1.0, text=f"{what}: done")
+    st.session_state["full_done"] = job.key
+    st.rerun()
 
 
 def _all_views(results: dict, histories: dict | None) -> dict:
@@ -117,13 +148,22 @@ def main() -> None:
         st.error(e)
     own = _own(settings)
     if own is not None:  # an uploaded model: that one model in every view
+        background.drop(_session())
         return _page(settings, own, own=True)
-    first = _first_chart(settings)
+    s = settings
+    try:
+        keep = compute.full_key(s.config, s.variant, s.variant_label)
+    except Exception:  # noqa: BLE001 - a variant that cannot apply: the analysis below says why
+        keep = None
+    background.drop(_session(), keep=keep)  # a new setting supersedes the session's running full analysis
+    # before its gradient pass starts (no queueing behind it); the same settings keep it (a tab switch)
+    if st.session_state.get("full_done") != keep:
+        st.session_state.pop("full_done", None)  # other settings: the next long analysis draws its first chart
     with st.spinner(f"Analysing {', '.join(CELL_LABELS[c] for c in settings.config.cells)} "
                     f"(T={settings.config.seq_len}, H={settings.config.hidden_size})…"):
-        results, error = _run(settings)
-    if first is not None:
-        first.empty()
+        results, error = _gradients_first(settings), None
+        if results is None:
+            results, error = _run(settings)
     if error:
         st.error(error)
     else:
@@ -149,20 +189,22 @@ def _own(settings):
     return None
 
 
-def _page(settings, results: dict, own: bool = False) -> None:
-    t0 = time.perf_counter()
-    cfg = next(iter(results.values())).config if own else settings.config
-    if own:
-        own_model.header(results)
+def _horizons(results: dict, cfg, pending: bool) -> None:
+    th = cfg.horizon_threshold
+    head = f"Memory horizon (first lag k where ‖∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>‖ < {th:g}): "
+    if pending:
+        st.markdown(head + "**computing…** (this page is drawn from the gradient pass; the Jacobian products, "
+                    "spectra and memory horizon follow, progress below)", unsafe_allow_html=True)
+        return
     horizons = []
     for key, r in results.items():
         T = r.config.seq_len
         hz = f"k = {r.memory_horizon}" if r.memory_horizon is not None else f"none within {T - 1} lags"
         horizons.append(f"{label_of(key)} **{hz}**")
-    th = cfg.horizon_threshold
-    st.markdown(f"Memory horizon (first lag k where ‖∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>‖ < {th:g}): "
-                + " · ".join(horizons), unsafe_allow_html=True)
+    st.markdown(head + " · ".join(horizons), unsafe_allow_html=True)
 
+
+def _alerts(results: dict, pending: bool) -> None:
     notes = []
     for key, r in results.items():
         for a in alerts(r, None if key in CELL_LABELS else label_of(key)):
@@ -170,7 +212,7 @@ def _page(settings, results: dict, own: bool = False) -> None:
                 st.error(a.message)
             elif a.level == "warning":
                 st.warning(a.message)
-            else:
+            elif not (pending and "gradients only" in a.message):  # the header says what is pending
                 notes.append(a.message)
     if notes:  # the same note for several cells is said once, naming them
         grouped: dict[str, list[str]] = {}
@@ -179,22 +221,45 @@ def _page(settings, results: dict, own: bool = False) -> None:
             grouped.setdefault(text, []).append(who)
         st.caption("Notes: " + " · ".join(f"{', '.join(w)}: {t}" for t, w in grouped.items()))
 
+
+def _page(settings, results: dict, own: bool = False) -> None:
+    """The header, alerts and tabs. With results of the gradient pass alone (``pending``): the open tab is drawn
+    at once if it needs no Jacobian products, else it waits for them; the full analysis then runs with its bar
+    in ``later`` (below the header) and the page is drawn again when it has finished."""
+    t0 = time.perf_counter()
+    cfg = next(iter(results.values())).config if own else settings.config
+    pending = not own and compute.partial(results)
+    if own:
+        own_model.header(results)
+    _horizons(results, cfg, pending)
+    later = st.empty() if pending else None
+    _alerts(results, pending)
+
     histories = None
     trainers = st.session_state.get("trainers")
     if trainers and any(tr.records for tr in trainers.values()):
         histories = training_view.histories()
     ctx = Context(settings=settings, config=cfg, results=results, histories=histories, own=own)
-    deck_button("all_views", lambda: _all_views(results, histories), settings,
-                "Slide deck of all views (.pptx)", "gradient-dynamics.pptx")
+    s = settings
+
+    def deck_views() -> dict:  # called at click time, outside the script run: the full results, never partial
+        full = compute.full_results(s.config, s.variant, s.variant_label) if pending else results
+        return _all_views(full, histories)
+    deck_button("all_views", deck_views, settings, "Slide deck of all views (.pptx)", "gradient-dynamics.pptx")
     tabs = st.tabs([m.TITLE for m in TABS], key="view", bind="query-params")
     for module, tab in zip(TABS, tabs):
         if tab.open is False:
             continue
         with tab:
+            if pending and needs_full(module):
+                st.caption(module.GUIDE)
+                return _await_full(settings, f"{module.TITLE}: computing the Jacobian products and spectra")
             module.render(ctx)
     total = sum(r.timings.get("total_s", 0.0) for r in results.values())
-    st.caption(f"Analysis {total:.2f} s when first computed (cached since) · this page {time.perf_counter() - t0:.2f} s"
-               f" · gradient-dynamics lab {__version__}")
-
+    what = "Gradient pass" if pending else "Analysis"
+    st.caption(f"{what} {total:.2f} s when first computed (cached since) · this page "
+               f"{time.perf_counter() - t0:.2f} s · gradient-dynamics lab {__version__}")
+    if pending:
+        _await_full(settings, "Jacobian spectra for the other views", later)
 
 main()

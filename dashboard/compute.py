@@ -16,7 +16,7 @@ from analysis.config import ExperimentConfig
 from analysis.limits import check
 from rnn_models.config import ConfigError
 
-from . import scheduler
+from . import background, scheduler
 from .controls import TRAINING_FIELDS
 
 _DEFAULTS = ExperimentConfig().to_dict()
@@ -47,39 +47,89 @@ def wants_first_chart(config: ExperimentConfig, variant: dict | None = None) -> 
         return False
 
 
-def _one(config: ExperimentConfig, bar, label: str, only: str | None = None) -> dict:
-    from analysis.experiment import run_comparison
+def _parts(config: ExperimentConfig, variant: dict | None, label: str, only: str | None = None) -> list:
+    """[(cache key, bar label, run(progress) -> {cell: result})] of the config, then of its variant."""
+    out = []
+    runs = [(config, "")] + ([(config.replace(**variant), f"variant {label} · ")] if variant else [])
+    for cfg, bar_label in runs:
+        clean = ExperimentConfig.from_dict(json.loads(analysis_key(cfg)))
+        key = analysis_key(cfg) + (f"|only={only}" if only else "")
+
+        def run(progress, clean=clean):
+            from analysis.experiment import run_comparison  # looked up per call (tests count the calls)
+            return run_comparison(clean, progress=progress, only=only)
+        out.append((key, bar_label, run))
+    return out
+
+
+def _merge(values: list, label: str) -> dict:
+    """{cell: result} of the config, then {"cell · label": result} of its variant."""
+    results = dict(values[0])
+    if len(values) > 1:
+        results.update({f"{cell} · {label}": r for cell, r in values[1].items()})
+    return results
+
+
+def _one(part, bar, what: str = ""):
+    key, label, run = part
 
     def wait(position: int) -> None:
-        bar.progress(0.0, text=f"Waiting for a free slot: position {position} in line "
+        bar.progress(0.0, text=f"{what}Waiting for a free slot: position {position} in line "
                                 f"({scheduler.SLOTS.running} analyses running, at most {scheduler.SLOTS.n} at once)")
 
-    def progress(fraction: float, what: str) -> None:
-        bar.progress(min(1.0, max(0.0, float(fraction))), text=f"{label}{what}"[:200])
+    def progress(fraction: float, text: str) -> None:
+        bar.progress(min(1.0, max(0.0, float(fraction))), text=f"{what}{label}{text}"[:200])
 
-    cfg = ExperimentConfig.from_dict(json.loads(analysis_key(config)))
-    key = analysis_key(config) + (f"|only={only}" if only else "")
-    value, _ = scheduler.run_shared(key, lambda: run_comparison(cfg, progress=progress, only=only), wait)
+    value, _ = scheduler.run_shared(key, lambda: run(progress), wait)
     return value
 
 
-def analyse(config: ExperimentConfig, variant: dict | None = None, label: str = "", only: str | None = None) -> dict:
-    """{key: ExperimentResult}: the config's cells, then (if a variant is given) "cell · label" for each cell.
-
-    Raises ValueError (ConfigError / LimitExceeded included) with a one-line message for settings that cannot run.
-    ``only="gradients"``: the gradient pass alone (results with ``complete`` False), for the first chart.
-    """
+def _validate(config: ExperimentConfig, variant: dict | None, only: str | None = None) -> None:
     for name in ("inputs_path", "state_dict_path", "targets_path", "h0_path"):
         if getattr(config, name) is not None or name in (variant or {}):
             raise ConfigError(f"{name} cannot be set in the dashboard: nothing a visitor types names a file on "
                               "the server")
     check(config, variant, only=only)
+
+
+def analyse(config: ExperimentConfig, variant: dict | None = None, label: str = "", only: str | None = None,
+            what: str = "") -> dict:
+    """{key: ExperimentResult}: the config's cells, then (if a variant is given) "cell · label" for each cell.
+
+    Raises ValueError (ConfigError / LimitExceeded included) with a one-line message for settings that cannot run.
+    ``only="gradients"``: the gradient pass alone (results with ``complete`` False), for the first chart.
+    ``what`` begins the progress bar's text.
+    """
+    _validate(config, variant, only)
     bar = st.empty()
     try:
-        results = dict(_one(config, bar, "", only))
-        if variant:
-            other = _one(config.replace(**variant), bar, f"variant {label} · ", only)
-            results.update({f"{cell} · {label}": r for cell, r in other.items()})
+        return _merge([_one(part, bar, what) for part in _parts(config, variant, label, only)], label)
     finally:
         bar.empty()
-    return results
+
+
+def full_key(config: ExperimentConfig, variant: dict | None = None, label: str = "") -> str:
+    """The background job's key of the full analysis of these settings."""
+    return background.job_key([key for key, _, _ in _parts(config, variant, label)], [label])
+
+
+def full_job(config: ExperimentConfig, variant: dict | None, label: str, session: str) -> background.Job:
+    """The full analysis running in a background job watched by ``session`` (started unless one runs; the
+    session's job of other settings is dropped). Raises ValueError for settings that cannot run."""
+    _validate(config, variant)
+    parts = _parts(config, variant, label)
+    return background.watch(session, full_key(config, variant, label),
+                            lambda job: _merge(background.run_parts(job, parts), label))
+
+
+def full_results(config: ExperimentConfig, variant: dict | None = None, label: str = "") -> dict:
+    """The full analysis without drawing anything (the cache's copy if there is one): for callables that run
+    outside a script run, e.g. a download button's data built at click time."""
+    _validate(config, variant)
+    return _merge([scheduler.run_shared(key, lambda run=run: run(None))[0]
+                   for key, _, run in _parts(config, variant, label)], label)
+
+
+def partial(results: dict) -> bool:
+    """True when the results are the gradient pass alone (no Jacobian products yet)."""
+    return not all(r.complete for r in results.values())

@@ -161,3 +161,40 @@ def test_hostile_links_give_one_line_in_the_browser(server, browser, query, need
         assert needle in text and "Traceback" not in text, text[:300]
     finally:
         page.close()
+
+
+# the page's states, polled every 50 ms from the first script of the page on: was the gradient-flow view (its guide
+# and toggles; the chart itself waits for plotly's script to load in a fresh page) on the page while the memory
+# horizon still said "computing…" (the gradient pass's page), and the background bar's first text
+WATCH_STATES = """
+window.__gd = {viewWhilePending: false, bar: "", complete: false};
+setInterval(() => {
+    const text = document.body ? document.body.innerText : "";
+    const pending = text.includes("computing…");
+    if (pending && text.includes("Each line is ‖∂L/∂h_t‖") && text.includes("Log y axis")) window.__gd.viewWhilePending = true;
+    const line = text.split("\\n").find(l => l.includes("Jacobian spectra for the other views"));
+    if (line && !window.__gd.bar) window.__gd.bar = line;
+    const chart = document.querySelector('.js-plotly-plot .main-svg') !== null;
+    if (chart && !pending && /Memory horizon[^\\n]*(k = |none within)/.test(text)) window.__gd.complete = true;
+}, 50);
+"""
+
+
+def test_a_long_analysis_draws_the_gradient_chart_then_the_rest_with_a_bar(server, browser):
+    """T=300, H=96 (about 31 GFLOP estimated, above the first-chart threshold; B=4): the gradient-flow chart is
+    drawn from the gradient pass while the memory horizon says computing…, the other views' Jacobian spectra run
+    with a bar naming what is computed, then the page is drawn again complete."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.add_init_script(WATCH_STATES)
+    try:
+        page.goto(f"{server}/?seq_len=300&hidden_size=96&batch_size=4&seed=5")
+        page.wait_for_function("() => window.__gd && window.__gd.complete", timeout=180_000)
+        _wait_idle(page)
+        seen = page.evaluate("() => window.__gd")
+        assert seen["viewWhilePending"], seen
+        assert "Jacobian spectra for the other views:" in seen["bar"], seen
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert _grad_trace_length(page) == 300
+        page.screenshot(path=str(ARTIFACTS / "e2e_long_complete.png"), full_page=True)
+    finally:
+        page.close()

@@ -1,4 +1,6 @@
-"""One small module per view: TITLE (the tab's label), VIEW (analysis.figures' view name), GUIDE, render(ctx)."""
+"""One small module per view: TITLE (the tab's label), VIEW (analysis.figures' view name), GUIDE, render(ctx), and
+NEEDS_FULL = True where the view reads the Jacobian products (it waits for the full analysis; the others are drawn
+from the gradient pass alone while the full analysis is pending)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,3 +19,8 @@ class Context:
 
 
 TABS = (gradient_flow, jacobians, spectrum, cell_state, training, activations, atlas)
+
+
+def needs_full(module) -> bool:
+    """True for views that read the Jacobian products (result.jac), absent from a gradient-pass-only result."""
+    return getattr(module, "NEEDS_FULL", False)

@@ -11,6 +11,7 @@ from .common import draw, export_all, figures, guide
 TITLE = "Cell state"
 VIEW = "cell-state"
 GUIDE = VIEW_GUIDES[VIEW]
+NEEDS_FULL = True  # reads the Jacobian products (result.jac): waits for the full analysis
 
 
 def render(ctx) -> None:

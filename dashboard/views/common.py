@@ -5,28 +5,30 @@ import streamlit as st
 
 from analysis.figures import view_figures
 
-from ..compute import analyse, analysis_key
+from ..compute import analyse, analysis_key, partial
 from ..exporting import chart, deck_button, zip_button
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _cached_figures(view: str, key: str, variant_key: str, label: str) -> dict:
+def _cached_figures(view: str, key: str, variant_key: str, label: str, only: str | None = None) -> dict:
     import json
 
     from analysis.config import ExperimentConfig
     cfg = ExperimentConfig.from_dict(json.loads(key))
     variant = json.loads(variant_key) if variant_key else None
-    return view_figures(view, analyse(cfg, variant, label), None)
+    return view_figures(view, analyse(cfg, variant, label, only=only), None)
 
 
 def figures(view: str, ctx, *, uses_history: bool = False) -> dict:
-    """The view's figures (a fresh copy: display options may change them); cached unless histories are drawn."""
+    """The view's figures (a fresh copy: display options may change them); cached unless histories are drawn.
+
+    From the gradient pass alone while the full analysis is pending (views that need no Jacobian products)."""
     if (uses_history and ctx.histories) or getattr(ctx, "own", False):
         return view_figures(view, ctx.results, ctx.histories)
     import json
     s = ctx.settings
     return _cached_figures(view, analysis_key(ctx.config), json.dumps(s.variant, sort_keys=True) if s.variant else "",
-                           s.variant_label)
+                           s.variant_label, "gradients" if partial(ctx.results) else None)
 
 
 def draw(view: str, figs: dict, names=None) -> None:
