@@ -23,8 +23,10 @@ _DEFAULTS = ExperimentConfig().to_dict()
 
 
 def analysis_key(config: ExperimentConfig) -> str:
+    """The config's JSON without the fields that cannot change an analysis: training settings, and ``threads``
+    (the server sets it per run: ``scheduler.threads_share``; results are bit-identical at any count)."""
     d = config.to_dict()
-    for f in TRAINING_FIELDS:
+    for f in TRAINING_FIELDS + ("threads",):
         d[f] = _DEFAULTS[f]
     return json.dumps(d, sort_keys=True)
 
@@ -57,7 +59,8 @@ def _parts(config: ExperimentConfig, variant: dict | None, label: str, only: str
 
         def run(progress, clean=clean):
             from analysis.experiment import run_comparison  # looked up per call (tests count the calls)
-            return run_comparison(clean, progress=progress, only=only)
+            # called inside the slot: this analysis's share of the cores (cells side by side, spectra pool)
+            return run_comparison(clean.replace(threads=scheduler.threads_share()), progress=progress, only=only)
         out.append((key, bar_label, run))
     return out
 

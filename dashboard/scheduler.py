@@ -30,12 +30,15 @@ def _env_int(name: str, default: int, lo: int = 1) -> int:
         return default
 
 
-def default_concurrency() -> int:
+def cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover
-        cores = os.cpu_count() or 1
-    return _env_int("GDLAB_MAX_CONCURRENT", max(1, cores))
+        return max(1, os.cpu_count() or 1)
+
+
+def default_concurrency() -> int:
+    return _env_int("GDLAB_MAX_CONCURRENT", cores())
 
 
 class Slots:
@@ -155,3 +158,10 @@ def run_shared(key: str, compute: Callable[[], object], wait: Callable[[int], No
         return value, False
     finally:
         slots.release()
+
+
+def threads_share(slots: "Slots | None" = None) -> int:
+    """The cores one analysis may use now: cores // analyses running (this one included), at least 1. Read by an
+    analysis that holds its slot: concurrent analyses divide the cores instead of oversubscribing them."""
+    slots = slots or SLOTS
+    return max(1, cores() // max(1, slots.running))

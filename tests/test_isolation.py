@@ -132,3 +132,18 @@ def test_a_waiter_that_leaves_frees_its_place():
     slots.release()
     slots.acquire()
     slots.release()
+
+
+def test_concurrent_analyses_divide_the_cores(monkeypatch):
+    """dashboard.scheduler.threads_share: each analysis holding a slot gets cores // running (at least 1)."""
+    from dashboard import scheduler
+    monkeypatch.setattr(scheduler, "cores", lambda: 4)
+    slots = scheduler.Slots(3)
+    slots.acquire()
+    assert scheduler.threads_share(slots) == 4
+    slots.acquire()
+    assert scheduler.threads_share(slots) == 2
+    slots.acquire()
+    assert scheduler.threads_share(slots) == 1
+    for _ in range(3):
+        slots.release()
