@@ -25,6 +25,7 @@ from .progress import Cancelled, Progress, Reporter, reporter, resolve_threads
 # the size of the pools of the analysis running in this context (None: config.threads); set per worker
 POOL_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("pool_threads", default=None)
 POLL_S = 0.1
+WAITING = "waiting for a worker"
 
 
 def cell_workers(config, n_cells: int) -> tuple[int, int]:
@@ -55,7 +56,7 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
     for cell in cells:  # every cell within the host's limits before any starts
         check(config.for_cell(cell), only=only)
 
-    state = {cell: (0.0, "waiting for a worker") for cell in cells}
+    state = {cell: (0.0, WAITING) for cell in cells}
     stop = threading.Event()
 
     def one(cell: str):
@@ -79,10 +80,14 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
             for f in done:
                 f.result()  # a worker's error: raised here, the others stopped below
             fractions = {c: s[0] for c, s in state.items()}
-            slowest = min((c for c in cells if not futures[c].done()), key=lambda c: fractions[c], default=None)
+            waiting = [c for c in cells if state[c][1] == WAITING]
+            running = [c for c in cells if not futures[c].done() and c not in waiting]
             n_done = sum(futures[c].done() for c in cells)
-            what = "done" if slowest is None else f"{slowest.upper()} · {state[slowest][1]}"
-            rep(sum(fractions.values()) / len(cells), f"{what}  ({n_done} of {len(cells)} cells done)")
+            # the least advanced running cell says what it computes; cells not started yet are named after it
+            what = "".join(f"{c.upper()} · {state[c][1]}" for c in sorted(running, key=lambda c: fractions[c])[:1])
+            if waiting:
+                what += f"{'; ' if what else ''}{', '.join(c.upper() for c in waiting)} next"
+            rep(sum(fractions.values()) / len(cells), f"{what or 'done'}  ({n_done} of {len(cells)} cells done)")
     except BaseException:
         stop.set()
         ex.shutdown(wait=True, cancel_futures=True)

@@ -49,3 +49,13 @@ def test_one_worker_when_intra_op_uses_every_core(monkeypatch):
     import torch
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     assert cell_workers(ExperimentConfig(threads=4, compare=("rnn", "lstm")), 2) == (1, 4)
+
+
+def test_progress_text_names_the_running_cell_and_the_ones_waiting(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    calls = []
+    run_comparison(ExperimentConfig(**{**BASE, "threads": 2, "seq_len": 200}), progress=lambda f, w: calls.append(w))
+    texts = [w for w in calls if "cells done" in w]
+    assert any(w.startswith(("RNN · ", "LSTM · ")) and "GRU next" in w for w in texts), texts[:5]
+    assert not any("waiting for a worker" in w for w in texts)
