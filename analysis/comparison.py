@@ -93,5 +93,5 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
         ex.shutdown(wait=True, cancel_futures=True)
         raise
     ex.shutdown(wait=True)
-    rep(1.0, "done", force=True)
+    rep(1.0, f"done ({len(cells)} of {len(cells)} cells done)", force=True)
     return {cell: futures[cell].result() for cell in cells}

@@ -55,7 +55,7 @@ def test_progress_text_names_the_running_cell_and_the_ones_waiting(monkeypatch):
     import torch
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     calls = []
-    run_comparison(ExperimentConfig(**{**BASE, "threads": 2, "seq_len": 200}), progress=lambda f, w: calls.append(w))
+    run_comparison(ExperimentConfig(**{**BASE, "threads": 2, "seq_len": 800}), progress=lambda f, w: calls.append(w))
     texts = [w for w in calls if "cells done" in w]
     assert any(w.startswith(("RNN · ", "LSTM · ")) and "GRU next" in w for w in texts), texts[:5]
     assert not any("waiting for a worker" in w for w in texts)

@@ -90,16 +90,23 @@ def test_chain_route_only_where_it_applies():
 
 
 def test_the_chain_reports_progress_and_can_be_cancelled():
-    from analysis import run_experiment
+    """log_grad_norm_chain calls progress once per chunk of 64 steps (run_experiment passes it through its
+    throttled reporter); raising Cancelled there stops it."""
+    from analysis.gradients import log_grad_norm_chain
     from analysis.progress import Cancelled
-    cfg = ExperimentConfig(cell="lstm", seq_len=300, hidden_size=8, batch_size=2, task="random")
+    cfg, batch, _ = resolve(ExperimentConfig(cell="lstm", seq_len=300, hidden_size=8, batch_size=2, task="random"))
+    model = TaskModel(cfg, batch.spec, cfg.input_size)
+    with torch.no_grad():
+        trace, _ = model(batch.inputs)
+    run = trace.runs[0][0]
+    v = torch.zeros(2, 16)
+    v[:, 0] = 1.0
     seen = []
-    run_experiment(cfg, only="gradients", progress=lambda f, w: seen.append((f, w)))
-    chain = [f for f, w in seen if "back through time" in w]
-    assert chain and chain == sorted(chain)  # one per chunk of 64 steps (the reporter throttles to 20 per second)
+    log_grad_norm_chain(run, v, progress=lambda f, w: seen.append((f, w)))
+    assert len(seen) == 5 and [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1][0] == 1.0
+    assert all("back through time" in w for _, w in seen)
 
     def stop(f, w):
-        if "back through time" in w:
-            raise Cancelled()
+        raise Cancelled()
     with pytest.raises(Cancelled):
-        run_experiment(cfg, only="gradients", progress=stop)
+        log_grad_norm_chain(run, v, progress=stop)
