@@ -171,7 +171,9 @@ window.__gd = {viewWhilePending: false, bar: "", complete: false};
 setInterval(() => {
     const text = document.body ? document.body.innerText : "";
     const pending = text.includes("computing…");
-    if (pending && text.includes("Each line is ‖∂L/∂h_t‖") && text.includes("Log y axis")) window.__gd.viewWhilePending = true;
+    // the gradient-flow view's own guide, drawn from the gradient pass (its toggles' labels and plotly may reach
+    // a fresh page's DOM later than a short pending window: not required here)
+    if (pending && text.includes("Each line is ‖∂L/∂h_t‖")) window.__gd.viewWhilePending = true;
     const line = text.split("\\n").find(l => l.includes("Jacobian spectra for the other views"));
     if (line && !window.__gd.bar) window.__gd.bar = line;
     const chart = document.querySelector('.js-plotly-plot .main-svg') !== null;
