@@ -14,7 +14,6 @@ others the same way. Each cell's result is bit-identical to its solo ``run_exper
 """
 from __future__ import annotations
 
-import contextvars
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -22,17 +21,13 @@ import torch
 
 from .progress import Cancelled, Progress, Reporter, reporter, resolve_threads
 
-# the size of the pools of the analysis running in this context (None: config.threads); set per worker
-POOL_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("pool_threads", default=None)
 POLL_S = 0.1
 WAITING = "waiting for a worker"
 
 
-def cell_workers(config, n_cells: int) -> tuple[int, int]:
-    """(workers, SVD pool threads of each) for a comparison of ``n_cells`` cells."""
-    threads = resolve_threads(config.threads)
-    workers = max(1, min(n_cells, threads // max(1, torch.get_num_threads())))
-    return workers, threads
+def cell_workers(config, n_cells: int) -> int:
+    """Worker threads for a comparison of ``n_cells`` cells (each cell's spectra pool keeps ``config.threads``)."""
+    return max(1, min(n_cells, resolve_threads(config.threads) // max(1, torch.get_num_threads())))
 
 
 def run_comparison(config, *, progress: Progress | Reporter | None = None, only: str | None = None) -> dict:
@@ -45,7 +40,7 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
     _check_only(only)
     rep = reporter(progress)
     cells = list(config.cells)
-    workers, pool = cell_workers(config, len(cells))
+    workers = cell_workers(config, len(cells))
     if workers <= 1:
         out = {}
         for i, cell in enumerate(cells):
@@ -65,14 +60,13 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
                 raise Cancelled("stopped: the caller cancelled, or another cell failed")
             state[cell] = (fraction, what)
 
-        POOL_THREADS.set(pool)
         result = run_experiment(config.for_cell(cell), progress=cb, only=only)
         state[cell] = (1.0, "done")
         return result
 
     rep(0.0, f"starting {len(cells)} cells side by side", force=True)
     ex = ThreadPoolExecutor(workers, thread_name_prefix="cell")
-    futures = {cell: ex.submit(contextvars.copy_context().run, one, cell) for cell in cells}
+    futures = {cell: ex.submit(one, cell) for cell in cells}
     try:
         pending = set(futures.values())
         while pending:

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork
 
-from .comparison import POOL_THREADS
 from .config import ExperimentConfig
 from .device import resolve_device
 from .gradient_stage import DTYPES, _detached, gradient_stage
@@ -255,18 +254,17 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     runs = [[_detached(r) for r in layer] for layer in trace.runs]
     jac = jac_b = None
     if not grads_only:
-        threads = POOL_THREADS.get() or config.threads  # a comparison's worker gets its share of the cores
         # the Jacobian products dominate the cost: they get most of the bar (the backward direction its half)
         hi = 0.95
         mid = (0.15 + hi) / 2 if config.bidirectional else hi
         jac = jacobian_products(runs[a][0], lags=lags, batch=config.jacobian_batch, n_singular=config.n_singular,
                                 lyapunov_k=config.lyapunov_k, progress=rep.stage(0.15, mid),
-                                spectra=config.spectra, threads=threads)
+                                spectra=config.spectra, threads=config.threads)
         if config.bidirectional:
             jac_b = jacobian_products(runs[a][1], lags=lags, batch=config.jacobian_batch,
                                       n_singular=config.n_singular, lyapunov_k=config.lyapunov_k,
                                       progress=rep.stage(mid, hi, "backward direction: "),
-                                      spectra=config.spectra, threads=threads)
+                                      spectra=config.spectra, threads=config.threads)
     rep(0.96, "W_hh spectra and gate activity", force=True)
     t3 = time.perf_counter()
     cell = model.net.layers[a][0]

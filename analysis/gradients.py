@@ -224,6 +224,8 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
     cell_logs    also return log10 ||dL/dc_t|| (T, B) (LSTM: the state's second half; requires no state_grads)
     progress     optional ``progress(fraction, what)``, called after each chunk of steps (may raise Cancelled)
     """
+    if cell_logs and state_grads is not None:
+        raise ValueError("cell_logs needs the chain from the last step: pass no state_grads")
     T = len(run.xp)
     H = run.cell.hidden_size
     dtype = run.xp[0].dtype

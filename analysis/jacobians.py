@@ -23,7 +23,6 @@ Batch statistics are geometric means over the analysed sequences (means of logs)
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +33,7 @@ from rnn_models.cells import LSTMCell, RNNCell
 from rnn_models.network import Run
 
 from .power import BLOCK, RTOL, sigma_max_block
-from .progress import batch_pool, resolve_threads, split_map
+from .progress import batch_pool, resolve_threads
 
 LOG10E = 1.0 / math.log(10.0)
 MAX_CHUNK_BYTES = 64 * 2**20
@@ -80,16 +79,9 @@ def _stack_states(run: Run, t0: int, t1: int, idx: Tensor):
     return xp, st
 
 
-def _svdvals(M: Tensor, pool: ThreadPoolExecutor | None = None, parts: int = 1) -> Tensor:
-    """torch.linalg.svdvals over a batch, split across the call's pool (a batched SVD runs on one core)."""
-    if M.shape[0] < 2 or M.shape[-1] < 32:
-        return torch.linalg.svdvals(M)
-    return split_map(pool, torch.linalg.svdvals, M, parts)
-
-
-def _log10_svals(M: Tensor, log_scale: Tensor, pool=None, parts: int = 1) -> Tensor:
+def _log10_svals(M: Tensor, log_scale: Tensor) -> Tensor:
     """log10 singular values of M (b, n, n) scaled by exp(log_scale) (b,): (b, n), descending."""
-    s = _svdvals(M, pool, parts).double()
+    s = torch.linalg.svdvals(M).double()
     return torch.log10(s) + (log_scale * LOG10E).unsqueeze(-1)
 
 
@@ -260,7 +252,7 @@ def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
                 (the LSTM's full [h; c] state) by warm-started block subspace iteration (an estimate, see
                 analysis.power; extras["sigma_max_estimate"] says which and where it fell back to svdvals),
                 the h->h and c->c spectra stay exact
-    threads     size of this call's pool for the batched SVDs (0 = every core)
+    threads     size of this call's pool for the spectra, computed while the sweep goes on (0 = every core)
     """
     threads = resolve_threads(threads)
     pool = batch_pool(threads)

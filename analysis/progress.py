@@ -20,9 +20,9 @@ leaks between Streamlit sessions, which run as threads of one process. So:
    command line calls it with ``--threads`` (0 = every core this process may use, ``hardware_threads()``); the
    dashboard calls it once with 1 at start-up and never again. The engine never calls ``torch.set_num_threads``.
 2. Parallelism beyond that comes from the engine's own thread pools, whose size is per call:
-   ``ExperimentConfig.threads`` (0 = ``hardware_threads()``). ``batch_pool(threads)`` splits batched work that
-   runs on one core (``torch.linalg.svdvals`` on a batch) and, when intra-op is 1, the per-sequence product loop
-   across that many worker threads (torch releases the GIL inside each op). The dashboard gives each concurrent
+   ``ExperimentConfig.threads`` (0 = ``hardware_threads()``): the cells of a comparison side by side
+   (``analysis.comparison``) and each Jacobian sweep's spectra in a ``batch_pool(threads)`` while the products go
+   on (single-core LAPACK calls; torch releases the GIL inside each op). The dashboard gives each concurrent
    analysis ``cores // running analyses`` threads through the config instead of oversubscribing the cores.
 """
 from __future__ import annotations
@@ -112,16 +112,6 @@ def resolve_threads(threads: int) -> int:
 def batch_pool(threads: int) -> ThreadPoolExecutor | None:
     """A pool of ``threads`` workers for one call (None for 1: run inline). Use as a context manager."""
     return ThreadPoolExecutor(threads, thread_name_prefix="analysis") if threads > 1 else None
-
-
-def split_map(pool: ThreadPoolExecutor | None, fn, x, n_parts: int, dim: int = 0):
-    """fn over ``n_parts`` slices of x along dim, concatenated back; inline without a pool."""
-    size = x.shape[dim]
-    parts = min(n_parts, size) if pool is not None else 1
-    if parts <= 1:
-        return fn(x)
-    chunks = x.tensor_split(parts, dim=dim)
-    return torch.cat(list(pool.map(fn, chunks)), dim=dim)
 
 
 # ---- the command line's bar -----------------------------------------------------------------------------

@@ -411,25 +411,3 @@ def test_choosing_the_hello_preset_sets_its_text_and_pace():
     assert at.session_state["hidden_size"] == 3
     assert at.session_state["train_steps_per_tick"] == PRESETS["charlm-hello"].train["steps_per_tick"]
     assert "task charlm (hello)" in " ".join(m.value for m in at.markdown)
-
-
-def test_a_long_analysis_draws_the_gradient_chart_first(monkeypatch):
-    """Above FIRST_CHART_GFLOP the page runs the gradient pass alone first (its chart drawn at once), then the rest;
-    the final page is the same as without it, and a cached config skips the first pass."""
-    import dashboard.compute as compute
-
-    calls = []
-    real = experiment.run_comparison
-
-    def counting(config, **kw):
-        calls.append(kw.get("only"))
-        return real(config, **kw)
-
-    monkeypatch.setattr(experiment, "run_comparison", counting)
-    monkeypatch.setattr(compute, "FIRST_CHART_GFLOP", 0.0)
-    at = ok(app(seed="11", **SMALL))  # a config no other test caches
-    assert calls == ["gradients", None]
-    assert figure(at, "grad_norm")["data"]
-    at.run()  # cached now: no first pass, no recomputation
-    ok(at)
-    assert calls == ["gradients", None]

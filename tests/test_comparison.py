@@ -16,7 +16,7 @@ def test_parallel_cells_equal_solo_runs(monkeypatch):
     import torch
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # as the dashboard runs: one intra-op thread
     cfg = ExperimentConfig(**BASE)
-    assert cell_workers(cfg, 3)[0] == 3
+    assert cell_workers(cfg, 3) == 3
     calls = []
     out = run_comparison(cfg, progress=lambda f, w: calls.append((f, w, threading.get_ident())))
     for cell in cfg.cells:
@@ -48,7 +48,7 @@ def test_cancel_stops_every_worker(monkeypatch):
 def test_one_worker_when_intra_op_uses_every_core(monkeypatch):
     import torch
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    assert cell_workers(ExperimentConfig(threads=4, compare=("rnn", "lstm")), 2) == (1, 4)
+    assert cell_workers(ExperimentConfig(threads=4, compare=("rnn", "lstm")), 2) == 1
 
 
 def test_progress_text_names_the_running_cell_and_the_ones_waiting(monkeypatch):
