@@ -132,7 +132,7 @@ def bench_size(cell: str, T: int, H: int, plan: Plan, state: dict, args) -> dict
                 row["e_timings"] = r.get("timings")
                 row["e_nonfinite"] = r.get("nonfinite")
     row["e_over_a"] = row["e_s"] / a if row.get("e_s") else None
-    del run, model
+    run = model = None  # free them before the next size (timed_jac closes over run)
     gc.collect()
     return row
 

@@ -362,7 +362,7 @@ def test_log_chain_float32_does_not_underflow_where_backprop_does():
 
 # ---- the chain by vector-Jacobian products, forced over every step, equals float64 backprop --------------
 def _traced(cfg):
-    from analysis.experiment import TaskModel, build_batch, resolve, DTYPES
+    from analysis.experiment import TaskModel, resolve, DTYPES
     from analysis.gradients import gradient_norms, probe_loss
     cfg, batch, _ = resolve(cfg)
     model = TaskModel(cfg, batch.spec, cfg.input_size).to(DTYPES[cfg.dtype])
