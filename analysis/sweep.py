@@ -7,6 +7,8 @@ r"""sweep(config, vary=[...], seeds=N, metrics=[...]) -> the phase diagram of a 
              times seeds seed .. seed + N - 1  ->  points (values..., seed)
     points   each evaluated by ``sweep_points.evaluate_point`` on an executor (``executors``: local process
              pool or Ray); same seeds -> the same numbers on every executor
+    limits   the whole estimate (every point x seed still to run: ``sweep_cost.check_sweep``) is checked against
+             the host's limits before the first point; over them, ``LimitExceeded`` and nothing runs
     resume   every finished point is appended to a JSONL file as it completes (a header line first); re-running
              with the same file skips those points and keeps them
     result   {"config", "axes": {field: values}, "seeds", "metrics", "points": [{field: v, "seed": s, metric: x,
@@ -325,7 +327,8 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
           progress: ProgressFn | None = None) -> dict:
     """Run the grid (see the module docstring). ``progress(done, total, eta_s, last_point)`` after each point.
 
-    Bad input raises ConfigError (one line) before anything runs; a failing point is recorded, never raised.
+    Bad input raises ConfigError (one line) before anything runs, and so does a whole estimate over the host's
+    limits (``LimitExceeded``, see ``analysis.sweep_cost.check_sweep``); a failing point is recorded, never raised.
     """
     plan = make_plan(config, vary, seeds, metrics)
     keys = plan.keys()
@@ -337,6 +340,9 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
     t0 = time.perf_counter()
     results = dict(done)
     n_total, n_before = len(keys), len(keys) - len(todo)
+    if todo:  # the whole estimate (every point x seed still to run) against the host's limits, before any runs
+        from .sweep_cost import check_sweep
+        check_sweep(plan, todo, workers if executor == "local" and isinstance(workers, int) else 1)
     ex = make_executor(executor, workers, ray_address) if todo else None  # bad arguments: nothing written yet
     writer = None
     try:
