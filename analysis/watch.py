@@ -1,0 +1,288 @@
+r"""Watch any training loop: per-time-step ||dL/dh_t|| of the training loss at every recorded step, Jacobian
+spectra, memory horizon and W_hh eigenvalues every ``every`` steps, written to a run directory.
+
+    w = watch(model, log_dir="runs/lm", every=100)
+    for step, (x, y) in enumerate(batches):
+        loss = crit(model(x), y); opt.zero_grad(); loss.backward()
+        w.record(step, loss=loss)                 # before opt.step(): the weights that made this gradient
+        gn = clip_grad_norm_(model.parameters(), 0.25); w.note(step, grad_norm=gn, clipped=gn > 0.25)
+        opt.step()
+    w.close()
+
+Every nn.RNN/LSTM/GRU in the model is watched (or the one named ``module=``). A forward hook keeps the module's
+input, initial state and output of the last forward pass run with gradients; a hook on that output keeps the
+gradient the backward pass brought to it, e_t = dL/dy_t (the direct part only). ``record`` turns it into the
+TOTAL derivative of every layer through the recurrence (analysis.watch_chain: G_{t-1} = e_{t-1} + G_t J_t), equal
+to analyze() on the same weights, batch and loss (tests/test_watch.py), and appends per layer
+
+    log10_grad_norm[t] = mean_b log10 ||dL/dh_t^{(b)}||      (log10 of the geometric mean over the batch)
+
+Every ``every`` steps (step % every == 0), on the batch's first sequence: log10 sigma_max of
+d h_{T-1} / d h_{T-1-k} at ``num_lags`` log-spaced lags k (the engine's ``jacobian_products``), the memory horizon
+(first lag with sigma_max < ``horizon_threshold``) and the eigenvalues of each H x H gate block of W_hh.
+The file format is documented in analysis.run_files; ``load_run(dir)`` reads it back.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from rnn_models.config import ConfigError
+
+from .jacobians import jacobian_products, report_lags
+from .own_model import RECURRENT, _module_arch
+from .run_files import RunWriter
+from .spectra import GATE_NAMES
+from .watch_chain import engine_total, total_grads
+
+
+class _Capture:
+    """What one module's last gradient-carrying forward left: x, hx, output, and the gradient it received."""
+
+    def __init__(self):
+        self.x = self.hx = self.out = self.grad = None
+        self.calls = 0
+        self.versions = ()
+        self.packed = False
+
+
+class Watch:
+    """Records a training loop into a run directory; see the module docstring. Use ``watch(...)`` to make one."""
+
+    def __init__(self, model: nn.Module, log_dir: str, *, every: int = 100, module: str | None = None,
+                 num_lags: int = 24, horizon_threshold: float = 1e-3, overwrite: bool = False):
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be a torch nn.Module holding an nn.RNN/LSTM/GRU; got {type(model).__name__}")
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ConfigError(f"every={every!r}: must be an integer >= 1 (probe the Jacobians every that many steps)")
+        if not isinstance(num_lags, int) or not 2 <= num_lags <= 512:
+            raise ConfigError(f"num_lags={num_lags!r}: must be an integer in [2, 512]")
+        if not (isinstance(horizon_threshold, (int, float)) and 0 < horizon_threshold < 1):
+            raise ConfigError(f"horizon_threshold={horizon_threshold!r}: must be in (0, 1)")
+        self.modules = self._find(model, module)
+        self.every, self.num_lags, self.threshold = every, num_lags, float(horizon_threshold)
+        self.layers = [f"{n}.l{l}" if n else f"l{l}" for n, m in self.modules.items() for l in range(m.num_layers)]
+        header = {"layers": self.layers, "every": every, "horizon_threshold": self.threshold, "num_lags": num_lags,
+                  "modules": {n or "(model)": {**_module_arch(m)[0], "mode": m.mode, "dropout": m.dropout,
+                                               "batch_first": m.batch_first} for n, m in self.modules.items()}}
+        self._caps = {n: _Capture() for n in self.modules}
+        self._twins: dict = {n: {} for n in self.modules}
+        self._said: set[str] = set()
+        self._handles = [m.register_forward_hook(self._hook(n), with_kwargs=True) for n, m in self.modules.items()]
+        self.writer = RunWriter(log_dir, header, overwrite=overwrite)
+        self.log_dir = log_dir
+        self.closed = False
+
+    @staticmethod
+    def _find(model: nn.Module, module: str | None) -> dict[str, nn.RNNBase]:
+        found = {n: m for n, m in model.named_modules() if isinstance(m, RECURRENT)}
+        if module is not None:
+            if module not in found:
+                raise ConfigError(f"module={module!r} is not an nn.RNN/LSTM/GRU of the model; it has "
+                                  f"{', '.join(repr(n) for n in found) or 'none'}")
+            found = {module: found[module]}
+        if not found:
+            raise ConfigError(f"the model ({type(model).__name__}) holds no nn.RNN/LSTM/GRU module: nothing to watch")
+        for m in found.values():
+            _module_arch(m)  # refuses proj_size and bias=False, one line each
+        return found
+
+    def _hook(self, name: str):
+        cap = self._caps[name]
+
+        def hook(mod, args, kwargs, output):
+            out = output[0]
+            if not torch.is_grad_enabled() or not isinstance(out, (Tensor, PackedSequence)):
+                return
+            x = args[0] if args else kwargs.get("input")
+            hx = args[1] if len(args) > 1 else kwargs.get("hx")
+            cap.calls += 1
+            cap.packed = isinstance(x, PackedSequence)
+            if cap.packed or not out.requires_grad:
+                cap.grad = None
+                return
+            cap.x, cap.out, cap.grad = x.detach(), out.detach(), None
+            cap.hx = None if hx is None else (tuple(h.detach() for h in hx) if isinstance(hx, tuple) else hx.detach())
+            cap.versions = tuple(p._version for p in mod.parameters())
+
+            def grad_hook(g):
+                cap.grad = g.detach()
+            out.register_hook(grad_hook)
+        return hook
+
+    # ---- per step ----------------------------------------------------------------------------------------
+    def record(self, step: int, loss=None) -> None:
+        """Append this backward pass's per-time-step ||dL/dh_t|| of every watched layer (call it after
+        loss.backward(), before opt.step()); every ``every`` steps also the Jacobian / spectrum probe."""
+        if self.closed:
+            raise ConfigError("record: this watch is closed")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ConfigError(f"record: step={step!r} must be an integer >= 0")
+        msgs = []
+        norms = {}
+        T = 0
+        for name, rnn in self.modules.items():
+            cap = self._caps[name]
+            who = repr(name) if name else "the model"
+            if cap.packed:
+                raise ConfigError(f"record(step={step}): {who} ran on a PackedSequence; watch needs padded tensors")
+            if cap.grad is None:
+                raise ConfigError(f"record(step={step}): no backward pass reached {who}'s output since its last "
+                                  "forward with gradients: call loss.backward() before w.record(step)")
+            if tuple(p._version for p in rnn.parameters()) != cap.versions:
+                raise ConfigError(f"record(step={step}): {who}'s weights changed since its forward pass (opt.step() "
+                                  "before w.record?): call w.record(step) after loss.backward(), before opt.step()")
+            if cap.calls > 1:
+                msgs.append(f"{who} ran {cap.calls} times before step {step}'s record: only its last call is recorded")
+            if rnn.training and rnn.dropout > 0 and rnn.num_layers > 1:
+                msgs.append(f"{who}'s dropout={rnn.dropout:g} between layers is active in training and its masks are "
+                            "not visible: the chain runs on the network without it (the top layer's direct gradient "
+                            "is the true one)")
+            for l, g in enumerate(self._totals(rnn, cap, name)):
+                lg = torch.log10(torch.linalg.vector_norm(g.double(), dim=-1)).mean(1)  # (T,) mean_b log10 ||.||
+                norms[self.layers[len(norms)]] = lg.cpu().tolist()
+                T = max(T, g.shape[0])
+            cap.grad, cap.calls = None, 0
+        msgs = [m for m in msgs if m not in self._said]
+        self._said.update(msgs)
+        rec = {"step": step, "loss": _scalar(loss, "loss"), "T": T, "log10_grad_norm": norms}
+        if msgs:
+            rec["messages"] = msgs
+        self.writer.append("records", rec)
+        if step % self.every == 0:
+            self.probe(step)
+
+    def _totals(self, rnn: nn.RNNBase, cap: _Capture, name: str) -> list[Tensor]:
+        x, e, out = cap.x, cap.grad, cap.out
+        if rnn.batch_first:
+            x, e, out = x.transpose(0, 1), e.transpose(0, 1), out.transpose(0, 1)
+        if x.dim() == 2:  # unbatched (T, I)
+            x, e, out = x.unsqueeze(1), e.unsqueeze(1), out.unsqueeze(1)
+        hx = _batched(cap.hx)
+        if rnn.bidirectional:
+            return engine_total(rnn, x, hx, e)
+        return total_grads(rnn, x, hx, e, self._twins[name], top_out=out)
+
+    def note(self, step: int, **values) -> None:
+        """Append what the loop wants on the timeline at ``step`` (numbers, bools, short strings), e.g.
+        ``grad_norm=gn, clipped=gn > 0.25, lr=...``; tensors are read with .item()."""
+        if self.closed:
+            raise ConfigError("note: this watch is closed")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ConfigError(f"note: step={step!r} must be an integer >= 0")
+        row = {"step": step}
+        for k, v in values.items():
+            if isinstance(v, Tensor):
+                if v.numel() != 1:
+                    raise ConfigError(f"note: {k} is a tensor of shape {tuple(v.shape)}; notes are single values")
+                v = v.item()
+            if isinstance(v, str):
+                v = v[:200]
+            elif not isinstance(v, (bool, int, float, np.number, np.bool_)) and v is not None:
+                raise ConfigError(f"note: {k}={type(v).__name__}: notes are numbers, bools or short strings")
+            row[k] = v
+        self.writer.append("notes", row)
+
+    # ---- every `every` steps ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def probe(self, step: int) -> None:
+        """Jacobian sigma_max by lag, memory horizon and W_hh eigenvalues per gate block, at the current weights,
+        on the last captured batch's first sequence."""
+        from .own_model import prepare_h0
+        from .config import ExperimentConfig
+        from rnn_models.network import RecurrentNetwork
+
+        sig, hz, eig, lags = {}, {}, {}, []
+        i = 0
+        for name, rnn in self.modules.items():
+            cap = self._caps[name]
+            arch, act = _module_arch(rnn)
+            x = cap.x.transpose(0, 1) if rnn.batch_first else cap.x
+            if x.dim() == 2:
+                x = x.unsqueeze(1)
+            x = x[:, :1]
+            cfg = ExperimentConfig.from_dict({**arch, "activation": act}).model_config(arch["input_size"])
+            net = RecurrentNetwork(cfg, dtype=x.dtype)
+            net.load_torch_state_dict({k: v.detach() for k, v in rnn.state_dict().items()})
+            hx = _batched(cap.hx)
+            if hx is not None:
+                hx = tuple(h[:, :1] for h in hx) if isinstance(hx, tuple) else hx[:, :1]
+            initial = None if hx is None else prepare_h0(hx, arch, 1, x.dtype)
+            finite = bool(torch.isfinite(x).all()) and all(bool(torch.isfinite(p).all()) for p in rnn.parameters())
+            trace = net(x.cpu(), initial) if finite else None
+            lags = report_lags(x.shape[0], "log", self.num_lags)
+            for l in range(rnn.num_layers):
+                key = self.layers[i]
+                i += 1
+                if trace is None:
+                    sig[key], hz[key], eig[key] = None, None, None
+                    continue
+                jac = jacobian_products(trace.runs[l][0], lags=lags, batch=1, n_singular=1, lyapunov_k=0, threads=1)
+                sn = np.asarray(jac.spectral_norm, dtype=float)
+                below = np.nonzero(sn < math.log10(self.threshold))[0]
+                sig[key] = sn.tolist()
+                hz[key] = int(jac.lag[below[0]]) if len(below) else None
+                eig[key] = _gate_eigenvalues(getattr(rnn, f"weight_hh_l{l}"), arch["cell"])
+        self.writer.append("probes", {"step": step, "lags": lags, "log10_sigma_max": sig, "horizon": hz,
+                                      "eigenvalues": eig})
+
+    def close(self) -> None:
+        """Remove the hooks and close the files (the run directory stays readable)."""
+        if not self.closed:
+            for h in self._handles:
+                h.remove()
+            self.writer.close()
+            self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _gate_eigenvalues(W: Tensor, cell: str) -> dict | None:
+    """{gate: [[re...], [im...]]} of each H x H block of W_hh, 6 significant digits; None if W is not finite
+    (LAPACK must never see NaN: it aborts the process)."""
+    W = W.detach().double().cpu()
+    if not bool(torch.isfinite(W).all()):
+        return None
+    H = W.shape[1]
+    out = {}
+    for g, block in zip(GATE_NAMES[cell], W.split(H, dim=0)):
+        ev = torch.linalg.eigvals(block).numpy()
+        out[g] = [[float(f"{v:.6g}") for v in ev.real], [float(f"{v:.6g}") for v in ev.imag]]
+    return out
+
+
+def _batched(hx):
+    """torch's h0 as (L*D, B, H) (an unbatched (L*D, H) gains B = 1), a tuple (h0, c0) likewise, or None."""
+    if hx is None:
+        return None
+    if isinstance(hx, tuple):
+        return tuple(h.unsqueeze(1) if h.dim() == 2 else h for h in hx)
+    return hx.unsqueeze(1) if hx.dim() == 2 else hx
+
+
+def _scalar(v, what: str):
+    if v is None:
+        return None
+    if isinstance(v, Tensor):
+        if v.numel() != 1:
+            raise ConfigError(f"record: {what} is a tensor of shape {tuple(v.shape)}; pass the scalar loss")
+        v = v.item()
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"record: {what}={type(v).__name__} is not a number") from None
+
+
+def watch(model: nn.Module, log_dir: str, *, every: int = 100, module: str | None = None, num_lags: int = 24,
+          horizon_threshold: float = 1e-3, overwrite: bool = False) -> Watch:
+    """Start watching ``model``'s recurrent module(s), writing to ``log_dir``; see the module docstring."""
+    return Watch(model, log_dir, every=every, module=module, num_lags=num_lags,
+                 horizon_threshold=horizon_threshold, overwrite=overwrite)
