@@ -12,7 +12,8 @@ title slide, then one slide per figure in the order given:
               placed at (0, 0) with the slide's size (13.333 x 7.5 in): it fills the slide
     title     the figure's own title, taken off the image and set as the slide's title placeholder (real,
               editable text, sub/superscripts kept) in the band the figure leaves free at the top
-    caption   the view's one-line guide (``analysis.guides.VIEW_GUIDES``) in a band left free at the bottom
+    caption   the figure's own caption (``layout.meta["caption"]``, written by the figure's builder for what that
+              figure shows), else the view's guide (``analysis.guides.VIEW_GUIDES``), in a band left free at the bottom
     notes     the view and figure names, then the experiment's settings as JSON (``ExperimentConfig.to_json``),
               which ``python -m analysis export --config`` reads back
 
@@ -79,7 +80,11 @@ _TAG = re.compile(r"<(/?)(sub|sup|br|b|i|em|span|a|s|u)\b[^>]*>", re.IGNORECASE)
 
 
 def title_runs(text: str) -> list[tuple[str, str]]:
-    """Plotly's title HTML as (text, "sub" | "sup" | "") runs; <br> becomes a space, other tags are dropped."""
+    """Plotly's title HTML as (text, "sub" | "sup" | "") runs; <br> becomes a space, other tags are dropped.
+
+    Whitespace is kept where it stands (runs of it become one space, none at the ends), so the words on either
+    side of a sub/superscript stay apart: "W<sub>hh</sub> during" -> ("W", ""), ("hh", "sub"), (" during", "").
+    """
     runs, mode, pos = [], "", 0
     for m in _TAG.finditer(text):
         if m.start() > pos:
@@ -92,7 +97,24 @@ def title_runs(text: str) -> list[tuple[str, str]]:
         pos = m.end()
     if pos < len(text):
         runs.append((text[pos:], mode))
-    return [(" ".join(t.split()) if t.strip() else " ", m) for t, m in runs if t]
+    out: list[tuple[str, str]] = []
+    for t, m in runs:
+        t = re.sub(r"\s+", " ", t)
+        if out and out[-1][0].endswith(" ") and t.startswith(" "):
+            t = t[1:]  # one space between two runs, never two
+        if not out:
+            t = t.lstrip()
+        if not t:
+            continue
+        if out and out[-1][1] == m:
+            out[-1] = (out[-1][0] + t, m)
+        else:
+            out.append((t, m))
+    if out and out[-1][0].endswith(" "):
+        t, m = out.pop()
+        if t.rstrip():
+            out.append((t.rstrip(), m))
+    return out
 
 
 # a subscript or superscript after a symbol of at most two letters ("h_t", "σ_max", "W_hh", "dh_{T-1}", ")^k"),
@@ -113,6 +135,13 @@ def caption_runs(text: str) -> list[tuple[str, str]]:
     if pos < len(text):
         runs.append((text[pos:], ""))
     return runs
+
+
+def figure_caption(fig: go.Figure, view: str) -> str:
+    """The figure's own caption (its ``layout.meta["caption"]``), else the view's guide."""
+    meta = fig.layout.meta
+    own = meta.get("caption") if isinstance(meta, dict) else None
+    return own if isinstance(own, str) and own.strip() else VIEW_GUIDES.get(view, "")
 
 
 def figure_title(fig: go.Figure, fallback: str) -> str:
@@ -235,7 +264,12 @@ def deck_bytes(views: dict[str, dict[str, go.Figure]], config=None, *, title: st
     for (view, name, fig), png in zip(slides, pngs):
         vt = VIEW_TITLES.get(view, view)
         notes = f"View: {vt} ({view}) · figure: {name}\n\nSettings (ExperimentConfig JSON):\n{cfg_json}"
-        _figure_slide(prs, png, figure_title(fig, f"{vt}: {name}"), VIEW_GUIDES.get(view, ""), notes)
+        meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
+        if "sweep" in meta:  # an Atlas figure: its own sweep, not the page's settings
+            axes = json.dumps(meta["sweep"].get("axes"), allow_nan=False)
+            notes = (f"View: {vt} ({view}) · figure: {name}\n\nSweep axes: {axes}, seeds {meta['sweep'].get('seeds')}"
+                     f"\n\nBase settings of the sweep (ExperimentConfig JSON):\n{_config_json(meta.get('config'))}")
+        _figure_slide(prs, png, figure_title(fig, f"{vt}: {name}"), figure_caption(fig, view), notes)
     buf = io.BytesIO()
     prs.save(buf)
     return buf.getvalue()
@@ -262,5 +296,5 @@ def write_deck(config, path: str, *, preset: str | None = None, variant: dict | 
     return path
 
 
-__all__ = ["deck_bytes", "write_deck", "heading", "deck_figure", "title_runs", "caption_runs", "variant_label", "TOP_PX",
+__all__ = ["deck_bytes", "write_deck", "heading", "deck_figure", "title_runs", "caption_runs", "figure_caption", "variant_label", "TOP_PX",
            "CAPTION_PX", "DEFAULT_SCALE"]

@@ -15,12 +15,13 @@ VIEW_TITLES = {
     "cell-state": "Cell state",
     "training": "Live training",
     "activations": "Activations",
+    "atlas": "Atlas",
 }
 
 VIEW_GUIDES = {
     "gradient-flow": (
-        "Each line is ‖∂L/∂h_t‖: how strongly the loss, read at the end of the sequence, still depends on the "
-        "state at step t. Backpropagation multiplies one Jacobian ∂h_t/∂h_{t-1} per step, so a straight slope "
+        "Each line is ‖∂L/∂h_t‖: how strongly the loss still depends on the state at step t (the time axis says "
+        "where the loss is read: the last step, every step or your own loss). Backpropagation multiplies one Jacobian ∂h_t/∂h_{t-1} per step, so a straight slope "
         "down to the left on the log axis is exponential vanishing, a slope up is explosion."),
     "jacobians": (
         "σ_max of ∂h_{T-1}/∂h_{T-1-k} is the most a change k steps back can still move the last state; σ_min "
@@ -41,9 +42,13 @@ VIEW_GUIDES = {
         "gradient norm before and after clipping. Clipping, threshold, optimizer and learning rate may change "
         "while it runs: the change takes effect at the next step and is marked on the plots."),
     "activations": (
-        "Every backward step multiplies by diag(φ'(a_t)) W_hh, so ‖∂h_t/∂h_{t-1}‖ ≤ γ·σ_max(W_hh) with "
-        "γ = sup|φ'|: γ = 1/4 for the sigmoid makes it vanish faster; tanh gives 1 only near a = 0 and almost 0 "
-        "once saturated; relu and linear pass exactly 1 where active."),
+        "Every backward step of a vanilla RNN multiplies by diag(φ'(a_t)) W_hh, so ‖∂h_t/∂h_{t-1}‖ ≤ "
+        "γ·σ_max(W_hh) with γ = sup|φ'|: γ = 1/4 for the sigmoid makes it vanish faster; tanh gives 1 only near "
+        "a = 0 and almost 0 once saturated; relu and linear pass exactly 1 where active."),
+    "atlas": (
+        "One configuration says whether a network forgets; the Atlas says where it starts to, as a setting moves. "
+        "Each point is a full analysis at one value of the axis for each seed; the line is the mean over seeds, "
+        "the band their min–max. Two axes give a line per value of the shorter one, or a heatmap."),
 }
 
 

@@ -1,9 +1,11 @@
 """Charts with their export buttons: PNG / SVG / PDF (1920x1080 slides via kaleido), CSV and JSON per figure,
-and one zip per view. Files are built when the button is clicked (``st.download_button(data=callable)``);
-the file-building functions come from ``analysis.export`` (imported lazily)."""
+one zip per view, and slide decks. Files are built when the button is clicked (``st.download_button(data=callable)``),
+decks on the page with a progress bar, then offered for download; the file-building functions come from
+``analysis.export`` and ``analysis.deck`` (imported lazily)."""
 from __future__ import annotations
 
 import copy
+import json
 
 import streamlit as st
 
@@ -84,19 +86,52 @@ def zip_button(view: str, figs: dict, config) -> None:
         st.caption(f"The zip holds the data only: {hint}.")
 
 
-def deck_button(key: str, views, settings, label: str, file_name: str) -> None:
-    """A .pptx download (``analysis.deck``): the preset's title slide, then one slide per figure of ``views``
-    ({view: {name: figure}}, or a callable returning it, called when the button is clicked)."""
+def deck_button(key: str, views, settings, label: str, file_name: str, *, heading=None, config=None,
+                stamp: str | None = None) -> None:
+    """A .pptx built on the page (``analysis.deck``): a button that renders the slides under ``st.status`` with a
+    bar naming the slide being drawn, then the file's download button (kept for these settings).
+
+    ``views``: {view: {name: figure}}, or a callable returning it (called when the button is clicked).
+    ``heading`` (title, lines) and ``config`` (what the notes record) default to the preset's and the settings';
+    ``stamp`` says which settings the built deck belongs to (default: the config and the variant)."""
     ok, hint = export_status()
     if not ok:
         st.caption(f"Slide decks need PNG images, which cannot be made on this server: {hint}.")
         return
+    cfg = settings.config if config is None else config
+    if stamp is None:
+        stamp = json.dumps([cfg.to_dict() if hasattr(cfg, "to_dict") else cfg, settings.variant or {}],
+                           sort_keys=True, default=str)
+    slot = f"deck_{key}"
+    if st.button(label, key=f"build_{key}_pptx", help="16:9 slides: the title and what to look for, then one figure "
+                 "per slide with its own caption and the settings in the notes. Rendered here, with progress; the "
+                 "download button appears when it is ready."):
+        st.session_state[slot] = (stamp, _build_deck(views, settings, cfg, heading, file_name))
+    built = st.session_state.get(slot)
+    if built is not None and built[0] == stamp and built[1] is not None:
+        data, n = built[1]
+        st.download_button(f"Download {file_name} ({n} slides, {len(data) / 2 ** 20:.1f} MB)", data=data,
+                           file_name=file_name, mime=MIME["pptx"], key=f"dl_{key}_pptx", on_click="ignore")
 
-    def build() -> bytes:
-        from analysis import deck
-        v = views() if callable(views) else views
-        title, lines = deck.heading(settings.config, settings.preset, settings.variant or None)
-        return deck.deck_bytes(v, settings.config, title=title, lines=lines)
-    st.download_button(label, data=build, file_name=file_name, mime=MIME["pptx"], key=f"dl_{key}_pptx",
-                       on_click="ignore", help="16:9 slides: the preset's title and what to look for, then one "
-                       "figure per slide with the view's guide as caption and the settings in the notes")
+
+def _build_deck(views, settings, cfg, heading, file_name: str):
+    """(pptx bytes, slides) rendered under an ``st.status`` box whose bar names each slide; None on failure (said)."""
+    from analysis import deck
+    with st.status(f"Building {file_name}: collecting the figures", expanded=True) as status:
+        bar = st.progress(0.0, text="collecting the figures of every view")
+        try:
+            v = views() if callable(views) else views
+            n = sum(len(f) for f in v.values())
+            title, lines = heading if heading is not None else \
+                deck.heading(settings.config, settings.preset, settings.variant or None)
+            status.update(label=f"Building {file_name}: rendering {n} slides")
+
+            def progress(fraction, message):
+                bar.progress(min(1.0, fraction), text=message)
+            data = deck.deck_bytes(v, cfg, title=title, lines=lines, progress=progress)
+        except Exception as e:  # noqa: BLE001 - one sentence on the page, never a traceback
+            status.update(label=f"{file_name} could not be built: {' '.join(str(e).split())[:300]}", state="error")
+            return None
+        bar.progress(1.0, text=f"{n} slides rendered")
+        status.update(label=f"{file_name} is ready: {n} slides + the title slide", state="complete", expanded=False)
+    return data, n + 1

@@ -326,18 +326,18 @@ def test_truncation_layers_and_directions_by_widget_key():
     assert np.isnan(cut[:T - k]).all()  # exactly 0 before the cut: a gap on the log axis
     assert trace(fig, "grad_truncated", "rnn")["line"]["dash"] == "dash"
     assert any(s.get("x0") == T - k for s in fig["layout"]["shapes"])
-    # three layers: the layer x time map, and the Jacobians of the layer picked (1..L, the top by default)
+    # three layers: the layer x time map, and the Jacobians of the layer picked (0..L-1 as the API, the top by default)
     at.number_input(key="num_layers").set_value(3).run()
     layer = at.selectbox(key="layer")
-    assert layer.value == -1 and layer.options == ["layer 1 (bottom)", "layer 2", "layer 3 (top)"]
+    assert layer.value == -1 and layer.options == ["layer 0 (bottom)", "layer 1", "layer 2 (top)"]
     z = array(figure(ok(at), "grad_per_layer")["data"][0]["z"])
     assert z.shape == (3, T)
     at.session_state["view"] = "Jacobians"
     at.run()
-    assert "layer 3 of 3" in figure(ok(at), "jacobian_spectral_norm")["layout"]["title"]["text"]
+    assert "layer 2 (top) of 3" in figure(ok(at), "jacobian_spectral_norm")["layout"]["title"]["text"]
     at.selectbox(key="layer").set_value(0).run()
     fig = figure(ok(at), "jacobian_spectral_norm")
-    assert "layer 1 of 3" in fig["layout"]["title"]["text"] and fig["layout"]["meta"]["config"]["layer"] == 0
+    assert "layer 0 (bottom) of 3" in fig["layout"]["title"]["text"] and fig["layout"]["meta"]["config"]["layer"] == 0
     # bidirectional: the backward direction's Jacobians beside the forward ones, and the direction plot
     at.checkbox(key="bidirectional").check().run()
     fig = figure(ok(at), "jacobian_spectral_norm")

@@ -209,3 +209,44 @@ def test_atlas_figure_exports_its_data_and_the_sweep(one_axis):
     assert f'"mean of 3 seeds (band: min–max, dots: each seed)",0.5,{s["mean"]!r}' in rows
     assert sum(r.startswith("each seed,") for r in rows) == sum(p["memory_horizon"] is not None
                                                                    for p in one_axis["points"])
+
+
+def test_atlas_has_its_deck_with_its_caption_and_joins_the_deck_of_all_views(monkeypatch):
+    """The Atlas tab's deck button (its figure, its own caption, the sweep in the notes) and the deck of all views
+    carrying the Atlas once a sweep is drawn (images stood in: the rendering is tested in test_deck.py)."""
+    from analysis import deck, export
+    from test_deck import png  # a white PNG of the given size
+    ok_, hint = export.export_available()
+    if not ok_:
+        pytest.skip(f"no Chromium here: {hint}")
+    made = []
+    real = deck.deck_bytes
+
+    def recording(views, config=None, **kw):
+        made.append((views, config, kw.get("title")))
+        stand_in = lambda jobs, scale, done: [png(16, 9)] * len(jobs)  # noqa: E731
+        return real(views, config, **{**kw, "render_images": stand_in})
+    monkeypatch.setattr(deck, "deck_bytes", recording)
+    at = atlas_app()
+    at.selectbox(key="atlas").set_value("custom").run()
+    at.text_input(key="atlas_s1_init_scale").set_value("0.5,1.5").run()
+    at.number_input(key="atlas_seeds").set_value(1).run()
+    at.button(key="atlas_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Atlas joins" in c.value for c in at.caption)  # drawn after the button of all views, this run
+    at.run()
+    assert not any("Atlas joins" in c.value for c in at.caption)  # the next run's deck of all views has it
+    at.button(key="build_atlas_pptx").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    views, config, title = made[-1]
+    (name, fig), = views["atlas"].items()
+    assert name.startswith("atlas-") and title == "Atlas: init_scale"
+    caption = deck.figure_caption(fig, "atlas")
+    assert caption.startswith("largest Lyapunov exponent") and "as init scale moves" in caption
+    assert "1 seed;" in caption and "triangle" not in caption
+    assert config["seq_len"] == 12  # the sweep's base settings go into the notes
+    assert [b for b in at.get("download_button") if b.proto.label.startswith("Download atlas.pptx")]
+    at.button(key="build_all_views_pptx").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    views, _, _ = made[-1]
+    assert "atlas" in views and {"gradient-flow", "jacobians", "activations"} <= set(views)

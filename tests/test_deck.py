@@ -81,14 +81,16 @@ def test_each_picture_is_the_figures_image_at_slide_size(views, built):
         assert slide.shapes.title.text_frame.text == want and want
 
 
-def test_captions_are_the_views_guides_and_notes_hold_the_config_json(views, built):
+def test_captions_are_each_figures_own_and_notes_hold_the_config_json(views, built):
     data, _ = built
     prs = Presentation(io.BytesIO(data))
     slides = list(prs.slides)
-    order = [v for v, f in views.items() for _ in f]
-    for slide, view in zip(slides[1:], order):
+    order = [(v, fig) for v, f in views.items() for fig in f.values()]
+    for slide, (view, fig) in zip(slides[1:], order):
         texts = [s.text_frame.text for s in slide.shapes if s.has_text_frame and s != slide.shapes.title]
-        assert texts == ["".join(t for t, _ in deck.caption_runs(VIEW_GUIDES[view]))]
+        own = fig.layout.meta["caption"]
+        assert own != VIEW_GUIDES[view] and deck.figure_caption(fig, view) == own
+        assert texts == ["".join(t for t, _ in deck.caption_runs(own))]
     for slide in slides:
         notes = slide.notes_slide.notes_text_frame.text
         assert json.loads(notes[notes.index("{"):]) == CONFIG.to_dict()
@@ -109,8 +111,13 @@ def test_heading_names_the_preset_and_what_changed():
 
 
 def test_title_and_caption_runs_keep_sub_and_superscripts():
-    assert deck.title_runs("‖∂h<sub>T-1</sub>‖<br>x<sup>k</sup>") == [("‖∂h", ""), ("T-1", "sub"), ("‖", ""),
-                                                                      (" ", ""), ("x", ""), ("k", "sup")]
+    assert deck.title_runs("‖∂h<sub>T-1</sub>‖<br>x<sup>k</sup>") == [("‖∂h", ""), ("T-1", "sub"), ("‖ x", ""),
+                                                                      ("k", "sup")]
+    # the spaces around a sub/superscript stay (issue 19: "Spectral radius of Whhduring training")
+    assert deck.title_runs("Spectral radius of W<sub>hh</sub> during training") == [
+        ("Spectral radius of W", ""), ("hh", "sub"), (" during training", "")]
+    assert deck.title_runs("RNN hidden state h<sub>t</sub> per unit  and  step") == [
+        ("RNN hidden state h", ""), ("t", "sub"), (" per unit and step", "")]
     assert deck.caption_runs("σ_max(W_hh))^k, c_{t-1}") == [("σ", ""), ("max", "sub"), ("(W", ""), ("hh", "sub"),
                                                             ("))", ""), ("k", "sup"), (", c", ""), ("t-1", "sub")]
     assert deck.caption_runs("hidden_size, forget_bias") == [("hidden_size, forget_bias", "")]
@@ -172,15 +179,38 @@ def test_libreoffice_converts_the_deck_to_a_pdf_page_per_slide(built, tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_BROWSER, reason=f"no Chromium here: {HINT}")
-def test_dashboard_has_a_deck_button_per_view_and_one_for_all_views_and_shows_the_version():
+def test_dashboard_builds_decks_on_the_page_with_progress_and_shows_the_version(monkeypatch):
+    """A deck button per view and one for all views; a click renders the slides under a status box with a bar
+    naming each slide, then offers the file (stand-in images here: the rendering itself is tested above)."""
     from streamlit.testing.v1 import AppTest
     from analysis import __version__
+    rendered = []
+
+    def fake_render(jobs, scale, on_done):
+        for i in range(len(jobs)):
+            on_done(i + 1, len(jobs))
+        rendered.append(len(jobs))
+        return [png(16, 9) for _ in jobs]
+    monkeypatch.setattr(deck, "render", lambda jobs, scale, on_done: fake_render(jobs, scale, on_done))
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
     for k, v in {"seq_len": "12", "hidden_size": "6", "batch_size": "4"}.items():
         at.query_params[k] = v
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    labels = [b.proto.label for b in at.get("download_button")]
-    assert "Slide deck of all views (.pptx)" in labels
-    assert "Slide deck of this view (.pptx)" in labels  # the open tab's
+    buttons = {b.proto.label: b for b in at.button}
+    assert "Slide deck of all views (.pptx)" in buttons
+    assert "Slide deck of this view (.pptx)" in buttons  # the open tab's
+    assert any("Atlas joins the deck of all views" in c.value for c in at.caption)
     assert any(f"gradient-dynamics lab {__version__}" in c.value for c in at.caption)
+    assert not [b for b in at.get("download_button") if b.proto.label.startswith("Download gradient-dynamics.pptx")]
+    buttons["Slide deck of all views (.pptx)"].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert rendered and rendered[0] >= 8
+    status = [e for e in at.get("status") if "gradient-dynamics.pptx" in e.label]
+    assert status and "is ready" in status[0].label, [e.label for e in at.get("status")]
+    bars = [p.proto.text for p in at.get("progress")]
+    assert any(f"{rendered[0]} slides rendered" in t for t in bars), bars
+    dl = [b.proto.label for b in at.get("download_button") if b.proto.label.startswith("Download gradient-dynamics")]
+    assert dl and f"({rendered[0] + 1} slides" in dl[0]
+    at.run()  # the built deck stays offered while the settings are the same
+    assert [b for b in at.get("download_button") if b.proto.label.startswith("Download gradient-dynamics")]

@@ -233,11 +233,12 @@ def test_stacked_and_bidirectional_figures():
     z = np.asarray(layers.data[0].z, float)
     assert z.shape == (2, SMALL["seq_len"])  # (L, T)
     same(z, np.log10(res["rnn"].grad.per_layer))
-    np.testing.assert_array_equal(layers.data[0].y, [1, 2])  # layers numbered 1..L as in the notes
+    np.testing.assert_array_equal(layers.data[0].y, [0, 1])  # layers numbered 0..L-1 as the API and JSON count
     lines = figs["grad_per_layer_lines"]
-    for layer in (1, 2):
+    for layer in (0, 1):
         (tr,) = [t for t in by_role(lines, "grad_layer", "rnn") if t.meta["layer"] == layer]
-        same(tr.y, res["rnn"].grad.per_layer[layer - 1])
+        same(tr.y, res["rnn"].grad.per_layer[layer])
+        assert tr.name.startswith(f"RNN layer {layer} (")
     d = figs["grad_per_direction"]
     for cell, r in res.items():
         (fwd,) = by_role(d, "direction_forward", cell)
@@ -299,7 +300,7 @@ def test_jacobians_of_both_directions_and_of_the_chosen_layer():
     top = results_of(num_layers=3)
     fb = figures.view_figures("jacobians", {"rnn": bottom})["jacobian_spectral_norm"]
     ft = figures.view_figures("jacobians", {"rnn": top})["jacobian_spectral_norm"]
-    assert "layer 1 of 3" in fb.layout.title.text and "layer 3 of 3 (top)" in ft.layout.title.text
+    assert "layer 0 (bottom) of 3" in fb.layout.title.text and "layer 2 (top) of 3" in ft.layout.title.text
     same(by_role(fb, "spectral_norm", "rnn")[0].y, 10.0 ** bottom.jac.spectral_norm)
     assert not np.allclose(bottom.jac.spectral_norm, top.jac.spectral_norm)
 

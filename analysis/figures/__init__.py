@@ -50,6 +50,7 @@ from .theme import (  # noqa: F401 - re-exported: ``from analysis.figures import
     SAMPLES_SHOWN,
     SCREEN_HEIGHT,
     SLIDE_H,
+    TITLE_CHARS_SLIDE,
     SLIDE_W,
     TEMPLATE,
     VARIANT_DASHES,
@@ -58,11 +59,16 @@ from .theme import (  # noqa: F401 - re-exported: ``from analysis.figures import
     color_of,
     config_meta,
     label_of,
+    layer_name,
+    layer_note,
+    loss_reading,
     new_figure,
     positive,
     pow10,
     safe_key,
     subplots,
+    visible,
+    wrap_title,
 )
 from .training import (  # noqa: F401 - re-exported: ``from analysis.figures import ...`` keeps working
     describe_nonfinite,
@@ -109,12 +115,15 @@ def apply_display(fig: go.Figure, *, log_y: bool | None = None, band: bool | Non
 def slide_layout(fig: go.Figure) -> go.Figure:
     """A copy of ``fig`` on a 16:9 1920x1080 slide: title 44 px, axis titles 32 px, ticks 28 px, legend 26 px."""
     fig = go.Figure(fig.to_dict())  # a deep copy: go.Figure(fig) would share the trace objects
+    title = fig.layout.title.text if fig.layout.title is not None else None
+    title = wrap_title(title, TITLE_CHARS_SLIDE) if isinstance(title, str) else title
+    extra = 55 * title.count("<br>") if isinstance(title, str) else 0  # 44 px lines: the plot moves down
     fig.update_layout(
         width=SLIDE_W, height=SLIDE_H, autosize=False,
         font=dict(size=28, family="Arial, Helvetica, sans-serif"),
-        title=dict(font=dict(size=44), x=0.02, xanchor="left", y=0.97, yanchor="top"),
+        title=dict(text=title, font=dict(size=44), x=0.02, xanchor="left", y=0.97, yanchor="top"),
         legend=dict(font=dict(size=26)),
-        margin=dict(l=170, r=80, t=150, b=150),
+        margin=dict(l=170, r=80, t=150 + extra, b=150),
     )
     if fig.layout.legend.orientation == "h":
         fig.update_layout(legend=dict(y=-0.14), margin=dict(b=260))
@@ -144,4 +153,4 @@ def slide_layout(fig: go.Figure) -> go.Figure:
 
 
 __all__ = ["VIEWS", "SLIDE_W", "SLIDE_H", "MODEBAR_CONFIG", "CELL_COLORS", "view_figures", "slide_layout",
-           "apply_display", "config_meta", "pascanu_bound", "describe_nonfinite", "pow10"]
+           "apply_display", "config_meta", "pascanu_bound", "describe_nonfinite", "pow10", "layer_name", "visible"]

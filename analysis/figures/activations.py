@@ -15,6 +15,7 @@ def activation_figures(results: dict | None = None, histories: dict | None = Non
 
     meta = config_meta(results or {})
     current = {r.config.activation for r in (results or {}).values() if r.config.cell == "rnn"}
+    gated_only = bool(results) and not current  # only LSTM/GRU shown: the vanilla-RNN bound is not theirs
     a = torch.linspace(-5, 5, 401, dtype=torch.float64)
     fig = subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=("φ(a)", "φ′(a): γ = sup|φ′| bounds each step's factor"))
@@ -24,18 +25,30 @@ def activation_figures(results: dict | None = None, histories: dict | None = Non
         gamma = ACTIVATION_GAMMA[name]
         width = 4 if name in current else 2
         label = f"{name}  (γ = {'1/4' if gamma == 0.25 else f'{gamma:g}'})" + ("  ← this RNN" if name in current else "")
+        # linear is dashed: its φ′ = 1 lies exactly on relu's for a > 0, which stays visible through the gaps
+        dash = "dash" if name == "linear" else "solid"
         fig.add_trace(go.Scatter(x=a.numpy(), y=y.numpy(), name=label, legendgroup=name,
-                                 line=dict(color=color, width=width)), row=1, col=1)
+                                 line=dict(color=color, width=width, dash=dash)), row=1, col=1)
         fig.add_trace(go.Scatter(x=a.numpy(), y=d.numpy(), name=f"{name}′", legendgroup=name, showlegend=False,
-                                 line=dict(color=color, width=width)), row=1, col=2)
+                                 line=dict(color=color, width=width, dash=dash)), row=1, col=2)
     for g, txt in ((1.0, "γ = 1: tanh, relu, linear"), (0.25, "γ = 1/4: sigmoid")):
         _hline(fig, g, txt, row=1, col=2)
     fig.update_yaxes(range=[-1.6, 3.0], title_text="φ(a)", row=1, col=1)
     fig.update_yaxes(range=[-0.1, 1.3], title_text="φ′(a)", row=1, col=2)
     fig.update_xaxes(title_text="pre-activation a", row=1, col=1)
     fig.update_xaxes(title_text="pre-activation a", row=1, col=2)
-    _base_layout(fig, "Activations and their derivatives: ‖∂h<sub>t</sub>/∂h<sub>t-1</sub>‖ ≤ γ·σ<sub>max</sub>(W<sub>hh</sub>)",
-                 meta, "activations", "activations", legend_bottom=True)
+    if gated_only:
+        title = "Activations and their derivatives φ′ (the vanilla RNN's; LSTM and GRU gates use sigmoid and tanh)"
+        caption = ("φ and φ′ of each activation a vanilla RNN may use. The bound ‖∂h_t/∂h_{t-1}‖ ≤ γ·σ_max(W_hh) "
+                   "holds for the vanilla RNN only: an LSTM's or GRU's step Jacobian is scaled by its gates "
+                   "(sigmoid, γ = 1/4, and tanh), see the cell-state view.")
+    else:
+        title = ("Activations and their derivatives (vanilla RNN): ‖∂h<sub>t</sub>/∂h<sub>t-1</sub>‖ ≤ "
+                 "γ·σ<sub>max</sub>(W<sub>hh</sub>)")
+        caption = ("Every backward step of a vanilla RNN multiplies by diag(φ′(a_t)) W_hh, so ‖∂h_t/∂h_{t-1}‖ ≤ "
+                   "γ·σ_max(W_hh) with γ = sup|φ′|: γ = 1/4 for the sigmoid makes it vanish faster; tanh gives 1 "
+                   "only near a = 0 and almost 0 once saturated; relu and linear pass exactly 1 where active.")
+    _base_layout(fig, title, meta, "activations", "activations", legend_bottom=True, caption=caption)
     return {"activations": fig}
 
 

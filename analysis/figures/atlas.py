@@ -180,6 +180,17 @@ def _heatmap(d: dict, metric: str) -> go.Figure:
     return fig
 
 
+def _caption(d: dict, metric: str) -> str:
+    """The figure's own caption: what was swept, over how many seeds, and how to read the marks."""
+    axes = " and ".join(_axis_label(d, a) for a in d["axes"])
+    ns = len(d["seeds"])
+    return (f"{METRIC_LABELS[metric]} as {axes} {'move' if len(d['axes']) > 1 else 'moves'}: each point is a full "
+            f"analysis at one setting for each of {ns} seed{'s' if ns > 1 else ''}; the line is the mean over seeds"
+            + (", the band their min–max" if ns > 1 else "") + "."
+            + (" A triangle is a horizon beyond the sequence (no lag fell under the threshold)."
+               if metric == "memory_horizon" else ""))
+
+
 def atlas_figure(d: dict, metric: str, kind: str = "auto") -> go.Figure:
     """The phase diagram of ``metric`` from a sweep result ``d``; ``kind``: auto | lines | heatmap."""
     if metric not in d["metrics"]:
@@ -204,5 +215,6 @@ def atlas_figure(d: dict, metric: str, kind: str = "auto") -> go.Figure:
     sub = f"{len(d['points'])} runs, {ns} seed{'s' if ns > 1 else ''} each" + (f", {n_bad} failed" if n_bad else "")
     fig.update_layout(title=dict(text=f"{METRIC_LABELS[metric]} ({sub})"))
     fig.layout.meta = {"config": d["config"], "view": "atlas", "figure": f"atlas-{metric}",
+                       "caption": _caption(d, metric),
                        "sweep": {k: d[k] for k in ("axes", "seeds", "metrics", "points", "summary", "notes")}}
     return fig

@@ -11,12 +11,36 @@ from .theme import (
     color_of,
     config_meta,
     label_of,
+    layer_note,
     new_figure,
     pow10,
     safe_key,
 )
 
 GATES_SHOWN = {"lstm": ("f", "i", "o"), "gru": ("z", "r")}
+GATE_CAPTIONS = {
+    "f": "The LSTM's forget gate f_t per unit and step: c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t, so the cell state "
+         "carries a unit's memory back only where f_t stays near 1 (bright); near 0 it is wiped every step.",
+    "i": "The LSTM's input gate i_t per unit and step: how much of the candidate g_t is written into c_t.",
+    "o": "The LSTM's output gate o_t per unit and step: h_t = o_t ⊙ tanh(c_t), so a closed o_t hides the cell "
+         "from h_t (and from the gradient through h_t) without erasing it.",
+    "z": "The GRU's update gate z_t per unit and step: h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}, so z_t near 1 "
+         "(bright) copies the state forward and carries the gradient back unchanged.",
+    "r": "The GRU's reset gate r_t per unit and step: how much of h_{t-1} enters the candidate n_t.",
+}
+
+
+def _flow_caption(cells: set) -> str:
+    """The cell-flow figure's caption: the LSTM's carousel and/or the GRU's update-gate path."""
+    parts = []
+    if "lstm" in cells:
+        parts.append("In the LSTM, c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t: the direct path back through c has Jacobian "
+                     "diag(f_t), so the dashed 'carousel' ∏ diag(f_t) is that path alone and the solid line every "
+                     "path.")
+    if "gru" in cells:
+        parts.append("In the GRU, h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}: the dashed ∏ diag(z_t) is the copy "
+                     "path alone, the solid line every path.")
+    return " ".join(parts)
 
 
 def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
@@ -51,8 +75,10 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
                                              meta={"role": "update_gate_path", "cell": key}))
         fig.update_yaxes(type="log", title="norm (log)", exponentformat="power")
         fig.update_xaxes(title="lag k")
-        _base_layout(fig, "Memory through the gates: full Jacobian (solid) vs the gate path alone (dashed)", meta, view,
-                     "cell_flow", legend_bottom=True)
+        shown = dict(gated)
+        _base_layout(fig, "Memory through the gates: full Jacobian (solid) vs the gate path alone (dashed)"
+                     + layer_note(shown), meta, view, "cell_flow", legend_bottom=True,
+                     caption=_flow_caption({r.config.cell for _, r in gated}))
         figs["cell_flow"] = fig
         for key, r in gated:
             for gname in GATES_SHOWN[r.config.cell]:
@@ -67,23 +93,34 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
                 fig.update_yaxes(title="hidden unit")
                 sat = r.saturation.get(f"{gname}_saturated")
                 sat_text = f"  ({100 * sat:.0f}% within 0.01 of 0 or 1)" if sat is not None else ""
-                _base_layout(fig, f"{label_of(key)} {GATE_NAMES[gname]} per unit and step, sequence 0{sat_text}",
-                             meta, view, f"gates_{safe_key(key)}_{gname}", height=420)
+                _base_layout(fig, f"{label_of(key)} {GATE_NAMES[gname]} per unit and step, sequence 0{sat_text}"
+                             + layer_note({key: r}), meta, view, f"gates_{safe_key(key)}_{gname}", height=420,
+                             caption=GATE_CAPTIONS[gname])
                 figs[f"gates_{safe_key(key)}_{gname}"] = fig
     fig = new_figure()
     cats_all = []
     for key, r in results.items():
         cats = [k for k in r.saturation]
         cats_all += [c for c in cats if c not in cats_all]
+    top = 0.0
     for key, r in results.items():
-        fig.add_trace(go.Bar(x=cats_all, y=[r.saturation.get(c, np.nan) for c in cats_all], name=label_of(key),
-                             marker_color=color_of(key, results),
+        ys = [r.saturation.get(c, np.nan) for c in cats_all]
+        top = max([top] + [y for y in ys if y == y])
+        # every bar carries its value: a 0.3 % bar is a hairline on a 0-100 % axis, and 0 % none at all
+        fig.add_trace(go.Bar(x=cats_all, y=ys, name=label_of(key), marker_color=color_of(key, results),
+                             text=[f"{100 * y:.1f}%" if y == y else "n/a" for y in ys], textposition="outside",
+                             cliponaxis=False, textfont=dict(size=12),
                              hovertemplate="%{x}: %{y:.1%}<extra>" + label_of(key) + "</extra>"))
-    _hline(fig, 0.5, "alert above 0.5")
+    _hline(fig, 0.5, "alert above 50%")
     fig.update_layout(barmode="group")
     fig.update_yaxes(title="fraction of (unit, step) pairs", range=[0, 1.05], tickformat=".0%")
     fig.update_xaxes(title="h_saturated: |h|>0.99 · x_saturated: gate within 0.01 of 0/1 · dead_units: ReLU never on")
-    _base_layout(fig, "Saturation: units whose derivative is (nearly) zero", meta, view, "gate_saturation", height=400)
+    low = " (every value under 5%: the bars are labelled)" if top < 0.05 else ""
+    _base_layout(fig, "Saturation: units whose derivative is (nearly) zero" + low + layer_note(results), meta, view,
+                 "gate_saturation", height=400,
+                 caption="The share of (unit, step) pairs whose derivative is nearly zero: a saturated tanh "
+                         "(|h| > 0.99) or a gate pinned at 0 or 1 passes almost no gradient, a dead ReLU none. "
+                         "Above 50% the page raises an alert.")
     figs["gate_saturation"] = fig
 
     for key, r in results.items():
@@ -102,7 +139,9 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
                                x=0, y=1.0, xref="paper", yref="paper", yanchor="bottom", showarrow=False,
                                xanchor="left", font=dict(size=12, color="#444"))
             fig.update_layout(margin=dict(t=90))
-        _base_layout(fig, title, meta, view, f"hidden_{safe_key(key)}", height=420)
+        _base_layout(fig, title + layer_note({key: r}), meta, view, f"hidden_{safe_key(key)}", height=420,
+                     caption="The vanilla RNN's hidden state h_t, unit by unit, for the first sequence: units "
+                             "stuck near ±1 are saturated (tanh′ ≈ 0) and pass almost no gradient back.")
         if not gated:
             fig.update_layout(margin=dict(t=95))
         figs[f"hidden_{safe_key(key)}"] = fig

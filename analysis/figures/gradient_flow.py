@@ -13,10 +13,27 @@ from .theme import (
     color_of,
     config_meta,
     label_of,
+    layer_note,
+    loss_reading,
+    loss_steps_of,
     new_figure,
     positive,
     subplots,
 )
+
+
+_LAYERS_CAPTION = ("Layers are numbered from 0 (the bottom, which reads x_t) as in the API and the JSON. The "
+                   "gradient reaches a lower layer through the layers above it, so the gaps between the layers are "
+                   "the decay through depth and the slope of each the decay through time. ")
+_WHERE = {"last": "The loss is read at the last step only (t = T-1).",
+          "all": "The loss has a term at every step, so every t gets gradient from its own step as well.",
+          "callable": "The loss is your callable on every step's output: where it reads is up to it."}
+
+
+def _where(results: dict) -> str:
+    """One sentence saying where the loss is read (the shown cells' own settings)."""
+    kinds = list(dict.fromkeys(loss_steps_of(r) for r in results.values()))
+    return " ".join(_WHERE[k] for k in kinds)
 
 
 def truncation_cuts(T: int, k: int) -> list[int]:
@@ -93,10 +110,14 @@ def truncated_figure(results: dict, meta: dict) -> go.Figure | None:
                                               "the cut);<br>0 has no place on a log axis, so the dashed line stops",
                            font=dict(size=12, color="#555"), bgcolor="rgba(255,255,255,0.8)")
     fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖  (log scale)", exponentformat="power")
-    fig.update_xaxes(title="time step t  (the loss is read at the end →)", range=[-0.5, t_max + 0.5])
+    shown = dict(items)
+    fig.update_xaxes(title=f"time step t  ({loss_reading(shown)})", range=[-0.5, t_max + 0.5])
     ks = sorted({int(r.config.truncate) for _, r in items})
     _base_layout(fig, f"Truncated BPTT (k = {', '.join(map(str, ks))}): the gradient it keeps (dashed, ○) vs full "
-                 "BPTT (solid)", meta, "gradient-flow", "grad_truncated", legend_bottom=True)
+                 "BPTT (solid)" + layer_note(shown), meta, "gradient-flow", "grad_truncated", legend_bottom=True,
+                 caption="Truncated BPTT detaches the state every k steps: no gradient crosses a cut (dotted), so "
+                         "with one loss at the last step nothing before t = T−k learns from it; with a loss at "
+                         "every step each window keeps its own short-range gradient. " + _where(shown))
     return fig
 
 
@@ -127,9 +148,12 @@ def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[
                                      line=dict(color=color, width=1.5, dash="dot"), visible="legendonly",
                                      meta={"role": "cell_grad_norm", "cell": key}))
     fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖  (log scale)", exponentformat="power")
-    fig.update_xaxes(title="time step t  (the loss is read at the end →)")
+    fig.update_xaxes(title=f"time step t  ({loss_reading(results)})")
     _base_layout(fig, "Gradient reaching each time step  ‖∂L/∂h<sub>t</sub>‖  (line: batch geometric mean, "
-                 "band: 10–90%)", meta, view, "grad_norm")
+                 "band: 10–90%)" + layer_note(results), meta, view, "grad_norm",
+                 caption="‖∂L/∂h_t‖: how strongly the loss still depends on the state at step t. Backpropagation "
+                         "multiplies one Jacobian ∂h_t/∂h_{t-1} per step, so a straight slope down to the left on "
+                         "the log axis is exponential vanishing, a slope up is explosion. " + _where(results))
     figs["grad_norm"] = fig
     trunc = truncated_figure(results, meta)
     if trunc is not None:
@@ -151,7 +175,10 @@ def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[
         fig.update_xaxes(title_text="time step t", row=n, col=1)
         fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="log10<br>‖∂L/∂h<sub>t</sub>‖")))
         _base_layout(fig, "Gradient over training: log10 ‖∂L/∂h<sub>t</sub>‖ by training step and time step",
-                     meta, view, "grad_heatmap_training", height=max(SCREEN_HEIGHT, 220 * n + 120))
+                     meta, view, "grad_heatmap_training", height=max(SCREEN_HEIGHT, 220 * n + 120),
+                     caption="One row per training step: the colour is log10 ‖∂L/∂h_t‖ on that step's batch. A "
+                             "dark band spreading from the left is the gradient vanishing further back as "
+                             "training goes on; a bright one is explosion.")
         figs["grad_heatmap_training"] = fig
 
     # stacked layers
@@ -163,18 +190,20 @@ def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[
         for i, (k, r) in enumerate(deep, start=1):
             z = _log10(np.asarray(r.grad.per_layer, float))  # (L, T), row 0 = the bottom layer
             L = z.shape[0]
-            fig.add_trace(go.Heatmap(z=z, x=np.arange(z.shape[1]), y=np.arange(1, L + 1), coloraxis="coloraxis",
+            fig.add_trace(go.Heatmap(z=z, x=np.arange(z.shape[1]), y=np.arange(L), coloraxis="coloraxis",
                                      name=f"{label_of(k)} log10 ‖∂L/∂h_t^(l)‖ per layer",
                                      hovertemplate="t=%{x}<br>layer l=%{y}<br>log10‖∂L/∂h_t^(l)‖=%{z:.2f}"
                                                    "<extra></extra>"),
                           row=i, col=1)
-            fig.update_yaxes(title_text="layer l  (1 = bottom, reads x<sub>t</sub>)", tickvals=list(range(1, L + 1)),
-                             ticktext=[f"{l}" + (" (top)" if l == L else "") for l in range(1, L + 1)],
+            fig.update_yaxes(title_text="layer l  (0 = bottom, reads x<sub>t</sub>)", tickvals=list(range(L)),
+                             ticktext=[f"{l}" + (" (top)" if l == L - 1 else "") for l in range(L)],
                              row=i, col=1)
-        fig.update_xaxes(title_text="time step t  (the loss reads the top layer at the end →)", row=n, col=1)
+        shown = dict(deep)
+        fig.update_xaxes(title_text=f"time step t  ({loss_reading(shown, 'the top layer')})", row=n, col=1)
         fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="log10<br>‖∂L/∂h‖")))
         _base_layout(fig, "Stacked layers: log10 ‖∂L/∂h<sub>t</sub><sup>(l)</sup>‖ by layer and time step",
-                     meta, view, "grad_per_layer", height=max(SCREEN_HEIGHT, 200 * n + 120))
+                     meta, view, "grad_per_layer", height=max(SCREEN_HEIGHT, 200 * n + 120),
+                     caption=_LAYERS_CAPTION + _where(shown))
         figs["grad_per_layer"] = fig
 
         # the same numbers as lines: one per layer (the gaps between them are the decay through depth)
@@ -188,16 +217,16 @@ def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[
                 top = l == L - 1
                 fig.add_trace(go.Scatter(
                     x=t, y=positive(pl[l]), legendgroup=k,
-                    name=f"{label_of(k)} layer {l + 1}" + (" (top)" if top else " (bottom)" if l == 0 else ""),
+                    name=f"{label_of(k)} layer {l}" + (" (top)" if top else " (bottom)" if l == 0 else ""),
                     line=dict(color=color, width=3 if top else 2, dash=LAYER_DASHES[(L - 1 - l) % len(LAYER_DASHES)]),
                     opacity=1.0 if top else max(0.45, 1.0 - 0.2 * (L - 1 - l)),
-                    meta={"role": "grad_layer", "cell": k, "layer": l + 1},
-                    hovertemplate="t=%{x}<br>‖∂L/∂h_t‖=%{y:.3e}<extra>" + f"{label_of(k)} layer {l + 1}</extra>"))
+                    meta={"role": "grad_layer", "cell": k, "layer": l},
+                    hovertemplate="t=%{x}<br>‖∂L/∂h_t‖=%{y:.3e}<extra>" + f"{label_of(k)} layer {l}</extra>"))
         fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub><sup>(l)</sup>‖  (log scale)", exponentformat="power")
-        fig.update_xaxes(title="time step t")
-        _base_layout(fig, "Stacked layers: ‖∂L/∂h<sub>t</sub><sup>(l)</sup>‖ per layer (gaps between the lines: "
-                     "decay through depth; slope: decay through time)", meta, view, "grad_per_layer_lines",
-                     legend_bottom=True)
+        fig.update_xaxes(title=f"time step t  ({loss_reading(shown, 'the top layer')})")
+        _base_layout(fig, "Stacked layers: ‖∂L/∂h<sub>t</sub><sup>(l)</sup>‖ per layer (gaps: decay through depth; "
+                     "slope: decay through time)", meta, view, "grad_per_layer_lines", legend_bottom=True,
+                     caption=_LAYERS_CAPTION + _where(shown))
         figs["grad_per_layer_lines"] = fig
 
     # bidirectional
@@ -232,10 +261,14 @@ def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[
                      "= all, a loss at every step as in tagging, to see both directions)",
                 font=dict(size=12, color="#555"), bgcolor="rgba(255,255,255,0.8)")
         fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖  (log scale)", exponentformat="power")
-        fig.update_xaxes(title="time step t")
+        shown = dict(bi)
+        fig.update_xaxes(title=f"time step t  ({loss_reading(shown)})")
         _base_layout(fig, "Bidirectional: gradient reaching the forward h→<sub>t</sub>, the backward h←<sub>t</sub> "
-                     "and the concatenated [h→<sub>t</sub>; h←<sub>t</sub>]", meta, view, "grad_per_direction",
-                     legend_bottom=True)
+                     "and the concatenated [h→<sub>t</sub>; h←<sub>t</sub>]" + layer_note(shown), meta, view,
+                     "grad_per_direction", legend_bottom=True,
+                     caption="The forward direction reads x_0 … x_t, the backward one x_t … x_{T-1}: each gets "
+                             "its gradient from the steps it feeds, so the two lines slope opposite ways. "
+                             + _where(shown))
         figs["grad_per_direction"] = fig
     return figs
 

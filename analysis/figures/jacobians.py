@@ -16,6 +16,7 @@ from .theme import (
     color_of,
     config_meta,
     label_of,
+    layer_note,
     new_figure,
     pow10,
     subplots,
@@ -39,15 +40,6 @@ def _horizon(jac, threshold: float) -> int | None:
     """The first lag whose sigma_max is below the threshold (the engine's memory-horizon rule), or None."""
     below = np.nonzero(np.asarray(jac.spectral_norm, float) < math.log10(threshold))[0]
     return int(np.asarray(jac.lag)[below[0]]) if len(below) else None
-
-
-def _layer_note(results: dict) -> str:
-    """" · layer 2 of 3" when the analysed layer of a stacked network is shown (the same for every result)."""
-    layers = {(r.config.analysed_layer, r.config.num_layers) for r in results.values() if r.config.num_layers > 1}
-    if len(layers) != 1:
-        return ""
-    a, L = layers.pop()
-    return f"  · layer {a + 1} of {L}" + (" (top)" if a == L - 1 else "")
 
 
 def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
@@ -111,8 +103,14 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
     fig.update_yaxes(type="log", title="singular value of ∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>  (log)",
                      exponentformat="power", range=rng)
     fig.update_xaxes(title="lag k  (steps back from the last step)")
+    rnn_bound = any(pascanu_bound(r, [0]) is not None for r in results.values())
     _base_layout(fig, "How far back can the last state feel a change?  ‖∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>‖ by lag"
-                 + _layer_note(results), meta, view, "jacobian_spectral_norm", height=520, legend_bottom=True)
+                 + layer_note(results), meta, view, "jacobian_spectral_norm", height=520, legend_bottom=True,
+                 caption="σ_max of ∂h_{T-1}/∂h_{T-1-k} is the most a change k steps back can still move the last "
+                         "state; σ_min the least (hollow points are below float resolution). The memory horizon is "
+                         "the first lag where σ_max falls under the threshold."
+                         + (" For the vanilla RNN the dashed line is the bound (γ·σ_max(W_hh))^k that no lag can "
+                            "exceed." if rnn_bound else ""))
     figs = {"jacobian_spectral_norm": fig}
 
     # top singular values per lag, one panel per cell
@@ -139,8 +137,10 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
     fig.update_yaxes(title_text="σ<sub>i</sub>(∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>)", row=1, col=1)
     n_sv = max((s.shape[1] for s in all_sv if s.ndim == 2), default=0)
     _base_layout(fig, f"Top {n_sv} singular values per lag (thick: the largest): how many directions survive"
-                 + _layer_note(results),
-                 meta, view, "jacobian_singular_values")
+                 + layer_note(results), meta, view, "jacobian_singular_values",
+                 caption="Each line is one singular value σ_i of ∂h_{T-1}/∂h_{T-1-k}: how many directions of the "
+                         "state a change k steps back can still move. Lines that fall together are directions "
+                         "forgotten at the same rate.")
     figs["jacobian_singular_values"] = fig
     return figs
 

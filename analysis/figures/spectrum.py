@@ -14,6 +14,7 @@ from .theme import (
     color_of,
     config_meta,
     label_of,
+    layer_note,
     new_figure,
     positive,
     subplots,
@@ -49,8 +50,11 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
         fig.update_xaxes(range=[-lim, lim], title_text="Re λ", zeroline=True, row=1, col=ci)
         fig.update_yaxes(range=[-lim, lim], title_text="Im λ" if ci == 1 else None, zeroline=True,
                          scaleanchor=xa, scaleratio=1, row=1, col=ci)
-    _base_layout(fig, "Eigenvalues of the recurrent weights (outside the dashed unit circle: growth along that direction)",
-                 meta, view, "eigenvalues", height=480, legend_bottom=True)
+    _base_layout(fig, "Eigenvalues of the recurrent weights (outside the dashed unit circle: growth along that "
+                 "direction)" + layer_note(results), meta, view, "eigenvalues", height=480, legend_bottom=True,
+                 caption="Eigenvalues λ of W_hh (one colour per gate block): outside the unit circle a linear "
+                         "recurrence grows along that direction, inside it shrinks. The nonlinearity and the gates "
+                         "scale every step further (see the Lyapunov exponents).")
     figs["eigenvalues"] = fig
 
     fig = new_figure()
@@ -66,7 +70,10 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
     _hline(fig, 1.0, "σ = 1", log=True, position="right")
     fig.update_yaxes(type="log", title="singular value of W<sub>hh</sub> block", exponentformat="power", dtick=1)
     fig.update_xaxes(title="index i (largest first)")
-    _base_layout(fig, "Singular values of W<sub>hh</sub>: the bound uses the largest", meta, view, "singular_values")
+    _base_layout(fig, "Singular values of W<sub>hh</sub>: the bound uses the largest" + layer_note(results), meta, view,
+                 "singular_values",
+                 caption="σ_max(W_hh) bounds how much one step can stretch a vector: ‖∂h_t/∂h_{t-1}‖ ≤ "
+                         "γ·σ_max(W_hh) for the vanilla RNN; the LSTM and GRU blocks are scaled by their gates.")
     figs["singular_values"] = fig
 
     fig = new_figure()
@@ -87,8 +94,10 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
     if not any_lyap:
         fig.add_annotation(text="Lyapunov exponents were not computed (lyapunov_k = 0)", x=0.5, y=0.5,
                            xref="paper", yref="paper", showarrow=False)
-    _base_layout(fig, "Lyapunov exponents of the state Jacobians: λ < 0 means perturbations shrink every step",
-                 meta, view, "lyapunov")
+    _base_layout(fig, "Lyapunov exponents of the state Jacobians: λ < 0 means perturbations shrink every step"
+                 + layer_note(results), meta, view, "lyapunov",
+                 caption="The average growth rate per step along the actual run (φ' and the gates included), "
+                         "largest first: all negative means the network forgets, λ_1 > 0 means it is chaotic.")
     figs["lyapunov"] = fig
 
     hist_items = [(k, h) for k, h in (histories or {}).items() if h is not None and len(h.get("step", [])) > 0]
@@ -102,7 +111,9 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
         fig.update_yaxes(title="spectral radius ρ(W<sub>hh</sub>)")
         fig.update_xaxes(title="training step")
         _base_layout(fig, "Spectral radius of W<sub>hh</sub> during training (largest gate block)", meta, view,
-                     "spectral_radius_training")
+                     "spectral_radius_training",
+                     caption="ρ(W_hh) after each training step: training that pushes it towards 1 keeps the "
+                             "linear part of the recurrence at the edge between shrinking and growing.")
         figs["spectral_radius_training"] = fig
     return figs
 

@@ -17,8 +17,9 @@ CELL_COLORS = {"rnn": "#D55E00", "lstm": "#0072B2", "gru": "#009E73"}  # Okabe-I
 CELL_LABELS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 GATE_COLORS = {"h": "#D55E00", "i": "#E69F00", "f": "#56B4E9", "g": "#CC79A7", "o": "#666666",
                "r": "#E69F00", "z": "#56B4E9", "n": "#CC79A7"}
-GATE_NAMES = {"i": "input gate i_t", "f": "forget gate f_t", "o": "output gate o_t", "g": "candidate g_t",
-              "z": "update gate z_t", "r": "reset gate r_t", "n": "candidate n_t"}
+GATE_NAMES = {"i": "input gate i<sub>t</sub>", "f": "forget gate f<sub>t</sub>", "o": "output gate o<sub>t</sub>",
+              "g": "candidate g<sub>t</sub>", "z": "update gate z<sub>t</sub>", "r": "reset gate r<sub>t</sub>",
+              "n": "candidate n<sub>t</sub>"}  # figure-title markup: real subscripts
 ACTIVATION_COLORS = {"tanh": "#D55E00", "relu": "#0072B2", "sigmoid": "#009E73", "linear": "#666666"}
 VARIANT_DASHES = ("solid", "dash", "dot", "dashdot")
 LAYER_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -130,18 +131,91 @@ def config_meta(results: dict) -> dict:
     return {"config": combined, "configs": {k: r.config.to_dict() for k, r in results.items()}}
 
 
+# ---- words shared by the figures: layers (0-based, as the API, JSON and CLI count them), where the loss is read
+def layer_name(a: int, L: int) -> str:
+    """"layer 0 (bottom) of 2", "layer 1 (top) of 2", "layer 1 of 3": 0-based as ``config.layer`` and the JSON."""
+    where = " (top)" if a == L - 1 else " (bottom)" if a == 0 else ""
+    return f"layer {a}{where} of {L}"
+
+
+def layer_note(results: dict) -> str:
+    """" · layer 1 (top) of 2" when the figure shows one layer of a stacked network (the analysed one, the same
+    for every result); "" for single-layer networks or when the results disagree."""
+    layers = {(r.config.analysed_layer, r.config.num_layers) for r in results.values() if r.config.num_layers > 1}
+    if len(layers) != 1:
+        return ""
+    return " · " + layer_name(*layers.pop())
+
+
+def loss_steps_of(result) -> str:
+    """Where the result's loss is read: "last" (the last step), "all" (every step) or "callable" (a user's loss
+    function on every step's outputs), from the result's own spec and config."""
+    spec = getattr(result, "spec", None)
+    if getattr(spec, "kind", None) == "own":
+        return "callable"
+    steps = getattr(result.config, "loss_steps", "auto")
+    return getattr(spec, "loss_steps", "last") if steps == "auto" else steps
+
+
+LOSS_READ = {"last": "the loss is read at the last step →", "all": "a loss term at every step",
+             "callable": "your loss callable reads every step's output"}
+
+
+def loss_reading(results: dict, who: str = "") -> str:
+    """The words of the time axis: where the loss is read ("the loss is read at the last step →"); several
+    cells reading it differently are named. ``who`` ("the top layer") is said after "read"."""
+    by = {}
+    for k, r in results.items():
+        by.setdefault(loss_steps_of(r), []).append(label_of(k))
+    words = {s: LOSS_READ[s].replace("read at", f"read from {who} at") if who else LOSS_READ[s] for s in by}
+    if len(by) == 1:
+        return next(iter(words.values()))
+    return "; ".join(f"{', '.join(ks)}: {words[s]}" for s, ks in by.items())
+
+
+# ---- titles: short enough to fit -----------------------------------------------------------------------------
+_MARKUP = re.compile(r"<[^>]+>")
+TITLE_CHARS_SCREEN = 120  # characters per title line at 17 px on a ~1200 px wide chart
+TITLE_CHARS_SLIDE = 72  # at 44 px on a 1920 px slide (Arial: ~0.5 em per character, margins kept)
+
+
+def visible(text: str) -> str:
+    """Title markup removed (<br> becomes a space), every other character kept: what a reader sees."""
+    return _MARKUP.sub(lambda m: " " if m.group(0).lower().startswith("<br") else "", text or "")
+
+
+def wrap_title(text: str, width: int) -> str:
+    """``text`` with <br> between words so that no line shows more than ``width`` characters (markup not
+    counted; a <br> already there is replaced). Sub/superscript tags stay whole."""
+    words = re.sub(r"<br\s*/?>", " ", text, flags=re.IGNORECASE).split(" ")
+    lines, cur, n = [], [], 0
+    for w in words:
+        wn = len(_MARKUP.sub("", w))
+        if cur and n + 1 + wn > width:
+            lines.append(" ".join(cur))
+            cur, n = [], 0
+        cur.append(w)
+        n += wn + (1 if n else 0)
+    lines.append(" ".join(cur))
+    return "<br>".join(lines)
+
+
 def _base_layout(fig: go.Figure, title: str, meta: dict, view: str, name: str, *, height: int = SCREEN_HEIGHT,
-                 legend_bottom: bool = False) -> go.Figure:
+                 legend_bottom: bool = False, caption: str | None = None) -> go.Figure:
+    """Title, size, margins, legend and ``meta`` (the config, view, figure name and the figure's own caption,
+    which the slide deck puts under it). A title longer than a line is wrapped and the top margin grows."""
     sub = isinstance(fig.layout.meta, dict) and fig.layout.meta.get("_subplots")
+    title = wrap_title(title, TITLE_CHARS_SCREEN)
+    extra = 22 * title.count("<br>")
     fig.update_layout(
         title=dict(text=title, x=0.01, xanchor="left", font=dict(size=17)),
-        height=height, margin=dict(l=70, r=30, t=60, b=60),
-        meta={**meta, "view": view, "figure": name}, font=dict(size=13),
+        height=height, margin=dict(l=70, r=30, t=60 + extra, b=60),
+        meta={**meta, "view": view, "figure": name, **({"caption": caption} if caption else {})}, font=dict(size=13),
         legend=dict(font=dict(size=12), bgcolor="rgba(255,255,255,0.7)"),
         hoverlabel=dict(namelength=-1),
     )
     if sub:  # room for the subplot titles under the figure title
-        fig.update_layout(margin=dict(t=85), title=dict(y=0.98, yanchor="top"))
+        fig.update_layout(margin=dict(t=85 + extra), title=dict(y=0.98, yanchor="top"))
     if legend_bottom:
         fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0),
                           margin=dict(b=110))

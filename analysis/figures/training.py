@@ -123,7 +123,10 @@ def training_figures(results: dict, histories: dict | None = None) -> dict[str, 
         fig.update_yaxes(title="training loss", rangemode="tozero")
     fig.update_xaxes(title="training step")
     _base_layout(fig, "Loss during training (dashed: the task's chance level, a memoryless predictor)", meta, view,
-                 "training_loss", legend_bottom=True)
+                 "training_loss", legend_bottom=True,
+                 caption="The training loss of each cell against the chance level (dashed), the loss of the best "
+                         "predictor that remembers nothing: a cell that stays on it has not learned to carry the "
+                         "information across the sequence. Setting changes are marked at the step they took effect.")
     figs = {"training_loss": fig}
 
     fig = new_figure()
@@ -147,7 +150,10 @@ def training_figures(results: dict, histories: dict | None = None) -> dict[str, 
     fig.update_yaxes(type="log", title="global gradient norm ‖g‖  (log)", exponentformat="power")
     fig.update_xaxes(title="training step")
     _base_layout(fig, "Global gradient norm before and after clipping (× = the step was clipped)", meta, view,
-                 "training_grad_norm", legend_bottom=True)
+                 "training_grad_norm", legend_bottom=True,
+                 caption="‖g‖ of all parameters' gradients before clipping and the norm actually applied after it: "
+                         "spikes are exploding gradients, and clipping by norm rescales such a step to the "
+                         "threshold without changing its direction.")
     figs["training_grad_norm"] = fig
 
     lm = [(k, h) for k, h in hist_items if _task_of(k, h, results) == "charlm"]
@@ -214,7 +220,10 @@ def _perplexity_figure(items, meta: dict, marks) -> go.Figure:
                      **({"tickvals": sorted(ticks), "ticktext": [ticks[v] for v in sorted(ticks)]} if ticks else {}))
     fig.update_xaxes(title="training step")
     _base_layout(fig, "Character-level LM: perplexity = exp(cross-entropy J) during training (dashed: a uniform "
-                 "guess)", meta, "training", "training_perplexity", legend_bottom=True)
+                 "guess)", meta, "training", "training_perplexity", legend_bottom=True,
+                 caption="Perplexity exp(J): the number of characters the model hesitates between on average. A "
+                         "uniform guess has perplexity V (the vocabulary size, dashed); lower means it predicts "
+                         "the next character.")
     return fig
 
 
@@ -243,7 +252,9 @@ def _samples_figure(items, meta: dict) -> go.Figure | None:
         meta={"role": "samples", "samples": [{"step": r[0], "model": r[1], "temperature": r[2], "text": r[3]}
                                              for r in rows]}))
     _base_layout(fig, "Samples from the language model: x<sub>t+1</sub> ~ softmax(y<sub>t</sub> / T), newest first",
-                 meta, "training", "charlm_samples", height=90 + 27 * (len(rows) + 1))
+                 meta, "training", "charlm_samples", height=90 + 27 * (len(rows) + 1),
+                 caption="Text sampled one character at a time from the model, each fed back as the next input, "
+                         "at temperature T (lower: more likely characters only).")
     fig.update_layout(margin=dict(t=55, b=10))
     return fig
 

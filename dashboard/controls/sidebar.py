@@ -28,17 +28,18 @@ from .state import (
 TEXT_NAMES = {"shipped": "shipped: Shakespeare's sonnets (V = 60)", "hello": "hello (V = 4: h, e, l, o)"}
 
 def layer_control() -> None:
-    """The analysed layer l of a stacked network, 1..L (default: the top). Widget value = the config's ``layer``
-    (0..L-2, or -1 for the top layer, so a preset's default -1 selects it)."""
+    """The analysed layer l of a stacked network, 0..L-1 as the API counts (default: the top). Widget value = the
+    config's ``layer`` (0..L-2, or -1 for the top layer, so a preset's default -1 selects it)."""
     ss = st.session_state
     L = max(1, int(ss.get("num_layers") or 1))
     v = int(ss.get("layer", -1))
     v = v % L if -L <= v < L else L - 1
     ss["layer"] = -1 if v == L - 1 else v
     st.selectbox("Analysed layer l (Jacobians, gates, spectrum)", list(range(L - 1)) + [-1], key="layer",
-                 format_func=lambda x: f"layer {L}{' (top)' if L > 1 else ''}" if x == -1 else
-                 f"layer {x + 1}" + (" (bottom)" if x == 0 else ""),
-                 disabled=L == 1, help="Layer 1 reads x_t; the loss reads the top layer L. The Jacobians "
+                 format_func=lambda x: f"layer {L - 1}{' (top)' if L > 1 else ''}" if x == -1 else
+                 f"layer {x}" + (" (bottom)" if x == 0 else ""),
+                 disabled=L == 1, help="Numbered from 0 as the API, JSON and --layer count. Layer 0 reads x_t; the "
+                                       "loss reads the top layer L-1. The Jacobians "
                                        "∂h_{T-1}/∂h_{T-1-k}, the gate maps and W_hh are those of this layer.")
 
 def _note(text: str, active: bool = True) -> None:

@@ -15,14 +15,15 @@ from analysis.sweep import make_plan, sweep
 from analysis.sweep_points import ANALYSIS_METRICS, METRIC_LABELS, TRAINING_METRICS
 from rnn_models.config import ConfigError
 
-from ..exporting import MIME, chart, zip_button
+from analysis.guides import VIEW_GUIDES
+
+from ..exporting import MIME, chart, deck_button, zip_button
 from .common import guide
 
 TITLE = "Atlas"
 VIEW = "atlas"
-GUIDE = ("One configuration says whether a network forgets; the Atlas says where it starts to, as a setting moves. "
-         "Each point is a full analysis at one value of the axis for each seed; the line is the mean over seeds, "
-         "the band their min–max. Two axes give a line per value of the shorter one, or a heatmap.")
+GUIDE = VIEW_GUIDES[VIEW]
+DECK = "atlas_deck"  # session state: (heading, config, {name: figure}, stamp) of the sweep drawn last ("all views")
 CUSTOM = "custom"
 MAX_PAGE_RUNS = 400
 AXIS_FIELDS = ("init_scale", "forget_bias", "seq_len", "hidden_size", "cell", "activation", "init", "lr",
@@ -90,7 +91,25 @@ def _run(plan, vary, n: int) -> dict:
     return d
 
 
-def _draw(d: dict, default_metric: str) -> None:
+def _heading(d: dict, choice: str) -> tuple[str, list[str]]:
+    """The deck's title slide: the Atlas preset's title and what to look for, or the axes of a custom sweep."""
+    from analysis.config import ExperimentConfig
+    from analysis.guides import describe
+    axes = " × ".join(f"{f} ({len(v)} values)" for f, v in d["axes"].items())
+    base = f"Sweep: {axes} × {len(d['seeds'])} seeds · base: " + describe(ExperimentConfig.from_dict(d["config"]))
+    if choice in ATLAS_PRESETS:
+        p = ATLAS_PRESETS[choice]
+        return f"Atlas: {p.title}", list(p.lines) + [base]
+    return "Atlas: " + " × ".join(d["axes"]), [base]
+
+
+def deck_figures() -> tuple | None:
+    """(heading, config dict, {name: figure}, stamp) of the sweep this session drew last, or None (for the deck of all
+    views; read during the script run)."""
+    return st.session_state.get(DECK)
+
+
+def _draw(d: dict, default_metric: str, ctx, choice: str, key: str) -> None:
     c = st.columns([3, 2, 5])
     metric = c[0].selectbox("Metric", d["metrics"], index=d["metrics"].index(default_metric)
                             if default_metric in d["metrics"] else 0, format_func=lambda m: METRIC_LABELS[m],
@@ -104,6 +123,12 @@ def _draw(d: dict, default_metric: str) -> None:
                          file_name="sweep.json", mime=MIME["json"], key="dl_atlas_sweep", on_click="ignore")
     with c[1]:
         zip_button(VIEW, {f"atlas-{metric}": fig}, _ConfigView(d["config"]))
+    figs = {f"atlas-{metric}": fig}
+    heading = _heading(d, choice)
+    stamp = f"{key}|{metric}|{kind}"
+    st.session_state[DECK] = (heading, d["config"], figs, stamp)
+    deck_button(VIEW, {VIEW: figs}, ctx.settings, "Slide deck of this view (.pptx)", "atlas.pptx", heading=heading,
+                config=d["config"], stamp=stamp)
     for n in d["notes"]:
         st.caption(f"Note: {n}")
 
@@ -157,4 +182,4 @@ def render(ctx) -> None:
         slot.empty()
         d = _run(plan, vary, n)
         _remember(key, d)
-    _draw(d, default_metric)
+    _draw(d, default_metric, ctx, choice, key)

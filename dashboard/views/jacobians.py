@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.figures import apply_display
+from analysis.figures import apply_display, layer_name
 
 from ..controls import display_toggle
 from analysis.guides import VIEW_GUIDES
@@ -24,7 +24,7 @@ def render(ctx) -> None:
     L = ctx.config.num_layers
     if L > 1:
         a = ctx.config.analysed_layer
-        st.caption(f"Jacobians of layer {a + 1} of {L}" + (" (the top, which the loss reads)" if a == L - 1 else "")
+        st.caption(f"Jacobians of {layer_name(a, L)}" + (", which the loss reads" if a == L - 1 else "")
                    + ": pick another under Model → Analysed layer in the sidebar.")
     figs = figures(VIEW, ctx)
     for fig in figs.values():

@@ -1,0 +1,210 @@
+"""Every label true (issue 18, item 4) and every title whole (issue 19): where the loss is read on the time axis and
+in the caption, layers numbered from 0 and named on every per-layer figure, the vanilla-RNN bound only for RNN
+cells, titles that fit a 1920x1080 slide, and the slide deck's title text equal to the figure's title with the
+markup removed and every space kept, for every figure the tool makes for RNN / LSTM / GRU."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+import torch
+from pptx import Presentation
+
+from analysis import deck, figures
+from analysis.config import ExperimentConfig
+from analysis.experiment import run_comparison
+from analysis.figures import VIEWS, slide_layout, view_figures, visible
+from analysis.figures.atlas import atlas_figure
+from analysis.figures.theme import TITLE_CHARS_SLIDE
+from analysis.training import Trainer
+
+SMALL = dict(seq_len=12, hidden_size=6, batch_size=4, seed=0)
+CELLS = ("rnn", "lstm", "gru")
+
+
+def title_of(fig) -> str:
+    return fig.layout.title.text or ""
+
+
+def caption_of(fig) -> str:
+    return fig.layout.meta.get("caption", "")
+
+
+def words(text: str) -> str:
+    """Whitespace runs as one space (the deck writes one space where a title has two)."""
+    return " ".join(text.split())
+
+
+# ---- every figure the tool makes --------------------------------------------------------------------------------
+def _histories(cfg):
+    out = {}
+    for cell in cfg.cells:
+        tr = Trainer(cfg.for_cell(cell))
+        tr.run(2)
+        out[cell] = tr.history()
+    return out
+
+
+def _sweep():
+    """A two-point sweep result as analysis.sweep returns it (the Atlas figure reads only these fields)."""
+    pts = [{"init_scale": v, "seed": 0, "status": "ok", "memory_horizon": h} for v, h in ((0.5, 3), (1.0, 7))]
+    summ = [{"init_scale": v, "memory_horizon": {"mean": h, "min": h, "max": h, "n": 1}} for v, h in ((0.5, 3),
+                                                                                                        (1.0, 7))]
+    return {"config": ExperimentConfig(**SMALL).to_dict(), "axes": {"init_scale": [0.5, 1.0]}, "seeds": [0],
+            "metrics": ["memory_horizon"], "points": pts, "summary": summ, "notes": []}
+
+
+@pytest.fixture(scope="module")
+def every_figure() -> list:
+    """[(case, view, name, figure)]: every view of RNN/LSTM/GRU, stacked + truncated + trained, bidirectional,
+    the char-LM training view, each cell alone, and the Atlas."""
+    out = []
+    stacked = ExperimentConfig(compare=CELLS, task="adding", num_layers=2, truncate=4, **SMALL)
+    cases = [("stacked", stacked, _histories(stacked)),
+             ("bidirectional", ExperimentConfig(compare=CELLS, bidirectional=True, loss_steps="all", **SMALL), None)]
+    cases += [(cell, ExperimentConfig(cell=cell, task="adding", **SMALL), None) for cell in CELLS]
+    lm = ExperimentConfig(cell="gru", task="charlm", text="hello", **SMALL)
+    cases.append(("charlm", lm, _histories(lm)))
+    for case, cfg, hist in cases:
+        res = run_comparison(cfg)
+        for view in VIEWS:
+            for name, fig in view_figures(view, res, hist).items():
+                out.append((case, view, name, fig))
+    out.append(("atlas", "atlas", "atlas-memory_horizon", atlas_figure(_sweep(), "memory_horizon")))
+    return out
+
+
+def test_the_zoo_holds_every_kind_of_figure(every_figure):
+    names = {n.split("_")[0] if n.startswith(("gates_", "hidden_")) else n for _, _, n, _ in every_figure}
+    assert {"grad_norm", "grad_truncated", "grad_heatmap_training", "grad_per_layer", "grad_per_layer_lines",
+            "grad_per_direction", "jacobian_spectral_norm", "jacobian_singular_values", "eigenvalues",
+            "singular_values", "lyapunov", "spectral_radius_training", "cell_flow", "gates", "gate_saturation",
+            "hidden", "training_loss", "training_grad_norm", "training_perplexity", "activations",
+            "atlas-memory_horizon"} <= names
+
+
+def test_the_deck_title_is_the_figure_title_with_every_space_kept(every_figure):
+    for case, view, name, fig in every_figure:
+        runs = deck.title_runs(title_of(fig))
+        text = "".join(t for t, _ in runs)
+        assert text == words(visible(title_of(fig))), (case, name, runs)
+        assert "_t" not in text and "_{" not in text, (case, name, text)  # real subscripts, never "f_t"
+
+
+def test_the_slides_carry_those_titles_and_each_figures_own_caption(every_figure):
+    def png(w, h):
+        def chunk(kind, data):
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        raw = b"".join(b"\x00" + b"\xff" * (3 * w) for _ in range(h))
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    figs = {f"{case}/{view}": {} for case, view, _, _ in every_figure}
+    for case, view, name, fig in every_figure:
+        figs[f"{case}/{view}"][name] = fig
+    stand_in = png(16, 9)
+    data = deck.deck_bytes(figs, None, render_images=lambda jobs, scale, done: [stand_in] * len(jobs))
+    slides = list(Presentation(io.BytesIO(data)).slides)[1:]
+    assert len(slides) == len(every_figure)
+    for slide, (case, view, name, fig) in zip(slides, every_figure):
+        assert slide.shapes.title.text_frame.text == words(visible(title_of(fig))), (case, name)
+        caption = [s.text_frame.text for s in slide.shapes if s.has_text_frame and s != slide.shapes.title]
+        own = caption_of(fig)
+        assert own, (case, name)  # every figure says what it shows
+        assert caption == ["".join(t for t, _ in deck.caption_runs(own))], (case, name)
+
+
+def test_the_rnn_hidden_state_slide_is_not_captioned_with_the_lstm_carousel(every_figure):
+    hidden = [f for c, _, n, f in every_figure if n == "hidden_rnn" and c == "stacked"][0]
+    flow = [f for c, _, n, f in every_figure if n == "cell_flow" and c == "stacked"][0]
+    assert "carousel" in deck.figure_caption(flow, "cell-state")
+    cap = deck.figure_caption(hidden, "cell-state")
+    assert "h_t" in cap and "carousel" not in cap and "LSTM" not in cap
+
+
+def test_titles_fit_a_1920x1080_slide(every_figure):
+    for case, _, name, fig in every_figure:
+        slide = slide_layout(fig)
+        lines = (slide.layout.title.text or "").split("<br>")
+        assert all(len(visible(line)) <= TITLE_CHARS_SLIDE for line in lines), (case, name, lines)
+        assert len(lines) <= 3 and slide.layout.margin.t >= 150 + 55 * (len(lines) - 1), (case, name)
+        # and on the screen: at most two lines of 120 characters, the top margin grown for the second
+        screen = title_of(fig).split("<br>")
+        assert len(screen) <= 2 and all(len(visible(line)) <= 120 for line in screen), (case, name)
+
+
+# ---- layers: 0-based as the API, named on every per-layer figure --------------------------------------------------
+PER_LAYER = ("grad_norm", "grad_truncated", "jacobian_spectral_norm", "jacobian_singular_values", "eigenvalues",
+             "singular_values", "lyapunov", "cell_flow", "gate_saturation")
+
+
+@pytest.mark.parametrize("layer, words_", [(-1, "layer 1 (top) of 2"), (0, "layer 0 (bottom) of 2")])
+def test_every_per_layer_figure_names_its_layer_0_based(layer, words_):
+    res = run_comparison(ExperimentConfig(compare=CELLS, num_layers=2, layer=layer, truncate=4, **SMALL))
+    seen = set()
+    for view in VIEWS:
+        for name, fig in view_figures(view, res).items():
+            if name in PER_LAYER or name.startswith(("gates_", "hidden_")):
+                assert words_ in visible(title_of(fig)), (name, title_of(fig))
+                seen.add(name.split("_")[0] if name.startswith(("gates_", "hidden_")) else name)
+    assert set(PER_LAYER) | {"gates", "hidden"} <= seen
+    lines = view_figures("gradient-flow", res)["grad_per_layer_lines"]
+    assert {t.name for t in lines.data if t.meta["cell"] == "rnn"} == {"RNN layer 1 (top)", "RNN layer 0 (bottom)"}
+
+
+def test_a_single_layer_figure_names_no_layer():
+    res = run_comparison(ExperimentConfig(cell="lstm", **SMALL))
+    for view in VIEWS:
+        for name, fig in view_figures(view, res).items():
+            assert " of 1" not in title_of(fig) and "layer 0" not in title_of(fig), name
+
+
+def test_the_layer_name_helper():
+    assert figures.layer_name(0, 2) == "layer 0 (bottom) of 2"
+    assert figures.layer_name(1, 2) == "layer 1 (top) of 2"
+    assert figures.layer_name(1, 3) == "layer 1 of 3"
+
+
+# ---- where the loss is read ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("steps, axis, caption", [
+    ("last", "the loss is read at the last step", "read at the last step only"),
+    ("all", "a loss term at every step", "a term at every step"),
+])
+def test_time_axis_and_caption_say_where_the_loss_is_read(steps, axis, caption):
+    res = run_comparison(ExperimentConfig(compare=("rnn", "lstm"), task="adding", loss_steps=steps, truncate=4,
+                                          **SMALL))
+    figs = view_figures("gradient-flow", res)
+    for name in ("grad_norm", "grad_truncated"):
+        x_title = figs[name].layout.xaxis.title.text
+        assert axis in x_title and "the end" not in x_title, (name, x_title)
+        assert caption in caption_of(figs[name]) and "the end" not in caption_of(figs[name])
+
+
+def test_the_task_decides_under_auto():
+    res = run_comparison(ExperimentConfig(cell="rnn", task="charlm", text="hello", **SMALL))  # a loss every step
+    assert res["rnn"].config.loss_steps == "auto" and res["rnn"].spec.loss_steps == "all"
+    assert "every step" in view_figures("gradient-flow", res)["grad_norm"].layout.xaxis.title.text
+
+
+def test_a_users_loss_callable_is_named_on_the_axis():
+    from analysis.own_model import analyze
+    torch.manual_seed(0)
+    model = torch.nn.LSTM(3, 5)
+    x = torch.randn(10, 2, 3)
+    r = analyze(model, x, loss=lambda y: (y ** 2).sum())
+    fig = r.figures("gradient-flow")["grad_norm"]
+    assert "your loss callable" in fig.layout.xaxis.title.text
+    assert "callable" in caption_of(fig) and "last step" not in caption_of(fig)
+
+
+# ---- the vanilla-RNN bound only for RNN cells -------------------------------------------------------------------
+def test_the_activations_figure_claims_the_rnn_bound_only_with_an_rnn():
+    gated = run_comparison(ExperimentConfig(compare=("lstm", "gru"), **SMALL))
+    fig = view_figures("activations", gated)["activations"]
+    assert "≤" not in visible(title_of(fig)) and "vanilla RNN only" in caption_of(fig)
+    with_rnn = run_comparison(ExperimentConfig(compare=("rnn", "lstm"), **SMALL))
+    fig = view_figures("activations", with_rnn)["activations"]
+    assert "≤ γ·σmax(Whh)" in visible(title_of(fig)) and "vanilla RNN" in title_of(fig)
+    jac = view_figures("jacobians", gated)["jacobian_spectral_norm"]
+    assert "bound" not in caption_of(jac) and not [t for t in jac.data if t.meta.get("role") == "bound"]
