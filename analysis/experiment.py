@@ -19,6 +19,7 @@ from rnn_models.network import RecurrentNetwork
 
 from .config import ExperimentConfig
 from .device import resolve_device
+from .finite import input_notes
 from .gradient_stage import DTYPES, _detached, gradient_stage
 from .gradients import GradientResult
 from .jacobians import JacobianResult, jacobian_products, report_lags
@@ -271,6 +272,7 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     gates = _gates(runs[a][0], T)
     hidden = torch.stack([s[0][0] for s in runs[a][0].states[1:]]).double().numpy()  # (T, H)
     notes = list(notes) + config.model_config(config.input_size).inapplicable()
+    notes[:0] = input_notes(model, batch.inputs, initial)  # non-finite weights / inputs, named (analysis.finite)
     if underflow_note:
         notes.append(underflow_note)
     if grads_only:
@@ -348,9 +350,9 @@ def result_to_dict(r: ExperimentResult) -> dict:
     c = r.config
     spectra = r.spectra
     if c.cell == "rnn":
-        radius = spectra["h"]["spectral_radius"]
+        radius = _num(spectra["h"]["spectral_radius"])  # None (JSON null) where W_hh holds a NaN / Inf
     else:
-        radius = {k: v["spectral_radius"] for k, v in spectra.items()}
+        radius = {k: _num(v["spectral_radius"]) for k, v in spectra.items()}
     cell_flow = None
     if c.cell == "lstm" and r.jac is not None:
         cell_flow = {"full": _pow10(r.jac.cell_full), "carousel": _pow10(r.jac.cell_carousel),
@@ -383,7 +385,8 @@ def result_to_dict(r: ExperimentResult) -> dict:
         "cell_flow": cell_flow,
         "gate_flow": gate_flow,
         "spectral_radius": radius,
-        "sigma_max": spectra["h"]["sigma_max"] if c.cell == "rnn" else {k: v["sigma_max"] for k, v in spectra.items()},
+        "sigma_max": _num(spectra["h"]["sigma_max"]) if c.cell == "rnn" else {k: _num(v["sigma_max"])
+                                                                                for k, v in spectra.items()},
         "gamma": c.model_config(c.input_size).gamma if c.cell == "rnn" else None,
         "memory_horizon": r.memory_horizon,
         "horizon_threshold": c.horizon_threshold,

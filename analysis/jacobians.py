@@ -32,6 +32,7 @@ from torch import Tensor
 from rnn_models.cells import LSTMCell, RNNCell
 from rnn_models.network import Run
 
+from . import finite
 from .power import BLOCK, RTOL, sigma_max_block
 from .progress import batch_pool, resolve_threads
 
@@ -81,7 +82,7 @@ def _stack_states(run: Run, t0: int, t1: int, idx: Tensor):
 
 def _log10_svals(M: Tensor, log_scale: Tensor) -> Tensor:
     """log10 singular values of M (b, n, n) scaled by exp(log_scale) (b,): (b, n), descending."""
-    s = torch.linalg.svdvals(M).double()
+    s = finite.svdvals(M).double()
     return torch.log10(s) + (log_scale * LOG10E).unsqueeze(-1)
 
 
@@ -90,7 +91,7 @@ def _log10_sigma_max(M: Tensor, log_scale: Tensor) -> Tensor:
     matrix M^T M (a symmetric eigensolver, ~1.6x faster than svdvals). The largest singular value is perfectly
     conditioned, so this is exact to float rounding (tested against float64 svdvals: relative 1e-6 in float32,
     as svdvals' own); only small singular values would lose accuracy by squaring, and none is taken from here."""
-    lam = torch.linalg.eigvalsh(M.mT @ M)[:, -1].double().clamp_min(0.0)  # (b,) sigma_max^2
+    lam = finite.sigma_max_sq(M).double().clamp_min(0.0)  # (b,) sigma_max^2 (eigvalsh of M^T M, analysis.finite)
     return 0.5 * torch.log10(lam) + log_scale * LOG10E
 
 
@@ -170,7 +171,7 @@ class _FastSigmaMax:
         sigma, self.U, ok = sigma_max_block(M, self.U)
         if not bool(ok.all()):
             bad = (~ok).nonzero().flatten()
-            sigma[bad] = torch.linalg.svdvals(M[bad]).double()[:, 0]
+            sigma[bad] = finite.svdvals(M[bad]).double()[:, 0]
             self.fallbacks += int(bad.numel())
             self.streak += 1
             if self.streak >= 2:
@@ -323,7 +324,7 @@ def _jacobian_products(run, lags, batch, n_singular, lyapunov_k, progress, spect
             log_scale = log_scale + torch.log(nrm.double())
             if nk:
                 # Q <- qr(J_t^T Q): Lyapunov exponents of the product
-                Qn, R = torch.linalg.qr(steps.left_t(c, Q))
+                Qn, R = finite.qr(steps.left_t(c, Q))
                 Q = Qn
                 lyap += torch.log(torch.diagonal(R, dim1=-2, dim2=-1).abs().double())
             if k in pos:

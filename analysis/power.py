@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import finite
+
 RTOL = 1e-5  # residual bound r / s_1 at which the estimate is accepted
 BLOCK = 8
 MAX_ITER = 10  # warm starts settle in 1-3; more means clustered top values: svdvals is cheaper then
@@ -47,12 +49,12 @@ def sigma_max_block(M: Tensor, U: Tensor | None, *, rtol: float = RTOL, max_iter
     if p >= 4:  # two fresh directions next to the warm start (seeded: the same input gives the same result)
         g = torch.Generator().manual_seed(n * 7919 + b)
         U[..., -2:] = torch.randn(b, n, 2, generator=g, dtype=torch.float64)
-    U = torch.linalg.qr(U).Q
+    U = finite.qr(U).Q
     sigma = torch.zeros(b, dtype=torch.float64)
     converged = torch.zeros(b, dtype=torch.bool)
     for it in range(max_iter + 1):
         B = U.mT @ Md  # (b, p, n) = U^T M  (never M^T U: a transposed batched GEMM is 20x slower here)
-        A, s, Wt = torch.linalg.svd(B, full_matrices=False)  # B = A diag(s) W^T
+        A, s, Wt = finite.svd(B, full_matrices=False)  # B = A diag(s) W^T
         u = U @ A[..., :1]  # (b, n, 1) Ritz left vector
         w = Wt[:, :1, :].mT  # (b, n, 1) Ritz right vector: M^T u = s_1 w
         r = torch.linalg.vector_norm((Md @ w - s[:, :1, None] * u).squeeze(-1), dim=-1)  # (b,)
@@ -60,5 +62,5 @@ def sigma_max_block(M: Tensor, U: Tensor | None, *, rtol: float = RTOL, max_iter
         converged = r <= rtol * sigma.clamp_min(1e-300)
         if bool(converged.all()) or it == max_iter:
             break
-        U = torch.linalg.qr(Md @ B.mT).Q  # M M^T U, orthonormalized (b, n, p)
+        U = finite.qr(Md @ B.mT).Q  # M M^T U, orthonormalized (b, n, p)
     return sigma, U, converged

@@ -1,0 +1,147 @@
+r"""Non-finite values kept away from LAPACK, and said in the result.
+
+LAPACK-backed calls (eigvals, eigh, svd, qr) must never see a NaN or an Inf: oneMKL's DGEBAL aborts the whole
+process on one (exit 134, or SIGSEGV), which on a server takes every visitor down. Every linalg call of the
+analysis goes through the wrappers here, which check their input first, per matrix of a batch (b, n, m):
+
+    finite matrices      -> the call, as torch computes it
+    a non-finite matrix  -> NaN outputs for that matrix (the others computed as usual); the call never sees it
+
+and ``input_notes`` names the non-finite entries of what the analysis was given (the weights under torch's
+names, the inputs, the initial states) in the result's notes, e.g. "weight_hh_l0: 1 NaN at [3, 7]".
+
+``sigma_max_sq`` (the largest eigenvalue of the Gram matrix M^T M, a symmetric eigensolver) falls back to
+svdvals(M)[0]^2, the same number by another algorithm, where the eigensolver does not converge: a float32
+product whose Gram matrix spans more than float32's range (an LSTM with init=spectral, init_scale=100 at
+every lag) made ``linalg.eigh`` raise "failed to converge".
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+LISTED = 3  # positions named per kind of value
+
+
+# ---- notes --------------------------------------------------------------------------------------------------
+def _positions(mask: Tensor, limit: int) -> str:
+    idx = mask.nonzero()[:limit].tolist()
+    return ", ".join("[" + ", ".join(map(str, i)) + "]" for i in idx)
+
+
+def describe(t: Tensor, name: str, limit: int = LISTED) -> str | None:
+    """'name: 1 NaN at [3, 7]', 'name: 4 NaN (first at [0, 1], [0, 2], [2, 5]), 1 Inf at [3]'; None if finite."""
+    if not torch.is_tensor(t) or not (t.is_floating_point() or t.is_complex()):
+        return None
+    if bool(torch.isfinite(t).all()):
+        return None
+    parts = []
+    for kind, mask in (("NaN", torch.isnan(t)), ("Inf", torch.isinf(t))):
+        n = int(mask.sum())
+        if n == 1:
+            parts.append(f"1 {kind} at {_positions(mask, 1)}")
+        elif n:
+            parts.append(f"{n} {kind} (first at {_positions(mask, limit)})")
+    return f"{name}: " + ", ".join(parts)
+
+
+def _named_weights(model) -> dict[str, Tensor]:
+    """The model's weights under torch's names where it has them (weight_hh_l0, ...), else its own."""
+    out = {}
+    net = getattr(model, "net", None)
+    if net is not None and hasattr(net, "layers"):
+        for l, dirs in enumerate(net.layers):
+            for d, cell in enumerate(dirs):
+                sfx = f"_l{l}" + ("_reverse" if d == 1 else "")
+                for name, p in cell.named_parameters():
+                    out[name.replace(".", "_") + sfx] = p
+    for name, p in model.named_parameters():
+        if not name.startswith("net."):
+            out[name] = p
+    return out
+
+
+def input_notes(model, inputs: Tensor | None = None, initial=None) -> list[str]:
+    """One note naming every non-finite entry of the model's weights, the inputs and the initial states
+    (empty when all are finite)."""
+    found = [describe(p.detach(), n) for n, p in _named_weights(model).items()]
+    if inputs is not None:
+        found.append(describe(inputs, "inputs"))
+    for l, layer in enumerate(initial or ()):
+        for d, state in enumerate(layer):
+            for i, s in enumerate(state):
+                found.append(describe(s, f"initial {'hc'[i]}{'_reverse' if d else ''} of layer {l}"))
+    found = [f for f in found if f]
+    if not found:
+        return []
+    return ["non-finite values given: " + "; ".join(found) + ". What reads them (states, gradients, Jacobian "
+            "products, spectra, Lyapunov exponents) is NaN where they reach it; no LAPACK call was given them"]
+
+
+# ---- guarded LAPACK calls -----------------------------------------------------------------------------------
+def _bad(M: Tensor) -> Tensor | None:
+    """Per matrix of a batch (..., n, m): True where it holds a non-finite entry; None if all are finite."""
+    ok = torch.isfinite(M).flatten(-2).all(-1)
+    return None if bool(ok.all()) else ~ok
+
+
+def _fill(out, bad: Tensor):
+    if isinstance(out, tuple):  # torch's return types (Q, R), (U, S, Vh) are tuples built from a sequence
+        return type(out)(tuple(_fill(o, bad) for o in out))
+    out = out.clone()
+    if out.is_floating_point() or out.is_complex():
+        out[bad] = float("nan")
+    return out
+
+
+def guarded(fn, M: Tensor, *args, **kwargs):
+    """``fn(M, ...)`` with every non-finite matrix of M replaced by zeros before the call and its outputs set to
+    NaN after it (the outputs' leading dimensions are M's batch dimensions)."""
+    bad = _bad(M)
+    if bad is None:
+        return fn(M, *args, **kwargs)
+    if M.dim() == 2:
+        return _fill(fn(torch.zeros_like(M), *args, **kwargs), torch.ones((), dtype=torch.bool))
+    clean = torch.where(bad[..., None, None], torch.zeros((), dtype=M.dtype), M)
+    return _fill(fn(clean, *args, **kwargs), bad)
+
+
+def svdvals(M: Tensor) -> Tensor:
+    return guarded(torch.linalg.svdvals, M)
+
+
+def svd(M: Tensor, full_matrices: bool = False):
+    return guarded(torch.linalg.svd, M, full_matrices=full_matrices)
+
+
+def eigvals(M: Tensor) -> Tensor:
+    return guarded(torch.linalg.eigvals, M)
+
+
+def qr(M: Tensor):
+    return guarded(torch.linalg.qr, M)
+
+
+def sigma_max_sq(M: Tensor) -> Tensor:
+    """sigma_max(M)^2 per matrix of M (b, n, m): the largest eigenvalue of M^T M, or svdvals(M)[0]^2 where the
+    symmetric eigensolver does not converge or the Gram matrix overflows (see the module docstring); NaN for a
+    non-finite matrix."""
+    bad_m = _bad_rows(M)
+    G = M.mT @ M
+    try:
+        lam = guarded(torch.linalg.eigvalsh, G)[..., -1]
+        redo = _bad_rows(G) & ~bad_m  # a finite M whose Gram matrix overflowed
+    except torch.linalg.LinAlgError:  # "failed to converge": every matrix of the batch by svdvals
+        lam = torch.full(M.shape[:-2], float("nan"), dtype=M.dtype)
+        redo = ~bad_m
+    if bool(redo.any()):
+        s = torch.linalg.svdvals(M[redo])[..., 0]
+        lam = lam.clone()
+        lam[redo] = (s * s).to(lam.dtype)
+    return lam
+
+
+def _bad_rows(M: Tensor) -> Tensor:
+    """_bad as a mask over M's batch dimensions (all False when every matrix is finite)."""
+    bad = _bad(M)
+    return torch.zeros(M.shape[:-2], dtype=torch.bool) if bad is None else bad
