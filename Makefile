@@ -1,9 +1,14 @@
 # Two commands on a fresh machine:  `make run` (install + start the dashboard)  and  `make test` (install + tests).
+# `make run` serves this machine only (127.0.0.1); `make serve` (= HOST=0.0.0.0 make run) serves a class on every
+# interface. PORT=8502 picks the port for both. The upload limit (MiB per file) is the app's own, in
+# dashboard/own_model.py: .streamlit/config.toml and `gdlab dashboard` give Streamlit the same number.
 VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8501
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test browser bench install loadtest
+.PHONY: run serve test test-all browser bench install loadtest
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -19,10 +24,19 @@ browser:
 
 run: $(VENV)/.installed
 	-@command -v chromium >/dev/null 2>&1 || echo "note: PNG/PDF export needs Chromium (make browser); SVG/CSV/JSON and the chart toolbar work without it"
-	$(PY) -m streamlit run dashboard/app.py --browser.gatherUsageStats false
+	$(PY) -m streamlit run dashboard/app.py --server.address $(HOST) --server.port $(PORT) \
+		--browser.gatherUsageStats false
+
+# Every interface: for a class or a shared server (the host limits in the README apply to every visitor).
+serve:
+	$(MAKE) run HOST=0.0.0.0
 
 test: $(VENV)/.installed browser
 	$(PY) -m pytest -q
+
+# The same plus the slow checks (RUN_SLOW=1: every Atlas preset end to end, minutes more).
+test-all: $(VENV)/.installed browser
+	RUN_SLOW=1 $(PY) -m pytest -q
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py

@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {run,train,export} ...``.
+"""Command line: ``python -m analysis {run,train,export,sweep} ...`` (and ``gdlab``, which adds ``dashboard``).
 
     run      analyse one configuration; --json PATH writes the result (the JSON contract), else a summary
     train    train step by step, printing one line per step; --json PATH writes the history
@@ -6,10 +6,11 @@
              and/or a slide deck (--pptx FILE.pptx); a progress bar on stderr
     sweep    one or two settings (--vary FIELD=SPEC) over seeds, locally or on Ray (see analysis/sweep.py)
 
-Flags are built from ``ExperimentConfig``'s fields (``--seq-len`` for ``seq_len``); ``--config FILE`` reads a
-JSON config (or a result file), ``--preset NAME`` starts from a preset; flags given on the line override
-them. Bad input exits with status 2 and ONE
-line on stderr naming the problem; nothing is written.
+Flags are built from ``ExperimentConfig``'s fields (``--seq-len`` for ``seq_len``), with their help line
+(``flag_help.FIELD_HELP``) and, for a field that takes one of a few values, the values its validation accepts
+(``config.FIELD_CHOICES``); ``--config FILE`` reads a JSON config (or a result file), ``--preset NAME`` starts from
+a preset; flags given on the line override them. Bad input exits with status 2 and ONE line on stderr naming the
+problem (and the file, for a file's problem); nothing is written. Files are written with the user's umask.
 """
 from __future__ import annotations
 
@@ -24,18 +25,15 @@ import typing
 
 from rnn_models.config import ConfigError
 
-from .config import ExperimentConfig
+from .config import FIELD_CHOICES, ExperimentConfig
+from .flag_help import FIELD_HELP
 
 # flag names fixed by the contract where they differ from the field names
 RENAMES = {"state_dict_path": "load-state-dict", "inputs_path": "inputs", "targets_path": "targets", "h0_path": "h0"}
-CHOICES = {
-    "cell": ("rnn", "lstm", "gru"), "activation": ("tanh", "relu", "sigmoid", "linear"),
-    "init": ("default", "xavier", "orthogonal", "identity", "spectral", "chrono"),
-    "task": ("random", "adding", "copy", "temporal-order", "charlm"), "dtype": ("float32", "float64"),
-    "loss_steps": ("auto", "last", "all"), "jacobian_lags": ("all", "log"), "optimizer": ("sgd", "adam"),
-    "clip": ("none", "norm", "value"), "text": ("shipped", "hello"), "spectra": ("exact", "fast"),
-    "device": ("cpu", "cuda", "auto"),
-}
+PATH_FIELDS = ("inputs_path", "state_dict_path", "targets_path", "h0_path")
+DESCRIPTION = ("gradient-dynamics lab: exact gradient norms, Jacobian products and spectra of RNNs, LSTMs and GRUs "
+               "(run), training (train), slide-ready figures and decks (export), phase diagrams (sweep). "
+               "'%(prog)s COMMAND --help' lists a command's flags.")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,25 +45,40 @@ def _flag(name: str) -> str:
     return "--" + RENAMES.get(name, name.replace("_", "-"))
 
 
+def _field_help(f: dataclasses.Field) -> str:
+    """FIELD_HELP's line and the field's default unless the line says it (argparse %-formats help: a literal %
+    is doubled)."""
+    text = FIELD_HELP[f.name]
+    if "default" not in text:
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        shown = "none" if default in (None, "") else str(default).lower() if isinstance(default, bool) else default
+        text += f" (default: {shown})"
+    return text.replace("%", "%%")
+
+
 def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per ExperimentConfig field: its help line, its type, and for a field that takes one of a few
+    values the values its validation accepts (``FIELD_CHOICES``, shown as {a,b,c})."""
     hints = typing.get_type_hints(ExperimentConfig)
     for f in dataclasses.fields(ExperimentConfig):
         t = hints[f.name]
-        kw = {"dest": f.name, "default": None, "help": f"(default {f.default!r})"}
+        kw = {"dest": f.name, "default": None, "help": _field_help(f)}
         if t is bool:
             p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
             continue
         base = next((a for a in typing.get_args(t) if a is not type(None)), t) if typing.get_args(t) else t
         if f.name == "compare":
-            p.add_argument("--compare", dest="compare", default=None, metavar="CELLS",
-                           help="comma-separated cells analysed side by side, e.g. rnn,lstm,gru (export)")
-            continue
-        if f.name in CHOICES:
-            kw["choices"] = CHOICES[f.name]
-        p.add_argument(_flag(f.name), type=base, metavar=f.name.upper(), **kw)
-    p.add_argument("--config", dest="config_file", default=None, help="JSON config; flags override it")
-    p.add_argument("--preset", dest="preset", default=None, metavar="NAME",
-                   help="start from a preset's settings (analysis.presets); --config and flags override it")
+            p.add_argument("--compare", metavar="CELL,CELL", **kw)
+        elif f.name in FIELD_CHOICES:
+            p.add_argument(_flag(f.name), type=base, choices=FIELD_CHOICES[f.name], **kw)
+        else:
+            meta = "PATH" if f.name in PATH_FIELDS else "NAME" if base is str else "N" if base is int else "X"
+            p.add_argument(_flag(f.name), type=base, metavar=meta, **kw)
+    p.add_argument("--config", dest="config_file", default=None, metavar="PATH",
+                   help="a JSON config or a result file to start from; flags override it")
+    from .presets import PRESETS
+    p.add_argument("--preset", dest="preset", default=None, metavar="NAME", choices=tuple(PRESETS),
+                   help=f"start from a preset's settings, one of {', '.join(PRESETS)}; --config and flags override it")
     p.add_argument("--no-limits", action="store_true",
                    help="skip the cost check (GDLAB_MAX_MEMORY_MB / GDLAB_MAX_GFLOP, see analysis/limits.py)")
 
@@ -78,11 +91,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             raise ConfigError(f"--preset {args.preset!r} is not known: choose one of {', '.join(PRESETS)}")
         base = PRESETS[args.preset].config.to_dict()
     if args.config_file:
-        try:
-            with open(args.config_file) as fh:
-                base.update(ExperimentConfig.from_json(fh.read()).to_dict())
-        except OSError as e:
-            raise ConfigError(f"--config {args.config_file}: {e.strerror}") from None
+        base.update(_read_config_file(args.config_file).to_dict())
     given = {f.name for f in dataclasses.fields(ExperimentConfig) if getattr(args, f.name) is not None}
     base.update({f: getattr(args, f) for f in given})
     if base.get("state_dict_path") and base.get("task", "random") == "random":
@@ -91,14 +100,47 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return ExperimentConfig.from_dict(base)
 
 
-def _write_atomic(path: str, text: str) -> None:
+def _read_config_file(path: str) -> ExperimentConfig:
+    """``--config PATH``: every problem with the file is one line that names it."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return ExperimentConfig.from_json(data.decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"--config {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not UTF-8 text (give a JSON config or a result file)") from None
+    except ConfigError as e:
+        raise ConfigError(f"--config {path}: {e}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomic(path: str, text: str, flag: str = "--json") -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename (a reader never sees
+    half a file), with the permissions a plain open() would give: 0o666 & ~umask (mkstemp makes it 0o600)."""
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
-        raise ConfigError(f"--json {path}: directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+        raise ConfigError(f"{flag} {path}: directory {d} does not exist")
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag} {path}: is a directory (give a file name)")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot write in {d}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _task(d: dict) -> str:
@@ -211,23 +253,32 @@ def build_parser(prog: str = "python -m analysis") -> argparse.ArgumentParser:
     """The parser of every subcommand (``gdlab`` adds ``dashboard`` to it); each subcommand's handler is
     ``COMMANDS[args.command]``."""
     from . import __version__
-    parser = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=prog, description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"gradient-dynamics lab {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    p_run = sub.add_parser("run", help="analyse one configuration")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+
+    p_run = command("run", "analyse one configuration: a summary, or the result JSON with --json")
     add_config_flags(p_run)
     p_run.add_argument("--json", default=None, metavar="PATH", help="write the result JSON here")
-    p_train = sub.add_parser("train", help="train step by step")
+    p_train = command("train", "train step by step, one line per step (--train-steps, default 100)")
     add_config_flags(p_train)
-    p_train.add_argument("--json", default=None, metavar="PATH")
-    p_train.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop")
-    p_train.add_argument("--temperature", type=float, default=1.0, help="charlm sampling temperature")
-    p_train.add_argument("--sample-every", type=int, default=25, metavar="N", help="charlm: sample every N steps")
-    p_train.add_argument("--sample-chars", type=int, default=80, metavar="N")
-    p_exp = sub.add_parser("export", help="export the figures of one configuration")
+    p_train.add_argument("--json", default=None, metavar="PATH", help="write the training history JSON here")
+    p_train.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop",
+                         help="on a non-finite loss or gradient: stop, or skip the step (default: stop)")
+    p_train.add_argument("--temperature", type=float, default=1.0, metavar="X",
+                         help="charlm: sampling temperature (default: 1)")
+    p_train.add_argument("--sample-every", type=int, default=25, metavar="N",
+                         help="charlm: sample every N steps (0 = never; default: 25)")
+    p_train.add_argument("--sample-chars", type=int, default=80, metavar="N",
+                         help="charlm: characters per sample (default: 80)")
+    p_exp = command("export", "export the figures of one configuration (--out DIR) and/or a slide deck (--pptx)")
     add_config_flags(p_exp)
     p_exp.add_argument("--out", default=None, metavar="DIR", help="write every figure's files here")
-    p_exp.add_argument("--formats", default="png,svg,pdf,csv,json", help="comma-separated: png,svg,pdf,csv,json")
+    p_exp.add_argument("--formats", default="png,svg,pdf,csv,json", metavar="FMT,FMT",
+                       help="comma-separated, from png,svg,pdf,csv,json (default: all of them)")
     p_exp.add_argument("--pptx", default=None, metavar="FILE.pptx",
                        help="write a slide deck: a title slide, then one 16:9 slide per figure of every view")
     from .sweep_cli import add_sweep_parser
@@ -255,10 +306,14 @@ def dispatch(args: argparse.Namespace) -> int:
         msg = " ".join(str(e).split())
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file read or written (--out, --pptx, --figure, --resume...): named
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{' '.join(str(e.strerror or e).split())}", file=sys.stderr)
+        return 2
 
 
-def main(argv=None) -> int:
-    return dispatch(build_parser().parse_args(argv))
+def main(argv=None, prog: str = "python -m analysis") -> int:
+    return dispatch(build_parser(prog).parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, fields
 
-from rnn_models.config import (CELLS, MAX_LAYERS, ConfigError, ModelConfig, check_bool, check_choice, check_float,
-                                check_int, shown)
+from rnn_models.config import (ACTIVATIONS, CELLS, INITS, MAX_LAYERS, ConfigError, ModelConfig, check_bool,
+                                check_choice, check_float, check_int, shown)
 
 TASK_NAMES = ("random", "adding", "copy", "temporal-order", "charlm")
 DTYPES = ("float32", "float64")
@@ -20,6 +20,12 @@ LAG_MODES = ("all", "log")
 OPTIMIZERS = ("sgd", "adam")
 CLIP_MODES = ("none", "norm", "value")
 TEXTS = ("shipped", "hello")
+SPECTRA = ("exact", "fast")
+DEVICES = ("cpu", "cuda", "auto")
+# every field that takes one of a few values -> the values its validation accepts (the command line's choices)
+FIELD_CHOICES = {"cell": CELLS, "activation": ACTIVATIONS, "init": INITS, "task": TASK_NAMES, "dtype": DTYPES,
+                 "text": TEXTS, "loss_steps": LOSS_STEPS, "jacobian_lags": LAG_MODES, "spectra": SPECTRA,
+                 "device": DEVICES, "optimizer": OPTIMIZERS, "clip": CLIP_MODES}
 MAX_SEQ_LEN = 100_000
 MAX_BATCH = 4096
 
@@ -146,9 +152,9 @@ class ExperimentConfig:
         check_float("horizon_threshold", self.horizon_threshold, 0.0, 1.0, lo_open=True)
         check_int("lyapunov_k", self.lyapunov_k, 0, 8192)
         check_int("truncate", self.truncate, 0, MAX_SEQ_LEN)
-        check_choice("spectra", self.spectra, ("exact", "fast"))
+        check_choice("spectra", self.spectra, SPECTRA)
         check_int("threads", self.threads, 0, 1024)
-        check_choice("device", self.device, ("cpu", "cuda", "auto"))
+        check_choice("device", self.device, DEVICES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_float("lr", self.lr, 0.0, 100.0, lo_open=True)
         check_choice("clip", self.clip, CLIP_MODES)

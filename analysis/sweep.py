@@ -237,8 +237,12 @@ def load_resume(path: str, plan: Plan) -> dict[str, dict]:
     if not os.path.exists(path):
         return {}
     done = {}
-    with open(path) as fh:
-        lines = fh.read().splitlines()
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ConfigError(f"--resume {path}: not a sweep resume file (not UTF-8 text)") from None
     for i, line in enumerate(lines):
         try:
             rec = json.loads(line)

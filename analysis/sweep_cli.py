@@ -12,16 +12,19 @@ from .sweep_points import METRICS
 
 
 def add_sweep_parser(sub, add_config_flags) -> None:
-    p = sub.add_parser("sweep", help="sweep one or two settings over seeds (a phase diagram)")
+    p = sub.add_parser("sweep", help="sweep one or two settings over seeds (a phase diagram)",
+                       description="Sweep one or two settings over seeds (a phase diagram); the other flags hold the "
+                                   "rest fixed.")
     add_config_flags(p)
     p.add_argument("--vary", action="append", required=True, metavar="FIELD=SPEC",
                    help="an axis: start:stop:count, log:start:stop:count or a,b,c (once or twice)")
-    p.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 per point")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 per point (default: 1)")
     p.add_argument("--metrics", default="lyapunov_max", metavar="M,M",
-                   help=f"comma-separated, from: {', '.join(METRICS)}")
+                   help=f"comma-separated, from: {', '.join(METRICS)} (default: lyapunov_max)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the sweep JSON here")
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="local processes (1: this process)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local processes (--workers) or one Ray task per point (default: local)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="local processes (1: this process; default: 1)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="a running Ray cluster (default: RAY_ADDRESS, else Ray started on this machine)")
     p.add_argument("--resume", default=None, metavar="PATH", help="JSONL of finished points: appended, skipped")

@@ -10,7 +10,8 @@ import streamlit as st
 from analysis.config import ExperimentConfig
 from rnn_models.config import ConfigError
 
-UPLOAD_LIMIT = 50 * 2**20  # bytes per file
+UPLOAD_MB = 50  # MiB per file: shown by each uploader, Streamlit's server.maxUploadSize (.streamlit/config.toml, gdlab)
+UPLOAD_LIMIT = UPLOAD_MB * 2**20  # bytes per file, checked again on the bytes received
 ARCH_DEFAULTS = {"cell": "rnn", "compare": (), "hidden_size": 64, "input_size": None, "num_layers": 1,
                  "bidirectional": False, "layer_norm": False, "peephole": False, "task": "random", "truncate": 0}
 HELP = ("Save the weights with torch.save(model.state_dict(), 'model.pt') (the whole model's: the recurrent "
@@ -23,16 +24,17 @@ def sidebar_section() -> None:
     ss = st.session_state
     with st.expander("Your model", expanded=ss.get("own_sd") is not None):
         st.caption(HELP)
-        st.file_uploader("state_dict (.pt)", type=["pt", "pth", "bin"], key="own_sd")
-        st.file_uploader("inputs (.npy / .pt)", type=["npy", "pt"], key="own_inputs",
+        st.file_uploader("state_dict (.pt)", type=["pt", "pth", "bin"], key="own_sd", max_upload_size=UPLOAD_MB)
+        st.file_uploader("inputs (.npy / .pt)", type=["npy", "pt"], key="own_inputs", max_upload_size=UPLOAD_MB,
                          help="(T, B, I), or (B, T, I) with batch-first; token ids (T, B) with an embedding. "
                               "Without inputs: seeded N(0, 1) inputs of the sidebar's T and B.")
         st.text_input("recurrent module (when the file has several)", key="own_module", placeholder="rnn")
         st.text_input("embedding (nn.Embedding in the file)", key="own_embedding", placeholder="encoder")
         st.text_input("readout (nn.Linear in the file)", key="own_readout", placeholder="decoder")
-        st.file_uploader("targets (.npy / .pt)", type=["npy", "pt"], key="own_targets",
+        st.file_uploader("targets (.npy / .pt)", type=["npy", "pt"], key="own_targets", max_upload_size=UPLOAD_MB,
                          help="class ids (T, B) or (B,), or floats (T, B, O) or (B, O)")
-        st.file_uploader("h0 (.pt: h0, or the tuple (h0, c0))", type=["npy", "pt"], key="own_h0")
+        st.file_uploader("h0 (.pt: h0, or the tuple (h0, c0))", type=["npy", "pt"], key="own_h0",
+                         max_upload_size=UPLOAD_MB)
         st.checkbox("inputs are batch-first (B, T, I)", key="own_batch_first")
 
 
@@ -41,7 +43,7 @@ def _file(key: str):
     if f is None:
         return None
     if f.size > UPLOAD_LIMIT:
-        raise ConfigError(f"{f.name}: {f.size / 2**20:.1f} MiB is over the {UPLOAD_LIMIT // 2**20} MiB upload limit")
+        raise ConfigError(f"{f.name}: {f.size / 2**20:.1f} MiB is over the {UPLOAD_MB} MiB upload limit")
     return f.name, f.getvalue()
 
 

@@ -13,6 +13,10 @@ import os
 import subprocess
 import sys
 
+# MiB per uploaded file: dashboard/own_model.py UPLOAD_MB (imported there with Streamlit, so repeated here; a test
+# checks that the two and .streamlit/config.toml agree)
+UPLOAD_MB = 50
+
 
 def app_path() -> str:
     """The installed dashboard's entry file (found without importing the dashboard or Streamlit)."""
@@ -23,15 +27,18 @@ def app_path() -> str:
 
 
 def dashboard_command(args: argparse.Namespace) -> list[str]:
-    """``python -m streamlit run <app.py>`` with the chosen address and port (usage statistics off)."""
+    """``python -m streamlit run <app.py>`` with the chosen address and port, the app's upload limit (the
+    widgets show what the app enforces) and usage statistics off."""
     cmd = [sys.executable, "-m", "streamlit", "run", app_path(), "--server.address", args.address,
-           "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+           "--server.port", str(args.port), "--server.maxUploadSize", str(UPLOAD_MB),
+           "--browser.gatherUsageStats", "false"]
     if args.headless:
         cmd += ["--server.headless", "true"]
     return cmd + list(args.streamlit_args)
 
 
 def _add_dashboard(parser: argparse.ArgumentParser) -> None:
+    parser.description += " 'dashboard' starts the web page on this machine."
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     p = sub.add_parser("dashboard", help="start the Streamlit dashboard",
                        description="Start the dashboard (streamlit run on the installed dashboard/app.py).")
@@ -41,12 +48,13 @@ def _add_dashboard(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False,
                    help="do not open a browser (for servers)")
     p.add_argument("streamlit_args", nargs=argparse.REMAINDER, metavar="-- STREAMLIT_ARGS",
-                   help="further streamlit options after --, e.g. -- --server.maxUploadSize 50")
+                   help="further streamlit options after --, e.g. -- --theme.base dark")
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str | None = None) -> int:
+    """``prog``: what the user typed (``gdlab``, or ``python -m gdlab``), shown in usage and help."""
     from analysis.__main__ import build_parser, dispatch
-    parser = build_parser(prog="gdlab")
+    parser = build_parser(prog=prog or "gdlab")
     _add_dashboard(parser)
     args = parser.parse_args(argv)
     if args.command != "dashboard":

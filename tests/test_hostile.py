@@ -76,7 +76,7 @@ def test_repeated_url_key_is_said():
 HOSTILE_CONFIGS = [
     ("[" * 100_000, "nested too deeply"),
     ('{"seed": ' + "9" * 5001 + "}", "digits"),
-    ('{"cell": "' + "x" * 1_000_000 + '"}', "at most"),
+    ('{"cell": "' + "x" * 2**20 + '"}', "at most"),  # over the 1 MiB settings-upload limit
     ('{"cell": "' + "x" * 500_000 + '"}', "cell"),
     ('{"init_scale": NaN}', "NaN"),
     ('{"lr": -Infinity}', "Infinity"),
@@ -114,16 +114,25 @@ def test_hostile_upload_through_the_page():
         assert at.get("plotly_chart")
 
 
-def test_sidebar_path_fields_never_open_a_file(monkeypatch, tmp_path):
+def test_no_sidebar_field_names_a_server_file(monkeypatch):
+    """Uploads replaced the path fields: no widget is keyed by a path field, and a server path typed into every
+    text field of the page opens nothing (the own-model names are module names inside an uploaded file)."""
+    import numpy
     import torch
+    from dashboard.controls.state import PATH_FIELDS
     opened = []
     monkeypatch.setattr(torch, "load", lambda *a, **k: opened.append(a) or {})
+    monkeypatch.setattr(numpy, "load", lambda *a, **k: opened.append(a) or numpy.zeros(1))
     at = app(**SMALL)
-    if "state_dict_path" not in [w.key for w in at.text_input]:
-        pytest.skip("the path field is no longer in the sidebar (uploads replace it)")
-    at.text_input(key="state_dict_path").input(str(tmp_path / "x.pt")).run()
-    assert_plain(at, "state_dict_path")
-    assert not opened
+    keys = [w.key for kind in ("text_input", "text_area", "selectbox", "number_input") for w in at.get(kind)]
+    assert keys and not set(keys) & set(PATH_FIELDS), keys
+    texts = list(at.text_input)
+    assert {"own_module", "own_readout", "own_embedding"} <= {w.key for w in texts}
+    for w in texts:
+        w.input("/etc/passwd")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not opened and at.get("plotly_chart")
 
 
 def test_path_fields_allowed_on_the_command_line_only():

@@ -19,6 +19,7 @@ from .session import _on_preset, _on_upload
 from .state import (
     CELL_NAMES,
     INIT_SCALE_MEANING,
+    SETTINGS_UPLOAD_MB,
     Settings,
     parse_variant,
     state_to_config,
@@ -151,7 +152,8 @@ def sidebar() -> Settings:
             st.download_button("Download settings (JSON)", data=settings.config.to_json(),
                                file_name="gradient-dynamics-config.json", mime="application/json",
                                key="config_download", on_click="ignore")
-            st.file_uploader("Load settings (JSON)", type=["json"], key="config_upload", on_change=_on_upload)
+            st.file_uploader("Load settings (JSON)", type=["json"], key="config_upload", on_change=_on_upload,
+                             max_upload_size=SETTINGS_UPLOAD_MB)
     return settings
 
 def _build_settings() -> Settings:

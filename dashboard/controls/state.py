@@ -164,7 +164,8 @@ def apply_config(cfg: ExperimentConfig, preset: str | None = None, variant: dict
 def config_from_text(text: str | bytes) -> ExperimentConfig:
     """An uploaded JSON config (or result file) -> ExperimentConfig; ConfigError with the field's message."""
     if len(text) > MAX_UPLOAD_BYTES:
-        raise ConfigError(f"the uploaded file has {len(text):,} bytes: a settings file is at most {MAX_UPLOAD_BYTES:,}")
+        raise ConfigError(f"the uploaded file has {len(text):,} bytes: a settings file is at most "
+                          f"{SETTINGS_UPLOAD_MB} MiB ({MAX_UPLOAD_BYTES:,} bytes)")
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -177,6 +178,7 @@ def config_from_text(text: str | bytes) -> ExperimentConfig:
     return cfg
 
 
-MAX_UPLOAD_BYTES = 1_000_000
+SETTINGS_UPLOAD_MB = 1  # MiB: the settings uploader shows it (max_upload_size) and this check enforces it
+MAX_UPLOAD_BYTES = SETTINGS_UPLOAD_MB * 2**20
 
 # ---- callbacks ----------------------------------------------------------------------------------------------
