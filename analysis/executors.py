@@ -159,7 +159,11 @@ class RayExecutor:
 
 def make_executor(executor: str = "local", workers: int = 1, ray_address: str | None = None,
                   num_cpus: int | None = None):
-    """The executor by name; bad names or worker counts raise ConfigError with one line."""
+    """The executor by name; bad names or worker counts raise ConfigError with one line. An executor object
+    (``run``, ``describe``, ``close``: e.g. the dashboard's, which passes each task through its scheduler) is
+    used as it is."""
+    if not isinstance(executor, str) and all(hasattr(executor, m) for m in ("run", "describe", "close")):
+        return executor
     if executor not in EXECUTORS:
         raise ConfigError(f"executor={executor!r} is not allowed: choose {' or '.join(EXECUTORS)}")
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 256:

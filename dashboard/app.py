@@ -137,6 +137,7 @@ def _all_views(results: dict, histories: dict | None) -> dict:
 
 
 def main() -> None:
+    _session()  # this visitor's id at the scheduler's door (one slot per visitor) and as a watcher of jobs
     controls.init_session()
     controls.persist()
     settings = controls.sidebar()
@@ -183,8 +184,7 @@ def main() -> None:
 def _own(settings):
     """The uploaded model's results, or None (none uploaded, or it could not be analysed: the error is shown)."""
     try:
-        with st.spinner("Analysing your model…"):
-            return own_model.analyse_upload(settings.config)
+        return own_model.analyse_upload(settings.config)
     except ValueError as e:  # ConfigError included: one line
         st.error(f"Your model cannot be analysed: {' '.join(str(e).split())}. Showing the preset instead.")
     return None

@@ -6,14 +6,17 @@ that goes through the same scheduler (a slot, the shared byte cache) as every ot
 *watches* a job (``Job.poll`` about four times a second, drawing its progress), so switching tabs or toggling a
 display option, which stops the script run, does not stop the computation: the next run watches the same job.
 
-A job stops (``analysis.progress.Cancelled`` raised inside the engine at its next progress call; nothing cached):
+A job stops (``analysis.progress.Cancelled`` raised inside the engine at its next progress call, or while it waits
+in line; nothing cached):
 
-* when every session watching it has moved on to other settings (``watch`` drops the session's previous job:
-  a new setting supersedes the old computation instead of queueing behind it), or
+* when every session watching it has moved on to other settings (``watch`` drops the session's previous job of the
+  same ``lane``: a new setting supersedes the old computation instead of queueing behind it), or
 * when nobody has polled it for ``LEASE_S`` seconds (the tab was closed).
 
 Jobs are keyed like the cache (the config's analysis key, the variant and its label): two visitors of the same
-settings share one job.
+settings share one job. A session has at most one job per lane (``"analysis"``: the full analysis of the page's
+settings; ``"sweep"``: the Atlas sweep). A job's work passes the scheduler's door as ``BACKGROUND`` under the
+visitor that started it, one part (or one sweep point) at a time, giving its slot back between parts.
 """
 from __future__ import annotations
 
@@ -45,8 +48,9 @@ def _yield_the_cores() -> None:
 class Job:
     """One full analysis running in a thread: ``fraction``/``text`` for the bar, ``value``/``error`` when done."""
 
-    def __init__(self, key: str, compute: Callable[["Job"], object]):
-        self.key = key
+    def __init__(self, key: str, compute: Callable[["Job"], object], owner: str | None = None,
+                 lane: str = "analysis"):
+        self.key, self.owner, self.lane = key, owner, lane
         self.fraction, self.text = 0.0, "starting"
         self.value, self.error = None, None
         self.cancelled = False
@@ -101,18 +105,26 @@ def job_key(analysis_keys: list[str], labels: list[str]) -> str:
     return json.dumps([analysis_keys, labels])
 
 
+def find(key: str) -> Job | None:
+    """The job of ``key`` while it runs (not cancelled), else None."""
+    with _LOCK:
+        job = _JOBS.get(key)
+        return job if job is not None and not job.cancelled else None
+
+
 def running() -> list[Job]:
     with _LOCK:
         return list(_JOBS.values())
 
 
-def watch(session: str, key: str, compute: Callable[[Job], object]) -> Job:
-    """The job of ``key`` (started if none runs), watched by ``session``; the session's other jobs are dropped."""
-    drop(session, keep=key)
+def watch(session: str, key: str, compute: Callable[[Job], object], lane: str = "analysis") -> Job:
+    """The job of ``key`` (started if none runs), watched by ``session``; the session's other jobs of the lane
+    are dropped."""
+    drop(session, keep=key, lane=lane)
     with _LOCK:
         job = _JOBS.get(key)
         if job is None or job.cancelled:
-            job = _JOBS[key] = Job(key, compute)
+            job = _JOBS[key] = Job(key, compute, owner=session, lane=lane)
             new = True
         else:
             new = False
@@ -121,28 +133,37 @@ def watch(session: str, key: str, compute: Callable[[Job], object]) -> Job:
     return job.start() if new else job
 
 
-def drop(session: str, keep: str | None = None) -> None:
-    """``session`` stops watching every job but ``keep``; a job left without watchers is cancelled."""
+def drop(session: str, keep: str | None = None, lane: str = "analysis") -> None:
+    """``session`` stops watching every job of ``lane`` but ``keep``; a job left without watchers is cancelled."""
     with _LOCK:
         for key, job in list(_JOBS.items()):
-            if key != keep and session in job.watchers:
+            if key != keep and job.lane == lane and session in job.watchers:
                 job.watchers.discard(session)
+                if job.owner == session and job.watchers:  # its next part waits under a visitor still here
+                    job.owner = sorted(job.watchers)[0]
                 if not job.watchers:
                     job.cancel()
 
 
-def run_parts(job: Job, parts: list[tuple[str, str, Callable]]) -> list:
-    """Each part (cache key, bar label, run(progress)) through the scheduler in turn, the bar split evenly."""
+def waiter(job: Job, label: str = "") -> Callable[[int], None]:
+    """A ``wait(position)`` for the scheduler: stops a cancelled job's wait, shows its place in line."""
+    def wait(position: int) -> None:
+        job.check()
+        job.text = f"{label}waiting for a free slot: {scheduler.SLOTS.line_text(position)}"
+    return wait
+
+
+def run_parts(job: Job, parts: list[tuple]) -> list:
+    """Each part (cache key, bar label, run(progress)[, cost]) through the scheduler's door in turn (background,
+    under the job's owner), the bar split evenly."""
     out = []
     n = len(parts)
-    for i, (key, label, run) in enumerate(parts):
+    for i, (key, label, run, *cost) in enumerate(parts):
         def progress(fraction: float, what: str, i=i, label=label) -> None:
             job.progress((i + min(1.0, max(0.0, float(fraction)))) / n, f"{label}{what}")
 
-        def wait(position: int, label=label) -> None:
-            job.check()
-            job.text = (f"{label}waiting for a free slot: position {position} in line "
-                        f"({scheduler.SLOTS.running} analyses running, at most {scheduler.SLOTS.n} at once)")
-        value, _ = scheduler.run_shared(key, lambda run=run, progress=progress: run(progress), wait)
+        value, _ = scheduler.run_shared(key, lambda run=run, progress=progress: run(progress), waiter(job, label),
+                                        visitor=job.owner, kind=scheduler.BACKGROUND,
+                                        cost=cost[0] if cost else None, label=f"{label}this analysis")
         out.append(value)
     return out

@@ -2,9 +2,13 @@
 and a byte-budgeted cache of results (dashboard/scheduler.py), keyed by the config's JSON (training-only fields
 left out, so changing the clip mode or learning rate never recomputes the analysis).
 
-Cancellation: the progress callback draws into the page, so when the visitor changes a setting or closes the tab,
-Streamlit's stop of this script run is raised inside the engine at its next progress call; the half-done run
-returns nothing and nothing is cached.
+Every run passes the scheduler's door with its cost estimate (``analysis.limits.estimate`` of its own config and
+stage) under this browser session's id (``visitor()``): a page's analyses are ``INTERACTIVE`` (first charts and
+short analyses), the full analysis of a long one ``BACKGROUND`` (a job, dashboard/background.py).
+
+Cancellation: the progress callback (and the wait in line) draws into the page, so when the visitor changes a
+setting or closes the tab, Streamlit's stop of this script run is raised inside the engine at its next progress
+call; the half-done run returns nothing and nothing is cached.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import json
 import streamlit as st
 
 from analysis.config import ExperimentConfig
-from analysis.limits import check
+from analysis.limits import check, estimate
 from rnn_models.config import ConfigError
 
 from . import background, scheduler
@@ -49,8 +53,17 @@ def wants_first_chart(config: ExperimentConfig, variant: dict | None = None) -> 
         return False
 
 
+def visitor() -> str | None:
+    """This browser session's id (dashboard/app.py sets it), or None outside a script run (e.g. a download's
+    data built at click time)."""
+    try:
+        return st.session_state.get("gdlab_session")
+    except Exception:  # noqa: BLE001 - no script run context
+        return None
+
+
 def _parts(config: ExperimentConfig, variant: dict | None, label: str, only: str | None = None) -> list:
-    """[(cache key, bar label, run(progress) -> {cell: result})] of the config, then of its variant."""
+    """[(cache key, bar label, run(progress) -> {cell: result}, cost)] of the config, then of its variant."""
     out = []
     runs = [(config, "")] + ([(config.replace(**variant), f"variant {label} · ")] if variant else [])
     for cfg, bar_label in runs:
@@ -61,7 +74,7 @@ def _parts(config: ExperimentConfig, variant: dict | None, label: str, only: str
             from analysis.experiment import run_comparison  # looked up per call (tests count the calls)
             # called inside the slot: this analysis's share of the cores (cells side by side, spectra pool)
             return run_comparison(clean.replace(threads=scheduler.threads_share()), progress=progress, only=only)
-        out.append((key, bar_label, run))
+        out.append((key, bar_label, run, estimate(clean, only=only)))
     return out
 
 
@@ -74,16 +87,16 @@ def _merge(values: list, label: str) -> dict:
 
 
 def _one(part, bar, what: str = ""):
-    key, label, run = part
+    key, label, run, cost = part
 
     def wait(position: int) -> None:
-        bar.progress(0.0, text=f"{what}Waiting for a free slot: position {position} in line "
-                                f"({scheduler.SLOTS.running} analyses running, at most {scheduler.SLOTS.n} at once)")
+        bar.progress(0.0, text=f"{what}Waiting for a free slot: {scheduler.SLOTS.line_text(position)}"[:300])
 
     def progress(fraction: float, text: str) -> None:
         bar.progress(min(1.0, max(0.0, float(fraction))), text=f"{what}{label}{text}"[:200])
 
-    value, _ = scheduler.run_shared(key, lambda: run(progress), wait)
+    value, _ = scheduler.run_shared(key, lambda: run(progress), wait, visitor=visitor(), cost=cost,
+                                    kind=scheduler.INTERACTIVE, label=f"{label}this analysis")
     return value
 
 
@@ -113,7 +126,7 @@ def analyse(config: ExperimentConfig, variant: dict | None = None, label: str = 
 
 def full_key(config: ExperimentConfig, variant: dict | None = None, label: str = "") -> str:
     """The background job's key of the full analysis of these settings."""
-    return background.job_key([key for key, _, _ in _parts(config, variant, label)], [label])
+    return background.job_key([part[0] for part in _parts(config, variant, label)], [label])
 
 
 def full_job(config: ExperimentConfig, variant: dict | None, label: str, session: str) -> background.Job:
@@ -129,8 +142,8 @@ def full_results(config: ExperimentConfig, variant: dict | None = None, label: s
     """The full analysis without drawing anything (the cache's copy if there is one): for callables that run
     outside a script run, e.g. a download button's data built at click time."""
     _validate(config, variant)
-    return _merge([scheduler.run_shared(key, lambda run=run: run(None))[0]
-                   for key, _, run in _parts(config, variant, label)], label)
+    return _merge([scheduler.run_shared(key, lambda run=run: run(None), cost=cost, kind=scheduler.BACKGROUND)[0]
+                   for key, _, run, cost in _parts(config, variant, label)], label)
 
 
 def partial(results: dict) -> bool:

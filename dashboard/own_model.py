@@ -1,14 +1,23 @@
 """The "Your model" sidebar section: upload a trained model's state_dict (and inputs, targets, h0) and see that one
 model in every view. Files stay in memory (st.file_uploader bytes, size-limited); nothing a visitor types names a
-file on the server. The analysis is ``analysis.own_model.analyse_files``, cached on the files' bytes."""
+file on the server. The analysis is ``analysis.own_model.analyse_files``, run through the scheduler's door like
+every other analysis: first its cost is estimated on its real shapes (the file's architecture, T and B of the
+uploaded inputs, or of the link's settings when none) and checked against the host's limits; then it takes a slot
+(background kind when longer than a first chart) under this session's id, with its place in line and a progress
+bar drawn in the page, so a visitor who leaves stops it at the engine's next progress call. Results go to the
+shared byte cache, keyed by the files' SHA-256 and the settings."""
 from __future__ import annotations
 
+import hashlib
 import os
 
 import streamlit as st
 
 from analysis.config import ExperimentConfig
+from analysis.limits import Cost, check
 from rnn_models.config import ConfigError
+
+from . import compute, scheduler
 
 UPLOAD_MB = 50  # MiB per file: shown by each uploader, Streamlit's server.maxUploadSize (.streamlit/config.toml, gdlab)
 UPLOAD_LIMIT = UPLOAD_MB * 2**20  # bytes per file, checked again on the bytes received
@@ -52,12 +61,40 @@ def _name(key: str) -> str | None:
     return v or None
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
-def _analyse(config_json: str, sd: bytes, inputs, targets, h0, names: tuple) -> dict:
+def _run(config: ExperimentConfig, sd: bytes, arr: dict, names: tuple, progress=None) -> dict:
     from analysis.own_model import analyse_files
-    r = analyse_files(ExperimentConfig.from_json(config_json), sd, inputs=inputs, targets=targets, h0=h0,
-                      names=dict(names))
+    r = analyse_files(config, sd, inputs=arr["inputs"], targets=arr["targets"], h0=arr["h0"], names=dict(names),
+                      progress=progress)
     return {r.config.cell: r}
+
+
+def real_config(config: ExperimentConfig, sd: bytes, inputs, names: tuple) -> ExperimentConfig:
+    """The config the analysis will run: the file's architecture, and T, B of the inputs (else the link's).
+
+    Reads the state_dict and the inputs (``analysis.own_files``: size-checked, no pickles); errors are one line."""
+    from analysis.own_files import fill_from_file, read_array, read_state_dict
+    where = dict(names)
+    full, fm = fill_from_file(config, read_state_dict(sd, where["state_dict"]), where["state_dict"])
+    T, B = full.seq_len, full.batch_size
+    if inputs is not None:
+        x = read_array(inputs[0], where.get("inputs", "inputs"), inputs[1])
+        shape = tuple(x.shape) if not isinstance(x, tuple) else ()
+        if len(shape) in (2, 3):  # (T, B[, I]) or (B, T[, I]); other shapes: the analysis says why in one line
+            T, B = (shape[1], shape[0]) if config.batch_first else shape[:2]
+    return full.replace(seq_len=int(T), batch_size=int(B), input_size=fm.arch["input_size"], embedding=None)
+
+
+def upload_cost(config: ExperimentConfig, sd: bytes, inputs, names: tuple) -> Cost:
+    """The estimate on the real shapes, checked against the host's limits (LimitExceeded: one line)."""
+    return check(real_config(config, sd, inputs, names))
+
+
+def _key(config_json: str, sd: bytes, arr: dict, names: tuple) -> str:
+    h = hashlib.sha256(config_json.encode())
+    for part in (sd, *(a[0] if a else b"" for a in arr.values())):
+        h.update(hashlib.sha256(part).digest())
+    h.update(repr(names).encode())
+    return "upload:" + h.hexdigest()
 
 
 def analyse_upload(config: ExperimentConfig) -> dict | None:
@@ -76,7 +113,28 @@ def analyse_upload(config: ExperimentConfig) -> dict | None:
         cfg = cfg.replace(layer=-1)
     names = (("state_dict", f"upload {sd[0]}"),) + tuple((k, f"upload {f[0]}") for k, f in files.items() if f)
     arr = {k: (f[1], os.path.splitext(f[0])[1]) if f else None for k, f in files.items()}
-    return _analyse(cfg.to_json(), sd[1], arr["inputs"], arr["targets"], arr["h0"], names)
+    key = _key(cfg.to_json(), sd[1], arr, names)
+    hit = scheduler.CACHE.get(key)
+    if hit is not None:
+        return hit
+    cost = upload_cost(cfg, sd[1], arr["inputs"], names)
+    bar = st.empty()
+
+    def wait(position: int) -> None:
+        bar.progress(0.0, text=f"Your model ({cost.describe()}): waiting for a free slot: "
+                               f"{scheduler.SLOTS.line_text(position)}"[:300])
+
+    def progress(fraction: float, text: str) -> None:
+        bar.progress(min(1.0, max(0.0, float(fraction))), text=f"Your model: {text}"[:200])
+
+    kind = scheduler.BACKGROUND if cost.gflop > compute.FIRST_CHART_GFLOP else scheduler.INTERACTIVE
+    try:
+        value, _ = scheduler.run_shared(key, lambda: _run(cfg, sd[1], arr, names, progress), wait,
+                                        visitor=compute.visitor(), kind=kind, cost=cost,
+                                        label="your model's analysis")
+    finally:
+        bar.empty()
+    return value
 
 
 def header(results: dict) -> None:

@@ -1,13 +1,29 @@
-"""Fair sharing of one server between many visitors: a bounded number of analyses at once, a FIFO queue with a
-visible position, and a result cache with a byte budget (no Streamlit here; dashboard/compute.py draws it).
+"""One door for all work of one server: every analysis, background job, upload, sweep point and training tick takes
+a slot here, with its cost estimate, and waits in a visible line (no Streamlit here; the callers draw the line).
 
-    GDLAB_MAX_CONCURRENT  analyses running at once in this server process (default: the cores, at least 1)
+    GDLAB_MAX_CONCURRENT  work running at once in this server process (default: the cores, at least 1)
+    GDLAB_MAX_SERVER_MB   the server's memory ceiling: the estimates of the work running, plus the server's own
+                          memory (its resident size when this module loaded, plus the result cache's budget), stay
+                          under it (default: 3/4 of the machine's memory; ``off``: no ceiling)
     GDLAB_CACHE_MB        bytes of results kept for later visitors of the same settings (default 256)
 
-A visitor waits in line (``Slots.acquire`` calls ``wait(position)`` about twice a second; raising from it, as the
-progress callback's ``Cancelled`` or Streamlit's own stop on a rerun / closed tab, leaves the line). One visitor
-holds at most one slot: the dashboard analyses a session's settings one after another, so a single visitor
-cannot take every slot, and the FIFO order means nobody is overtaken.
+Admission (``Slots.acquire``): a ticket (visitor, kind, estimated seconds and MB) waits until
+
+1. fewer than ``n`` tickets hold a slot;
+2. kind ``BACKGROUND`` (full analyses in jobs, sweep points, long uploads): fewer than ``n - reserve`` background
+   holders (``reserve`` = 1 when n >= 2): a slot is always left for the short work of pages (``INTERACTIVE``:
+   first charts, short analyses, training ticks), so a first chart never waits behind a background job;
+3. its visitor holds no other slot (one slot per visitor, whatever the kind);
+4. it is first in service order among the waiting tickets that pass 1-3: interactive before background, then
+   shortest estimate first with ageing, ``key = seconds - seconds waited`` (equal estimates are served first come,
+   first served, and a long ticket is overtaken only by work shorter than the time it has waited);
+5. the running estimates plus its own stay within the memory budget (the head of the line waits for memory; no
+   one overtakes it for that reason).
+
+A ticket whose memory estimate alone is above the budget is refused at once (``LimitExceeded``, one line).
+Waiting calls ``wait(position)`` about twice a second (1 = next); raising from it, as a progress callback's
+``Cancelled`` or Streamlit's stop on a rerun / closed tab, leaves the line. ``waiting_reason()`` says, inside
+``wait``, why this thread's ticket waits.
 
 The cache stores a result only when its run finished normally and no process-wide torch setting (default dtype,
 intra-op threads) was different at its end than at its start: a result computed under interference is dropped.
@@ -15,12 +31,17 @@ intra-op threads) was different at its end than at its start: a result computed 
 from __future__ import annotations
 
 import os
-import pickle
 import threading
-from collections import OrderedDict
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
-import torch
+from analysis.limits import GFLOP_PER_S, LimitExceeded, _env_number
+
+from .result_cache import ByteCache, global_state, result_bytes  # noqa: F401 - re-exported for the callers
+
+INTERACTIVE, BACKGROUND = "interactive", "background"
 
 
 def _env_int(name: str, default: int, lo: int = 1) -> int:
@@ -41,113 +62,201 @@ def default_concurrency() -> int:
     return _env_int("GDLAB_MAX_CONCURRENT", cores())
 
 
-class Slots:
-    """At most ``n`` holders at once; waiters are served first come, first served."""
+def _meminfo_mb(key: str) -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return None
 
-    def __init__(self, n: int):
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover
+        pass
+    return 0.0
+
+
+def server_ceiling_mb(env=None) -> float | None:
+    """GDLAB_MAX_SERVER_MB, or 3/4 of the machine's memory; None for 'off' (ConfigError: one line, if malformed)."""
+    env = os.environ if env is None else env
+    total = _meminfo_mb("MemTotal")
+    return _env_number(env, "GDLAB_MAX_SERVER_MB", 0.75 * total if total else None)
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One piece of work in line or holding a slot."""
+
+    visitor: str | None = None
+    kind: str = INTERACTIVE
+    seconds: float = 0.0  # estimated run time (flops at analysis.limits.GFLOP_PER_S)
+    memory_mb: float = 0.0  # estimated peak memory
+    since: float = field(default_factory=time.monotonic)
+    reason: str = ""
+
+
+_local = threading.local()
+
+
+def waiting_reason() -> str:
+    """Why this thread's ticket waits (read it inside a ``wait`` callback); '' when it is simply in line."""
+    return getattr(_local, "reason", "")
+
+
+class Slots:
+    """At most ``n`` holders at once, admitted by the rules of the module docstring."""
+
+    def __init__(self, n: int, reserve: int | None = None, memory_mb: float | None = None, ceiling_mb=None,
+                 base_mb: float = 0.0):
         self.n = n
+        self.reserve = (1 if n >= 2 else 0) if reserve is None else reserve
+        self.memory_mb = memory_mb  # the budget for the work's estimates (None: none)
+        self.ceiling_mb, self.base_mb = ceiling_mb, base_mb  # for the messages
         self._cv = threading.Condition()
-        self._running = 0
-        self._queue: list[object] = []
+        self._holders: list[Ticket] = []
+        self._queue: list[Ticket] = []
 
     @property
     def running(self) -> int:
-        return self._running
+        return len(self._holders)
 
     @property
     def waiting(self) -> int:
         return len(self._queue)
 
-    def acquire(self, wait: Callable[[int], None] | None = None, poll_s: float = 0.5) -> None:
-        """Block until a slot is free; ``wait(position)`` (1 = next) is called while waiting and may raise."""
-        ticket = object()
+    @property
+    def memory_in_use_mb(self) -> float:
+        return sum(t.memory_mb for t in self._holders)
+
+    def background_limit(self) -> int:
+        return max(1, self.n - self.reserve)
+
+    # ---- the rules (called under the lock) ----
+    def _blocked(self, t: Ticket) -> str:
+        """Why ``t`` cannot take a slot now (rules 1-3), '' if it could."""
+        if len(self._holders) >= self.n:
+            return ""  # plainly in line
+        if t.kind == BACKGROUND and sum(h.kind == BACKGROUND for h in self._holders) >= self.background_limit():
+            return (f"background work waits for a background slot ({self.background_limit()} of {self.n}; "
+                    "the others are kept for pages' first charts)")
+        if t.visitor is not None and any(h.visitor == t.visitor for h in self._holders):
+            return "your other analysis holds your one slot: this starts when it ends"
+        return ""
+
+    def _order_key(self, t: Ticket, now: float) -> tuple:
+        return (t.kind != INTERACTIVE, t.seconds - (now - t.since))
+
+    def _next(self) -> Ticket | None:
+        now = time.monotonic()
+        free = len(self._holders) < self.n
+        cands = [t for t in self._queue if free and not self._blocked(t)]
+        return min(cands, key=lambda t: self._order_key(t, now), default=None)
+
+    def _fits(self, t: Ticket) -> bool:
+        return self.memory_mb is None or self.memory_in_use_mb + t.memory_mb <= self.memory_mb
+
+    def position(self, t: Ticket) -> int:
+        """1 + the waiting tickets served before ``t`` (in service order, whatever blocks them now)."""
+        now = time.monotonic()
+        key = self._order_key(t, now)
+        return 1 + sum(self._order_key(o, now) < key for o in self._queue if o is not t)
+
+    # ---- the door ----
+    def _refuse_if_too_big(self, t: Ticket, label: str) -> None:
+        if self.memory_mb is not None and t.memory_mb > self.memory_mb:
+            ceiling = (f"GDLAB_MAX_SERVER_MB={self.ceiling_mb:,.0f} less {self.base_mb:,.0f} MB for the server "
+                       "itself and its result cache" if self.ceiling_mb is not None else "the server's ceiling")
+            raise LimitExceeded(
+                f"{label} would need {t.memory_mb:,.0f} MB of memory (estimate), more than this server keeps for "
+                f"all its work ({self.memory_mb:,.0f} MB: {ceiling}): lower the sizes, or raise GDLAB_MAX_SERVER_MB "
+                "where the server starts")
+
+    def acquire(self, wait: Callable[[int], None] | None = None, poll_s: float = 0.5, *, visitor: str | None = None,
+                kind: str = INTERACTIVE, cost=None, label: str = "this analysis") -> Ticket:
+        """Block until admitted; returns the ticket to ``release``. ``cost``: an ``analysis.limits.Cost`` (or
+        None: no estimate, counted as instant and free)."""
+        t = Ticket(visitor, kind)
+        if cost is not None:
+            t.seconds, t.memory_mb = cost.flops / (GFLOP_PER_S * 1e9), cost.memory_mb
+        self._refuse_if_too_big(t, label)
         with self._cv:
-            self._queue.append(ticket)
+            self._queue.append(t)
             try:
-                while not (self._running < self.n and self._queue[0] is ticket):
-                    position = self._queue.index(ticket) + 1
+                while not (self._next() is t and self._fits(t)):
+                    t.reason = self._blocked(t) or ("" if self._fits(t) or len(self._holders) >= self.n else
+                                                    f"waiting for memory: {self.memory_in_use_mb:,.0f} of "
+                                                    f"{self.memory_mb:,.0f} MB in use, {t.memory_mb:,.0f} MB needed")
                     if wait is not None:
+                        position = self.position(t)
                         self._cv.release()
                         try:
+                            _local.reason = t.reason
                             wait(position)
                         finally:
+                            _local.reason = ""
                             self._cv.acquire()
                     self._cv.wait(poll_s)
             except BaseException:
-                self._queue.remove(ticket)
+                self._queue.remove(t)
                 self._cv.notify_all()
                 raise
-            self._queue.pop(0)
-            self._running += 1
+            self._queue.remove(t)
+            self._holders.append(t)
             self._cv.notify_all()
+        return t
 
-    def release(self) -> None:
+    def release(self, ticket: Ticket | None = None) -> None:
+        """Give the slot back (``ticket``; without it the oldest anonymous holder's, as before tickets)."""
         with self._cv:
-            self._running -= 1
+            if ticket is None:
+                ticket = next((h for h in self._holders if h.visitor is None), self._holders[0])
+            self._holders.remove(ticket)
             self._cv.notify_all()
 
+    @contextmanager
+    def hold(self, wait=None, **kw):
+        """``with slots.hold(wait, visitor=..., kind=..., cost=...):`` the work inside holds one slot."""
+        t = self.acquire(wait, **kw)
+        try:
+            yield t
+        finally:
+            self.release(t)
 
-def result_bytes(value) -> int:
-    """The size of a result as stored (its pickle), in bytes."""
-    return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-class ByteCache:
-    """LRU of key -> value whose total size (``result_bytes``) stays within ``budget`` bytes."""
-
-    def __init__(self, budget: int):
-        self.budget = budget
-        self._lock = threading.Lock()
-        self._items: OrderedDict[str, tuple[object, int]] = OrderedDict()
-        self.bytes = 0
-
-    def get(self, key: str):
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            self._items.move_to_end(key)
-            return item[0]
-
-    def put(self, key: str, value, size: int | None = None) -> bool:
-        """Store (evicting the least recently used); False if the value alone is above the budget."""
-        size = result_bytes(value) if size is None else size
-        if size > self.budget:
-            return False
-        with self._lock:
-            if key in self._items:
-                self.bytes -= self._items.pop(key)[1]
-            while self._items and self.bytes + size > self.budget:
-                _, (_, s) = self._items.popitem(last=False)
-                self.bytes -= s
-            self._items[key] = (value, size)
-            self.bytes += size
-            return True
-
-    def __len__(self) -> int:
-        return len(self._items)
+    def line_text(self, position: int) -> str:
+        """'position 3 in line (2 running, at most 2 at once)' plus why this thread waits, for a ``wait``."""
+        why = waiting_reason()
+        return (f"position {position} in line ({self.running} running, at most {self.n} at once)"
+                + (f"; {why}" if why else ""))
 
 
-def global_state() -> tuple:
-    """Process-wide torch settings a concurrent run must not see change."""
-    return torch.get_default_dtype(), torch.get_num_threads()
+def _make_slots() -> Slots:
+    ceiling = server_ceiling_mb()
+    base = rss_mb() + _env_int("GDLAB_CACHE_MB", 256)
+    budget = None if ceiling is None else max(0.0, ceiling - base)
+    return Slots(default_concurrency(), memory_mb=budget, ceiling_mb=ceiling, base_mb=base)
 
 
-SLOTS = Slots(default_concurrency())
+SLOTS = _make_slots()
 CACHE = ByteCache(_env_int("GDLAB_CACHE_MB", 256) * 2**20)
 
 
 def run_shared(key: str, compute: Callable[[], object], wait: Callable[[int], None] | None = None,
-               slots: Slots = SLOTS, cache: ByteCache = CACHE):
+               slots: Slots = SLOTS, cache: ByteCache = CACHE, **door):
     """The cached value of ``key``, or ``compute()`` run in a slot (then cached if computed without interference).
-
-    Returns (value, cached: bool).
-    """
+    ``door``: ``visitor``, ``kind``, ``cost``, ``label`` for ``Slots.acquire``. Returns (value, cached: bool)."""
     hit = cache.get(key)
     if hit is not None:
         return hit, True
-    slots.acquire(wait)
-    try:
+    with slots.hold(wait, **door):
         hit = cache.get(key)  # another visitor may have computed it while we waited
         if hit is not None:
             return hit, True
@@ -156,12 +265,10 @@ def run_shared(key: str, compute: Callable[[], object], wait: Callable[[int], No
         if global_state() == before:
             cache.put(key, value)
         return value, False
-    finally:
-        slots.release()
 
 
 def threads_share(slots: "Slots | None" = None) -> int:
-    """The cores one analysis may use now: cores // analyses running (this one included), at least 1. Read by an
+    """The cores one analysis may use now: cores // work running (this one included), at least 1. Read by an
     analysis that holds its slot: concurrent analyses divide the cores instead of oversubscribing them."""
     slots = slots or SLOTS
     return max(1, cores() // max(1, slots.running))

@@ -27,7 +27,7 @@ def training_controls() -> dict:
 
 def training_run_controls() -> tuple[int, int]:
     c = st.columns(2)
-    c[0].number_input("Stop after N steps (0 = no limit)", min_value=0, max_value=1_000_000, step=10,
+    c[0].number_input("Stop after N steps (0 = up to this session's budget)", min_value=0, max_value=1_000_000, step=10,
                       key="train_steps")
     c[1].number_input("Steps per tick (every 0.5 s)", min_value=1, max_value=50, step=1, key="train_steps_per_tick")
     ss = st.session_state

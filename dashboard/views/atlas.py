@@ -1,22 +1,25 @@
 """Atlas: sweep one or two settings over seeds and draw the phase diagram (lines with a band over seeds, or a
-heatmap). A preset or the sidebar's settings as the base; the sweep runs in this server process on a click, with
-a progress bar, and is cached for every session (``analysis.sweep``; bigger sweeps: the command line shown)."""
+heatmap). A preset or the sidebar's settings as the base. Before the click the page shows the sweep's whole estimate
+and refuses one over the host's limits; on the click it runs as a background job through the scheduler's door, one
+point per slot (dashboard/sweeps.py), with a progress bar and its place in line, and is cached for every session
+(``analysis.sweep``; bigger sweeps: the command line shown). It stops when the visitor leaves the Atlas tab."""
 from __future__ import annotations
 
 import json
-import time
+import uuid
 from collections import OrderedDict
 
 import streamlit as st
 
 from analysis.atlas_presets import ATLAS_PRESETS, DEFAULT_ATLAS
 from analysis.figures.atlas import atlas_figure
-from analysis.sweep import make_plan, sweep
+from analysis.sweep import make_plan
 from analysis.sweep_points import ANALYSIS_METRICS, METRIC_LABELS, TRAINING_METRICS
 from rnn_models.config import ConfigError
 
 from analysis.guides import VIEW_GUIDES
 
+from .. import background, sweeps
 from ..exporting import MIME, chart, deck_button, zip_button
 from .common import guide
 
@@ -74,20 +77,26 @@ def _plan_key(plan) -> str:
                        "seeds": list(plan.seeds), "metrics": list(plan.metrics)}, sort_keys=True)
 
 
-def _run(plan, vary, n: int) -> dict:
-    bar = st.progress(0.0, text=f"Sweep: 0/{n} runs")
-    t0 = time.perf_counter()
+def _session() -> str:
+    if "gdlab_session" not in st.session_state:
+        st.session_state["gdlab_session"] = uuid.uuid4().hex
+    return st.session_state["gdlab_session"]
 
-    def progress(done, total, eta, point):
-        last = ""
-        if point is not None:
-            axes = ", ".join(f"{a.field} = {point[a.field]}" for a in plan.axes)
-            last = f" · last: {axes}, seed {point['seed']}" + ("" if point["status"] == "ok" else f" ({point['status']})")
-        left = f" · about {eta:.0f} s left" if eta is not None and done < total else ""
-        bar.progress(done / max(1, total), text=f"Sweep: {done}/{total} runs{left}{last}")
 
-    d = sweep(plan.config, vary, len(plan.seeds), plan.metrics, progress=progress)
-    bar.progress(1.0, text=f"Sweep: {n}/{n} runs in {time.perf_counter() - t0:.1f} s")
+def _run(plan, vary, key: str) -> dict | None:
+    """Start (or watch) the sweep's background job and draw its progress until it ends; its result, or None
+    (the reason drawn) when it stopped."""
+    job = sweeps.start(_session(), plan, vary, key)
+    bar = st.progress(0.0, text="Sweep: starting")
+    while not job.poll(0.25):
+        bar.progress(job.fraction, text=job.text[:300])
+    if job.error is not None:
+        bar.empty()
+        msg = " ".join(str(job.error).split())[:400]
+        st.error(f"The sweep stopped: {msg}. Press the button again to retry.")
+        return None
+    d = job.value
+    bar.progress(1.0, text=f"Sweep: {len(d['points'])}/{len(d['points'])} runs in {d['timings']['total_s']:.1f} s")
     return d
 
 
@@ -175,11 +184,26 @@ def render(ctx) -> None:
             st.warning(f"{n} runs is more than this page runs ({MAX_PAGE_RUNS}): use the command line above, with "
                        "--workers N or --executor ray.")
             return
+        try:
+            cost = sweeps.check_whole(plan)
+        except ConfigError as e:  # LimitExceeded: the whole sweep is over the host's limits
+            st.error(f"This sweep cannot run here: {' '.join(str(e).split())}")
+            return
+        running = st.session_state.get("atlas_running") == key and background.find(sweeps.job_key(key)) is not None
         slot = st.empty()
-        if not slot.button(f"Run the sweep ({n} runs)", key="atlas_run", type="primary"):
-            st.caption("The sweep runs on this server when you click; finished sweeps are kept for every visitor.")
+        if not running and not slot.button(f"Run the sweep ({n} runs)", key="atlas_run", type="primary"):
+            st.caption(f"Whole sweep: {sweeps.describe(cost)}. It runs on this server when you click, one run at a "
+                       "time behind pages' first charts; finished sweeps are kept for every visitor.")
             return
         slot.empty()
-        d = _run(plan, vary, n)
+        st.session_state["atlas_running"] = key  # reruns while it runs (other widgets) keep watching it
+        try:
+            d = _run(plan, vary, key)
+        except ConfigError as e:
+            st.error(f"This sweep cannot run here: {' '.join(str(e).split())}")
+            d = None
+        st.session_state.pop("atlas_running", None)
+        if d is None:
+            return
         _remember(key, d)
     _draw(d, default_metric, ctx, choice, key)

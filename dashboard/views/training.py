@@ -1,6 +1,8 @@
 """Live training: one Trainer per cell (and per preset training variant) in st.session_state, stepped by a
 fragment every 0.5 s while running, so the rest of the page is not blocked. Clipping, threshold, optimizer and
-learning rate may change while it runs (Trainer.update: effective at the next step, marked on the plots)."""
+learning rate may change while it runs (Trainer.update: effective at the next step, marked on the plots).
+Each tick (and a single step) passes the scheduler's door with its estimate, bounded per tick and per session
+(dashboard/training_door.py); its place in line is drawn while it waits."""
 from __future__ import annotations
 
 import json
@@ -10,10 +12,11 @@ import streamlit as st
 from analysis.alerts import training_alerts
 from analysis.figures import label_of, view_figures
 from analysis.guides import VIEW_GUIDES
+from analysis.limits import LimitExceeded
 from analysis.presets import PRESETS
 from rnn_models.config import ConfigError
 
-from .. import controls
+from .. import compute, controls, scheduler, training_door
 from ..exporting import chart, deck_button, zip_button
 from .common import guide
 
@@ -178,7 +181,7 @@ def _pause():
 def _step():
     st.session_state["train_running"] = False
     apply_live_settings()
-    step_all(1, 0)
+    st.session_state["train_single"] = True  # taken by the next _live, through the door
 
 
 def _reset():
@@ -222,9 +225,10 @@ def _live(ctx) -> None:
     lm = [tr for tr in trainers.values() if tr.config.task == "charlm"]
     if lm:
         controls.temperature_control()
-    if ss.get("train_running"):
-        step_all(per_tick, max_steps)
-        if not any(_active(tr, max_steps) for tr in trainers.values()):
+    single = ss.pop("train_single", False)
+    if ss.get("train_running") or single:
+        _tick(trainers, 1 if single else per_tick, 0 if single else max_steps)
+        if ss.get("train_running") and not any(_active(tr, max_steps) for tr in trainers.values()):
             ss["train_running"] = False
             take_samples(False)
             st.rerun(scope="app")  # stop ticking
@@ -269,6 +273,34 @@ def _live(ctx) -> None:
         chart(VIEW, name, fig)
     zip_button(VIEW, figs, ctx.config)
     deck_button(VIEW, {VIEW: figs}, ctx.settings, "Slide deck of this view (.pptx)", f"{VIEW}.pptx")
+
+
+def _tick(trainers: dict, per_tick: int, max_steps: int) -> None:
+    """Step every active trainer ``per_tick`` times (fewer when the tick or the session's budget says so) in one
+    slot of the scheduler's door; a refusal stops training with one line."""
+    ss = st.session_state
+    configs = [tr.config for tr in trainers.values() if _active(tr, max_steps)]
+    if not configs:
+        return
+    try:
+        plan = training_door.plan_tick(configs, per_tick, ss.get("train_flops", 0.0))
+    except LimitExceeded as e:
+        ss["train_running"] = False
+        st.error(f"Training stopped: {' '.join(str(e).split())}")
+        return
+    line = st.empty()
+
+    def wait(position: int) -> None:
+        line.caption(f"Training waits for a free slot: {scheduler.SLOTS.line_text(position)}"[:300])
+
+    with scheduler.SLOTS.hold(wait, visitor=compute.visitor(), kind=scheduler.INTERACTIVE, cost=plan.cost(),
+                              label="this training tick"):
+        step_all(plan.per_tick, max_steps)
+    line.empty()
+    ss["train_flops"] = ss.get("train_flops", 0.0) + plan.cost().flops
+    left = "" if plan.budget_steps is None else (f"this session's budget: {plan.budget_steps - plan.per_tick:,} more "
+                                                 "steps (GDLAB_MAX_GFLOP)")
+    st.caption(" · ".join(list(plan.notes) + ([left] if left else [])))
 
 
 def _show_samples(trainers: dict) -> None:
