@@ -1,12 +1,18 @@
-"""Load test: K simulated visitors (headless Chromium pages) open different links of one dashboard server on
-loopback at once; prints results correct / errors / p50-p95 time to first chart / server peak RSS.
+"""Load test: simulated visitors (headless Chromium pages) on one dashboard server on loopback; prints results
+correct, errors shown, p50/p95 time to first chart per class of visitor, server peak RSS and the server's CPU
+seconds after the tabs closed.
 
-    python -m benchmarks.loadtest --visitors 8          (make loadtest)
+    python -m benchmarks.loadtest --visitors 8                     (make loadtest: every scenario)
+    python -m benchmarks.loadtest --scenarios visitors,heavy,uploads,sweeps,trainers
 
-Each visitor's link has its own settings (cell, dtype, size, seed); "correct" means the gradient-norm line drawn in
-its page equals ``run_experiment`` of the same config in this process (to 1e-12 relative). Bounded: at most 32
-visitors, one --timeout for the whole run (default 300 s); the server binds 127.0.0.1 on a free port and is
-stopped at the end. Needs Chromium at /usr/bin/chromium (make browser) and playwright (requirements.txt).
+``visitors``: K visitors open different links at once (cell, dtype, size, seed). The hostile scenarios of issue 20
+(ten heavy links and a plain visitor, an upload flood, sweeps, six trainers) are in benchmarks/loadtest_scenarios.py.
+"correct" means the gradient-norm line drawn in a page equals ``run_experiment(only="gradients")`` of the same
+config in this process (to 1e-12 relative); a hostile visitor's expected answer is one error line (no traceback).
+After each scenario its tabs are closed and the server's CPU seconds are measured over the next 20 s and the 10 s
+after that (a background job nobody watches stops within dashboard.background.LEASE_S = 15 s). Bounded: at most
+32 visitors, --timeout per scenario (default 300 s); the server binds 127.0.0.1 on a free port and is stopped at
+the end. Needs Chromium at /usr/bin/chromium (make browser) and playwright (requirements.txt).
 """
 from __future__ import annotations
 
@@ -75,26 +81,28 @@ def start_server(env_extra: dict) -> tuple[subprocess.Popen, str]:
 
 
 def expected(params: dict) -> list[float]:
+    """The gradient-norm line a page of these link settings draws first: its first cell's gradient pass."""
     sys.path.insert(0, str(ROOT))
     from analysis.config import ExperimentConfig
     from analysis.experiment import run_experiment
     from analysis.presets import PRESETS
     base = PRESETS["default"].config.to_dict()
-    over = {k: (int(v) if k in ("seed", "seq_len", "hidden_size", "batch_size") else v) for k, v in params.items()}
-    over["cell"], over["compare"] = over.pop("compare"), ()
+    ints = ("seed", "seq_len", "hidden_size", "batch_size", "jacobian_batch")
+    over = {k: (int(v) if k in ints else v) for k, v in params.items()}
+    if "compare" in over:
+        over["cell"], over["compare"] = over.pop("compare"), ()
     cfg = ExperimentConfig.from_dict({**base, **over})
-    return [float(v) for v in run_experiment(cfg).grad.grad_norm]  # what the page draws
+    cfg = cfg.for_cell(cfg.cells[0])
+    return [float(v) for v in run_experiment(cfg, only="gradients").grad.grad_norm]
 
 
-# records when the first chart appears, by the page's own clock (ms since its navigation started)
-FIRST_CHART = """new MutationObserver((m, obs) => {
-  if (document.querySelector('.js-plotly-plot .main-svg')) { window.__firstChart = performance.now(); obs.disconnect(); }
-}).observe(document, {childList: true, subtree: true});"""
-
-JS_GRAD = """() => { for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-  if (((gd.layout || {}).meta || {}).figure !== 'grad_norm') continue;
-  for (const t of gd.data) if ((t.meta || {}).role === 'grad_norm') return t.y;
-} return null; }"""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the process (all its threads) and its waited-for children."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
 
 
 def decode(y) -> list | None:
@@ -129,85 +137,144 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def visitors(browser, url: str, timeout: float, n: int = 8) -> tuple[list, list]:
+    """K visitors open different links at once."""
+    from benchmarks.loadtest_scenarios import open_page, wait_chart, link
+    deadline = time.monotonic() + timeout
+    params = [visitor_params(i) for i in range(n)]
+    pages = [open_page(browser, link(url, p)) for p in params]
+    recs = [{"cls": "visitor (different links)", "params": p} for p in params]
+    for page, rec in zip(pages, recs):
+        wait_chart(page, rec, deadline)
+    return recs, pages
+
+
+class Server:
+    """The dashboard in a subprocess, its peak RSS sampled every 0.1 s."""
+
+    def __init__(self, env: dict):
+        self.proc, self.url = start_server(env)
+        self.peak, self._stop = rss_tree(self.proc.pid), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_tree(self.proc.pid))
+            time.sleep(0.1)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(2)
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def after_close(server: Server, pages: list) -> tuple[float, float]:
+    """Close the tabs; the server's CPU seconds over the next 20 s, and over the 10 s after those."""
+    for page in pages:
+        try:
+            page.close()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    c0 = server.cpu()
+    time.sleep(20)
+    c1 = server.cpu()
+    time.sleep(10)
+    return c1 - c0, server.cpu() - c1
+
+
+def summarize(recs: list) -> list[dict]:
+    """One row per class of visitor."""
+    rows = {}
+    for r in recs:
+        row = rows.setdefault(r["cls"], {"class": r["cls"], "n": 0, "correct": 0, "checked": 0, "errors": 0,
+                                         "expected_errors": 0, "times": [], "failures": []})
+        row["n"] += 1
+        if "params" in r and "failure" not in r:
+            row["checked"] += 1
+            row["correct"] += close(r.get("grad"), expected(r["params"]))
+        if r.get("expected"):
+            row["expected_errors"] += r.get("errors", 0)
+        else:
+            row["errors"] += r.get("errors", 0)
+        if "first_s" in r:
+            row["times"].append(r["first_s"])
+        if "failure" in r:
+            row["failures"].append(r["failure"])
+    for row in rows.values():
+        t = row.pop("times")
+        row["p50_s"], row["p95_s"] = round(percentile(t, 0.5), 2), round(percentile(t, 0.95), 2)
+    return list(rows.values())
+
+
 def main(argv=None) -> int:
+    from benchmarks.loadtest_scenarios import SCENARIOS
+    scenarios = {"visitors": visitors, **SCENARIOS}
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--visitors", type=int, default=8, help="simulated visitors (1-32)")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds for the whole run")
+    ap.add_argument("--visitors", type=int, default=8, help="visitors of the 'visitors' scenario (1-32)")
+    ap.add_argument("--scenarios", default=",".join(scenarios), help="comma-separated: " + ", ".join(scenarios))
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per scenario")
     ap.add_argument("--max-concurrent", type=int, default=0, help="GDLAB_MAX_CONCURRENT of the server (0: default)")
+    ap.add_argument("--ray", default="", help="GDLAB_RAY_ADDRESS of the server ('local': a Ray it starts itself)")
     a = ap.parse_args(argv)
     if not 1 <= a.visitors <= 32:
         ap.error("--visitors must be in [1, 32]")
+    chosen = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    bad = [s for s in chosen if s not in scenarios]
+    if bad:
+        ap.error(f"--scenarios: {bad[0]!r} is not a scenario; choose from {', '.join(scenarios)}")
     from playwright.sync_api import sync_playwright
     env = {"GDLAB_MAX_CONCURRENT": str(a.max_concurrent)} if a.max_concurrent else {}
-    proc, url = start_server(env)
-    peak, stop = [rss_tree(proc.pid)], threading.Event()
-    idle_rss = peak[0]
-    t_start = time.monotonic()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_tree(proc.pid))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    params = [visitor_params(i) for i in range(a.visitors)]
-    outs = [{} for _ in params]
+    if a.ray:
+        env["GDLAB_RAY_ADDRESS"] = a.ray
+    server = Server(env)
+    idle_rss, out, t_start = server.peak, [], time.monotonic()
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-            # warm-up (not counted): the server's first script run imports torch and the app (a lecturer's server
-            # is started before the class arrives)
+            # warm-up (not counted): the first script run imports torch and the app (a lecturer's server is
+            # started before the class arrives)
             warm = browser.new_page()
-            warm.goto(f"{url}/?seq_len=12&hidden_size=4&batch_size=2", timeout=a.timeout * 1000)
+            warm.goto(f"{server.url}/?seq_len=12&hidden_size=4&batch_size=2", timeout=a.timeout * 1000)
             warm.wait_for_selector(".js-plotly-plot .main-svg", timeout=a.timeout * 1000)
             warm.close()
-            idle_rss = rss_tree(proc.pid)
-            t_start = time.monotonic()
-            # Playwright's sync API is single-threaded: open every page first, then wait on them in turn
-            pages = []
-            for p in params:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.add_init_script(FIRST_CHART)
-                q = "&".join(f"{k}={v}" for k, v in p.items())
-                page.goto(f"{url}/?{q}", wait_until="commit", timeout=a.timeout * 1000)
-                pages.append((page, time.monotonic()))
-            for (page, t0), out in zip(pages, outs):
-                left = max(1.0, a.timeout - (time.monotonic() - t_start))
-                try:
-                    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=left * 1000)
-                    page.wait_for_function("() => window.__firstChart !== undefined", timeout=left * 1000)
-                    out["first_chart_s"] = page.evaluate("() => window.__firstChart") / 1000
-                    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
-                                           timeout=left * 1000)
-                    out["errors"] = page.locator('[data-testid="stException"], '
-                                                 '[data-testid="stAlertContentError"]').count()
-                    out["grad"] = page.evaluate(JS_GRAD)
-                except Exception as e:  # noqa: BLE001
-                    out["errors"] = out.get("errors", 0) + 1
-                    out["failure"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            idle_rss = rss_tree(server.proc.pid)
+            for name in chosen:
+                fn = scenarios[name]
+                t0 = time.monotonic()
+                recs, pages = fn(browser, server.url, a.timeout, a.visitors) if name == "visitors" else \
+                    fn(browser, server.url, a.timeout)
+                wall = time.monotonic() - t0
+                cpu20, cpu30 = after_close(server, pages)
+                out.append({"scenario": name, "wall_s": round(wall, 1), "cpu_s_0_20_after_close": round(cpu20, 1),
+                            "cpu_s_20_30_after_close": round(cpu30, 1), "load_avg": os.getloadavg()[0],
+                            "rows": summarize(recs)})
+                print(json.dumps(out[-1]), flush=True)
             browser.close()
     finally:
-        stop.set()
-        sampler.join(2)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    correct = sum(close(o.get("grad"), expected(p)) for o, p in zip(outs, params))
-    errors = sum(o.get("errors", 0) for o in outs)
-    times = [o["first_chart_s"] for o in outs if "first_chart_s" in o]
-    print(json.dumps({"visitors": a.visitors, "results_correct": correct, "errors": errors,
-                      "first_chart_p50_s": round(percentile(times, 0.5), 2),
-                      "first_chart_p95_s": round(percentile(times, 0.95), 2),
-                      "server_rss_idle_mb": round(idle_rss / 2**20), "server_peak_rss_mb": round(peak[0] / 2**20),
-                      "wall_s": round(time.monotonic() - t_start, 1),
-                      "failures": [o["failure"] for o in outs if "failure" in o]}))
-    print(f"results correct {correct}/{a.visitors} · errors {errors} · time to first chart p50 "
-          f"{percentile(times, 0.5):.1f} s, p95 {percentile(times, 0.95):.1f} s · server peak RSS "
-          f"{peak[0] / 2**20:.0f} MB (idle {idle_rss / 2**20:.0f} MB)")
-    return 0 if correct == a.visitors and errors == 0 else 1
+        server.stop()
+    print(f"\nserver peak RSS {server.peak / 2**20:.0f} MB (idle {idle_rss / 2**20:.0f} MB) · "
+          f"{time.monotonic() - t_start:.0f} s · load average now {os.getloadavg()[0]:.2f}")
+    print(f"{'scenario':9} {'class of visitor':30} {'n':>3} {'correct':>8} {'errors':>6} {'one-line':>8} "
+          f"{'p50 s':>7} {'p95 s':>7} {'CPU s after close (0-20 / 20-30 s)':>36}")
+    ok = True
+    for sc in out:
+        for row in sc["rows"]:
+            correct = f"{row['correct']}/{row['checked']}" if row["checked"] else "-"
+            print(f"{sc['scenario']:9} {row['class'][:30]:30} {row['n']:>3} {correct:>8} {row['errors']:>6} "
+                  f"{row['expected_errors']:>8} {row['p50_s']:>7} {row['p95_s']:>7} "
+                  f"{sc['cpu_s_0_20_after_close']:>24} / {sc['cpu_s_20_30_after_close']}")
+            ok &= row["errors"] == 0 and row["correct"] == row["checked"]
+            for f in row["failures"]:
+                print(f"          failure: {f}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -250,9 +250,10 @@ CACHE = ByteCache(_env_int("GDLAB_CACHE_MB", 256) * 2**20)
 
 
 def run_shared(key: str, compute: Callable[[], object], wait: Callable[[int], None] | None = None,
-               slots: Slots = SLOTS, cache: ByteCache = CACHE, **door):
+               slots: Slots | None = None, cache: ByteCache | None = None, **door):
     """The cached value of ``key``, or ``compute()`` run in a slot (then cached if computed without interference).
     ``door``: ``visitor``, ``kind``, ``cost``, ``label`` for ``Slots.acquire``. Returns (value, cached: bool)."""
+    slots, cache = slots or SLOTS, cache if cache is not None else CACHE
     hit = cache.get(key)
     if hit is not None:
         return hit, True
