@@ -8,7 +8,7 @@ PORT ?= 8501
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run serve test test-all browser bench install loadtest
+.PHONY: run serve test test-all browser bench install loadtest notebook
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -45,3 +45,9 @@ bench: $(VENV)/.installed
 # K simulated visitors (Chromium pages) against a loopback server: results correct / errors / time to first chart / RSS
 loadtest: $(VENV)/.installed browser
 	$(PY) -m benchmarks.loadtest --visitors $(or $(VISITORS),8)
+
+# The example notebook run headless from its own folder (examples/) with this venv's kernel; the executed copy, with
+# every output, is written beside it. To work in it: jupyter lab examples/quickstart.ipynb (pip install jupyterlab).
+notebook: $(VENV)/.installed
+	$(VENV)/bin/jupyter execute examples/quickstart.ipynb --output=quickstart-executed
+	@echo "executed copy: examples/quickstart-executed.ipynb"

@@ -1,8 +1,12 @@
-"""examples/quickstart.ipynb runs top to bottom in a fresh kernel (nbclient), and ExperimentResult's notebook face:
-figures(view), the summary repr and its HTML."""
+"""examples/quickstart.ipynb runs top to bottom in a fresh kernel (nbclient) from its own folder, as a reader runs it
+from a clone (the first cell finds the repository) and as an installed package would (the repository only on the
+path, run from elsewhere); its last cell checks every claim of its text against its own numbers. Also
+ExperimentResult's notebook face: figures(view), the summary repr and its HTML."""
 from __future__ import annotations
 
 import html
+import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -13,17 +17,70 @@ from analysis import ExperimentConfig, run_experiment
 from analysis.figures import VIEWS
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"
 
 
-def test_the_example_notebook_executes_without_error():
-    nb = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+def execute(cwd: Path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    return nb
+
+
+def texts(nb) -> list[str]:
+    out = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            out.append(o.get("text", "") if o.output_type == "stream" else o.get("data", {}).get("text/plain", ""))
+    return out
+
+
+@pytest.fixture(scope="module")
+def from_examples():
+    """The notebook run from examples/ with this interpreter's kernel and the package not installed."""
+    return execute(ROOT / "examples")
+
+
+def test_the_example_notebook_runs_from_its_own_folder(from_examples):
+    nb = from_examples
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    assert f"from {ROOT / 'analysis'}" in texts(nb)[0]  # the first cell found the repository one folder up
     htmls = [o["data"]["text/html"] for o in outputs if o.output_type == "execute_result" and "text/html" in o["data"]]
     assert any("memory horizon" in h for h in htmls)  # the result's summary shown as HTML
     plots = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(plots) == 2
+
+
+def test_the_notebooks_text_holds_against_its_own_numbers(from_examples):
+    """The last cell asserts each claim of the text; here the printed numbers are read back independently."""
+    out = "\n".join(texts(from_examples))
+    assert "every claim above holds" in out and "FAILS" not in out
+    rows = dict(re.findall(r"^(RNN|LSTM, default init|LSTM, b_f = 3)\s+memory horizon: (\w+)", out, re.M))
+    assert rows["RNN"] != "None" and rows["LSTM, default init"] != "None"  # both forget within the sequence
+    assert int(rows["LSTM, default init"]) <= 2 * int(rows["RNN"])
+    assert rows["LSTM, b_f = 3"] == "None"  # the biased LSTM carries the gradient across the whole sequence
+    lost = dict(re.findall(r"^(RNN|LSTM, default init|LSTM, b_f = 3)\s.*gradient lost over T: 10\^([\d.]+)", out,
+                           re.M))
+    assert float(lost["RNN"]) > 5 and float(lost["LSTM, default init"]) > 5 and float(lost["LSTM, b_f = 3"]) < 2
+    prose = " ".join("".join(c.source) for c in from_examples.cells if c.cell_type == "markdown")
+    assert "keeps the gradient alive" not in prose  # the old claim the numbers denied
+    assert "forgets about as fast as the RNN" in prose and "carries the gradient back across the whole" in prose
+
+
+def test_the_notebook_runs_where_the_package_is_importable(tmp_path, monkeypatch):
+    """As after ``pip install .``: run from a folder outside the repository, ``analysis`` importable (here through
+    PYTHONPATH, which the kernel inherits), so the first cell leaves sys.path alone."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells = nb.cells[:3]  # the import cell and the first run are what differs
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert f"from {ROOT / 'analysis'}" in texts(nb)[0]
+
+
+def test_the_notebook_is_stored_without_outputs():
+    nb = json.loads(NOTEBOOK.read_text())
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code")
 
 
 @pytest.fixture(scope="module")
