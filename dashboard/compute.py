@@ -20,7 +20,7 @@ from analysis.config import ExperimentConfig
 from analysis.limits import check, estimate
 from rnn_models.config import ConfigError
 
-from . import background, scheduler
+from . import background, remote, scheduler
 from .controls import TRAINING_FIELDS
 
 _DEFAULTS = ExperimentConfig().to_dict()
@@ -70,11 +70,16 @@ def _parts(config: ExperimentConfig, variant: dict | None, label: str, only: str
         clean = ExperimentConfig.from_dict(json.loads(analysis_key(cfg)))
         key = analysis_key(cfg) + (f"|only={only}" if only else "")
 
-        def run(progress, clean=clean):
+        cost = estimate(clean, only=only)
+
+        def run(progress, clean=clean, cost=cost):
             from analysis.experiment import run_comparison  # looked up per call (tests count the calls)
+            if remote.enabled():  # one Ray task of one CPU; the bar shows the time against the estimate
+                return remote.call(run_comparison, clean.replace(threads=1), only=only,
+                                   check=remote.ticker(progress, cost))
             # called inside the slot: this analysis's share of the cores (cells side by side, spectra pool)
             return run_comparison(clean.replace(threads=scheduler.threads_share()), progress=progress, only=only)
-        out.append((key, bar_label, run, estimate(clean, only=only)))
+        out.append((key, bar_label, run, cost))
     return out
 
 

@@ -17,7 +17,7 @@ from analysis.config import ExperimentConfig
 from analysis.limits import Cost, check
 from rnn_models.config import ConfigError
 
-from . import compute, scheduler
+from . import compute, remote, scheduler
 
 UPLOAD_MB = 50  # MiB per file: shown by each uploader, Streamlit's server.maxUploadSize (.streamlit/config.toml, gdlab)
 UPLOAD_LIMIT = UPLOAD_MB * 2**20  # bytes per file, checked again on the bytes received
@@ -61,10 +61,13 @@ def _name(key: str) -> str | None:
     return v or None
 
 
-def _run(config: ExperimentConfig, sd: bytes, arr: dict, names: tuple, progress=None) -> dict:
+def _run(config: ExperimentConfig, sd: bytes, arr: dict, names: tuple, progress=None, cost=None) -> dict:
     from analysis.own_model import analyse_files
-    r = analyse_files(config, sd, inputs=arr["inputs"], targets=arr["targets"], h0=arr["h0"], names=dict(names),
-                      progress=progress)
+    kw = dict(inputs=arr["inputs"], targets=arr["targets"], h0=arr["h0"], names=dict(names))
+    if remote.enabled():  # one Ray task of one CPU (the bytes travel with it)
+        r = remote.call(analyse_files, config.replace(threads=1), sd, check=remote.ticker(progress, cost), **kw)
+    else:
+        r = analyse_files(config, sd, progress=progress, **kw)
     return {r.config.cell: r}
 
 
@@ -129,7 +132,7 @@ def analyse_upload(config: ExperimentConfig) -> dict | None:
 
     kind = scheduler.BACKGROUND if cost.gflop > compute.FIRST_CHART_GFLOP else scheduler.INTERACTIVE
     try:
-        value, _ = scheduler.run_shared(key, lambda: _run(cfg, sd[1], arr, names, progress), wait,
+        value, _ = scheduler.run_shared(key, lambda: _run(cfg, sd[1], arr, names, progress, cost), wait,
                                         visitor=compute.visitor(), kind=kind, cost=cost,
                                         label="your model's analysis")
     finally:

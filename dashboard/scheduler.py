@@ -239,9 +239,15 @@ class Slots:
 
 
 def _make_slots() -> Slots:
+    """The server's door. With GDLAB_RAY_ADDRESS (dashboard/remote.py) the work runs on the cluster: the slots
+    default to its CPUs and the work's estimates are not the server's memory."""
     ceiling = server_ceiling_mb()
     base = rss_mb() + _env_int("GDLAB_CACHE_MB", 256)
     budget = None if ceiling is None else max(0.0, ceiling - base)
+    from . import remote
+    if remote.enabled():
+        n = default_concurrency() if os.environ.get("GDLAB_MAX_CONCURRENT") else remote.cluster_cpus()
+        return Slots(n, memory_mb=None, ceiling_mb=ceiling, base_mb=base)
     return Slots(default_concurrency(), memory_mb=budget, ceiling_mb=ceiling, base_mb=base)
 
 

@@ -5,7 +5,8 @@ estimate, ``whole_cost``) and refuses a sweep over the host's limits (``GDLAB_MA
 a sweep holds the server as long as its points together). On the click the sweep runs as a background job
 (dashboard/background.py, lane ``"sweep"``: it survives the page's reruns, stops when the visitor leaves) whose
 executor (``DoorExecutor``) passes each point through the door as ``BACKGROUND`` work under the visitor's id: one
-point per slot, the slot given back between points, so pages' first charts and other visitors go first.
+point per slot, the slot given back between points, so pages' first charts and other visitors go first. With
+``GDLAB_RAY_ADDRESS`` each point runs as a Ray task (dashboard/remote.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import json
 from analysis.config import ExperimentConfig
 from analysis.limits import Cost, LimitExceeded, current, _mb, _seconds
 
-from . import background, scheduler
+from . import background, remote, scheduler
 
 
 def point_cost(config: ExperimentConfig, metrics) -> Cost:
@@ -58,7 +59,7 @@ class DoorExecutor:
             with scheduler.SLOTS.hold(background.waiter(self.job, "Sweep: "), visitor=self.job.owner,
                                       kind=scheduler.BACKGROUND, cost=cost, label="this sweep point"):
                 self.job.check()
-                result = fn(task)
+                result = remote.call(fn, task, check=self.job.check) if remote.enabled() else fn(task)
             yield i, result
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
     gdlab run|train|export|...  the same subcommands and flags as ``python -m analysis`` (its parser: a
                                 subcommand added there appears here too)
     gdlab dashboard             start the Streamlit dashboard from the installed ``dashboard/app.py``
+                                (``--ray ADDRESS``: its analyses and sweeps on a Ray cluster, GDLAB_RAY_ADDRESS)
     gdlab --version             the version (``analysis.__version__``, the one place it is written)
 """
 from __future__ import annotations
@@ -47,6 +48,9 @@ def _add_dashboard(parser: argparse.ArgumentParser) -> None:
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 to share it)")
     p.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False,
                    help="do not open a browser (for servers)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run the dashboard's analyses, uploads and sweeps on this Ray cluster (ray://HEAD:10001, or "
+                        "'local' for a Ray on this machine); sets GDLAB_RAY_ADDRESS for the server")
     p.add_argument("streamlit_args", nargs=argparse.REMAINDER, metavar="-- STREAMLIT_ARGS",
                    help="further streamlit options after --, e.g. -- --theme.base dark")
 
@@ -64,6 +68,8 @@ def main(argv=None, prog: str | None = None) -> int:
         return 2
     if args.streamlit_args[:1] == ["--"]:
         args.streamlit_args = args.streamlit_args[1:]
+    if args.ray:
+        os.environ["GDLAB_RAY_ADDRESS"] = args.ray  # the server's environment (exec keeps it)
     cmd = dashboard_command(args)
     if os.name == "posix":  # become streamlit: signals (Ctrl+C, kill) reach the server itself
         sys.stdout.flush()

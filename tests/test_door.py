@@ -4,6 +4,7 @@ it with its estimate on its real shapes: page analyses, uploads, Atlas sweeps, l
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 
@@ -289,3 +290,14 @@ def test_plan_tick_refuses_a_step_longer_than_a_tick():
     big = ExperimentConfig(cell="rnn", task="adding", seq_len=10, hidden_size=2048, batch_size=1024)
     with pytest.raises(LimitExceeded, match=r"hidden_size=2048, batch_size=1024.*above the live page's 2 s per tick"):
         training_door.plan_tick([big], 50, 0.0, Limits(None, None))
+
+
+def test_gdlab_dashboard_ray_sets_the_servers_address(monkeypatch):
+    import gdlab
+    seen = {}
+    monkeypatch.delenv("GDLAB_RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(gdlab.os, "execv", lambda exe, cmd: seen.update(env=os.environ.get("GDLAB_RAY_ADDRESS")))
+    monkeypatch.setattr(gdlab.os, "name", "posix")
+    gdlab.main(["dashboard", "--headless", "--ray", "ray://head:10001"])
+    assert seen["env"] == "ray://head:10001"
+    monkeypatch.delenv("GDLAB_RAY_ADDRESS", raising=False)
