@@ -44,7 +44,7 @@ bench: $(VENV)/.installed
 
 # K simulated visitors (Chromium pages) against a loopback server: results correct / errors / time to first chart / RSS
 loadtest: $(VENV)/.installed browser
-	$(PY) -m benchmarks.loadtest --visitors $(or $(VISITORS),8)
+	$(PY) -m benchmarks.loadtest --visitors $(or $(VISITORS),8) $(if $(SCENARIOS),--scenarios $(SCENARIOS)) $(if $(RAY),--ray $(RAY))
 
 # The example notebook run headless from its own folder (examples/) with this venv's kernel; the executed copy, with
 # every output, is written beside it. To work in it: jupyter lab examples/quickstart.ipynb (pip install jupyterlab).
