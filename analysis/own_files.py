@@ -1,8 +1,11 @@
 r"""Reading a user's files: a whole model's ``state_dict``, its recurrent module, readout, embedding, and arrays.
 
-Nothing here unpickles code: state_dicts are read with ``torch.load(weights_only=True)`` and arrays with
-``np.load(allow_pickle=False)``; a pickled whole model (``torch.save(model)``) is recognised by scanning the
-pickle's opcodes (``pickletools``, which executes nothing) and answered with how to save a state_dict.
+Nothing here unpickles code: state_dicts are read with torch's weights-only unpickler (``analysis.archive``: the
+zip's records are size-checked first and the tensors come back as meta tensors, shapes only, until
+``materialise`` loads the recurrent module's expected keys and the named readout / embedding, nothing else) and
+arrays with ``np.load(allow_pickle=False)`` after their header's declared size is checked; a pickled whole model
+(``torch.save(model)``) is recognised by scanning the pickle's opcodes (``pickletools``, which executes nothing)
+and answered with how to save a state_dict.
 
 A whole model's state_dict holds its recurrent module under a prefix::
 
@@ -25,6 +28,8 @@ from torch import Tensor
 
 from rnn_models.config import ConfigError
 from rnn_models.network import infer_config_from_torch_state_dict
+
+from .archive import MAX_LOAD_BYTES, Archive, declared_bytes, is_zip, tensors_of
 
 MAX_FILE_BYTES = 200 * 2**20  # uploads and files read for the analysis
 ARCH_FIELDS = ("cell", "hidden_size", "input_size", "num_layers", "bidirectional")
@@ -64,12 +69,32 @@ def _pickled_class(data: bytes) -> str | None:
     return None
 
 
-def read_state_dict(data: bytes, where: str) -> dict[str, Tensor]:
-    """A state_dict from the bytes of a torch.save file; one-line ConfigError naming ``where`` otherwise."""
+class StateDict(dict):
+    """name -> tensor. From a zip archive the tensors are meta tensors (shapes, dtypes, no data) until
+    ``materialise`` loads the few the analysis reads (``archive``: analysis.archive.Archive, else None)."""
+
+    archive = None
+
+
+def read_state_dict(data: bytes, where: str) -> StateDict:
+    """A state_dict from the bytes of a torch.save file, its tensors as meta tensors (nothing materialised: see
+    ``analysis.archive``; a legacy non-zip file is loaded whole, bounded by its size); one-line ConfigError
+    naming ``where`` otherwise."""
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(f"{where}: {len(data) / 2**20:.0f} MiB is over the {MAX_FILE_BYTES // 2**20} MiB limit")
+    archive = None
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if is_zip(data):
+            archive = Archive(data, where)  # zip records checked, then the structure with meta storages
+            obj = archive.obj
+        else:
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except ConfigError as e:
+        cls = _pickled_class(data) if "weights-only" in str(e) else None
+        if cls is None:
+            raise
+        raise ConfigError(f"{where} holds a pickled object ({cls}), not a state_dict; nothing was unpickled: "
+                          f"{SAVE_HINT}") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
         cls = _pickled_class(data)
         if cls is not None:
@@ -80,7 +105,31 @@ def read_state_dict(data: bytes, where: str) -> dict[str, Tensor]:
         obj = obj["state_dict"]  # a checkpoint {"state_dict": ..., "epoch": ...}
     if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
         raise ConfigError(f"{where} holds a {type(obj).__name__}, not a state_dict (a dict of tensors): {SAVE_HINT}")
-    return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    sd = StateDict({k: v for k, v in obj.items() if isinstance(v, Tensor)})
+    sd.archive = archive
+    return sd
+
+
+def materialise(fm: "FileModel", sd: dict, where: str = "state_dict") -> None:
+    """Load, in place, the tensors ``fm`` holds (its recurrent module's expected keys, the named readout and
+    embedding): their declared sizes are checked first and no other record of the file is read."""
+    named = {f"rnn.{k}": v for k, v in fm.rnn.items()}
+    if fm.readout is not None:
+        named["readout.weight"] = fm.readout[0]
+        if fm.readout[1] is not None:
+            named["readout.bias"] = fm.readout[1]
+    if fm.embedding is not None:
+        named["embedding.weight"] = fm.embedding
+    archive = getattr(sd, "archive", None)
+    if archive is None:
+        check_declared(named, where)
+        return
+    got = archive.load(named)
+    fm.rnn = {k: got[f"rnn.{k}"] for k in fm.rnn}
+    if fm.readout is not None:
+        fm.readout = (got["readout.weight"], got.get("readout.bias"))
+    if fm.embedding is not None:
+        fm.embedding = got["embedding.weight"]
 
 
 def read_file(path: str, where: str) -> bytes:
@@ -145,10 +194,27 @@ def split_state_dict(sd: dict, module: str | None, where: str = "state_dict") ->
         arch = infer_config_from_torch_state_dict(rnn)
     except ValueError as e:
         raise ConfigError(f"{where} module {_name(prefix) or '(top level)'!r}: {e}") from None
+    rnn = {k: rnn[k] for k in expected_keys(arch) if k in rnn}  # never other keys without a "." (e.g. 'junk')
     fm = FileModel(module=_name(prefix), rnn=rnn, arch=arch)
     where_mod = f"{_name(prefix)!r}" if prefix else "the file's top level"
     fm.notes.append(f"the file decided: recurrent module {where_mod} = {describe(arch)}")
     return fm
+
+
+def expected_keys(arch: dict) -> list[str]:
+    """torch.nn.RNN/LSTM/GRU's state_dict keys for ``arch``: weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k},
+    bias_hh_l{k} (+ '_reverse' for the backward direction)."""
+    sfx = [""] + (["_reverse"] if arch["bidirectional"] else [])
+    return [f"{n}_l{k}{s}" for k in range(arch["num_layers"]) for s in sfx
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+
+def check_declared(named: dict, where: str) -> None:
+    """The declared sizes (numel x element size) of tensors about to be copied, against the archive's limit."""
+    total = sum(declared_bytes(t) for t in named.values())
+    if total > MAX_LOAD_BYTES:
+        raise ConfigError(f"{where}: the tensors the analysis reads declare {total / 2**20:,.0f} MiB, over the "
+                          f"{MAX_LOAD_BYTES // 2**20} MiB limit")
 
 
 def describe(arch: dict) -> str:
@@ -194,6 +260,8 @@ def read_array(data: bytes, where: str, suffix: str):
         raise ConfigError(f"{where}: {len(data) / 2**20:.0f} MiB is over the {MAX_FILE_BYTES // 2**20} MiB limit")
     suffix = suffix.lower()
     if suffix == ".npy":
+        from .upload_limits import npy_shape
+        npy_shape(data, where)  # the header's declared size against the bytes, before np.load allocates it
         try:
             arr = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as e:  # noqa: BLE001
@@ -202,16 +270,28 @@ def read_array(data: bytes, where: str, suffix: str):
             raise ConfigError(f"{where} must hold one numeric array; it holds dtype {getattr(arr, 'dtype', '?')}")
         return torch.from_numpy(np.ascontiguousarray(arr))
     if suffix == ".pt":
+        archive = None
         try:
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            if is_zip(data):
+                archive = Archive(data, where)  # zip records and declared sizes checked before any data is read
+                obj = archive.obj
+            else:
+                obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except ConfigError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise ConfigError(f"{where} could not be read as .pt ({type(e).__name__}): save a tensor with "
                               "torch.save(tensor, path)") from None
-        if isinstance(obj, (tuple, list)) and all(isinstance(t, Tensor) for t in obj):
-            return tuple(obj)
-        if not isinstance(obj, Tensor):
+        ts = tensors_of(obj)
+        if not ts or (not isinstance(obj, Tensor) and len(ts) != len(obj)):
             raise ConfigError(f"{where} holds a {type(obj).__name__}, not a tensor")
-        return obj
+        named = {str(i): t for i, t in enumerate(ts)}
+        if archive is None:
+            check_declared(named, where)
+        else:
+            named = archive.load(named)
+        ts = [named[str(i)] for i in range(len(ts))]
+        return ts[0] if isinstance(obj, Tensor) else tuple(ts)
     raise ConfigError(f"{where}: unsupported extension {suffix!r}: must be .npy or .pt")
 
 
@@ -253,11 +333,14 @@ def check_against_file(d: dict, fm: FileModel, given: set[str]) -> None:
                               f"{f}={fm.arch[f]} (leave the flag out to use the file's value)")
 
 
-def fill_from_file(config, sd: dict, where: str):
+def fill_from_file(config, sd: dict, where: str, cost=None):
     """(config with the file's architecture, FileModel with readout/embedding): the engine's side of reconcile.
 
     A config field that is not its default and contradicts the file is an error (it was asked for); a default
     one is replaced by the file's value and the notes say so. ``layer`` is checked against the file.
+    ``cost(config)``, when given, is called on the file's architecture before any tensor is materialised (the
+    limits' check: a file of zero-stride tensors declaring H = 4096 is refused there, its 2 KB never expanded);
+    then only the tensors the analysis reads are loaded (``materialise``).
     """
     from .config import ExperimentConfig
 
@@ -283,4 +366,7 @@ def fill_from_file(config, sd: dict, where: str):
         fm.embedding = embedding_from(sd, config.embedding, fm.arch["input_size"], where)
         fm.notes.append(f"embedding {config.embedding!r} from the file: {fm.embedding.shape[0]} tokens x "
                         f"{fm.embedding.shape[1]}")
+    if cost is not None:
+        cost(config)
+    materialise(fm, sd, where)
     return config, fm

@@ -40,7 +40,9 @@ from rnn_models.network import RecurrentNetwork, infer_config_from_torch_state_d
 from .config import MAX_BATCH, MAX_SEQ_LEN, ExperimentConfig
 from .experiment import DTYPES, ExperimentResult, TaskModel, _check_only, analyse_model
 from .progress import reporter
+from .limits import check
 from .own_files import ARCH_FIELDS, FileModel, describe, fill_from_file, read_array, read_file, read_state_dict
+from .upload_limits import check_upload
 from .tasks import TaskBatch, TaskSpec, task_spec
 
 RECURRENT = (nn.RNN, nn.LSTM, nn.GRU)
@@ -192,6 +194,7 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
     T, B, I = x.shape
     config = config.replace(**{**fm.arch, "input_size": I, "seq_len": T, "batch_size": B, "task": "random",
                                "compare": ()})
+    check(config, only=only)  # the limits on the real shapes (LimitExceeded, one line) before anything is built
     dtype = DTYPES[config.dtype]
     notes = list(fm.notes) + list(notes or [])
     initial = prepare_h0(h0, fm.arch, B, dtype) if h0 is not None else None
@@ -359,8 +362,9 @@ def analyse_files(config: ExperimentConfig, state_dict: bytes, *, inputs: tuple[
     in messages (the flag and path, or the uploaded file's name).
     """
     names = names or {}
-    sd = read_state_dict(state_dict, names.get("state_dict", "state_dict"))
-    config, fm = fill_from_file(config, sd, names.get("state_dict", "state_dict"))
+    sd = read_state_dict(state_dict, names.get("state_dict", "state_dict"))  # shapes only (analysis.archive)
+    config, fm = fill_from_file(config, sd, names.get("state_dict", "state_dict"),
+                                cost=lambda c: check_upload(c, inputs, only))  # before any tensor is loaded
     if inputs is None:
         if config.embedding or config.batch_first:
             raise ConfigError("embedding and batch_first apply to given inputs: give the inputs file too")

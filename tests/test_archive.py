@@ -1,0 +1,183 @@
+"""Uploads read safely (analysis.archive, own_files, upload_limits): sizes from the zip's metadata before any
+tensor is loaded, only the recurrent module's keys (and the named readout / embedding) materialised, zero-stride
+tensors counted at their declared size; issue 20's reproductions (a 2 KB file declaring an LSTM with H = 4096, a
+zip bomb) refused in one line."""
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from analysis import ExperimentConfig, archive
+from analysis.limits import LimitExceeded
+from analysis.own_files import read_array, read_state_dict, split_state_dict
+from analysis.own_model import analyse_files
+from rnn_models.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def saved(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def zero_stride_lstm(H: int = 4096, I: int = 4096) -> bytes:
+    """Issue 20 (2): zero-stride tensors declaring an LSTM with hidden size H, a file of about 2 KB."""
+    z = torch.zeros(1)
+    return saved({"weight_ih_l0": z.expand(4 * H, I), "weight_hh_l0": z.expand(4 * H, H),
+                  "bias_ih_l0": z.expand(4 * H), "bias_hh_l0": z.expand(4 * H)})
+
+
+def bomb(junk_numel: int) -> bytes:
+    """Issue 20 (3): a small LSTM's state_dict plus a top-level ``junk`` float32 tensor of ``junk_numel`` zeros,
+    re-deflated (the pickle declares the storage; its record is written deflated: a few MB on disk)."""
+    sd = nn.LSTM(3, 5).state_dict()
+    sd["junk"] = torch.zeros(junk_numel, device="meta")  # torch.save writes no record for a meta storage
+    src = zipfile.ZipFile(io.BytesIO(saved(sd)))
+    names = src.namelist()
+    prefix = next(n for n in names if n.endswith("data.pkl"))[: -len("data.pkl")]
+    junk_key = str(len([n for n in names if "/data/" in n]))  # storages are numbered in order: junk is last
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for n in names:
+            z.writestr(n, src.read(n))
+        info = zipfile.ZipInfo(f"{prefix}data/{junk_key}")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with z.open(info, "w", force_zip64=True) as fh:
+            chunk, left = bytes(2**20), junk_numel * 4
+            while left:
+                fh.write(chunk[: min(left, len(chunk))])
+                left -= min(left, len(chunk))
+    return out.getvalue()
+
+
+def test_the_zero_stride_lstm_is_refused_by_the_estimate_before_any_tensor_is_loaded(monkeypatch):
+    data = zero_stride_lstm()
+    assert len(data) < 3000
+    loads = []
+    monkeypatch.setattr(archive.Archive, "load", lambda self, named: loads.append(list(named)) or {})
+    with pytest.raises(LimitExceeded) as e:
+        analyse_files(ExperimentConfig(), data)
+    msg = str(e.value)
+    assert "\n" not in msg and "hidden_size=4096" in msg and "GFLOP" in msg
+    assert loads == []  # refused on the declared shapes: nothing materialised
+
+
+def test_the_zero_stride_lstm_on_the_command_line_is_one_line(tmp_path):
+    p = tmp_path / "wide.pt"
+    p.write_bytes(zero_stride_lstm())
+    r = subprocess.run([sys.executable, "-m", "analysis", "run", "--load-state-dict", str(p)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "hidden_size=4096" in err and "limit" in err
+
+
+def test_declared_sizes_count_zero_strides():
+    t = torch.zeros(1).expand(16384, 4096)
+    assert archive.declared_bytes(t) == 16384 * 4096 * 4
+    # materialising them goes through the cap on declared sizes, whatever the file's few bytes
+    a = archive.Archive(zero_stride_lstm(H=64, I=8), "f")
+    with pytest.raises(ConfigError, match="over the"):
+        old, archive.MAX_LOAD_BYTES = archive.MAX_LOAD_BYTES, 1000
+        try:
+            a.load(dict(a.obj))
+        finally:
+            archive.MAX_LOAD_BYTES = old
+
+
+def test_the_zip_bomb_is_refused_from_its_metadata_with_small_peak_memory(tmp_path):
+    """A ~1 MB file declaring 800 MB of zeros (200 M float32, beside an LSTM's state_dict): refused from the zip
+    records in one line, in a subprocess whose peak RSS grows by less than 50 MB."""
+    data = bomb(200_000_000)
+    assert len(data) < 5 * 2**20
+    p = tmp_path / "bomb.pt"
+    p.write_bytes(data)
+    code = f"""
+import json, resource
+from analysis import ExperimentConfig
+from analysis.own_model import analyse_files
+data = open({str(p)!r}, "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    analyse_files(ExperimentConfig(), data)
+    msg = None
+except ValueError as e:
+    msg = str(e)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"msg": msg, "grew_kb": after - before}}))
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["msg"] and "\n" not in out["msg"] and "declares" in out["msg"] and "nothing was loaded" in out["msg"]
+    assert out["grew_kb"] < 50 * 1024, out
+
+
+def test_junk_under_the_cap_is_never_read_nor_kept_in_the_module(monkeypatch):
+    m = nn.LSTM(3, 5)
+    sd = m.state_dict()
+    sd["junk"] = torch.arange(1000.0)
+    sd["decoder.weight"] = torch.randn(2, 5)
+    data = saved(sd)
+    read = []
+    orig = archive.Archive._read
+    monkeypatch.setattr(archive.Archive, "_read", lambda self, name: read.append(name) or orig(self, name))
+    lazy = read_state_dict(data, "f")
+    assert all(t.device.type == "meta" for t in lazy.values())  # structure only
+    fm = split_state_dict(lazy, None, "f")
+    assert sorted(fm.rnn) == sorted(k for k in m.state_dict())  # 'junk' has no "." but is not the module's
+    from analysis.own_files import materialise
+    read.clear()
+    materialise(fm, lazy, "f")
+    for k, v in m.state_dict().items():
+        assert torch.equal(fm.rnn[k], v)
+    assert len(read) == 4 and not any(n.endswith(("/data/4", "/data/5")) for n in read)  # junk, decoder unread
+
+
+def test_a_deflated_state_dict_reads_the_same_numbers_as_torch_load():
+    """A re-deflated archive (torch.load(mmap=True) refuses those) reads here, equal to torch.load."""
+    m = nn.GRU(3, 4, num_layers=2, bidirectional=True)
+    src = zipfile.ZipFile(io.BytesIO(saved(m.state_dict())))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for n in src.namelist():
+            z.writestr(n, src.read(n))
+    data = out.getvalue()
+    ref = torch.load(io.BytesIO(data), weights_only=True)
+    from analysis.own_files import materialise
+    lazy = read_state_dict(data, "f")
+    fm = split_state_dict(lazy, None, "f")
+    materialise(fm, lazy, "f")
+    assert set(fm.rnn) == set(ref) and all(torch.equal(fm.rnn[k], ref[k]) for k in ref)
+    # views with offsets and strides come back as torch builds them
+    base = torch.arange(24.0).view(4, 6)
+    views = (base[1:, ::2], base.t(), base[2])
+    got = read_array(saved(views), "v", ".pt")
+    assert all(torch.equal(g, v) for g, v in zip(got, views))
+
+
+def test_a_pickled_model_is_still_named_and_nothing_runs():
+    with pytest.raises(ConfigError, match="pickled object .*LSTM.* nothing was unpickled"):
+        read_state_dict(saved(nn.LSTM(3, 4)), "f")
+
+
+def test_npy_headers_declaring_more_than_the_file_holds_are_refused():
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((4, 3)))
+    good = buf.getvalue()
+    assert read_array(good, "x", ".npy").shape == (4, 3)
+    bad = good.replace(b"(4, 3)", b"(400000000, 3)".ljust(6)) if False else \
+        good.replace(b"'shape': (4, 3)", b"'shape': (9999999999, 3)")
+    with pytest.raises(ConfigError, match="declares shape"):
+        read_array(bad, "x", ".npy")
