@@ -13,7 +13,9 @@ names, the inputs, the initial states) in the result's notes, e.g. "weight_hh_l0
 ``sigma_max_sq`` (the largest eigenvalue of the Gram matrix M^T M, a symmetric eigensolver) falls back to
 svdvals(M)[0]^2, the same number by another algorithm, where the eigensolver does not converge: a float32
 product whose Gram matrix spans more than float32's range (an LSTM with init=spectral, init_scale=100 at
-every lag) made ``linalg.eigh`` raise "failed to converge".
+every lag) made ``linalg.eigh`` raise "failed to converge". The other calls retry a float32 matrix LAPACK
+does not converge on in float64; where that fails too, ``NumericalFailure`` (a ValueError: one line naming
+init_scale and dtype, the settings that make such matrices) instead of the engine's words.
 """
 from __future__ import annotations
 
@@ -94,16 +96,50 @@ def _fill(out, bad: Tensor):
     return out
 
 
+class NumericalFailure(ValueError):
+    """A LAPACK routine did not converge on finite input, in float64 too: one line naming the settings."""
+
+
+def _converging(fn, M: Tensor, *args, **kwargs):
+    """``fn(M)``; where LAPACK does not converge on a float32 M, again in float64 (cast back); where float64 fails
+    too, NumericalFailure naming the settings that make matrices that ill-conditioned."""
+    try:
+        return fn(M, *args, **kwargs)
+    except torch.linalg.LinAlgError as e:
+        first = e
+    if M.dtype in (torch.float32, torch.complex64):
+        try:
+            out = fn(M.double() if M.dtype == torch.float32 else M.cdouble(), *args, **kwargs)
+            return _cast(out, M.dtype)
+        except torch.linalg.LinAlgError:
+            pass
+    what = " ".join(str(first).split())[:160]
+    raise NumericalFailure(
+        f"the analysis stopped: LAPACK did not converge on a Jacobian product or weight matrix ({what}). Matrices "
+        "this ill-conditioned come from the settings that scale the weights: init_scale (allowed (0, 100]; 1.0, "
+        "the default, is well within what converges) with init spectral / orthogonal / identity / xavier: lower "
+        "init_scale, or use dtype=float64") from None
+
+
+def _cast(out, dtype):
+    if isinstance(out, tuple):
+        return type(out)(tuple(_cast(o, dtype) for o in out))
+    if out.is_complex():
+        return out.to(torch.complex64 if dtype in (torch.float32, torch.complex64) else out.dtype)
+    return out.to(torch.float32) if out.is_floating_point() else out
+
+
 def guarded(fn, M: Tensor, *args, **kwargs):
     """``fn(M, ...)`` with every non-finite matrix of M replaced by zeros before the call and its outputs set to
-    NaN after it (the outputs' leading dimensions are M's batch dimensions)."""
+    NaN after it (the outputs' leading dimensions are M's batch dimensions); a float32 M that LAPACK does not
+    converge on is retried in float64, and NumericalFailure (a ValueError, one line) if that fails too."""
     bad = _bad(M)
     if bad is None:
-        return fn(M, *args, **kwargs)
+        return _converging(fn, M, *args, **kwargs)
     if M.dim() == 2:
-        return _fill(fn(torch.zeros_like(M), *args, **kwargs), torch.ones((), dtype=torch.bool))
+        return _fill(_converging(fn, torch.zeros_like(M), *args, **kwargs), torch.ones((), dtype=torch.bool))
     clean = torch.where(bad[..., None, None], torch.zeros((), dtype=M.dtype), M)
-    return _fill(fn(clean, *args, **kwargs), bad)
+    return _fill(_converging(fn, clean, *args, **kwargs), bad)
 
 
 def svdvals(M: Tensor) -> Tensor:
@@ -129,16 +165,24 @@ def sigma_max_sq(M: Tensor) -> Tensor:
     bad_m = _bad_rows(M)
     G = M.mT @ M
     try:
-        lam = guarded(torch.linalg.eigvalsh, G)[..., -1]
+        lam = _with_nan(torch.linalg.eigvalsh, G)[..., -1]
         redo = _bad_rows(G) & ~bad_m  # a finite M whose Gram matrix overflowed
     except torch.linalg.LinAlgError:  # "failed to converge": every matrix of the batch by svdvals
         lam = torch.full(M.shape[:-2], float("nan"), dtype=M.dtype)
         redo = ~bad_m
     if bool(redo.any()):
-        s = torch.linalg.svdvals(M[redo])[..., 0]
+        s = svdvals(M[redo])[..., 0]
         lam = lam.clone()
         lam[redo] = (s * s).to(lam.dtype)
     return lam
+
+
+def _with_nan(fn, M: Tensor):
+    """``guarded`` without the retries: a LinAlgError propagates (sigma_max_sq has its own fallback)."""
+    bad = _bad(M)
+    if bad is None:
+        return fn(M)
+    return _fill(fn(torch.where(bad[..., None, None], torch.zeros((), dtype=M.dtype), M)), bad)
 
 
 def _bad_rows(M: Tensor) -> Tensor:

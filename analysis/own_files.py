@@ -333,14 +333,15 @@ def check_against_file(d: dict, fm: FileModel, given: set[str]) -> None:
                               f"{f}={fm.arch[f]} (leave the flag out to use the file's value)")
 
 
-def fill_from_file(config, sd: dict, where: str, cost=None):
+def fill_from_file(config, sd: dict, where: str, cost=None, load: bool = True):
     """(config with the file's architecture, FileModel with readout/embedding): the engine's side of reconcile.
 
     A config field that is not its default and contradicts the file is an error (it was asked for); a default
     one is replaced by the file's value and the notes say so. ``layer`` is checked against the file.
     ``cost(config)``, when given, is called on the file's architecture before any tensor is materialised (the
     limits' check: a file of zero-stride tensors declaring H = 4096 is refused there, its 2 KB never expanded);
-    then only the tensors the analysis reads are loaded (``materialise``).
+    then only the tensors the analysis reads are loaded (``materialise``); ``load=False`` loads nothing (fm's
+    tensors stay meta tensors, shapes only: what an admission check needs).
     """
     from .config import ExperimentConfig
 
@@ -368,5 +369,6 @@ def fill_from_file(config, sd: dict, where: str, cost=None):
                         f"{fm.embedding.shape[1]}")
     if cost is not None:
         cost(config)
-    materialise(fm, sd, where)
+    if load:
+        materialise(fm, sd, where)
     return config, fm

@@ -48,6 +48,20 @@ def input_shape(data: bytes, suffix: str, where: str) -> tuple[int, ...] | None:
     return None
 
 
+def upload_config(config, state_dict: bytes, inputs: tuple[bytes, str] | None = None, names: dict | None = None):
+    """The config an upload's analysis runs (the file's architecture; T and B of the inputs, else the config's),
+    from the files' metadata alone: no tensor is materialised (for an admission check before the work)."""
+    from .own_files import fill_from_file, read_state_dict
+    where = (names or {}).get("state_dict", "state_dict")
+    full, fm = fill_from_file(config, read_state_dict(state_dict, where), where, load=False)
+    T, B = full.seq_len, full.batch_size
+    if inputs is not None:
+        shape = input_shape(inputs[0], inputs[1], (names or {}).get("inputs", "inputs"))
+        if shape is not None and len(shape) in (2, 3):  # (T, B[, I]) or (B, T[, I])
+            T, B = (shape[1], shape[0]) if config.batch_first else shape[:2]
+    return full.replace(seq_len=int(T), batch_size=int(B), input_size=fm.arch["input_size"], embedding=None)
+
+
 def check_upload(config, inputs: tuple[bytes, str] | None, only: str | None = None):
     """``limits.check`` on ``config`` (the file's architecture filled in) with T and B of the given inputs
     ((bytes, suffix); (T, B, ...) or (B, T, ...) when batch_first), or the config's own when none are given."""

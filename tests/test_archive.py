@@ -181,3 +181,14 @@ def test_npy_headers_declaring_more_than_the_file_holds_are_refused():
         good.replace(b"'shape': (4, 3)", b"'shape': (9999999999, 3)")
     with pytest.raises(ConfigError, match="declares shape"):
         read_array(bad, "x", ".npy")
+
+
+def test_upload_config_reads_shapes_only(monkeypatch):
+    from analysis.upload_limits import upload_config
+    loads = []
+    monkeypatch.setattr(archive.Archive, "load", lambda self, named: loads.append(list(named)) or {})
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((7, 3, 4096), dtype=np.float32))
+    c = upload_config(ExperimentConfig(), zero_stride_lstm(), (buf.getvalue(), ".npy"))
+    assert (c.cell, c.hidden_size, c.input_size, c.seq_len, c.batch_size) == ("lstm", 4096, 4096, 7, 3)
+    assert loads == []

@@ -122,3 +122,49 @@ def test_every_analysis_and_view_on_nan_and_inf_in_each_parameter():
 @slow
 def test_every_view_of_every_case():
     _check_probe(_probe("all"))
+
+
+TINY = ExperimentConfig(cell="lstm", hidden_size=6, seq_len=8, batch_size=2, jacobian_lags="all")
+
+
+def test_float32_matrices_lapack_refuses_are_retried_in_float64(monkeypatch):
+    orig = torch.linalg.svdvals
+
+    def no_float32(M, *a, **k):
+        if M.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return orig(M, *a, **k)
+    M = torch.randn(3, 5, 5)
+    ref = orig(M.double()).float()
+    monkeypatch.setattr(torch.linalg, "svdvals", no_float32)
+    got = finite.svdvals(M)
+    assert got.dtype == torch.float32 and torch.equal(got, ref)
+
+
+def test_a_lapack_failure_names_the_setting_api(monkeypatch):
+    """Issue 20 (7): an engine failure caused by a setting names the setting (init_scale, dtype), not LAPACK."""
+    def never(*a, **k):
+        raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+    monkeypatch.setattr(torch.linalg, "svdvals", never)
+    with pytest.raises(ValueError) as e:
+        run_experiment(TINY.replace(init="spectral", init_scale=100))
+    msg = str(e.value)
+    assert isinstance(e.value, finite.NumericalFailure) and "\n" not in msg
+    assert "init_scale" in msg and "(0, 100]" in msg and "dtype=float64" in msg and "_LinAlgError" not in msg
+
+
+def test_a_lapack_failure_names_the_setting_cli():
+    code = """
+import sys, torch
+def never(*a, **k):
+    raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+torch.linalg.svdvals = never
+from analysis.__main__ import main
+sys.exit(main(["run", "--cell", "lstm", "--hidden-size", "6", "--seq-len", "8", "--batch-size", "2",
+               "--init", "spectral", "--init-scale", "100"]))
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and r.stdout == ""
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "init_scale" in err, err
