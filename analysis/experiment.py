@@ -211,7 +211,9 @@ def run_experiment(config: ExperimentConfig, *, progress: Progress | Reporter | 
     """
     _check_only(only)
     from .limits import check
-    check(config, only=only)  # LimitExceeded (a ConfigError) before anything is allocated
+    from .own_files import with_file_arch
+    check(with_file_arch(config), only=only)  # LimitExceeded (a ConfigError) before anything is allocated, on a
+    # state_dict file's own sizes (read from its metadata)
     return _run_experiment(config, reporter(progress), only)
 
 

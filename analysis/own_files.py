@@ -333,6 +333,21 @@ def check_against_file(d: dict, fm: FileModel, given: set[str]) -> None:
                               f"{f}={fm.arch[f]} (leave the flag out to use the file's value)")
 
 
+def with_file_arch(config):
+    """``config`` with its state_dict file's architecture (cell, sizes, layers, direction), read from the file's
+    metadata alone; ``config`` itself without a file, or where the file or the combination is invalid (the
+    analysis then says why in its own words). For the limits' check before the run: the file decides the sizes."""
+    if not config.state_dict_path:
+        return config
+    where = f"state_dict_path={config.state_dict_path!r}"
+    try:
+        fm = split_state_dict(read_state_dict(read_file(config.state_dict_path, "state_dict_path"), where),
+                              config.module, where)
+        return config.replace(**fm.arch)
+    except ConfigError:
+        return config
+
+
 def fill_from_file(config, sd: dict, where: str, cost=None, load: bool = True):
     """(config with the file's architecture, FileModel with readout/embedding): the engine's side of reconcile.
 

@@ -92,7 +92,8 @@ class Trainer:
         if on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"on_nonfinite={on_nonfinite!r} is not allowed: choose stop or skip")
         from .limits import check_training
-        check_training(config, config.train_steps or 1)
+        from .own_files import with_file_arch
+        check_training(with_file_arch(config), config.train_steps or 1)  # a state_dict file's own sizes
         self.config, batch, sd = resolve(config)
         self.device_note = resolve_device(config.device)[1]  # cpu; one-line error for an unusable cuda
         self.spec = batch.spec

@@ -192,3 +192,16 @@ def test_upload_config_reads_shapes_only(monkeypatch):
     c = upload_config(ExperimentConfig(), zero_stride_lstm(), (buf.getvalue(), ".npy"))
     assert (c.cell, c.hidden_size, c.input_size, c.seq_len, c.batch_size) == ("lstm", 4096, 4096, 7, 3)
     assert loads == []
+
+
+def test_run_experiment_and_trainer_check_a_state_dict_files_own_sizes(tmp_path):
+    """A file named in the config (API, CLI) is estimated on its own architecture, not the config's defaults."""
+    from analysis import run_experiment
+    from analysis.training import Trainer
+    p = tmp_path / "wide.pt"
+    p.write_bytes(zero_stride_lstm(H=4096, I=2))
+    cfg = ExperimentConfig(task="adding", state_dict_path=str(p))  # hidden_size left at its default (64)
+    with pytest.raises(LimitExceeded, match="hidden_size=4096"):
+        run_experiment(cfg)
+    with pytest.raises(LimitExceeded, match="hidden_size=4096"):
+        Trainer(cfg.replace(train_steps=100000))
