@@ -35,6 +35,7 @@ from pptx.util import Pt
 
 from .export import ExportUnavailable, export_available, render, slide_figure
 from .export.bundles import scaled, view_figures_of
+from .figures import legend_below
 from .guides import VIEW_GUIDES, VIEW_TITLES, describe
 
 SLIDE_W_EMU, SLIDE_H_EMU = 12192000, 6858000  # 13.333 x 7.5 in (16:9)
@@ -158,6 +159,8 @@ def deck_figure(fig: go.Figure) -> go.Figure:
     above = any(a.yref == "paper" and a.y is not None and a.y >= 0.99 for a in f.layout.annotations)
     f.update_layout(title_text="", margin=dict(t=TOP_PX + (SUBPLOT_TITLES_PX if above else 0),
                                                b=bottom + CAPTION_PX))
+    if f.layout.legend.orientation == "h":  # the plot is shorter now: keep the legend clear of the x axis
+        legend_below(f)
     return f
 
 

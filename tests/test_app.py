@@ -114,6 +114,9 @@ def test_preset_selector_sets_everything():
     assert at.session_state["init_scale"] == c.init_scale and at.session_state["seq_len"] == c.seq_len
     assert at.session_state["cell_compare"] == ["rnn"]
     assert any("exploding" in w.value or "explodes" in w.value for w in at.warning)
+    # the box shows the short name (a long title was cut off in the sidebar); the title is the caption under it
+    assert at.selectbox(key="preset").format_func("exploding") == "exploding"
+    assert any(PRESETS["exploding"].title in c.value for c in at.sidebar.caption)
 
 
 # ---- widgets change the figures; display options do not recompute ------------------------------------------------

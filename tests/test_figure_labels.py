@@ -8,6 +8,7 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import pytest
 import torch
 from pptx import Presentation
@@ -208,3 +209,68 @@ def test_the_activations_figure_claims_the_rnn_bound_only_with_an_rnn():
     assert "≤ γ·σmax(Whh)" in visible(title_of(fig)) and "vanilla RNN" in title_of(fig)
     jac = view_figures("jacobians", gated)["jacobian_spectral_norm"]
     assert "bound" not in caption_of(jac) and not [t for t in jac.data if t.meta.get("role") == "bound"]
+
+
+# ---- small figure defects (issue 19), each also looked at in a screenshot ---------------------------------------
+def test_log_axes_tick_at_decades_or_1_2_5_never_one_decade_and_then_5_2(every_figure):
+    from analysis.figures.theme import log_ticks
+    wide = log_ticks(1e-9, 1.2)
+    assert wide["ticktext"] == ["10⁻⁹", "10⁻⁸", "10⁻⁷", "10⁻⁶", "10⁻⁵", "10⁻⁴", "10⁻³", "10⁻²", "10⁻¹", "1", "10"]
+    assert log_ticks(0.15, 7)["ticktext"] == ["0.2", "0.5", "1", "2", "5"]
+    assert log_ticks(1.7, 7)["ticktext"] == ["2", "3", "4", "5", "6", "7"]  # under a decade: still three or more
+    assert len(log_ticks(1e-60, 1)["tickvals"]) <= 13
+    logs = 0
+    for case, _, name, fig in every_figure:
+        for key in fig.layout:
+            ax = fig.layout[key]
+            if key.startswith(("xaxis", "yaxis")) and ax.type == "log":
+                logs += 1
+                assert ax.tickvals is not None and len(ax.tickvals) == len(ax.ticktext), (case, name, key)
+    assert logs > 20
+
+
+def test_overlapping_singular_values_are_said_in_the_panel():
+    from analysis.figures.jacobians import overlapping
+    lag = [0, 1, 2, 3]
+    sv = np.log10([[1, 1, 1, 1], [0.5, 0.49, 0.3, 0.29], [0.25, 0.245, 0.1, 0.099], [0.1, 0.098, 0.05, 0.0495]])
+    assert overlapping(sv, lag) == [(0, 1), (2, 3)]  # lag 0 (every sigma 1) does not count
+    assert overlapping(sv, lag, tol_decades=1.0) == [(0, 3)]
+    assert overlapping(sv[:, :1], lag) == []
+
+
+def test_the_saturation_chart_zooms_and_labels_small_values():
+    res = run_comparison(ExperimentConfig(compare=("rnn", "lstm"), **SMALL))
+    fig = view_figures("cell-state", res)["gate_saturation"]
+    top = max(v for r in res.values() for v in r.saturation.values())
+    assert top < 0.35  # the default settings: every fraction small
+    assert fig.layout.yaxis.range[1] <= max(0.05, 1.3 * top) + 1e-12
+    assert "axis zoomed" in title_of(fig) and "50%" in title_of(fig)
+    for tr in fig.data:
+        assert list(tr.text) == [f"{100 * y:.1f}%" if y == y else "n/a" for y in tr.y]
+
+
+def test_band_and_derivative_lines_are_visible():
+    res = run_comparison(ExperimentConfig(cell="rnn", **SMALL))
+    fig = view_figures("gradient-flow", res)["grad_norm"]
+    band = [t for t in fig.data if t.meta.get("role") == "band"]
+    assert band[1].fillcolor.endswith(",0.3)") and all(t.line.width > 0 for t in band)
+    act = view_figures("activations", res)["activations"]
+    dashes = {t.legendgroup: t.line.dash for t in act.data}
+    assert dashes["linear"] == "dot" and dashes["relu"] == "solid"  # relu's φ′ = 1 shows between linear's dots
+
+
+def test_horizon_labels_sit_where_no_line_runs():
+    res = run_comparison(ExperimentConfig(compare=CELLS, seq_len=40, hidden_size=16, batch_size=4, seed=0))
+    fig = view_figures("jacobians", res)["jacobian_spectral_norm"]
+    lo, hi = fig.layout.yaxis.range
+    labels = [a for a in fig.layout.annotations if "horizon k=" in (a.text or "")]
+    assert labels
+    for a in labels:
+        row = hi - (hi - lo) * (1 - a.y + 0.035)  # the label's middle (top-anchored, ~7% of the plot tall)
+        for tr in fig.data:
+            if tr.visible is False or tr.y is None:
+                continue
+            x = np.asarray(tr.x, float)
+            y = np.log10(np.asarray(tr.y, float))
+            near = (x >= a.x) & (x <= a.x + 0.1 * x.max())
+            assert not np.any(np.abs(y[near] - row) < 0.03 * (hi - lo)), (a.text, tr.name)

@@ -109,6 +109,16 @@ def apply_display(fig: go.Figure, *, log_y: bool | None = None, band: bool | Non
                 fig.layout[name].type = "linear"
                 fig.layout[name].range = None
                 fig.layout[name].autorange = True
+                fig.layout[name].tickvals = fig.layout[name].ticktext = None  # the log axis's decade ticks
+    return fig
+
+
+def legend_below(fig: go.Figure, clearance_px: int = 115) -> go.Figure:
+    """A horizontal legend ``clearance_px`` below the plot area (past the x ticks and the x axis title at slide
+    sizes), from the figure's height and margins."""
+    h = fig.layout.height or SLIDE_H
+    plot = h - (fig.layout.margin.t or 0) - (fig.layout.margin.b or 0)
+    fig.update_layout(legend=dict(y=-clearance_px / max(plot, 100), yanchor="top"))
     return fig
 
 
@@ -125,8 +135,9 @@ def slide_layout(fig: go.Figure) -> go.Figure:
         legend=dict(font=dict(size=26)),
         margin=dict(l=170, r=80, t=150 + extra, b=150),
     )
-    if fig.layout.legend.orientation == "h":
-        fig.update_layout(legend=dict(y=-0.14), margin=dict(b=260))
+    if fig.layout.legend.orientation == "h":  # under the x axis's ticks and title, never on them
+        fig.update_layout(margin=dict(b=260))
+        legend_below(fig)
     fig.update_xaxes(title_font=dict(size=32), tickfont=dict(size=28))
     fig.update_yaxes(title_font=dict(size=32), tickfont=dict(size=28))
     for ann in fig.layout.annotations:
@@ -138,6 +149,8 @@ def slide_layout(fig: go.Figure) -> go.Figure:
         if tr.type in ("scatter", "scattergl") and tr.marker is not None and tr.marker.size is not None \
                 and not isinstance(tr.marker.size, (list, tuple, np.ndarray)):
             tr.marker.size = tr.marker.size * 1.8
+        if tr.type == "bar" and tr.text is not None:  # value labels on bars
+            tr.textfont.size = max(22, 2 * (tr.textfont.size or 12))
         if tr.type == "table":  # the samples table: projector-sized text and rows
             tr.header.font.size = 26
             tr.cells.font.size = 24

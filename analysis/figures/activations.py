@@ -25,8 +25,10 @@ def activation_figures(results: dict | None = None, histories: dict | None = Non
         gamma = ACTIVATION_GAMMA[name]
         width = 4 if name in current else 2
         label = f"{name}  (γ = {'1/4' if gamma == 0.25 else f'{gamma:g}'})" + ("  ← this RNN" if name in current else "")
-        # linear is dashed: its φ′ = 1 lies exactly on relu's for a > 0, which stays visible through the gaps
-        dash = "dash" if name == "linear" else "solid"
+        # linear is a thick dotted line: its φ′ = 1 lies exactly on relu's for a > 0 (which shows between the dots)
+        # and on the thin dashed γ = 1 reference line for a < 0
+        dash = "dot" if name == "linear" else "solid"
+        width = max(width, 3.5) if name == "linear" else width
         fig.add_trace(go.Scatter(x=a.numpy(), y=y.numpy(), name=label, legendgroup=name,
                                  line=dict(color=color, width=width, dash=dash)), row=1, col=1)
         fig.add_trace(go.Scatter(x=a.numpy(), y=d.numpy(), name=f"{name}′", legendgroup=name, showlegend=False,

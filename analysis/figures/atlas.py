@@ -12,11 +12,13 @@ so its JSON export holds every number.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import plotly.graph_objects as go
 
 from ..sweep_points import METRIC_LABELS
-from .theme import CELL_COLORS, CELL_LABELS, SCREEN_HEIGHT, TEMPLATE, new_figure
+from .theme import CELL_COLORS, CELL_LABELS, SCREEN_HEIGHT, TEMPLATE, decade_ticks, new_figure
 
 REFERENCE = {"lyapunov_max": (0.0, "λ₁ = 0: edge of chaos"), "grad_ratio": (0.0, "gradient kept (ratio 1)"),
              "final_loss_over_chance": (1.0, "chance level")}
@@ -26,7 +28,7 @@ AXIS_LABELS = {"forget_bias": "forget-gate bias b_f",
                "activation": "activation", "lr": "learning rate"}
 
 
-INIT_SCALE_LABELS = {"spectral": "spectral radius g of W_hh", "identity": "identity scale a (W_hh = a·I)",
+INIT_SCALE_LABELS = {"spectral": "spectral radius g of W<sub>hh</sub>", "identity": "identity scale a (W<sub>hh</sub> = a·I)",
                      "xavier": "Xavier gain", "orthogonal": "orthogonal gain"}
 
 
@@ -182,7 +184,7 @@ def _heatmap(d: dict, metric: str) -> go.Figure:
 
 def _caption(d: dict, metric: str) -> str:
     """The figure's own caption: what was swept, over how many seeds, and how to read the marks."""
-    axes = " and ".join(_axis_label(d, a) for a in d["axes"])
+    axes = " and ".join(re.sub(r"<sub>(.*?)</sub>", r"_{\1}", _axis_label(d, a)) for a in d["axes"])
     ns = len(d["seeds"])
     return (f"{METRIC_LABELS[metric]} as {axes} {'move' if len(d['axes']) > 1 else 'moves'}: each point is a full "
             f"analysis at one setting for each of {ns} seed{'s' if ns > 1 else ''}; the line is the mean over seeds"
@@ -217,4 +219,4 @@ def atlas_figure(d: dict, metric: str, kind: str = "auto") -> go.Figure:
     fig.layout.meta = {"config": d["config"], "view": "atlas", "figure": f"atlas-{metric}",
                        "caption": _caption(d, metric),
                        "sweep": {k: d[k] for k in ("axes", "seeds", "metrics", "points", "summary", "notes")}}
-    return fig
+    return decade_ticks(fig)

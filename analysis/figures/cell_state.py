@@ -1,6 +1,8 @@
 """View 4, cell state: the LSTM carousel prod f and the GRU prod z, gate activity."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -111,11 +113,16 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
                              text=[f"{100 * y:.1f}%" if y == y else "n/a" for y in ys], textposition="outside",
                              cliponaxis=False, textfont=dict(size=12),
                              hovertemplate="%{x}: %{y:.1%}<extra>" + label_of(key) + "</extra>"))
-    _hline(fig, 0.5, "alert above 50%")
     fig.update_layout(barmode="group")
-    fig.update_yaxes(title="fraction of (unit, step) pairs", range=[0, 1.05], tickformat=".0%")
+    if top >= 0.35:
+        _hline(fig, 0.5, "alert above 50%")
+        fig.update_yaxes(range=[0, 1.05])
+        low = ""
+    else:  # small values: an axis to 100% would leave the bars invisible; the alert level is said instead
+        fig.update_yaxes(range=[0, max(0.05, 1.3 * top)])
+        low = f" (all under {max(1, math.ceil(100 * top)):.0f}%: axis zoomed, alert level 50% off the axis)"
+    fig.update_yaxes(title="fraction of (unit, step) pairs", tickformat=".0%" if top >= 0.05 else ".1%")
     fig.update_xaxes(title="h_saturated: |h|>0.99 · x_saturated: gate within 0.01 of 0/1 · dead_units: ReLU never on")
-    low = " (every value under 5%: the bars are labelled)" if top < 0.05 else ""
     _base_layout(fig, "Saturation: units whose derivative is (nearly) zero" + low + layer_note(results), meta, view,
                  "gate_saturation", height=400,
                  caption="The share of (unit, step) pairs whose derivative is nearly zero: a saturated tanh "

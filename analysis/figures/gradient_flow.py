@@ -132,12 +132,14 @@ def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[
         T = len(g.grad_norm)
         t = np.arange(T)
         lo, hi = np.asarray(g.grad_norm_band[0], float), np.asarray(g.grad_norm_band[1], float)
+        # the band: a fill of 30% of the colour between thin edges of 55% (at 18% and no edges it was barely seen)
+        edge = dict(width=0.8, color=_rgba(color, 0.55))
         fig.add_trace(go.Scatter(x=t, y=positive(hi), name=f"{label_of(key)} 90th percentile", legendgroup=key,
-                                 showlegend=False, line=dict(width=0, color=color), hoverinfo="skip",
+                                 showlegend=False, line=edge, hoverinfo="skip",
                                  meta={"role": "band", "cell": key}))
         fig.add_trace(go.Scatter(x=t, y=positive(lo), name=f"{label_of(key)} 10th percentile", legendgroup=key,
-                                 showlegend=False, line=dict(width=0, color=color), fill="tonexty",
-                                 fillcolor=_rgba(color, 0.18), hoverinfo="skip", meta={"role": "band", "cell": key}))
+                                 showlegend=False, line=edge, fill="tonexty",
+                                 fillcolor=_rgba(color, 0.3), hoverinfo="skip", meta={"role": "band", "cell": key}))
         fig.add_trace(go.Scatter(x=t, y=positive(g.grad_norm), name=f"{label_of(key)} ‖∂L/∂h<sub>t</sub>‖",
                                  legendgroup=key, line=dict(color=color, width=2.5),
                                  meta={"role": "grad_norm", "cell": key},
@@ -195,9 +197,10 @@ def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[
                                      hovertemplate="t=%{x}<br>layer l=%{y}<br>log10‖∂L/∂h_t^(l)‖=%{z:.2f}"
                                                    "<extra></extra>"),
                           row=i, col=1)
-            fig.update_yaxes(title_text="layer l  (0 = bottom, reads x<sub>t</sub>)", tickvals=list(range(L)),
-                             ticktext=[f"{l}" + (" (top)" if l == L - 1 else "") for l in range(L)],
-                             row=i, col=1)
+            # a short title per row (three long ones ran into each other); "0 = bottom" is in the ticks and caption
+            fig.update_yaxes(title_text="layer l", tickvals=list(range(L)),
+                             ticktext=[f"{l}" + (" (top)" if l == L - 1 else " (bottom)" if l == 0 else "")
+                                       for l in range(L)], row=i, col=1)
         shown = dict(deep)
         fig.update_xaxes(title_text=f"time step t  ({loss_reading(shown, 'the top layer')})", row=n, col=1)
         fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="log10<br>‖∂L/∂h‖")))

@@ -42,13 +42,69 @@ def _horizon(jac, threshold: float) -> int | None:
     return int(np.asarray(jac.lag)[below[0]]) if len(below) else None
 
 
+def overlapping(sv_log10, lag, tol_decades: float = math.log10(1.05), share: float = 0.9) -> list[tuple[int, int]]:
+    """Runs (i, j), j > i, of consecutive singular values sigma_i..sigma_j that lie within ``tol_decades`` of their
+    neighbour at ``share`` of the lags k >= 1 (at k = 0 the product is the identity and every sigma is 1): drawn on
+    a log axis many decades tall, such lines look like one."""
+    sv = np.asarray(sv_log10, float)
+    if sv.ndim != 2 or sv.shape[1] < 2:
+        return []
+    rows = sv[np.asarray(lag) >= 1]
+    if not rows.size:
+        return []
+    with np.errstate(invalid="ignore"):
+        close = [float(np.mean(np.abs(rows[:, i] - rows[:, i - 1]) < tol_decades)) >= share
+                 for i in range(1, sv.shape[1])]
+    runs, start = [], None
+    for i, c in enumerate(close, start=1):
+        if c and start is None:
+            start = i - 1
+        if not c and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    if start is not None:
+        runs.append((start, sv.shape[1] - 1))
+    return runs
+
+
+def _free_slot(fig: go.Figure, x0: float, n_chars: int, rng, taken: list) -> int:
+    """The first label slot (row y = 1 - 0.075 slot of the plot, top down) where a label of ``n_chars`` starting at
+    x0 crosses no drawn line and no label already placed (``taken``: [(slot, x0, x1)]); slot 0 if none is free.
+
+    Widths are estimated (7 px per character of a ~1000 px wide plot); y rows are checked in log10 units."""
+    xs_all = [np.asarray(t.x, float) for t in fig.data if t.x is not None and t.visible is not False]
+    x_max = max((float(np.nanmax(x)) for x in xs_all if x.size), default=1.0) or 1.0
+    x1 = x0 + x_max * 7 * n_chars / 1000
+    lo, hi = rng if rng is not None else (-10.0, 0.0)
+    lines = []
+    for t in fig.data:
+        if t.visible is False or t.x is None or t.y is None or t.type != "scatter":
+            continue
+        x = np.asarray(t.x, float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = np.log10(np.asarray(t.y, float))
+        inside = (x >= x0) & (x <= x1)
+        probe = np.concatenate([y[inside], np.interp([x0, x1], x, y)]) if x.size > 1 else y[inside]
+        lines.append(probe[np.isfinite(probe)])
+    for slot in range(12):
+        mid = hi - (hi - lo) * (0.075 * slot + 0.035)  # the label's row (top-anchored), in log10 units
+        half = (hi - lo) * 0.04
+        if any(s == slot and not (x1 < a or x0 > b) for s, a, b in taken):
+            continue
+        if all(not np.any(np.abs(v - mid) < half) for v in lines):
+            taken.append((slot, x0, x1))
+            return slot
+    taken.append((0, x0, x1))
+    return 0
+
+
 def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
     meta = config_meta(results)
     view = "jacobians"
     fig = new_figure()
     ranges = []
     thresholds = set()
-    slot = 0
+    marks = []
     for key, r in results.items():
         color, lab = color_of(key, results), label_of(key)
         j = r.jac
@@ -94,12 +150,15 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
                                                else "dash"), meta={"role": "bound", "cell": key},
                                      hovertemplate="k=%{x}<br>bound=%{y:.3e}<extra>Pascanu bound</extra>"))
         if hz is not None:
-            _vline(fig, hz, f"{lab} horizon k={hz}", color, slot)
-            slot += 1
+            marks.append((hz, f"{lab} horizon k={hz}", color))
         thresholds.add(float(r.config.horizon_threshold))
     for th in thresholds:
         _hline(fig, th, f"horizon threshold {th:g}", log=True)
     rng = _log_range(*ranges, [math.log10(t) for t in thresholds], [0.0])
+    taken: list = []
+    for hz, text, color in marks:  # each label where no line runs (it used to sit on another cell's line)
+        slot = _free_slot(fig, hz, len(text), rng, taken)
+        _vline(fig, hz, text, color, slot)
     fig.update_yaxes(type="log", title="singular value of ∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>  (log)",
                      exponentformat="power", range=rng)
     fig.update_xaxes(title="lag k  (steps back from the last step)")
@@ -133,7 +192,23 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
                                      hovertemplate=f"σ_{i + 1}" + "<br>k=%{x}<br>%{y:.3e}<extra>" + label_of(key) + "</extra>"),
                           row=1, col=ci)
         fig.update_xaxes(title_text="lag k", row=1, col=ci)
-    fig.update_yaxes(type="log", exponentformat="power", range=_log_range(*all_sv))
+    rng = _log_range(*all_sv)
+    tol = max(math.log10(1.05), 0.015 * (rng[1] - rng[0])) if rng else math.log10(1.05)
+    for ci, key in enumerate(keys, start=1):
+        sv = np.asarray(results[key].jac.singular_values, float)
+        groups = overlapping(sv, results[key].jac.lag, tol)
+        if not groups:
+            continue
+        # lines drawn on top of each other look like one: say so, on the side of the panel the lines leave free
+        text = "<br>".join(f"σ<sub>{a + 1}</sub>–σ<sub>{b + 1}</sub> overlap" for a, b in groups)
+        end = float(np.nanmean(np.where(np.isfinite(sv[-1]), sv[-1], np.nan))) if sv.size else 0.0
+        low = rng is None or not np.isfinite(end) or end > (rng[0] + rng[1]) / 2
+        ax = "" if ci == 1 else ci
+        fig.add_annotation(text=text + f"<br>(within {tol:.2g} decades at 90% of lags k ≥ 1)", xref=f"x{ax} domain",
+                           yref=f"y{ax} domain", x=0.98, y=0.03 if low else 0.97, xanchor="right",
+                           yanchor="bottom" if low else "top", showarrow=False, align="right",
+                           font=dict(size=11, color=color_of(key, results)), bgcolor="rgba(255,255,255,0.8)")
+    fig.update_yaxes(type="log", exponentformat="power", range=rng)
     fig.update_yaxes(title_text="σ<sub>i</sub>(∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>)", row=1, col=1)
     n_sv = max((s.shape[1] for s in all_sv if s.ndim == 2), default=0)
     _base_layout(fig, f"Top {n_sv} singular values per lag (thick: the largest): how many directions survive"

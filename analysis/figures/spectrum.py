@@ -63,7 +63,7 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
         color = color_of(key, results)
         for bi, (block, s) in enumerate(r.spectra.items()):
             sv = np.asarray(s["singular_values"], float)
-            bname = "W_hh" if block == "h" else f"{block} block"
+            bname = "W<sub>hh</sub>" if block == "h" else f"{block} block"
             fig.add_trace(go.Scatter(x=np.arange(1, len(sv) + 1), y=positive(sv),
                                      name=f"{label_of(key)} {bname}  σ<sub>max</sub>={s['sigma_max']:.3g}",
                                      line=dict(color=color, dash=dashes[bi % 4], width=2), legendgroup=key))

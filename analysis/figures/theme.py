@@ -219,6 +219,81 @@ def _base_layout(fig: go.Figure, title: str, meta: dict, view: str, name: str, *
     if legend_bottom:
         fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0),
                           margin=dict(b=110))
+    return decade_ticks(fig)
+
+
+# ---- log axes: ticks at decades (or 1-2-5 within one or two decades), never one decade and then "5, 2" ---------
+_SUPER = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def tick_text(v: float) -> str:
+    """0.05 -> "0.05", 2e-7 -> "2×10⁻⁷", 1e-7 -> "10⁻⁷" (plain numbers from 0.001 to 9999)."""
+    if 1e-3 <= v < 1e4:
+        return f"{v:g}"
+    e = int(math.floor(math.log10(v) + 1e-9))
+    m = round(v / 10 ** e, 6)
+    power = "10" + str(e).translate(_SUPER)
+    return power if m == 1 else f"{m:g}×{power}"
+
+
+def log_ticks(lo: float, hi: float) -> dict:
+    """Tick settings for a log axis showing [lo, hi] (plain values > 0): every decade (every 2nd, 3rd... when there
+    are more than 12) from two decades up, else 1, 2, 5 times each power of ten (1..9 times when that gives fewer
+    than three ticks), each labelled in full."""
+    a, b = math.log10(lo), math.log10(hi)
+    if b - a >= 2:
+        first, last = math.floor(a), math.ceil(b)
+        step = max(1, math.ceil((last - first) / 12))
+        ks = list(range(first, last + 1, step))
+        text = ["1" if k == 0 else "10" if k == 1 else "10" + str(k).translate(_SUPER) for k in ks]
+        return {"tickvals": [10.0 ** k for k in ks], "ticktext": text, "dtick": None}
+    else:
+        for mantissas in ((1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+            vals = [m * 10.0 ** k for k in range(math.floor(a) - 1, math.ceil(b) + 1) for m in mantissas]
+            vals = [float(f"{v:.6g}") for v in vals if lo / 1.0001 <= v <= hi * 1.0001]
+            if len(vals) >= 3:  # at least three labelled ticks, else finer steps
+                break
+        vals = vals or [10.0 ** round((a + b) / 2)]
+    return {"tickvals": vals, "ticktext": [tick_text(v) for v in vals], "dtick": None}
+
+
+def _axis_values(fig: go.Figure, axis_name: str) -> np.ndarray:
+    """Every finite positive value the traces draw on ``axis_name`` ("yaxis", "yaxis2", "xaxis"...)."""
+    letter, suffix = axis_name[0], axis_name[5:]
+    ref = letter + suffix
+    vals = []
+    for tr in fig.data:
+        if (getattr(tr, f"{letter}axis", None) or letter) != ref:
+            continue
+        v = getattr(tr, letter, None)
+        if v is None or tr.type in ("heatmap", "table") or tr.visible is False:
+            continue
+        a = np.asarray(v, dtype=object)
+        try:
+            a = a.astype(float)
+        except (TypeError, ValueError):
+            continue
+        vals.append(a[np.isfinite(a) & (a > 0)])
+    return np.concatenate(vals) if vals else np.zeros(0)
+
+
+def decade_ticks(fig: go.Figure) -> go.Figure:
+    """Give every log axis without its own ticks decade (or 1-2-5) ticks, from its range or its data."""
+    for name in list(fig.layout):
+        if not (name.startswith("xaxis") or name.startswith("yaxis")):
+            continue
+        ax = fig.layout[name]
+        if ax.type != "log" or ax.tickvals is not None:
+            continue
+        if ax.range is not None and None not in ax.range:
+            lo, hi = 10.0 ** ax.range[0], 10.0 ** ax.range[1]
+        else:
+            v = _axis_values(fig, name)
+            if not v.size:
+                continue
+            lo, hi = float(v.min()), float(v.max())
+        if hi > lo > 0:
+            ax.update(**log_ticks(lo, hi))
     return fig
 
 
@@ -239,7 +314,7 @@ def _vline(fig, x, text, color, slot):
     """A vertical marker with its label near the top (labels staggered by slot)."""
     fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper", line=dict(color=color, width=1.5, dash="dot"))
     fig.add_annotation(x=x, y=1 - 0.075 * slot, yref="paper", text=text, showarrow=False, xanchor="left",
-                       xshift=3, font=dict(color=color, size=12), bgcolor="rgba(255,255,255,0.75)")
+                       yanchor="top", xshift=3, font=dict(color=color, size=12), bgcolor="rgba(255,255,255,0.75)")
 
 
 def _hline(fig, y, text, *, log=False, color="#888", position="left", row=None, col=None):

@@ -52,10 +52,14 @@ def sidebar() -> Settings:
     sb = st.sidebar
     with sb:
         st.header("Settings")
+        # the box shows the preset's short name (a title of 50 characters was cut off in the sidebar's width);
+        # its title is the line under it
         st.selectbox("Preset", list(PRESETS), key="preset", on_change=_on_preset,
-                     format_func=lambda n: f"{n}: {PRESETS[n].title}",
-                     help="Sets every setting at once to reproduce a classic result.")
-        st.caption("Its two lines of what to look for are shown above the charts.")
+                     help="Sets every setting at once to reproduce a classic result. " + " · ".join(
+                         f"{n}: {p.title}" for n, p in PRESETS.items()))
+        chosen = PRESETS.get(ss.get("preset"))
+        st.caption((f"**{chosen.title}.** " if chosen else "") + "Its two lines of what to look for are shown "
+                   "above the charts.")
 
         st.multiselect("Cells to compare (1-3)", list(CELLS), key="cell_compare", max_selections=3,
                        format_func=lambda c: CELL_NAMES[c],
