@@ -82,7 +82,12 @@ def input_notes(model, inputs: Tensor | None = None, initial=None) -> list[str]:
 
 # ---- guarded LAPACK calls -----------------------------------------------------------------------------------
 def _bad(M: Tensor) -> Tensor | None:
-    """Per matrix of a batch (..., n, m): True where it holds a non-finite entry; None if all are finite."""
+    """Per matrix of a batch (..., n, m): True where it holds a non-finite entry; None if all are finite.
+
+    First one sum (a NaN or an Inf anywhere makes it non-finite): a fraction of an elementwise isfinite, which
+    runs only when the sum is not finite (or finite entries overflowed it: then the same answer, slower)."""
+    if M.numel() == 0 or bool(torch.isfinite(M.sum())):
+        return None
     ok = torch.isfinite(M).flatten(-2).all(-1)
     return None if bool(ok.all()) else ~ok
 
@@ -161,13 +166,20 @@ def qr(M: Tensor):
 def sigma_max_sq(M: Tensor) -> Tensor:
     """sigma_max(M)^2 per matrix of M (b, n, m): the largest eigenvalue of M^T M, or svdvals(M)[0]^2 where the
     symmetric eigensolver does not converge or the Gram matrix overflows (see the module docstring); NaN for a
-    non-finite matrix."""
-    bad_m = _bad_rows(M)
+    non-finite matrix. One check in the common case: a finite Gram matrix means a finite M."""
     G = M.mT @ M
+    bad_g = _bad(G)
+    if bad_g is None:
+        try:
+            return torch.linalg.eigvalsh(G)[..., -1]
+        except torch.linalg.LinAlgError:  # "failed to converge": every matrix of the batch by svdvals
+            s = svdvals(M)[..., 0]
+            return s * s
+    bad_m = _bad_rows(M)
     try:
         lam = _with_nan(torch.linalg.eigvalsh, G)[..., -1]
-        redo = _bad_rows(G) & ~bad_m  # a finite M whose Gram matrix overflowed
-    except torch.linalg.LinAlgError:  # "failed to converge": every matrix of the batch by svdvals
+        redo = bad_g & ~bad_m  # a finite M whose Gram matrix overflowed
+    except torch.linalg.LinAlgError:
         lam = torch.full(M.shape[:-2], float("nan"), dtype=M.dtype)
         redo = ~bad_m
     if bool(redo.any()):
