@@ -105,6 +105,21 @@ def reproduction() -> str:
                                   "nonfinite": r.nonfinite}, allow_nan=False)
 
 
+def stacked(param: str, value: float, figures: bool) -> str:
+    """A 2-layer bidirectional LSTM with the non-finite entry in ``param``, analysed at each layer."""
+    torch.manual_seed(0)
+    m = nn.LSTM(I, H, num_layers=2, bidirectional=True)
+    with torch.no_grad():
+        getattr(m, param)[3] = value
+    kind = "NaN" if value != value else "Inf"
+    n = 0
+    for layer in (0, -1):
+        r = analyze(m, torch.randn(T, B, I), layer=layer, **SMALL)
+        _note(r, f"{param}: {H if getattr(m, param).dim() == 2 else 1} {kind}", kind)
+        n += _views(r, VIEWS if figures else ())
+    return f"ok stacked lstm {param} {kind}: {n} figures"
+
+
 def main(argv) -> int:
     """``all``: every figure of every result of every case (slow: ~40 s on 2 cores); else every view of
     analyze()'s result for weight_hh_l0's cases, and every analysis (with its JSON, alerts, summary) of all."""
@@ -117,6 +132,9 @@ def main(argv) -> int:
                 for value in (float("nan"), float("inf")):
                     print(probe(cell, param, value, where, figures=every or param == "weight_hh_l0", every=every),
                           flush=True)
+        for param in ("weight_hh_l1_reverse", "bias_ih_l0"):
+            for value in (float("nan"), float("inf")):
+                print(stacked(param, value, every), flush=True)
     print("done", flush=True)
     return 0
 
