@@ -9,7 +9,9 @@ For rnn, lstm and gru, each parameter of torch's nn.RNN/LSTM/GRU(I, H) with one 
     Trainer              two training steps (the spectral radius over training) and the training view
     sweep point          every metric of one sweep point
 ``python tests/nonfinite_probe.py [all]``: with ``all`` every figure of every result of every case, else every
-view of analyze()'s result for weight_hh_l0's cases only (the figures are most of the time). Prints the reproduction's line ("repro {json}": analyze() on LSTM(8, 32) with one NaN in weight_hh_l0), one line per case, "ok <case> | <the note naming the entry>", and exits 0 when every case ran.
+view of analyze()'s result for weight_hh_l0's cases only (the figures are most of the time); then a 2-layer
+bidirectional LSTM's cases. Prints the reproduction's line ("repro {json}": analyze() on LSTM(8, 32) with one NaN
+in weight_hh_l0), one line per case ("ok <case> | <the note naming the entry>"), "done", and exits 0.
 """
 import json
 import os

@@ -14,7 +14,8 @@ import torch
 from analysis import ExperimentConfig, finite, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-slow = pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="every figure of every case (~30 s of CPU): RUN_SLOW=1")
+slow = pytest.mark.skipif(not os.environ.get("RUN_SLOW"),
+                          reason="every figure of every case (~30 s of CPU): RUN_SLOW=1")
 
 
 def _batch_with_bad():
