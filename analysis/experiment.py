@@ -142,6 +142,7 @@ class ExperimentResult:
         return self.jac is not None
 
     def to_dict(self) -> dict:
+        from .result_json import result_to_dict
         return result_to_dict(self)
 
     def figures(self, view: str, histories: dict | None = None) -> dict:
@@ -311,89 +312,3 @@ def run_comparison(config: ExperimentConfig, *, progress: Progress | Reporter | 
     run side by side where cores allow (analysis.comparison). ``progress`` and ``only`` as in ``run_experiment``."""
     from .comparison import run_comparison as run
     return run(config, progress=progress, only=only)
-
-
-# ---- JSON ---------------------------------------------------------------------------------------------------
-def _num(x) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _list(a) -> list:
-    return [_num(v) for v in np.asarray(a, dtype=float).ravel()] if a is not None else None
-
-
-def _pow10(a) -> list | None:
-    if a is None:
-        return None
-    with np.errstate(over="ignore", under="ignore"):
-        return _list(np.power(10.0, np.asarray(a, dtype=float)))
-
-
-def _jac_dict(j: JacobianResult) -> dict:
-    return {
-        "lag": list(j.lag),
-        "spectral_norm": _pow10(j.spectral_norm),
-        "min_singular_value": _pow10(j.min_singular_value),
-        "singular_values": [_pow10(row) for row in j.singular_values],
-        "log10_spectral_norm": _list(j.spectral_norm),
-        "log10_min_singular_value": _list(j.min_singular_value),
-        "min_singular_value_reliable": [bool(v) for v in j.min_reliable],
-        "state_spectral_norm": _pow10(j.state_spectral_norm),
-        "lyapunov_exponents": _list(j.lyapunov),
-        "sequences_analysed": j.batch_analysed,
-        "method": j.method,
-        "nonfinite": j.nonfinite,
-        "sigma_max_estimate": j.extras.get("sigma_max_estimate"),
-    }
-
-
-def result_to_dict(r: ExperimentResult) -> dict:
-    c = r.config
-    spectra = r.spectra
-    if c.cell == "rnn":
-        radius = _num(spectra["h"]["spectral_radius"])  # None (JSON null) where W_hh holds a NaN / Inf
-    else:
-        radius = {k: _num(v["spectral_radius"]) for k, v in spectra.items()}
-    cell_flow = None
-    if c.cell == "lstm" and r.jac is not None:
-        cell_flow = {"full": _pow10(r.jac.cell_full), "carousel": _pow10(r.jac.cell_carousel),
-                     "log10_full": _list(r.jac.cell_full), "log10_carousel": _list(r.jac.cell_carousel),
-                     "note": "full = ||dc_{T-1}/dc_{T-1-k}||_2 (every path); carousel = ||prod diag(f)||_2 "
-                             "(the forget-gate path alone)"}
-    gate_flow = None
-    if c.cell == "gru" and r.jac is not None:
-        gate_flow = {"update_gate_path": _pow10(r.jac.update_gate_path),
-                     "log10_update_gate_path": _list(r.jac.update_gate_path),
-                     "note": "||prod diag(z)||_2: the path through the update gate alone"}
-    return {
-        "config": c.to_dict(),
-        "task": {"name": r.spec.name, "chance_loss": r.spec.chance_loss, "loss_steps": r.spec.loss_steps,
-                 "input_size": r.spec.input_size, "output_size": r.spec.output_size},
-        "loss_steps": r.spec.loss_steps if c.loss_steps == "auto" else c.loss_steps,
-        "probe_loss": _num(r.grad.loss),
-        "grad_norm": _pow10(r.grad.log10_grad_norm) if r.grad.log10_grad_norm is not None else _list(r.grad.grad_norm),
-        "log10_grad_norm": _list(r.grad.log10_grad_norm if r.grad.log10_grad_norm is not None
-                                 else np.log10(np.asarray(r.grad.grad_norm, dtype=float))),
-        "grad_norm_method": r.grad.method,
-        "grad_norm_underflow_t": r.grad.underflow_t,
-        "grad_norm_band": {"p10": _list(r.grad.grad_norm_band[0]), "p90": _list(r.grad.grad_norm_band[1])},
-        "grad_norm_per_layer": [_list(row) for row in r.grad.per_layer],
-        "grad_norm_per_direction": [_list(row) for row in r.grad.per_direction],
-        "cell_grad_norm": _list(r.grad.cell_grad_norm),
-        "grad_norm_truncated": _list(r.truncated.grad_norm) if r.truncated is not None else None,
-        "jacobian": _jac_dict(r.jac) if r.jac is not None else None,
-        "jacobian_backward": _jac_dict(r.jac_backward) if r.jac_backward is not None else None,
-        "cell_flow": cell_flow,
-        "gate_flow": gate_flow,
-        "spectral_radius": radius,
-        "sigma_max": _num(spectra["h"]["sigma_max"]) if c.cell == "rnn" else {k: _num(v["sigma_max"])
-                                                                                for k, v in spectra.items()},
-        "gamma": c.model_config(c.input_size).gamma if c.cell == "rnn" else None,
-        "memory_horizon": r.memory_horizon,
-        "horizon_threshold": c.horizon_threshold,
-        "saturation": r.saturation,
-        "nonfinite": r.nonfinite,
-        "notes": r.notes,
-        "timings": r.timings,
-    }

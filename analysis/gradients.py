@@ -23,6 +23,7 @@ from torch import Tensor
 
 from rnn_models.network import Trace
 
+from .cell_grads import log10_total_cell, total_cell_grads
 from .tasks import TaskBatch
 
 
@@ -59,7 +60,7 @@ class GradientResult:
     grad_norm_band: np.ndarray  # (2, T) 10th and 90th percentile over the batch
     per_layer: np.ndarray  # (L, T) the same for every layer (bidirectional: the layer's [h_fwd; h_bwd])
     per_direction: np.ndarray  # (D, T) analysed layer, each direction's h alone
-    cell_grad_norm: np.ndarray | None  # (T,) ||dL/dc_t|| (LSTM)
+    cell_grad_norm: np.ndarray | None  # (T,) ||dL/dc_t|| total (LSTM; see analysis.cell_grads)
     loss: float  # mean probe loss
     nonfinite: dict | None
     last_state_grad: Tensor | None = None  # (B, S) dL/dstate_{T-1} of the analysed layer's forward direction
@@ -68,6 +69,7 @@ class GradientResult:
     underflow_t: int | None = None  # grad_norm is NaN for t <= this: below float's safe range, no exact chain
     top_last_grad: Tensor | None = None  # (B, H) dL/dh_{T-1} of the top layer's forward direction
     state_grads: Tensor | None = None  # (T, B, S) dL/dstate_t of the analysed layer's forward direction (dropped after use)
+    cell_carry_grad_norm: np.ndarray | None = None  # (T,) the carry path of dL/dc_t alone (LSTM; 0 at T-1)
 
 
 def _first_nonfinite_forward(trace: Trace) -> dict | None:
@@ -108,9 +110,12 @@ def gradient_norms(trace: Trace, probe: Tensor, analysed_layer: int, *, retain_g
     norms = layer_norms[a]  # (T, B)
     finite = torch.isfinite(norms)
     band = torch.quantile(norms.nan_to_num(posinf=math.inf), torch.tensor([0.1, 0.9], dtype=norms.dtype), dim=1)
-    cell = None
-    if is_lstm:
-        cell = geometric_mean(torch.stack([(g.double() ** 2).sum(-1).sqrt() for g in grads[L * D * T:]]), -1).numpy()
+    cell = carry = None
+    if is_lstm:  # the views give the carry path; the total adds the path through h_t (analysis.cell_grads)
+        g_c = torch.stack(grads[L * D * T:])  # (T, B, H)
+        total = total_cell_grads(runs[a][0], torch.stack(grads[a * D * T: a * D * T + T]), g_c)
+        carry = geometric_mean(torch.linalg.vector_norm(g_c.double(), dim=-1), -1).numpy()
+        cell = geometric_mean(torch.linalg.vector_norm(total.double(), dim=-1), -1).numpy()
     nonfinite = _first_nonfinite_forward(trace)
     if nonfinite is None and not bool(torch.isfinite(probe).all()):
         nonfinite = {"quantity": "loss", "sequence": int((~torch.isfinite(probe)).nonzero()[0])}
@@ -133,6 +138,7 @@ def gradient_norms(trace: Trace, probe: Tensor, analysed_layer: int, *, retain_g
         per_layer=geometric_mean(layer_norms, -1).numpy(),
         per_direction=geometric_mean(sq[a].sqrt(), -1).numpy(),
         cell_grad_norm=cell,
+        cell_carry_grad_norm=carry,
         loss=float(probe.detach().double().mean()),
         nonfinite=nonfinite,
     )
@@ -209,7 +215,7 @@ class _VJPSteps:
 
 @torch.no_grad()
 def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, *,
-                        cell_logs: bool = False, progress=None) -> Tensor | tuple[Tensor, Tensor]:
+                        cell_logs: bool = False, progress=None) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     r"""log10 ||dL/dh_t|| for every t and sequence, (T, B), for a loss on the last step only.
 
     Such a loss reaches state_t only through state_{t+1}, so dL/dstate_{t-1} = dL/dstate_t J_t exactly, a
@@ -221,7 +227,9 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
                  ``_underflow_floor`` those values are exact to float rounding and used as they are; the chain
                  starts from the last step whose norms are all safe and runs down from there (no extra cost
                  when nothing underflows). Without it the chain runs from v_last (B, S) at t = T-1.
-    cell_logs    also return log10 ||dL/dc_t|| (T, B) (LSTM: the state's second half; requires no state_grads)
+    cell_logs    also return log10 ||dL/dc_t|| (T, B) twice, (h, carry, total): the carry path alone (the state's
+                 second half) and the total (carry + the path through h_t, analysis.cell_grads); LSTM only,
+                 requires no state_grads
     progress     optional ``progress(fraction, what)``, called after each chunk of steps (may raise Cancelled)
     """
     if cell_logs and state_grads is not None:
@@ -231,6 +239,7 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
     dtype = run.xp[0].dtype
     out = torch.empty(T, B := v_last.shape[0], dtype=torch.float64)
     out_c = torch.empty(T, B, dtype=torch.float64) if cell_logs else None
+    out_ct = torch.empty(T, B, dtype=torch.float64) if cell_logs else None
     start = T - 1
     if state_grads is not None:
         sg = state_grads.double()
@@ -264,6 +273,7 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
         xp, st = _stack_states(run, t_lo, t_hi + 1, idx)  # (C, B, G), states before each step
         steps = _VJPSteps(run.cell, xp, st)
         C = t_hi - t_lo + 1
+        v_in, scale_in = v, log_scale  # dL/dstate_{t_hi} and its scale (for the total cell gradient)
         vs = torch.empty(C, B, v.shape[-1], dtype=dtype)  # vs[c] = dL/dstate_{t_lo+c-1}, renormalized
         ns = torch.empty(C, B, 1, dtype=dtype)  # the norm taken out at that step
         for c in range(C - 1, -1, -1):
@@ -277,11 +287,16 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
         out[t_lo - 1: t_hi] = torch.log10(torch.linalg.vector_norm(vs[..., :H].double(), dim=-1)) + cum
         if out_c is not None:
             out_c[t_lo - 1: t_hi] = torch.log10(torch.linalg.vector_norm(vs[..., H:].double(), dim=-1)) + cum
+            # times t_lo..t_hi: vs[1:] and v_in, with their scales
+            out_ct[t_lo: t_hi + 1] = log10_total_cell(run, t_lo, t_hi + 1, torch.cat([vs[1:], v_in[None]]),
+                                                      torch.cat([cum[1:], scale_in[None]]))
         log_scale = cum[0]
         t_hi = t_lo - 1
         if progress is not None:
             progress((start - t_hi) / max(1, start), f"||dL/dh_t|| back through time, t = {t_hi + 1}")
-    return (out, out_c) if cell_logs else out
+    if out_ct is not None:  # time 0 (the loop stops at its vector)
+        out_ct[:1] = log10_total_cell(run, 0, 1, v[None], log_scale[None])
+    return (out, out_c, out_ct) if cell_logs else out
 
 
 _VJP_CHUNK = 64  # steps whose coefficients are computed together

@@ -234,13 +234,22 @@ class LSTMCell(_Cell):
         i_t, f_t, g_t = torch.sigmoid(z_i), torch.sigmoid(z_f), torch.tanh(z_g)
         # c_t = f_t * c_{t-1} + i_t * g_t
         c_t = f_t * c + i_t * g_t
+        h_t, o_t = self._output(z_o, c_t)
+        return (h_t, c_t), {"i": i_t, "f": f_t, "g": g_t, "o": o_t}
+
+    def _output(self, z_o: Tensor, c_t: Tensor) -> tuple[Tensor, Tensor]:
         if self.peephole:
             z_o = z_o + self.weight_co * c_t
         # o_t = sigma(...)
         o_t = torch.sigmoid(z_o)
         # h_t = o_t * tanh(c_t)      (tanh(LN(c_t)) with layer norm)
-        h_t = o_t * torch.tanh(self.ln_c(c_t) if self.layer_norm else c_t)
-        return (h_t, c_t), {"i": i_t, "f": f_t, "g": g_t, "o": o_t}
+        return o_t * torch.tanh(self.ln_c(c_t) if self.layer_norm else c_t), o_t
+
+    def h_of_c(self, xp_t: Tensor, h_prev: Tensor, c_t: Tensor) -> Tensor:
+        r"""h_t as a function of c_t alone, x_t and h_{t-1} held fixed: o_t(c_t) \odot \tanh(c_t) (peephole
+        w_co in o_t, LN(c_t) with layer norm). Its VJP is the part of dL/dc_t that flows through h_t."""
+        z_o = (xp_t + self._recurrent(h_prev)).chunk(4, dim=-1)[3]
+        return self._output(z_o, c_t)[0]
 
     def jacobian_blocks(self, xp_t: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The blocks of d[h_t; c_t]/d[h_{t-1}; c_{t-1}] = [[A, diag(d_1)], [C, diag(d_2)]] (no layer norm).

@@ -46,6 +46,7 @@ def test_chain_route_equals_backprop_float64(cell, kw, task, tkw):
     if cell == "lstm":
         # dL/dc_{T-1} = 0 (the loss reads h): both give a geometric mean of exactly 0 there
         np.testing.assert_allclose(chain.cell_grad_norm, back.cell_grad_norm, rtol=1e-10)
+        np.testing.assert_allclose(chain.cell_carry_grad_norm, back.cell_carry_grad_norm, rtol=1e-10)
     else:
         assert chain.cell_grad_norm is None and back.cell_grad_norm is None
     assert chain.nonfinite is None and back.nonfinite is None

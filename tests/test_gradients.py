@@ -126,6 +126,35 @@ def reference(model, cfg, x, targets, loss_steps):
     return sq, cell, probe
 
 
+def total_cell_reference(model, cfg, x, targets, loss_steps):
+    """||dL/dc_t|| (T, B) total of the analysed layer (forward direction): the network by hand, each LSTM step
+    written out (h_t = o_t tanh(c_t) from the same c_t tensor), ``retain_grad()`` on every c_t."""
+    T, B, _ = x.shape
+    H, L, D = cfg.hidden_size, cfg.num_layers, 2 if cfg.bidirectional else 1
+    a = cfg.layer % L
+    cs = []
+    inp = x.clone().requires_grad_(True)  # a graph to hang retain_grad on (the weights are detached)
+    for l, dirs in enumerate(model.net.layers):
+        outs = []
+        for d, c in enumerate(dirs):
+            W_ih, W_hh, b = c.weight_ih.detach(), c.weight_hh.detach(), (c.bias_ih + c.bias_hh).detach()
+            h = torch.zeros(B, H, dtype=torch.float64)
+            cc = torch.zeros_like(h)
+            hs = [None] * T
+            for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
+                i, f, g, o = (inp[t] @ W_ih.T + h @ W_hh.T + b).chunk(4, -1)
+                cc = torch.sigmoid(f) * cc + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(cc)
+                if (l, d) == (a, 0):
+                    cc.retain_grad()
+                    cs.append(cc)
+                hs[t] = h
+            outs.append(torch.stack(hs))
+        inp = torch.cat(outs, -1)
+    _probe(model, cfg, inp, targets, loss_steps).sum().backward()
+    return torch.stack([c.grad.norm(dim=-1) for c in cs])  # (T, B)
+
+
 def _c_values(cells, cfg, x, a):
     """c_t (t = 0..T-1) of layer a, forward direction, by a plain pass."""
     T = x.shape[0]
@@ -173,13 +202,19 @@ def test_grad_norm_against_reference(captured, cell, L, bidir, loss_steps):
     np.testing.assert_allclose(g.grad_norm_band, band, rtol=1e-8, atol=0)
     assert g.loss == pytest.approx(float(probe.detach().mean()), rel=1e-10, abs=1e-12)
     if cell == "lstm":
-        assert g.cell_grad_norm.shape == (T,)
-        # c_{T-1} as a state coordinate feeds nothing the loss sees (the loss reads h_{T-1}): exactly 0
-        assert g.cell_grad_norm[-1] == 0.0 and float(cell_ref[-1].abs().max()) == 0.0
-        np.testing.assert_allclose(g.cell_grad_norm[:-1], gmean(cell_ref[:-1]), rtol=1e-8, atol=0)
-        assert (g.cell_grad_norm[:-1] > 0).all()
+        assert g.cell_grad_norm.shape == (T,) and g.cell_carry_grad_norm.shape == (T,)
+        # the carry path: c_{T-1} as a state coordinate feeds nothing the loss sees (the loss reads h_{T-1}): 0
+        assert g.cell_carry_grad_norm[-1] == 0.0 and float(cell_ref[-1].abs().max()) == 0.0
+        np.testing.assert_allclose(g.cell_carry_grad_norm[:-1], gmean(cell_ref[:-1]), rtol=1e-8, atol=0)
+        assert (g.cell_carry_grad_norm[:-1] > 0).all()
+        # the total: retain_grad on c_t of a hand-written LSTM step
+        np.testing.assert_allclose(g.cell_grad_norm, gmean(total_cell_reference(model, rc, x, None, loss_steps)),
+                                   rtol=1e-8, atol=0)
+        d = r.to_dict()
+        np.testing.assert_allclose(d["cell_grad_norm"], g.cell_grad_norm, rtol=1e-15)
+        np.testing.assert_allclose(d["cell_carry_grad_norm"], g.cell_carry_grad_norm, rtol=1e-15)
     else:
-        assert g.cell_grad_norm is None
+        assert g.cell_grad_norm is None and g.cell_carry_grad_norm is None
     assert g.nonfinite is None
     d = r.to_dict()
     np.testing.assert_allclose(d["grad_norm"], g.grad_norm, rtol=1e-15)
