@@ -161,9 +161,10 @@ def _summary(d: dict) -> str:
         f"{c['cell']} ({c['activation'] if c['cell'] == 'rnn' else 'gated'}), init {c['init']} x{c['init_scale']}, "
         f"H={c['hidden_size']}, T={c['seq_len']}, B={c['batch_size']}, {_task(d)}, {c['dtype']}",
         f"||dL/dh_t||: t=T-1 {gn[-1]:.3g}, t=0 {gn[0] if gn[0] is not None else float('nan'):.3g}",
-        f"||dh_T-1/dh_T-1-k||_2 at lag {j['lag'][-1]}: {j['spectral_norm'][-1]!s}"
-        f" (log10 {j['log10_spectral_norm'][-1]!s})",
-        f"memory horizon (< {d['horizon_threshold']:g}): {d['memory_horizon']}",
+        (f"||dh_T-1/dh_T-1-k||_2 at lag {j['lag'][-1]}: {j['spectral_norm'][-1]!s}"
+         f" (log10 {j['log10_spectral_norm'][-1]!s})") if j else "Jacobians: not computed (--views)",
+        f"memory horizon (< {d['horizon_threshold']:g}): {d['memory_horizon']}" if j else
+        "memory horizon: not computed (--views)",
         f"spectral radius of W_hh: {d['spectral_radius']}",
         f"non-finite: {d['nonfinite']}",
     ] + [f"note: {n}" for n in d["notes"]]
@@ -171,13 +172,21 @@ def _summary(d: dict) -> str:
 
 
 def cmd_run(args) -> int:
+    from .compute_views import ESTIMATE_SINK, PRINT_ABOVE_SECONDS, estimate_seconds, estimate_text
     from .experiment import run_experiment
     from .progress import StderrBar
     config = config_from_args(args)
     bar = StderrBar()
+
+    def say(cost):  # before a run longer than ~10 s: the estimate on its own line
+        if estimate_seconds(cost) > PRINT_ABOVE_SECONDS:
+            print(estimate_text(cost), file=sys.stderr, flush=True)
+
+    token = ESTIMATE_SINK.set(say)
     try:
-        d = run_experiment(config, progress=bar).to_dict()
+        d = run_experiment(config, progress=bar, views=args.views).to_dict()
     finally:
+        ESTIMATE_SINK.reset(token)
         bar.close()
     text = json.dumps(d, allow_nan=False)
     if args.json:
@@ -263,6 +272,9 @@ def build_parser(prog: str = "python -m analysis") -> argparse.ArgumentParser:
     p_run = command("run", "analyse one configuration: a summary, or the result JSON with --json")
     add_config_flags(p_run)
     p_run.add_argument("--json", default=None, metavar="PATH", help="write the result JSON here")
+    p_run.add_argument("--views", default=None, metavar="VIEWS",
+                       help="what to compute, comma-separated: gradients, activations, jacobians, spectrum, "
+                            "cell-state, all (default all; gradients alone costs about one forward+backward)")
     p_train = command("train", "train step by step, one line per step (--train-steps, default 100)")
     add_config_flags(p_train)
     p_train.add_argument("--json", default=None, metavar="PATH", help="write the training history JSON here")

@@ -21,11 +21,12 @@ OPTIMIZERS = ("sgd", "adam")
 CLIP_MODES = ("none", "norm", "value")
 TEXTS = ("shipped", "hello")
 SPECTRA = ("exact", "fast")
+DETAILS = ("auto", "light", "exact")
 DEVICES = ("cpu", "cuda", "auto")
 # every field that takes one of a few values -> the values its validation accepts (the command line's choices)
 FIELD_CHOICES = {"cell": CELLS, "activation": ACTIVATIONS, "init": INITS, "task": TASK_NAMES, "dtype": DTYPES,
                  "text": TEXTS, "loss_steps": LOSS_STEPS, "jacobian_lags": LAG_MODES, "spectra": SPECTRA,
-                 "device": DEVICES, "optimizer": OPTIMIZERS, "clip": CLIP_MODES}
+                 "jacobian_detail": DETAILS, "device": DEVICES, "optimizer": OPTIMIZERS, "clip": CLIP_MODES}
 MAX_SEQ_LEN = 100_000
 MAX_BATCH = 4096
 
@@ -59,7 +60,9 @@ class ExperimentConfig:
     ``jacobian_lags`` all (every lag 0..T-1) | log (about ``num_log_lags`` log-spaced lags, exact at those);
     ``jacobian_batch`` sequences analysed for Jacobians (0 = the whole batch); ``n_singular`` top singular
     values kept per lag; ``horizon_threshold`` for the memory horizon; ``lyapunov_k`` exponents;
-    ``truncate`` the truncated-BPTT window k (0 = full backpropagation).
+    ``truncate`` the truncated-BPTT window k (0 = full backpropagation); ``jacobian_detail`` auto | light |
+    exact (``analysis.compute_views``: light = log-spaced lags and 4 sequences; auto picks light for your own
+    model above a size, from the estimate).
     Your own model (see ``analysis.own_model``): ``module`` the recurrent module's name in a whole model's
     state_dict, ``readout`` / ``embedding`` an nn.Linear / nn.Embedding in the same file, ``targets_path`` the
     readout's targets (ids -> cross-entropy, floats -> MSE), ``h0_path`` the initial state, ``batch_first`` inputs
@@ -107,6 +110,7 @@ class ExperimentConfig:
     lyapunov_k: int = 8
     truncate: int = 0
     spectra: str = "exact"  # exact: full svdvals at every reported lag; fast: the LSTM state sigma_max by block iteration
+    jacobian_detail: str = "auto"  # auto | light | exact (analysis.compute_views: light above a size for your model)
     # compute
     threads: int = 0  # the analysis's own thread pool (0 = every core this process may use)
     device: str = "cpu"  # cpu | cuda | auto (cuda if available, else cpu with a note)
@@ -153,6 +157,7 @@ class ExperimentConfig:
         check_int("lyapunov_k", self.lyapunov_k, 0, 8192)
         check_int("truncate", self.truncate, 0, MAX_SEQ_LEN)
         check_choice("spectra", self.spectra, SPECTRA)
+        check_choice("jacobian_detail", self.jacobian_detail, DETAILS)
         check_int("threads", self.threads, 0, 1024)
         check_choice("device", self.device, DEVICES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)

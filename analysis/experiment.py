@@ -22,6 +22,7 @@ from .device import resolve_device
 from .finite import input_notes
 from .gradient_stage import DTYPES, _detached, gradient_stage
 from .gradients import GradientResult
+from .compute_views import announce, only_for, parse_views, resolve_detail, views_for_only
 from .jacobians import JacobianResult, jacobian_products, report_lags
 from .progress import Progress, Reporter, reporter
 from .spectra import weight_spectra
@@ -131,6 +132,8 @@ class ExperimentResult:
     memory_horizon: int | None
     notes: list[str]
     timings: dict = field(default_factory=dict)
+    views: tuple[str, ...] = ()  # what was computed (analysis.compute_views)
+    provenance: dict = field(default_factory=dict)  # what actually ran (analysis.provenance.run_record)
 
     @property
     def nonfinite(self) -> dict | None:
@@ -200,7 +203,7 @@ def _check_only(only) -> None:
 
 
 def run_experiment(config: ExperimentConfig, *, progress: Progress | Reporter | None = None,
-                   only: str | None = None) -> ExperimentResult:
+                   only: str | None = None, views=None) -> ExperimentResult:
     """Analyse one configuration (see the module docstring). Raises ConfigError for bad input.
 
     progress  optional ``Progress`` callback ``(fraction, what)``; if it raises ``analysis.progress.Cancelled``
@@ -209,20 +212,36 @@ def run_experiment(config: ExperimentConfig, *, progress: Progress | Reporter | 
               comparison), W_hh spectra and gate activity, leaving ``jac``, ``jac_backward`` and
               ``memory_horizon`` None (``result.complete`` is False): what the gradient-flow view needs, at about
               the cost of one forward+backward pass.
+    views     what to compute (analysis.compute_views): None = every view (or what ``only`` implies), e.g.
+              "gradients" (about one forward+backward, no W_hh eigensolvers either) or "gradients,jacobians"
     """
     _check_only(only)
-    from .limits import check
-    from .own_files import with_file_arch
-    check(with_file_arch(config), only=only)  # LimitExceeded (a ConfigError) before anything is allocated, on a
-    # state_dict file's own sizes (read from its metadata)
-    return _run_experiment(config, reporter(progress), only)
+    only, views = choose(only, views)
+    own = bool(config.state_dict_path and config.task == "random")
+    if not own:  # a user's files are checked once their shapes are read (analysis.own_model.analyse_own)
+        from .limits import check
+        from .own_files import with_file_arch
+        config, _ = resolve_detail(config, own_model=False, only=only)
+        # LimitExceeded (a ConfigError) before anything is allocated, on a state_dict file's own sizes (metadata)
+        announce(check(with_file_arch(config), only=only))
+    return _run_experiment(config, reporter(progress), only, views)
 
 
-def _run_experiment(config: ExperimentConfig, rep: Reporter, only: str | None = None) -> ExperimentResult:
+def choose(only: str | None, views) -> tuple[str | None, tuple[str, ...] | None]:
+    """(only, views) from the two switches: ``only="gradients"`` keeps the W_hh spectra (the dashboard's first
+    chart); ``views`` names exactly what is computed."""
+    if views is None:
+        return only, None
+    views = parse_views(views)
+    return ("gradients" if only == "gradients" else only_for(views)), views
+
+
+def _run_experiment(config: ExperimentConfig, rep: Reporter, only: str | None = None,
+                    views: tuple[str, ...] | None = None) -> ExperimentResult:
     t0 = time.perf_counter()
     if config.state_dict_path and config.task == "random":  # a user's model, its readout, targets and h0
         from .own_model import run_files
-        return run_files(config, rep, only)
+        return run_files(config, rep, only, views)
     rep(0.0, "building the model and the data", force=True)
     config, batch, sd = resolve(config)
     _, device_note = resolve_device(config.device)  # cpu (see analysis.device)
@@ -230,18 +249,22 @@ def _run_experiment(config: ExperimentConfig, rep: Reporter, only: str | None = 
     model = TaskModel(config, batch.spec, config.input_size).to(dtype)
     if sd is not None:
         model.net.load_torch_state_dict(sd)
-    return analyse_model(config, batch, model, t0=t0, rep=rep, only=only,
+    return analyse_model(config, batch, model, t0=t0, rep=rep, only=only, views=views,
                          notes=(device_note,) if device_note else ())
 
 
 def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, *, loss_fn=None, initial=None,
                   notes: tuple[str, ...] = (), t0: float | None = None, rep: Reporter | None = None,
-                  only: str | None = None) -> ExperimentResult:
+                  only: str | None = None, views: tuple[str, ...] | None = None) -> ExperimentResult:
     """The analysis of a built model: ``model(x, views=, initial=, detach_every=) -> (Trace, y)`` with ``.net``.
 
     ``loss_fn(y)`` -> the loss, per sequence (B,) or a scalar (default: the task's ``probe_loss``); ``initial``
     the initial states per layer and direction (default zeros); ``notes`` go first in the result's notes.
+    ``views`` (analysis.compute_views) None = what ``only`` implies; without "spectrum" or "jacobians" the W_hh
+    eigensolvers are skipped too (``result.spectra`` is {}).
     """
+    weight_spectra_too = views is None or any(v in views for v in ("spectrum", "jacobians"))
+    views = views_for_only(only) if views is None else views
     t0 = time.perf_counter() if t0 is None else t0
     rep = rep or reporter(None)
     loss_steps = batch.spec.loss_steps if config.loss_steps == "auto" else config.loss_steps
@@ -296,10 +319,14 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
         notes.append(f"Jacobian spectra at {len(lags)} log-spaced lags (exact at those lags)")
     res = ExperimentResult(
         config=config, spec=batch.spec, grad=grad, truncated=truncated, jac=jac, jac_backward=jac_b,
-        spectra=weight_spectra(cell, config.cell), gates=gates, hidden=hidden,
+        spectra=weight_spectra(cell, config.cell) if weight_spectra_too else {},
+        gates=gates, hidden=hidden,
         saturation=_saturation(config, gates, hidden),
         memory_horizon=None if jac is None else _memory_horizon(jac, config.horizon_threshold), notes=notes,
     )
+    res.views = views
+    from .provenance import run_record
+    res.provenance = run_record(res)
     res.timings = {"setup_s": t1 - t0, "gradients_s": t2 - t1, "jacobians_s": t3 - t2,
                    "total_s": time.perf_counter() - t0}
     rep(1.0, "done", force=True)

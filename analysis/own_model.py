@@ -37,12 +37,13 @@ from torch import Tensor, nn
 from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork, infer_config_from_torch_state_dict
 
-from .config import MAX_BATCH, MAX_SEQ_LEN, ExperimentConfig
-from .experiment import DTYPES, ExperimentResult, TaskModel, _check_only, analyse_model
+from .compute_views import announce
+from .config import ExperimentConfig
+from .experiment import DTYPES, ExperimentResult, TaskModel, _check_only, analyse_model, choose
+from .own_files import ARCH_FIELDS, FileModel, describe
+from .own_inputs import (_callable_loss, analyse_files, prepare_h0, prepare_inputs,  # noqa: F401 - re-exported
+                         prepare_targets, readout_loss, run_files)
 from .progress import reporter
-from .limits import check
-from .own_files import ARCH_FIELDS, FileModel, describe, fill_from_file, read_array, read_file, read_state_dict
-from .upload_limits import check_upload
 from .tasks import TaskBatch, TaskSpec, task_spec
 
 RECURRENT = (nn.RNN, nn.LSTM, nn.GRU)
@@ -71,116 +72,6 @@ class OwnModel(nn.Module):
         return trace, (self.readout(trace.outputs) if self.readout is not None else trace.outputs)  # (T, B, O)
 
 
-# ---- inputs, targets, h0 ---------------------------------------------------------------------------------
-def _as_tensor(a, name: str) -> Tensor:
-    if isinstance(a, np.ndarray):
-        if a.dtype.kind not in "iufb":
-            raise ConfigError(f"{name} has dtype {a.dtype}: it must be numeric")
-        return torch.from_numpy(np.ascontiguousarray(a))
-    if isinstance(a, Tensor):
-        return a.detach().cpu()
-    raise ConfigError(f"{name} must be a torch tensor or a numpy array; got {type(a).__name__}")
-
-
-def prepare_inputs(x, arch: dict, *, batch_first: bool, embedding: Tensor | None) -> Tensor:
-    """Inputs as float64 (T, B, I): ids looked up in the embedding, batch-first transposed, every check one line."""
-    x = _as_tensor(x, "inputs")
-    I = arch["input_size"]
-    order = "(B, T" if batch_first else "(T, B"
-    if embedding is not None:
-        if x.is_floating_point() or x.dim() != 2:
-            raise ConfigError(f"inputs have shape {tuple(x.shape)} ({x.dtype}); with an embedding they must be "
-                              f"token ids {order}) of an integer type")
-        V = embedding.shape[0]
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= V):
-            raise ConfigError(f"inputs: token ids must be in [0, {V - 1}] (the embedding has {V} rows); "
-                              f"got [{int(x.min())}, {int(x.max())}]")
-        x = F.embedding(x.long(), embedding.double())  # (., ., I)
-    elif not x.is_floating_point() and x.dim() != 3:
-        hint = "pass embeddings, e.g. model.encoder(ids), or embedding=model.encoder (--embedding NAME)"
-        raise ConfigError(f"inputs are integers of shape {tuple(x.shape)}, like token ids, but the recurrent module "
-                          f"reads float vectors of size {I}: {hint}")
-    if x.dim() != 3:
-        raise ConfigError(f"inputs have shape {tuple(x.shape)}: they must be 3-D {order}, input_size={I})")
-    if x.shape[2] != I:
-        raise ConfigError(f"inputs have shape {tuple(x.shape)}, read as {order}, I): I={x.shape[2]} but the module "
-                          f"reads input_size={I}")
-    x = x.double()
-    if batch_first:
-        x = x.transpose(0, 1)  # (B, T, I) -> (T, B, I)
-    T, B = x.shape[:2]
-    if not (1 <= T <= MAX_SEQ_LEN and 1 <= B <= MAX_BATCH):
-        raise ConfigError(f"inputs: T={T}, B={B}: T must be in [1, {MAX_SEQ_LEN}] and B in [1, {MAX_BATCH}]")
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise ConfigError(f"inputs: {bad} non-finite values (NaN/Inf) out of {x.numel()}")
-    return x.contiguous()
-
-
-def prepare_targets(tg, T: int, B: int, O: int, *, batch_first: bool) -> tuple[Tensor, str]:
-    """Targets and the loss they imply: ('ce' ids (T, B) or (B,)) or ('mse' floats (T, B, O) or (B, O))."""
-    tg = _as_tensor(tg, "targets")
-    if batch_first and tg.dim() >= 2 and tg.shape[:2] == (B, T) and (tg.dim() == 3 or not tg.is_floating_point()):
-        tg = tg.transpose(0, 1)  # (B, T, ...) -> (T, B, ...)
-    if not tg.is_floating_point():
-        if tuple(tg.shape) not in ((T, B), (B,)):
-            raise ConfigError(f"targets are class ids of shape {tuple(tg.shape)}: they must be (T, B) = {(T, B)} "
-                              f"(a loss at every step) or (B,) = ({B},) (the last step)")
-        if int(tg.min()) < 0 or int(tg.max()) >= O:
-            raise ConfigError(f"targets: class ids must be in [0, {O - 1}] (the readout has {O} outputs); got "
-                              f"[{int(tg.min())}, {int(tg.max())}]")
-        return tg.long(), "ce"
-    if tuple(tg.shape) not in ((T, B, O), (B, O)):
-        raise ConfigError(f"targets are floats of shape {tuple(tg.shape)}: they must be (T, B, O) = {(T, B, O)} or "
-                          f"(B, O) = {(B, O)} (MSE); class ids must have an integer type")
-    if not bool(torch.isfinite(tg).all()):
-        raise ConfigError("targets contain non-finite values (NaN/Inf)")
-    return tg.double(), "mse"
-
-
-def prepare_h0(h0, arch: dict, B: int, dtype: torch.dtype) -> list[list[tuple]]:
-    """torch's h0 (L*D, B, H) or (h0, c0) -> the engine's initial[l][d] = (h,) or (h, c)."""
-    L, D, H = arch["num_layers"], 2 if arch["bidirectional"] else 1, arch["hidden_size"]
-    lstm = arch["cell"] == "lstm"
-    parts = tuple(h0) if isinstance(h0, (tuple, list)) else (h0,)
-    if len(parts) != (2 if lstm else 1):
-        want = "the tuple (h0, c0)" if lstm else "one tensor h0"
-        raise ConfigError(f"h0: the {arch['cell']} takes {want}, as torch does; got {len(parts)} tensor(s)")
-    parts = tuple(_as_tensor(p, "h0").double() for p in parts)
-    for p in parts:
-        if tuple(p.shape) != (L * D, B, H):
-            raise ConfigError(f"h0 has shape {tuple(p.shape)}: it must be (num_layers*directions, B, H) = "
-                              f"{(L * D, B, H)}")
-        if not bool(torch.isfinite(p).all()):
-            raise ConfigError("h0 contains non-finite values (NaN/Inf)")
-    return [[tuple(p[l * D + d].to(dtype) for p in parts) for d in range(D)] for l in range(L)]
-
-
-# ---- losses -------------------------------------------------------------------------------------------
-def readout_loss(tg: Tensor, kind: str, steps: str):
-    """loss_fn(y (T, B, O)) -> scalar, torch's reduction='mean' over the steps used and the batch."""
-    def loss_fn(y: Tensor) -> Tensor:
-        if steps == "last":
-            z = tg[-1] if tg.dim() == y.dim() else tg  # (B,) ids or (B, O) floats
-            yl = y[-1]  # (B, O)
-            return F.cross_entropy(yl, z) if kind == "ce" else F.mse_loss(yl, z.to(y.dtype))
-        T, B, O = y.shape
-        if kind == "ce":
-            return F.cross_entropy(y.reshape(T * B, O), tg.reshape(T * B))  # (T*B, O) vs (T*B,)
-        return F.mse_loss(y, tg.to(y.dtype))
-    return loss_fn
-
-
-def _callable_loss(loss):
-    def loss_fn(y: Tensor) -> Tensor:
-        out = loss(y)
-        if not isinstance(out, Tensor) or out.numel() != 1:
-            raise ConfigError(f"loss(outputs) must return a scalar tensor; got "
-                              f"{type(out).__name__}{tuple(out.shape) if isinstance(out, Tensor) else ''}")
-        return out.reshape(())
-    return loss_fn
-
-
 def _spec(name: str, I: int, O: int, steps: str, chance: float, kind: str) -> TaskSpec:
     return TaskSpec(name=name, input_size=I, output_size=O, loss_steps=steps, chance_loss=chance, kind=kind,
                     min_seq_len=1)
@@ -188,15 +79,27 @@ def _spec(name: str, I: int, O: int, steps: str, chance: float, kind: str) -> Ta
 
 # ---- the one core every front end calls -----------------------------------------------------------------
 def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=None, h0=None, loss=None,
-                notes: list[str] | None = None, progress=None, only: str | None = None) -> ExperimentResult:
-    """Analyse the recurrent weights ``fm.rnn`` (+ ``fm.readout``) on inputs x (T, B, I) float64, time-major."""
+                notes: list[str] | None = None, progress=None, only: str | None = None,
+                views=None, provenance: dict | None = None) -> ExperimentResult:
+    """Analyse the recurrent weights ``fm.rnn`` (+ ``fm.readout``) on inputs x (T, B, I) float64, time-major.
+
+    The cost is estimated from these real shapes (T, B, I, the module's sizes) and checked against the host's
+    limits (``LimitExceeded`` with the estimate and how to lower it); ``jacobian_detail`` auto picks the light
+    settings above a size (analysis.compute_views). ``provenance`` (the files' names and sha256, the model's
+    dropout layers) is completed with what ran and kept on the result.
+    """
     t0 = time.perf_counter()
+    _check_only(only)
+    only, views = choose(only, views)
     T, B, I = x.shape
     config = config.replace(**{**fm.arch, "input_size": I, "seq_len": T, "batch_size": B, "task": "random",
                                "compare": ()})
-    check(config, only=only)  # the limits on the real shapes (LimitExceeded, one line) before anything is built
     dtype = DTYPES[config.dtype]
     notes = list(fm.notes) + list(notes or [])
+    # the limits on the real shapes (LimitExceeded, one line) before anything is built
+    config, detail_note, cost = check_own(config, only)
+    if detail_note:
+        notes.append(detail_note)
     initial = prepare_h0(h0, fm.arch, B, dtype) if h0 is not None else None
     if initial is not None:
         notes.append("initial state: the given h0" + (" and c0" if fm.arch["cell"] == "lstm" else ""))
@@ -238,9 +141,39 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
         notes.append(f"loss: the readout's {what}, {when}, torch's reduction='mean'; chance level {chance_txt}")
     model.net.load_torch_state_dict({k: v.double() for k, v in fm.rnn.items()})
     batch = TaskBatch(spec=spec, inputs=x.to(dtype), targets=None)
-    _check_only(only)
-    return analyse_model(config, batch, model, loss_fn=loss_fn, initial=initial, notes=tuple(notes), t0=t0,
-                         rep=reporter(progress), only=only)
+    rep = reporter(progress)
+    announce(cost)
+    res = analyse_model(config, batch, model, loss_fn=loss_fn, initial=initial, notes=tuple(notes), t0=t0,
+                        rep=rep, only=only, views=views)
+    res.provenance = own_provenance(res, provenance, loss_text=notes_loss(res.notes), cost=cost)
+    return res
+
+
+def check_own(config: ExperimentConfig, only: str | None):
+    """(config as it runs, detail note, Cost): the Jacobian detail resolved, then the host's limits checked on
+    the real shapes; over a limit: LimitExceeded naming the estimate and how to lower it for a user's model."""
+    from .compute_views import resolve_detail
+    from .limits import LimitExceeded, check
+    config, note = resolve_detail(config, own_model=True, only=only)
+    try:
+        cost = check(config, only=only)
+    except LimitExceeded as e:
+        raise LimitExceeded(
+            f"{e} (T={config.seq_len} and B={config.batch_size} are your inputs' shape: fewer steps or sequences "
+            "lower it; views='gradients' (--views gradients) costs about one forward+backward"
+            + ("" if config.jacobian_detail == "light" else "; jacobian_detail='light' (--jacobian-detail light)")
+            + ")") from None
+    return config, note, cost
+
+
+def notes_loss(notes) -> str:
+    return next((n[len("loss: "):] for n in notes if n.startswith("loss: ")), "")
+
+
+def own_provenance(res: ExperimentResult, given: dict | None, *, loss_text: str, cost) -> dict:
+    """What actually ran, for the JSON, the exports' config.json and the deck's notes (analysis.provenance)."""
+    from .provenance import run_record
+    return run_record(res, {**(given or {}), "loss": loss_text, "estimate_gflop": round(cost.gflop, 3)})
 
 
 def _net(config: ExperimentConfig, I: int, dtype: torch.dtype) -> RecurrentNetwork:
@@ -295,7 +228,7 @@ def _named(model: nn.Module, obj, kind, what: str):
 
 
 def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, h0=None, module: str | None = None,
-            embedding=None, progress=None, **settings) -> ExperimentResult:
+            embedding=None, progress=None, views=None, **settings) -> ExperimentResult:
     """Analyse a trained torch model under its own loss; see the module docstring for the loss and shapes.
 
     model     an nn.RNN/LSTM/GRU, or an nn.Module holding one (``module='rnn'`` when it holds several)
@@ -304,6 +237,8 @@ def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, 
     loss      callable(outputs (T, B, D*H)) -> scalar, instead of readout + targets
     h0        as torch takes it: (L*D, B, H), or (h0, c0) for the LSTM
     progress  optional callback (fraction, what), as run_experiment takes it
+    views     what to compute (analysis.compute_views): None = everything, "gradients" = about one
+              forward+backward, or e.g. "gradients,jacobians"
     settings  ExperimentConfig's analysis fields: layer, dtype, loss_steps, jacobian_lags, seed, truncate, ...
     """
     bad = sorted(set(settings) & NOT_SETTINGS)
@@ -335,9 +270,10 @@ def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, 
                     + (f", nonlinearity={activation}" if arch["cell"] == "rnn" else ""))
     if batch_first:
         fm.notes.append("inputs read as (B, T, I): the module is batch_first")
-    if rnn.dropout and L > 1:
-        fm.notes.append(f"the module's dropout={rnn.dropout:g} between layers is not applied: the analysis is of "
-                        "the deterministic (eval-mode) network")
+    drops = dropout_layers(model, rnn)
+    if drops:
+        fm.notes.append("dropout found and not applied (the analysis is of the deterministic, eval-mode network): "
+                        + ", ".join(drops))
     if readout is not None:
         lin = _named(model, readout, nn.Linear, "readout")
         fm.readout = (lin.weight.detach().to("cpu", torch.float64).clone(),
@@ -349,50 +285,25 @@ def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, 
     if embedding is not None:
         E = _named(model, embedding, nn.Embedding, "embedding").weight.detach().to("cpu", torch.float64).clone()
     x = prepare_inputs(inputs, arch, batch_first=batch_first, embedding=E)
-    return analyse_own(config, fm, x, targets=targets, h0=h0, loss=loss, progress=progress)
+    prov = {"source": "python", "module": name or "(the model itself)",
+            "readout": _name_in(model, readout), "embedding": _name_in(model, embedding),
+            "dropout": dropout_layers(model, rnn)}
+    return analyse_own(config, fm, x, targets=targets, h0=h0, loss=loss, progress=progress, views=views,
+                       provenance=prov)
 
 
-# ---- files (command line) and uploads (dashboard) ------------------------------------------------------
-def analyse_files(config: ExperimentConfig, state_dict: bytes, *, inputs: tuple[bytes, str] | None = None,
-                  targets: tuple[bytes, str] | None = None, h0: tuple[bytes, str] | None = None,
-                  names: dict | None = None, progress=None, only: str | None = None) -> ExperimentResult:
-    """The same analysis from file contents: a whole model's state_dict and (bytes, '.npy'/'.pt') arrays.
-
-    ``config`` names the module / readout / embedding inside the state_dict; ``names`` how each file is called
-    in messages (the flag and path, or the uploaded file's name).
-    """
-    names = names or {}
-    sd = read_state_dict(state_dict, names.get("state_dict", "state_dict"))  # shapes only (analysis.archive)
-    config, fm = fill_from_file(config, sd, names.get("state_dict", "state_dict"),
-                                cost=lambda c: check_upload(c, inputs, only))  # before any tensor is loaded
-    if inputs is None:
-        if config.embedding or config.batch_first:
-            raise ConfigError("embedding and batch_first apply to given inputs: give the inputs file too")
-        from .tasks import make_batch
-        x = make_batch("random", config.seq_len, config.batch_size, seed=config.seed,
-                       input_size=fm.arch["input_size"], dtype=torch.float64).inputs
-        fm.notes.append(f"inputs: seeded random N(0, 1) (T={config.seq_len}, B={config.batch_size}); none given")
-    else:
-        x = prepare_inputs(read_array(inputs[0], names.get("inputs", "inputs"), inputs[1]), fm.arch,
-                           batch_first=config.batch_first, embedding=fm.embedding)
-    tg = read_array(targets[0], names.get("targets", "targets"), targets[1]) if targets else None
-    h = read_array(h0[0], names.get("h0", "h0"), h0[1]) if h0 else None
-    if isinstance(tg, tuple):
-        raise ConfigError(f"{names.get('targets', 'targets')} holds a tuple: targets are one array")
-    return analyse_own(config, fm, x, targets=tg, h0=h, progress=progress, only=only)
+def _name_in(model: nn.Module, obj) -> str | None:
+    """The module's name inside the model (or the name given)."""
+    if obj is None or isinstance(obj, str):
+        return obj
+    return next((n for n, m in model.named_modules() if m is obj), type(obj).__name__)
 
 
-def run_files(config: ExperimentConfig, progress=None, only: str | None = None) -> ExperimentResult:
-    """run_experiment's path for ``state_dict_path`` with the random task: read the files, then analyse_files."""
-    import os
-
-    def arr(path, field):
-        return (read_file(path, field), os.path.splitext(path)[1]) if path else None
-
-    sd = read_file(config.state_dict_path, "state_dict_path")
-    return analyse_files(config, sd, inputs=arr(config.inputs_path, "inputs_path"),
-                         targets=arr(config.targets_path, "targets_path"), h0=arr(config.h0_path, "h0_path"),
-                         names={"state_dict": f"state_dict_path={config.state_dict_path!r}",
-                                "inputs": f"inputs_path={config.inputs_path!r}",
-                                "targets": f"targets_path={config.targets_path!r}",
-                                "h0": f"h0_path={config.h0_path!r}"}, progress=progress, only=only)
+def dropout_layers(model: nn.Module, rnn: nn.RNNBase) -> list[str]:
+    """The model's dropout: each nn.Dropout* module's name and p, and the recurrent module's inter-layer dropout;
+    none is applied here (the analysis is of the deterministic, eval-mode network)."""
+    out = [f"{n or '(model)'} ({type(m).__name__}, p={m.p:g})" for n, m in model.named_modules()
+           if isinstance(m, nn.modules.dropout._DropoutNd)]
+    if rnn.dropout and rnn.num_layers > 1:
+        out.append(f"{_name_in(model, rnn)}.dropout={rnn.dropout:g} between layers")
+    return out

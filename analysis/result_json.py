@@ -9,10 +9,14 @@ the carry path alone (the old ``cell_grad_norm``, exactly 0 at t = T-1) is ``cel
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .jacobians import JacobianResult
+
+if TYPE_CHECKING:
+    from .experiment import ExperimentResult
 
 
 def _num(x) -> float | None:
@@ -63,7 +67,9 @@ def _jac_dict(j: JacobianResult) -> dict:
 def result_to_dict(r: ExperimentResult) -> dict:
     c = r.config
     spectra = r.spectra
-    if c.cell == "rnn":
+    if not spectra:  # not computed (views without spectrum / jacobians)
+        radius = None
+    elif c.cell == "rnn":
         radius = _num(spectra["h"]["spectral_radius"])  # None (JSON null) where W_hh holds a NaN / Inf
     else:
         radius = {k: _num(v["spectral_radius"]) for k, v in spectra.items()}
@@ -80,6 +86,8 @@ def result_to_dict(r: ExperimentResult) -> dict:
                      "note": "||prod diag(z)||_2: the path through the update gate alone"}
     return {
         "config": c.to_dict(),
+        "views": list(r.views),
+        "provenance": r.provenance,
         "task": {"name": r.spec.name, "chance_loss": r.spec.chance_loss, "loss_steps": r.spec.loss_steps,
                  "input_size": r.spec.input_size, "output_size": r.spec.output_size},
         "loss_steps": r.spec.loss_steps if c.loss_steps == "auto" else c.loss_steps,
@@ -104,8 +112,8 @@ def result_to_dict(r: ExperimentResult) -> dict:
         "cell_flow": cell_flow,
         "gate_flow": gate_flow,
         "spectral_radius": radius,
-        "sigma_max": _num(spectra["h"]["sigma_max"]) if c.cell == "rnn" else {k: _num(v["sigma_max"])
-                                                                                for k, v in spectra.items()},
+        "sigma_max": None if not spectra else _num(spectra["h"]["sigma_max"]) if c.cell == "rnn" else
+        {k: _num(v["sigma_max"]) for k, v in spectra.items()},
         "gamma": c.model_config(c.input_size).gamma if c.cell == "rnn" else None,
         "memory_horizon": r.memory_horizon,
         "horizon_threshold": c.horizon_threshold,

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .guides import describe
+from .provenance import provenance_lines
 
 
 def _rows(r) -> list[tuple[str, str]]:
@@ -20,20 +21,27 @@ def _rows(r) -> list[tuple[str, str]]:
     first, last = float(logs[0]), float(logs[-1])
     ratio = f"10^{first - last:.1f}" if math.isfinite(first) and math.isfinite(last) else "not finite"
     hz = f"k = {r.memory_horizon}" if r.memory_horizon is not None else f"none within {T - 1} lags"
-    radius = r.spectra["h"]["spectral_radius"] if c.cell == "rnn" else \
+    if r.jac is None:
+        hz = "not computed (no Jacobian view asked for)"
+    radius = "not computed (views without spectrum)" if not r.spectra else \
+        f"{r.spectra['h']['spectral_radius']:.3g}" if c.cell == "rnn" else \
         ", ".join(f"{k} {v['spectral_radius']:.3g}" for k, v in r.spectra.items())
-    if c.cell == "rnn":
-        radius = f"{radius:.3g}"
     from .alerts import alerts
     found = alerts(r)
+    prov = getattr(r, "provenance", None) or {}
+    if prov.get("source") in ("python", "files", "upload"):  # a user's model: no task, no seed that matters
+        settings = (f"your model ({prov['source']}) · T={c.seq_len} · H={c.hidden_size} · B={c.batch_size} · "
+                    f"{c.dtype} · {prov['layer_text']} · loss: {prov['loss']}")
+    else:
+        settings = " · ".join(describe(c).split(" · ")[1:])
     return [
         ("cell", describe(c).split(" · ")[0]),
-        ("settings", " · ".join(describe(c).split(" · ")[1:])),
+        ("settings", settings),
         ("‖∂L/∂h_0‖ / ‖∂L/∂h_T-1‖", ratio),
         (f"memory horizon (‖∂h_T-1/∂h_T-1-k‖ < {c.horizon_threshold:g})", hz),
         ("spectral radius of W_hh", radius),
         ("alerts", " | ".join(f"{a.level}: {a.message}" for a in found) if found else "none"),
-    ] + [("note", n) for n in r.notes]
+    ] + [("note", n) for n in r.notes] + [("provenance", line) for line in provenance_lines(prov)[1:]]
 
 
 def summary_lines(result) -> list[str]:

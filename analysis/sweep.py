@@ -220,7 +220,21 @@ def axis_notes(plan: Plan) -> list[str]:
             notes.append(f"init_scale has no effect with init={c.init!r} (it scales xavier, orthogonal, identity "
                          "and spectral inits)")
         notes += [n for n in c.model_config(c.input_size or 8).inapplicable() if any(f in n for f in fields)]
+    notes += seed_notes(plan)
     return list(dict.fromkeys(notes))
+
+
+def seed_notes(plan: Plan) -> list[str]:
+    """Say when the seeds change nothing: a loaded model on a fixed inputs file (its weights and data are the
+    files'; the seed draws only the random probe's direction u, or nothing with the model's own readout loss)."""
+    c = plan.config
+    if len(plan.seeds) < 2 or not (c.state_dict_path and c.inputs_path):
+        return []
+    if c.readout:
+        return [f"the {len(plan.seeds)} seeds change nothing here: the model's weights, the inputs file and its "
+                "readout loss are fixed, so every seed repeats the same numbers (use seeds=1)"]
+    return [f"the {len(plan.seeds)} seeds change only the random probe's direction u: the model's weights and the "
+            "inputs file are fixed"]
 
 
 # ---- resume (JSONL) -----------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import os
 import streamlit as st
 
 from analysis.config import ExperimentConfig
-from analysis.limits import Cost, check
+from analysis.limits import Cost
 from rnn_models.config import ConfigError
 
 from . import compute, remote, scheduler
@@ -82,8 +82,10 @@ def real_config(config: ExperimentConfig, sd: bytes, inputs, names: tuple) -> Ex
 
 
 def upload_cost(config: ExperimentConfig, sd: bytes, inputs, names: tuple) -> Cost:
-    """The estimate on the real shapes, checked against the host's limits (LimitExceeded: one line)."""
-    return check(real_config(config, sd, inputs, names))
+    """The estimate on the real shapes, checked against the host's limits (LimitExceeded: one line), with the
+    Jacobian detail the analysis will run (analysis.own_model.check_own: auto is light above a size)."""
+    from analysis.own_model import check_own
+    return check_own(real_config(config, sd, inputs, names), None)[2]
 
 
 def _key(config_json: str, sd: bytes, arr: dict, names: tuple) -> str:

@@ -118,7 +118,7 @@ BAD = [
     ("clip_threshold", 0.0), ("clip_threshold", -1.0), ("clip_threshold", 1e13),
     ("train_steps", -1), ("train_steps", 1_000_001), ("train_steps", 2.5),
     ("module", "rnn"), ("module", "a b"), ("readout", 5), ("readout", "decoder"), ("embedding", "x-y"),
-    ("batch_first", 1), ("batch_first", "yes"),
+    ("batch_first", 1), ("batch_first", "yes"), ("jacobian_detail", "fast"), ("jacobian_detail", None),
 ]
 
 

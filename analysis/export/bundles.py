@@ -173,12 +173,22 @@ def _check_out_dir(out_dir) -> str:
     return path
 
 
+def exported_config(config, records: dict) -> dict:
+    """config.json of an export: {"config": what ran, "provenance": {run: analysis.provenance record}}; ``--config``
+    reads it back. A user's model (files) records the resolved config (its T, B, loss steps, architecture and
+    Jacobian detail, as the files decided); a task's config is the one given (the same numbers when re-run)."""
+    own = bool(config.state_dict_path and config.task == "random")
+    first = next(iter(records.values()), None)
+    out = first["config"] if own and first is not None else config.to_dict()
+    return {"config": _plain(out), "provenance": _plain({k: v["provenance"] for k, v in records.items()})}
+
+
 def _is_training_view(view: str) -> bool:
     return "train" in str(view).lower()
 
 
 def view_figures_of(config, progress=None, *, variant: dict | None = None,
-                    variant_label: str = "") -> dict[str, dict[str, go.Figure]]:
+                    variant_label: str = "", records: dict | None = None) -> dict[str, dict[str, go.Figure]]:
     """Every view's figures of ``config``: {file-safe view name: {file-safe figure name: figure}}.
 
     Runs ``run_experiment`` for each cell of ``config.cells`` (and, with ``variant``, for each cell of
@@ -186,6 +196,7 @@ def view_figures_of(config, progress=None, *, variant: dict | None = None,
     the training view only if
     ``config.train_steps > 0`` (each cell trained for ``train_steps`` steps by ``analysis.training.Trainer``;
     its ``history()`` per cell is passed as ``histories``). A bad config raises ConfigError before any work.
+    ``records`` (a dict, filled when given): {run key: {"config": what ran, "provenance": analysis.provenance}}.
     """
     from .. import figures
     from ..experiment import run_experiment
@@ -209,6 +220,8 @@ def view_figures_of(config, progress=None, *, variant: dict | None = None,
     for key, cfg in runs:
         tick(f"analysing {key} ({done + 1}/{steps})")
         results[key] = run_experiment(cfg)
+        if records is not None:
+            records[key] = {"config": results[key].config.to_dict(), "provenance": results[key].provenance}
         done += 1
     histories = None
     if trainers is not None:
@@ -244,9 +257,11 @@ def export_all(config, out_dir: str, formats=FORMATS, progress=None) -> list[str
         ok, hint = export_available()
         if not ok:
             raise ExportUnavailable(hint)
-    views = view_figures_of(config, scaled(progress, 0.0, 0.3))
+    records: dict = {}
+    views = view_figures_of(config, scaled(progress, 0.0, 0.3), records=records)
     files = _render_files(views, formats, scaled(progress, 0.3, 1.0))
-    files["config.json"] = (config.to_json() + "\n").encode("utf-8")
+    files["config.json"] = (json.dumps(exported_config(config, records), indent=2, allow_nan=False)
+                            + "\n").encode("utf-8")
 
     zipped = _zip(files)
     os.makedirs(out_dir, exist_ok=True)

@@ -1,0 +1,112 @@
+"""What an analysis computes (views), the Jacobian detail it runs at, and the cost check on a user's real shapes
+(analysis.compute_views, analysis.own_model.check_own; issue 18 items 1 and 3)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from analysis import ExperimentConfig, analyze, compute_views, limits, run_experiment
+from analysis.limits import LimitExceeded, Limits
+from analysis.own_model import check_own
+from rnn_models.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(cell="lstm", hidden_size=6, seq_len=10, batch_size=3, dtype="float64")
+
+
+@pytest.mark.parametrize("views,want", [(None, compute_views.VIEW_NAMES), ("all", compute_views.VIEW_NAMES),
+                                        ("gradient-flow", ("gradients",)),
+                                        ("jacobians, gradients", ("gradients", "jacobians")),
+                                        (["cell-state"], ("cell-state",))])
+def test_parse_views(views, want):
+    assert compute_views.parse_views(views) == want
+
+
+@pytest.mark.parametrize("bad", ["gradient", "gradients,,x", ""])
+def test_bad_views_one_line(bad):
+    with pytest.raises(ConfigError) as e:
+        compute_views.parse_views(bad)
+    assert "\n" not in str(e.value) and "views" in str(e.value)
+
+
+def test_gradients_view_skips_the_jacobians_and_eigensolvers_same_numbers():
+    full = run_experiment(ExperimentConfig(**SMALL))
+    g = run_experiment(ExperimentConfig(**SMALL), views="gradients")
+    assert g.jac is None and g.memory_horizon is None and g.spectra == {} and g.views == ("gradients",)
+    np.testing.assert_array_equal(g.grad.grad_norm, full.grad.grad_norm)
+    np.testing.assert_array_equal(g.grad.cell_grad_norm, full.grad.cell_grad_norm)
+    d = g.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["views"] == ["gradients"] and d["jacobian"] is None and d["spectral_radius"] is None
+    assert "not computed" in repr(g)
+    both = run_experiment(ExperimentConfig(**SMALL), views="gradients,jacobians")
+    np.testing.assert_array_equal(both.jac.spectral_norm, full.jac.spectral_norm)
+    assert both.spectra  # the jacobians view draws the Pascanu bound from sigma_max(W_hh)
+
+
+def _lstm_model(H=8):
+    torch.manual_seed(0)
+    return nn.LSTM(3, H, num_layers=1)
+
+
+def test_auto_light_above_the_size_exact_one_setting_away(monkeypatch):
+    model, x = _lstm_model(), torch.randn(40, 6, 3)
+    exact = analyze(model, x, dtype="float64")  # tiny: auto stays exact
+    assert exact.config.jacobian_detail == "exact" and exact.jac.batch_analysed == 6 and len(exact.jac.lag) == 40
+    monkeypatch.setattr(compute_views, "AUTO_LIGHT_SECONDS", 0.0)  # every model is "above the size" now
+    light = analyze(model, x, dtype="float64", num_log_lags=8)
+    c = light.config
+    assert (c.jacobian_detail, c.jacobian_lags, c.jacobian_batch) == ("light", "log", 4)
+    assert light.jac.batch_analysed == 4 and len(light.jac.lag) < 40
+    assert any("light Jacobian settings" in n and "jacobian_detail='exact'" in n for n in light.notes)
+    again = analyze(model, x, dtype="float64", jacobian_detail="exact")
+    assert again.config.jacobian_detail == "exact" and again.jac.batch_analysed == 6
+    np.testing.assert_allclose(again.jac.spectral_norm, exact.jac.spectral_norm, rtol=1e-12)
+    # light values are the exact ones at the lags and sequences they cover
+    sub = analyze(model, x[:, :4], dtype="float64", jacobian_lags="log", num_log_lags=8)
+    np.testing.assert_allclose(light.jac.spectral_norm, sub.jac.spectral_norm, rtol=1e-12)
+
+
+def test_api_checks_the_real_shapes():
+    model = _lstm_model(96)
+    x = torch.randn(1000, 4, 3)  # the config's defaults (T=100, B=16) would pass; the inputs' shape does not
+    shape = dict(cell="lstm", hidden_size=96, input_size=3)
+    cfg_default = limits.estimate(ExperimentConfig(**shape))
+    real = ExperimentConfig(**shape, seq_len=1000, batch_size=4, jacobian_detail="exact")
+    grads_only = limits.estimate(real, only="gradients")
+    limit = 1.2 * max(cfg_default.gflop, grads_only.gflop)
+    assert limits.estimate(real).gflop > 1.5 * limit
+    limits.configure(Limits(max_memory_mb=None, max_gflop=limit))
+    try:
+        with pytest.raises(LimitExceeded) as e:
+            analyze(model, x, jacobian_detail="exact")
+        msg = str(e.value)
+        assert "\n" not in msg and "T=1000" in msg and "GFLOP" in msg and "views='gradients'" in msg
+        check_own(real, "gradients")  # the way down it names (about one forward+backward) passes the check
+    finally:
+        limits.configure(None)
+
+
+def test_cli_checks_the_inputs_file_and_prints_the_estimate(tmp_path):
+    model = _lstm_model(96)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((1000, 4, 3)))
+    base = [sys.executable, "-m", "analysis", "run", "--load-state-dict", tmp_path / "m.pt", "--inputs",
+            tmp_path / "x.npy", "--jacobian-detail", "exact"]
+    env = {"PATH": "", "GDLAB_MAX_GFLOP": "150"}  # above the config's defaults, below the file's real shape
+    p = subprocess.run(base, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert p.returncode == 2 and "T=1000" in p.stderr and "GFLOP" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    # a run estimated above ~10 s says its estimate first (here: a small file, the threshold lowered to 0 s)
+    code = ("import sys; from analysis import compute_views as c; c.PRINT_ABOVE_SECONDS = 0.0; "
+            "from analysis.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((20, 2, 3)))
+    p = subprocess.run([sys.executable, "-c", code, *map(str, base[3:]), "--views", "gradients"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "estimate:" in p.stderr and "GFLOP" in p.stderr and "GFLOP/s" in p.stderr
