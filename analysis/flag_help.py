@@ -48,6 +48,8 @@ FIELD_HELP = {
     "lyapunov_k": "Lyapunov exponents computed (QR method; 0 = none)",
     "truncate": "truncated-BPTT window k (0 = full backpropagation)",
     "spectra": "LSTM state sigma_max: exact svdvals at every lag, or a certified block-iteration estimate",
+    "jacobian_detail": ("Jacobian detail: light (log-spaced lags, 4 sequences), exact (as configured), or auto "
+                        "(light for your own model when exact is estimated above 10 s; said in the notes)"),
     # compute
     "threads": "threads of the analysis (0 = every core this process may use)",
     "device": "where the engine runs (cuda is refused without a GPU; auto falls back to cpu and says so)",
