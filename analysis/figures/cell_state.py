@@ -120,7 +120,7 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
         low = ""
     else:  # small values: an axis to 100% would leave the bars invisible; the alert level is said instead
         fig.update_yaxes(range=[0, max(0.05, 1.3 * top)])
-        low = f" (all under {max(1, math.ceil(100 * top)):.0f}%: axis zoomed, alert level 50% off the axis)"
+        low = f" (all under {max(1, math.ceil(100 * top)):.0f}%: axis zoomed; the alert is at 50%)"
     fig.update_yaxes(title="fraction of (unit, step) pairs", tickformat=".0%" if top >= 0.05 else ".1%")
     fig.update_xaxes(title="h_saturated: |h|>0.99 · x_saturated: gate within 0.01 of 0/1 · dead_units: ReLU never on")
     _base_layout(fig, "Saturation: units whose derivative is (nearly) zero" + low + layer_note(results), meta, view,

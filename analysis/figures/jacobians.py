@@ -71,10 +71,11 @@ def _free_slot(fig: go.Figure, x0: float, n_chars: int, rng, taken: list) -> int
     """The first label slot (row y = 1 - 0.075 slot of the plot, top down) where a label of ``n_chars`` starting at
     x0 crosses no drawn line and no label already placed (``taken``: [(slot, x0, x1)]); slot 0 if none is free.
 
-    Widths are estimated (7 px per character of a ~1000 px wide plot); y rows are checked in log10 units."""
+    Widths are estimated for the slide (the widest case: labels twice the screen's size on a plot 1.4x as wide);
+    y rows are checked in log10 units."""
     xs_all = [np.asarray(t.x, float) for t in fig.data if t.x is not None and t.visible is not False]
     x_max = max((float(np.nanmax(x)) for x in xs_all if x.size), default=1.0) or 1.0
-    x1 = x0 + x_max * 7 * n_chars / 1000
+    x1 = x0 + x_max * 0.011 * n_chars  # ~15 px per character of a 1400 px slide plot (28 px labels); wide on screens
     lo, hi = rng if rng is not None else (-10.0, 0.0)
     lines = []
     for t in fig.data:
