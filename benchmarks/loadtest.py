@@ -96,6 +96,22 @@ def expected(params: dict) -> list[float]:
     return [float(v) for v in run_experiment(cfg, only="gradients").grad.grad_norm]
 
 
+def browser_cpu_seconds() -> float:
+    """CPU seconds of every Chromium process on the machine (the simulated visitors' browser)."""
+    total = 0.0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if "chrom" not in open(f"/proc/{d}/comm").read():
+                continue
+            fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of the process (all its threads) and its waited-for children."""
     try:
@@ -190,6 +206,28 @@ def after_close(server: Server, pages: list) -> tuple[float, float]:
     return c1 - c0, server.cpu() - c1
 
 
+def door_summary(path: str, offset: int) -> tuple[list[dict], int]:
+    """The server's door log (GDLAB_DOOR_LOG) from ``offset``: per kind and label, how many, the seconds waited in
+    line (p50 / max) and held (p50 / max)."""
+    try:
+        with open(path) as f:
+            f.seek(offset)
+            lines = [json.loads(x) for x in f.read().splitlines() if x.strip()]
+            offset = f.tell()
+    except OSError:
+        return [], offset
+    groups: dict[tuple, list] = {}
+    for x in lines:
+        groups.setdefault((x["kind"], x["label"]), []).append(x)
+    rows = []
+    for (kind, label), xs in sorted(groups.items()):
+        w, h = [x["waited_s"] for x in xs], [x["held_s"] for x in xs]
+        rows.append({"kind": kind, "label": label, "n": len(xs), "wait_p50_s": round(percentile(w, 0.5), 1),
+                     "wait_max_s": round(max(w), 1), "held_p50_s": round(percentile(h, 0.5), 1),
+                     "held_max_s": round(max(h), 1)})
+    return rows, offset
+
+
 def summarize(recs: list) -> list[dict]:
     """One row per class of visitor."""
     rows = {}
@@ -208,6 +246,8 @@ def summarize(recs: list) -> list[dict]:
             row["times"].append(r["first_s"])
         if "failure" in r:
             row["failures"].append(r["failure"])
+        if r.get("message") and "message" not in row:
+            row["message"] = " ".join(r["message"].split())
     for row in rows.values():
         t = row.pop("times")
         row["p50_s"], row["p95_s"] = round(percentile(t, 0.5), 2), round(percentile(t, 0.95), 2)
@@ -234,6 +274,9 @@ def main(argv=None) -> int:
     env = {"GDLAB_MAX_CONCURRENT": str(a.max_concurrent)} if a.max_concurrent else {}
     if a.ray:
         env["GDLAB_RAY_ADDRESS"] = a.ray
+    import tempfile
+    door_log = env["GDLAB_DOOR_LOG"] = os.path.join(tempfile.mkdtemp(prefix="gdlab-loadtest-"), "door.jsonl")
+    log_at = 0
     server = Server(env)
     idle_rss, out, t_start = server.peak, [], time.monotonic()
     try:
@@ -248,14 +291,17 @@ def main(argv=None) -> int:
             idle_rss = rss_tree(server.proc.pid)
             for name in chosen:
                 fn = scenarios[name]
-                t0 = time.monotonic()
+                t0, c0, b0 = time.monotonic(), server.cpu(), browser_cpu_seconds()
                 recs, pages = fn(browser, server.url, a.timeout, a.visitors) if name == "visitors" else \
                     fn(browser, server.url, a.timeout)
                 wall = time.monotonic() - t0
+                server_cpu, browser_cpu = server.cpu() - c0, browser_cpu_seconds() - b0
                 cpu20, cpu30 = after_close(server, pages)
+                door, log_at = door_summary(door_log, log_at)
                 out.append({"scenario": name, "wall_s": round(wall, 1), "cpu_s_0_20_after_close": round(cpu20, 1),
                             "cpu_s_20_30_after_close": round(cpu30, 1), "load_avg": os.getloadavg()[0],
-                            "rows": summarize(recs)})
+                            "server_cpu_s": round(server_cpu, 1), "browser_cpu_s": round(browser_cpu, 1),
+                            "rows": summarize(recs), "door": door})
                 print(json.dumps(out[-1]), flush=True)
             browser.close()
     finally:
@@ -274,6 +320,13 @@ def main(argv=None) -> int:
             ok &= row["errors"] == 0 and row["correct"] == row["checked"]
             for f in row["failures"]:
                 print(f"          failure: {f}")
+            if row.get("message"):
+                print(f"          one line shown: {row['message'][:230]}")
+        for d in sc["door"]:
+            print(f"          door: {d['kind']:11} {d['label'][:34]:34} n={d['n']:<3} waited p50 {d['wait_p50_s']} s, "
+                  f"max {d['wait_max_s']} s · held p50 {d['held_p50_s']} s, max {d['held_max_s']} s")
+        print(f"          wall {sc['wall_s']} s · CPU s: server {sc['server_cpu_s']}, browser {sc['browser_cpu_s']} · "
+              f"load average {sc['load_avg']:.1f}")
     return 0 if ok else 1
 
 

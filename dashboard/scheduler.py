@@ -6,10 +6,12 @@ a slot here, with its cost estimate, and waits in a visible line (no Streamlit h
                           memory (its resident size when this module loaded, plus the result cache's budget), stay
                           under it (default: 3/4 of the machine's memory; ``off``: no ceiling)
     GDLAB_CACHE_MB        bytes of results kept for later visitors of the same settings (default 256)
+    GDLAB_DOOR_LOG        a file to append one JSON line to per piece of work done (its wait and hold; the load test)
 
 Admission (``Slots.acquire``): a ticket (visitor, kind, estimated seconds and MB) waits until
 
-1. fewer than ``n`` tickets hold a slot;
+1. fewer than ``n`` tickets hold a slot, or the ticket is short interactive work (estimated at most ``EXPRESS_S``,
+   e.g. a default page's first chart) and the one extra express slot is free: short work never waits behind long;
 2. kind ``BACKGROUND`` (full analyses in jobs, sweep points, long uploads): fewer than ``n - reserve`` background
    holders (``reserve`` = 1 when n >= 2): a slot is always left for the short work of pages (``INTERACTIVE``:
    first charts, short analyses, training ticks), so a first chart never waits behind a background job;
@@ -42,6 +44,7 @@ from analysis.limits import GFLOP_PER_S, LimitExceeded, _env_number
 from .result_cache import ByteCache, global_state, result_bytes  # noqa: F401 - re-exported for the callers
 
 INTERACTIVE, BACKGROUND = "interactive", "background"
+EXPRESS_S = 1.0  # interactive work estimated at most this long may take the one slot above n
 
 
 def _env_int(name: str, default: int, lo: int = 1) -> int:
@@ -102,6 +105,8 @@ class Ticket:
     memory_mb: float = 0.0  # estimated peak memory
     since: float = field(default_factory=time.monotonic)
     reason: str = ""
+    label: str = ""
+    admitted: float | None = None
 
 
 _local = threading.local()
@@ -141,9 +146,16 @@ class Slots:
         return max(1, self.n - self.reserve)
 
     # ---- the rules (called under the lock) ----
+    def _express(self, t: Ticket) -> bool:
+        return t.kind == INTERACTIVE and 0 < t.seconds <= EXPRESS_S  # (no estimate: not express)
+
+    def _free(self, t: Ticket) -> bool:
+        """Rule 1: a slot for ``t`` (the express slot counts for short interactive work only)."""
+        return len(self._holders) < self.n or (self._express(t) and len(self._holders) < self.n + 1)
+
     def _blocked(self, t: Ticket) -> str:
         """Why ``t`` cannot take a slot now (rules 1-3), '' if it could."""
-        if len(self._holders) >= self.n:
+        if not self._free(t):
             return ""  # plainly in line
         if t.kind == BACKGROUND and sum(h.kind == BACKGROUND for h in self._holders) >= self.background_limit():
             return (f"background work waits for a background slot ({self.background_limit()} of {self.n}; "
@@ -157,8 +169,7 @@ class Slots:
 
     def _next(self) -> Ticket | None:
         now = time.monotonic()
-        free = len(self._holders) < self.n
-        cands = [t for t in self._queue if free and not self._blocked(t)]
+        cands = [t for t in self._queue if self._free(t) and not self._blocked(t)]
         return min(cands, key=lambda t: self._order_key(t, now), default=None)
 
     def _fits(self, t: Ticket) -> bool:
@@ -184,7 +195,7 @@ class Slots:
                 kind: str = INTERACTIVE, cost=None, label: str = "this analysis") -> Ticket:
         """Block until admitted; returns the ticket to ``release``. ``cost``: an ``analysis.limits.Cost`` (or
         None: no estimate, counted as instant and free)."""
-        t = Ticket(visitor, kind)
+        t = Ticket(visitor, kind, label=label)
         if cost is not None:
             t.seconds, t.memory_mb = cost.flops / (GFLOP_PER_S * 1e9), cost.memory_mb
         self._refuse_if_too_big(t, label)
@@ -192,7 +203,7 @@ class Slots:
             self._queue.append(t)
             try:
                 while not (self._next() is t and self._fits(t)):
-                    t.reason = self._blocked(t) or ("" if self._fits(t) or len(self._holders) >= self.n else
+                    t.reason = self._blocked(t) or ("" if self._fits(t) or not self._free(t) else
                                                     f"waiting for memory: {self.memory_in_use_mb:,.0f} of "
                                                     f"{self.memory_mb:,.0f} MB in use, {t.memory_mb:,.0f} MB needed")
                     if wait is not None:
@@ -211,6 +222,7 @@ class Slots:
                 raise
             self._queue.remove(t)
             self._holders.append(t)
+            t.admitted = time.monotonic()
             self._cv.notify_all()
         return t
 
@@ -221,6 +233,7 @@ class Slots:
                 ticket = next((h for h in self._holders if h.visitor is None), self._holders[0])
             self._holders.remove(ticket)
             self._cv.notify_all()
+        _log(ticket)
 
     @contextmanager
     def hold(self, wait=None, **kw):
@@ -236,6 +249,23 @@ class Slots:
         why = waiting_reason()
         return (f"position {position} in line ({self.running} running, at most {self.n} at once)"
                 + (f"; {why}" if why else ""))
+
+
+def _log(t: Ticket) -> None:
+    """One JSON line per piece of work given back, to the file named by GDLAB_DOOR_LOG (set by the host, e.g. the
+    load test): label, kind, estimate, seconds waited in line and seconds held."""
+    path = os.environ.get("GDLAB_DOOR_LOG")
+    if not path or t.admitted is None:
+        return
+    import json
+    line = {"label": t.label, "kind": t.kind, "visitor": (t.visitor or "")[:8], "est_s": round(t.seconds, 3),
+            "mb": round(t.memory_mb), "waited_s": round(t.admitted - t.since, 3),
+            "held_s": round(time.monotonic() - t.admitted, 3)}
+    with _LOG_LOCK, open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+_LOG_LOCK = threading.Lock()
 
 
 def _make_slots() -> Slots:

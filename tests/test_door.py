@@ -79,7 +79,7 @@ def test_short_work_first_and_the_line_positions():
     long_ = threading.Thread(target=job, args=("long", 100.0))
     long_.start()
     time.sleep(0.05)
-    short = threading.Thread(target=job, args=("short", 1.0))
+    short = threading.Thread(target=job, args=("short", 5.0))
     short.start()
     time.sleep(0.1)
     assert positions == {"long": 2, "short": 1}  # the short one is served first, and each is told so
@@ -87,6 +87,23 @@ def test_short_work_first_and_the_line_positions():
     long_.join(2)
     short.join(2)
     assert order == ["short", "long"]
+
+
+def test_short_interactive_work_takes_the_express_slot():
+    slots = Slots(2)
+    held = [slots.acquire(visitor=v, cost=Est(60.0)) for v in ("a", "b")]  # every slot held by long work
+    first_chart = slots.acquire(visitor="c", cost=Est(0.3), poll_s=0.01)  # a default page's first chart: no wait
+    assert slots.running == 3
+    t, got = _later(slots, visitor="d", cost=Est(0.3))  # one express slot only
+    t2, got2 = _later(slots, visitor="e", kind=BACKGROUND, cost=Est(0.3))  # background work is never express
+    assert not got and not got2
+    slots.release(first_chart)
+    t.join(2)
+    assert got and not got2
+    for h in held + got:
+        slots.release(h)
+    t2.join(2)
+    assert got2
 
 
 def test_a_long_ticket_that_waited_longer_than_the_gap_goes_first():
