@@ -1,4 +1,10 @@
-"""Shared fixtures: float64 default dtype for exactness tests; one torch thread for tiny-matrix tests."""
+"""Shared fixtures: float64 default dtype for exactness tests; one torch thread for tiny-matrix tests; the command
+line run in this process."""
+import contextlib
+import io
+import os
+import subprocess
+
 import pytest
 import torch
 
@@ -20,3 +26,42 @@ def f64():
         yield
     finally:
         torch.set_default_dtype(old)
+
+
+def run_main(main, args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``main(args)`` in this process, as ``subprocess.run([... "-m", "analysis", *args])`` would report it:
+    returncode (argparse's SystemExit included), stdout, stderr. A fresh interpreter costs about 1.5 s of CPU
+    (torch's import) per call; the command-line tests that check what the command does, not how a new process
+    starts, run here instead. ``env``: environment variables set for the call. The process-wide limits the command
+    configures (limits, torch's thread count and default dtype) are put back afterwards."""
+    import analysis.limits as limits
+    args = [str(a) for a in args]
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(args)
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+                if isinstance(e.code, str):
+                    err.write(e.code + "\n")
+    finally:
+        limits.configure(None)
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli_inproc():
+    """``cli_inproc("run", "--seq-len", 5, ...)``: ``python -m analysis`` in this process (see ``run_main``)."""
+    from analysis.__main__ import main
+    return lambda *args, env=None: run_main(main, args, env)

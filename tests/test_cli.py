@@ -1,4 +1,5 @@
-"""The command line end to end: `python -m analysis run/train`, the JSON contract, one-line errors."""
+"""The command line end to end: `python -m analysis run/train`, the JSON contract, one-line errors. The first test
+runs a real `python -m analysis` process; the others call its main() in this process (conftest.run_main)."""
 import json
 import subprocess
 import sys
@@ -42,16 +43,17 @@ def test_run_writes_the_json_contract(tmp_path):
     (["--inputs", "/nonexistent.npy"], "inputs"),
     (["--config", "/nonexistent.json"], "--config"),
 ])
-def test_bad_input_one_line_nonzero_and_nothing_written(tmp_path, args, field):
+def test_bad_input_one_line_nonzero_and_nothing_written(tmp_path, args, field, cli_inproc):
     out = tmp_path / "out.json"
-    p = cli("run", *args, "--json", out)
+    p = cli_inproc("run", *args, "--json", out)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0], p.stderr
     assert not out.exists()
 
 
-def test_config_file_with_flag_override(tmp_path):
+def test_config_file_with_flag_override(tmp_path, cli_inproc):
+    cli = cli_inproc
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"cell": "gru", "seq_len": 30, "hidden_size": 8}))
     out = tmp_path / "o.json"
@@ -64,7 +66,8 @@ def test_config_file_with_flag_override(tmp_path):
     assert json.loads(out2.read_text())["config"] == c
 
 
-def test_load_state_dict_of_a_torch_lstm_matches_torch(tmp_path):
+def test_load_state_dict_of_a_torch_lstm_matches_torch(tmp_path, cli_inproc):
+    cli = cli_inproc
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(5, 12, num_layers=2)
     path = tmp_path / "lstm.pt"
@@ -103,7 +106,8 @@ def test_load_state_dict_of_a_torch_lstm_matches_torch(tmp_path):
     assert ref[0] < 0.5 * ref[-1]  # the comparison covers real propagation, not only the trivial last step
 
 
-def test_train_command_prints_steps_and_writes_history(tmp_path):
+def test_train_command_prints_steps_and_writes_history(tmp_path, cli_inproc):
+    cli = cli_inproc
     out = tmp_path / "t.json"
     p = cli("train", "--cell", "rnn", "--task", "adding", "--seq-len", 20, "--hidden-size", 8, "--train-steps", 5,
             "--clip", "norm", "--clip-threshold", 0.01, "--json", out)
@@ -114,7 +118,8 @@ def test_train_command_prints_steps_and_writes_history(tmp_path):
     assert all(s["clipped"] for s in d["steps"])
 
 
-def test_run_with_truncation_bidirectional_and_layers(tmp_path):
+def test_run_with_truncation_bidirectional_and_layers(tmp_path, cli_inproc):
+    cli = cli_inproc
     out = tmp_path / "o.json"
     p = cli("run", "--cell", "gru", "--seq-len", 30, "--hidden-size", 8, "--num-layers", 2, "--bidirectional",
             "--truncate", 10, "--json", out)

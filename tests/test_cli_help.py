@@ -23,7 +23,7 @@ from analysis.flag_help import FIELD_HELP
 from rnn_models.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--seq-len", "5", "--hidden-size", "4", "--batch-size", "2", "--threads", "1"]
+TINY = ["--seq-len", "5", "--hidden-size", "4", "--batch-size", "2"]
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

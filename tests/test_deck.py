@@ -7,7 +7,6 @@ import json
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -134,11 +133,10 @@ def test_deck_figure_leaves_the_title_and_caption_bands_free():
 
 
 @pytest.mark.skipif(not HAVE_BROWSER, reason=f"no Chromium here: {HINT}")
-def test_cli_export_pptx_writes_the_deck_with_a_progress_bar(tmp_path):
-    out = tmp_path / "deck.pptx"
-    r = subprocess.run([sys.executable, "-m", "analysis", "export", "--preset", "vanishing-tanh", "--seq-len", "16",
-                        "--hidden-size", "8", "--batch-size", "4", "--pptx", str(out)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+def test_cli_export_pptx_writes_the_deck_with_a_progress_bar(tmp_path, cli_inproc):
+    out = tmp_path / "deck.pptx"  # `python -m analysis export ...`: main() in this process (conftest.run_main)
+    r = cli_inproc("export", "--preset", "vanishing-tanh", "--seq-len", "16", "--hidden-size", "8", "--batch-size",
+                   "4", "--pptx", str(out))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(out)
     bars = [line for line in r.stderr.splitlines() if line.startswith("[")]
@@ -156,10 +154,9 @@ def test_without_chromium_the_deck_says_how_to_install_it(monkeypatch, views):
         deck.deck_bytes(views, CONFIG)
 
 
-def test_cli_bad_pptx_path_is_one_line_and_writes_nothing(tmp_path):
+def test_cli_bad_pptx_path_is_one_line_and_writes_nothing(tmp_path, cli_inproc):
     for path, word in ((tmp_path / "deck.ppt", ".pptx"), (tmp_path / "no" / "deck.pptx", "folder")):
-        r = subprocess.run([sys.executable, "-m", "analysis", "export", "--seq-len", "12", "--pptx", str(path)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+        r = cli_inproc("export", "--seq-len", "12", "--pptx", str(path))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and word in r.stderr
         assert not path.exists()
 

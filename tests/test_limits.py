@@ -71,10 +71,12 @@ def test_training_is_checked():
         limits.configure(None)
 
 
-def test_cli_refuses_and_lifts():
-    def cli(*a):
-        return subprocess.run([sys.executable, "-m", "analysis", "run", *a], cwd=ROOT, capture_output=True,
-                              text=True, env={"PATH": "/usr/bin:/bin", "GDLAB_MAX_MEMORY_MB": "1"}, timeout=120)
+def test_cli_refuses_and_lifts(cli_inproc, monkeypatch):
+    for k in ("GDLAB_LIMITS", "GDLAB_MAX_GFLOP"):  # only the memory limit, as the host would set it
+        monkeypatch.delenv(k, raising=False)
+
+    def cli(*a):  # `python -m analysis run ...`, main() in this process (conftest.run_main)
+        return cli_inproc("run", *a, env={"GDLAB_MAX_MEMORY_MB": "1"})
     r = cli("--seq-len", "20", "--hidden-size", "8", "--batch-size", "2")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "GDLAB_MAX_MEMORY_MB" in r.stderr, r.stderr
     r = cli("--seq-len", "20", "--hidden-size", "8", "--batch-size", "2", "--no-limits")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -228,10 +226,7 @@ def test_relu_rnn_nonlinearity_read_from_module():
         analyze(rnn, torch.randn(8, 2, 3), activation="tanh")
 
 
-# ---- the command line on saved whole-model state_dicts ------------------------------------------------
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+# ---- the command line on saved whole-model state_dicts (main() in this process: conftest.run_main) ---------
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +239,8 @@ def lm_files(lm, tmp_path_factory):
     return d
 
 
-def test_cli_equals_analyze_on_the_saved_lm(lm, lm_files):
+def test_cli_equals_analyze_on_the_saved_lm(lm, lm_files, cli_inproc):
+    cli = cli_inproc
     model, ids, tg = lm
     d = lm_files
     out = d / "o.json"
@@ -273,7 +269,8 @@ def test_cli_equals_analyze_on_the_saved_lm(lm, lm_files):
     (["--readout", "encoder"], ["readout='encoder'"]),
     (["--readout", "decoder"], ["targets"]),
 ])
-def test_cli_conflicts_one_line_nothing_written(lm_files, flags, words):
+def test_cli_conflicts_one_line_nothing_written(lm_files, flags, words, cli_inproc):
+    cli = cli_inproc
     d = lm_files
     out = d / "never.json"
     p = cli("run", "--load-state-dict", d / "lm.pt", "--inputs", d / "ids.npy", "--embedding", "encoder",
@@ -283,7 +280,8 @@ def test_cli_conflicts_one_line_nothing_written(lm_files, flags, words):
     assert "\n" not in line and "Traceback" not in line and all(str(w) in line for w in words), line
 
 
-def test_cli_bad_files_one_line(lm, lm_files, tmp_path):
+def test_cli_bad_files_one_line(lm, lm_files, tmp_path, cli_inproc):
+    cli = cli_inproc
     model, ids, _ = lm
     torch.save(model, tmp_path / "whole.pt")  # a pickled whole model: never unpickled
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
@@ -301,7 +299,8 @@ def test_cli_bad_files_one_line(lm, lm_files, tmp_path):
     assert p.returncode == 2 and "token ids" in p.stderr and "--embedding" in p.stderr
 
 
-def test_cli_rnn_activation_note_and_batch_first(tmp_path):
+def test_cli_rnn_activation_note_and_batch_first(tmp_path, cli_inproc):
+    cli = cli_inproc
     torch.manual_seed(0)
     rnn = nn.RNN(3, 5, batch_first=True)
     torch.save({"core." + k: v for k, v in rnn.state_dict().items()}, tmp_path / "m.pt")

@@ -207,14 +207,9 @@ def test_executor_arguments(tmp_path):
 
 
 # ---- command line ------------------------------------------------------------------------------------------
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "analysis", "sweep", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-
-
-def test_cli_writes_the_sweep_json_with_progress_on_stderr(tmp_path):
+def test_cli_writes_the_sweep_json_with_progress_on_stderr(tmp_path, cli_inproc):
     out = tmp_path / "s.json"
-    p = cli("--init", "spectral", "--hidden-size", 8, "--seq-len", 20, "--batch-size", 2, "--jacobian-lags", "log",
+    p = cli_inproc("sweep", "--init", "spectral", "--hidden-size", 8, "--seq-len", 20, "--batch-size", 2, "--jacobian-lags", "log",
             "--vary", "init_scale=0.5:1.5:3", "--vary", "activation=tanh,linear", "--seeds", 2,
             "--metrics", "lyapunov_max,spectral_radius", "--json", out)
     assert p.returncode == 0, p.stderr

@@ -1,6 +1,4 @@
 """The whole sweep's estimate: the sum of its points' estimates, checked before the first point (API and CLI)."""
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -65,13 +63,9 @@ def test_sweep_refuses_before_the_first_point(monkeypatch, tmp_path):
     assert [p["status"] for p in d["points"]] == ["ok", "ok"]
 
 
-def _cli(*args, env=None):
-    import os
-    return subprocess.run([sys.executable, "-m", "analysis", "sweep", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})})
-
-
-def test_cli_exits_2_naming_the_total_and_no_limits_overrides():
+def test_cli_exits_2_naming_the_total_and_no_limits_overrides(cli_inproc):
+    def _cli(*args, env=None):  # `python -m analysis sweep ...`, main() in this process (conftest.run_main)
+        return cli_inproc("sweep", *args, env=env)
     flags = ["--cell", "rnn", "--hidden-size", "8", "--seq-len", "10", "--batch-size", "2", "--jacobian-lags",
              "log", "--vary", "init_scale=0.5,1", "--seeds", "2", "--quiet"]
     env = {"GDLAB_MAX_GFLOP": str(2.5 * estimate(ExperimentConfig(cell="rnn", hidden_size=8, seq_len=10,
