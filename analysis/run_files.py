@@ -13,7 +13,8 @@ r"""The run directory that ``watch`` writes and ``load_run`` reads: an open, app
                     {"step": 100, "lags": [0, 1, 2, 4, ...],
                      "log10_sigma_max": {"rnn.l0": [per lag]}    log10 sigma_max of d h_{T-1} / d h_{T-1-k}
                      "horizon": {"rnn.l0": k or null}            first lag with sigma_max < horizon_threshold
-                     "eigenvalues": {"rnn.l0": {"i": [[re...], [im...]], "f": ...}}}   W_hh per gate block
+                     "eigenvalues": {"rnn.l0": {"i": [[re...], [im...]], "f": ...}},   W_hh per gate block
+                     "messages": ["..."]}   (optional: a layer whose probe failed or was skipped is null)
     notes.jsonl     what the loop passed to ``note``: {"step": 12, "grad_norm": 0.8, "clipped": false}
 
 Every line is written whole and flushed at once, so a killed process (kill -9) leaves every record before the kill;
@@ -203,7 +204,7 @@ def parse_run(texts: dict[str, str], name: str, where: str | None = None) -> Run
         loss = _arr([r.get("loss") for r in recs])
     except (TypeError, ValueError, IndexError, AttributeError) as e:
         raise ConfigError(f"{where}: a record has the wrong shape ({str(e)[:80]}): not a run this reader knows") from None
-    messages = [m for r in recs for m in (r.get("messages") or []) if isinstance(m, str)]
+    messages = [m for r in recs + probes for m in (r.get("messages") or []) if isinstance(m, str)]
     return RunData(name=name, header=header, steps=np.array([r["step"] for r in recs], dtype=int), loss=loss,
                    log10_grad_norm=lg, probe_steps=np.array([p["step"] for p in probes], dtype=int), lags=lags,
                    log10_sigma_max=sig, horizon=hz, eigenvalues=eig, notes=notes, messages=messages)

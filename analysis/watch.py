@@ -196,7 +196,7 @@ class Watch:
         from .config import ExperimentConfig
         from rnn_models.network import RecurrentNetwork
 
-        sig, hz, eig, lags = {}, {}, {}, []
+        sig, hz, eig, lags, msgs = {}, {}, {}, [], []
         i = 0
         for name, rnn in self.modules.items():
             cap = self._caps[name]
@@ -214,21 +214,35 @@ class Watch:
             initial = None if hx is None else prepare_h0(hx, arch, 1, x.dtype)
             finite = bool(torch.isfinite(x).all()) and all(bool(torch.isfinite(p).all()) for p in rnn.parameters())
             trace = net(x.cpu(), initial) if finite else None
+            if trace is not None and not all(bool(torch.isfinite(s).all()) for run in trace.runs
+                                             for st in run[0].states for s in st):
+                trace = None  # LAPACK must never see a NaN (it aborts the process)
             lags = report_lags(x.shape[0], "log", self.num_lags)
             for l in range(rnn.num_layers):
                 key = self.layers[i]
                 i += 1
+                sig[key], hz[key], eig[key] = None, None, None
+                try:
+                    eig[key] = _gate_eigenvalues(getattr(rnn, f"weight_hh_l{l}"), arch["cell"])
+                except RuntimeError as e:  # LAPACK failing to converge: said, never raised
+                    msgs.append(f"probe at step {step}, {key}: eigenvalues failed ({' '.join(str(e).split())[:120]})")
                 if trace is None:
-                    sig[key], hz[key], eig[key] = None, None, None
+                    msgs.append(f"probe at step {step}, {key}: weights, inputs or states not finite; skipped")
                     continue
-                jac = jacobian_products(trace.runs[l][0], lags=lags, batch=1, n_singular=1, lyapunov_k=0, threads=1)
-                sn = np.asarray(jac.spectral_norm, dtype=float)
-                below = np.nonzero(sn < math.log10(self.threshold))[0]
-                sig[key] = sn.tolist()
-                hz[key] = int(jac.lag[below[0]]) if len(below) else None
-                eig[key] = _gate_eigenvalues(getattr(rnn, f"weight_hh_l{l}"), arch["cell"])
-        self.writer.append("probes", {"step": step, "lags": lags, "log10_sigma_max": sig, "horizon": hz,
-                                      "eigenvalues": eig})
+                try:
+                    jac = jacobian_products(trace.runs[l][0], lags=lags, batch=1, n_singular=1, lyapunov_k=0,
+                                            threads=1)
+                    sn = np.asarray(jac.spectral_norm, dtype=float)
+                    below = np.nonzero(sn < math.log10(self.threshold))[0]
+                    sig[key] = sn.tolist()
+                    hz[key] = int(jac.lag[below[0]]) if len(below) else None
+                except (RuntimeError, ValueError) as e:  # e.g. LAPACK failing to converge: said, never raised
+                    msgs.append(f"probe at step {step}, {key}: failed ({type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:160]})")
+        row = {"step": step, "lags": lags, "log10_sigma_max": sig, "horizon": hz, "eigenvalues": eig}
+        if msgs:
+            row["messages"] = msgs
+        self.writer.append("probes", row)
 
     def close(self) -> None:
         """Remove the hooks and close the files (the run directory stays readable)."""

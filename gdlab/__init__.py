@@ -51,6 +51,8 @@ def _add_dashboard(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="run the dashboard's analyses, uploads and sweeps on this Ray cluster (ray://HEAD:10001, or "
                         "'local' for a Ray on this machine); sets GDLAB_RAY_ADDRESS for the server")
+    p.add_argument("--runs", metavar="DIR", help="a folder of run directories written by analysis.watch: the "
+                   "Timeline tab lists them")
     p.add_argument("streamlit_args", nargs=argparse.REMAINDER, metavar="-- STREAMLIT_ARGS",
                    help="further streamlit options after --, e.g. -- --theme.base dark")
 
@@ -70,6 +72,11 @@ def main(argv=None, prog: str | None = None) -> int:
         args.streamlit_args = args.streamlit_args[1:]
     if args.ray:
         os.environ["GDLAB_RAY_ADDRESS"] = args.ray  # the server's environment (exec keeps it)
+    if args.runs is not None:
+        if not os.path.isdir(args.runs):
+            print(f"error: --runs {args.runs!r} is not a directory", file=sys.stderr)
+            return 2
+        os.environ["GDLAB_RUNS"] = os.path.abspath(args.runs)  # read by dashboard/views/timeline.py
     cmd = dashboard_command(args)
     if os.name == "posix":  # become streamlit: signals (Ctrl+C, kill) reach the server itself
         sys.stdout.flush()

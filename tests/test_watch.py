@@ -234,3 +234,17 @@ def test_readable_while_training_and_no_grad_forwards_ignored(tmp_path):
     w.record(0, loss=loss)
     assert load_run(str(tmp_path / "run")).log10_grad_norm[0].shape == (1, T)
     w.close()
+
+
+def test_probe_failure_is_a_message_not_a_crash(tmp_path, monkeypatch):
+    """An exploding run may make LAPACK fail: the probe says so in the run, the training loop goes on."""
+    watch_mod = sys.modules["analysis.watch"]  # (the package attribute analysis.watch is the function)
+
+    def fail(*a, **k):
+        raise torch.linalg.LinAlgError("linalg.eigh: the algorithm failed to converge")
+    monkeypatch.setattr(watch_mod, "jacobian_products", fail)
+    _train(LM(nn.GRU, layers=1), tmp_path / "run", steps=2, every=1)
+    run = load_run(str(tmp_path / "run"))
+    assert run.steps.tolist() == [0, 1] and np.isnan(run.log10_sigma_max[0]).all()
+    assert len(run.eigenvalues[0][0]["z"]) == H  # the eigenvalues still recorded
+    assert "probe at step 0, rnn.l0: failed (" in run.messages[0] and "linalg.eigh" in run.messages[0]

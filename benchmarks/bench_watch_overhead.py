@@ -1,0 +1,95 @@
+"""Overhead of ``analysis.watch`` on the word-level LSTM language model of examples/word_lm, as ratios in one run.
+
+    python benchmarks/bench_watch_overhead.py [--rounds 20] [--hidden 200] [--threads 1]
+
+Interleaved rounds on the same batch (medians over rounds, so machine load hits every part alike):
+    step     one training step unwatched: forward, loss, zero_grad, backward, clip, SGD step
+    record   w.record(step) on that step's backward (every step): the per-time-step total ||dL/dh_t||, every layer
+    probe    the every-N probe: Jacobian sigma_max by lag + horizon on one sequence, W_hh eigenvalues
+Targets (issue 17):  record / step <= 0.05;  (record + probe / 100) / step <= 0.10  (every = 100).
+Prints times and ratios and whether each target is met; asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "examples" / "word_lm"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--hidden", type=int, default=200)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1: 2 shared cores)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from lm import WordLM, batchify, corpus, windows
+
+    from analysis import watch
+
+    torch.manual_seed(0)
+    ids, vocab = corpus()
+    data = batchify(ids, 20)
+    x, y, _ = next(windows(data, 35))
+    model = WordLM(len(vocab), args.hidden, args.hidden, args.layers)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step():
+        out, _ = model(x)
+        loss = F.cross_entropy(out.reshape(-1, len(vocab)), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        return loss
+
+    def finish():
+        nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        opt.step()
+
+    with tempfile.TemporaryDirectory() as d:
+        w = watch(model, d + "/run", every=10**9)
+        times = {"step": [], "record": [], "probe": []}
+        for r in range(args.rounds + 2):
+            t0 = time.perf_counter()
+            loss = step()
+            t1 = time.perf_counter()
+            w.record(r, loss=loss)
+            t2 = time.perf_counter()
+            finish()
+            t3 = time.perf_counter()
+            if r % 4 == 0:
+                w.probe(r)
+            t4 = time.perf_counter()
+            if r >= 2:  # warm-up rounds dropped
+                times["step"].append(t1 - t0 + t3 - t2)
+                times["record"].append(t2 - t1)
+                if r % 4 == 0:
+                    times["probe"].append(t4 - t3)
+        w.close()
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    s, rec, pr = med["step"], med["record"], med.get("probe", 0.0)
+    print(f"word LM: LSTM {args.layers}x{args.hidden}, vocab {len(vocab)}, T=35, B=20, threads={args.threads}, "
+          f"{args.rounds} interleaved rounds (medians)")
+    print(f"  training step        {s * 1e3:8.2f} ms")
+    print(f"  record (every step)  {rec * 1e3:8.2f} ms   ratio {rec / s:6.3f}   target <= 0.05  "
+          f"{'met' if rec / s <= 0.05 else 'NOT met'}")
+    print(f"  probe (every N)      {pr * 1e3:8.2f} ms   ratio {pr / s:6.3f}")
+    tot = (rec + pr / 100) / s
+    print(f"  all at every=100     ratio {tot:6.3f}   target <= 0.10  {'met' if tot <= 0.10 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
