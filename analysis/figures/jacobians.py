@@ -67,6 +67,27 @@ def overlapping(sv_log10, lag, tol_decades: float = math.log10(1.05), share: flo
     return runs
 
 
+def _emptiest_corner(sv_log10, lag, rng) -> tuple[float, float]:
+    """The corner of a panel (x, y in its domain) whose box (60% of the width, a quarter of the height) holds the
+    fewest points of the panel's lines: where a note covers no data."""
+    sv = np.asarray(sv_log10, float)
+    lag = np.asarray(lag, float)
+    if rng is None or not sv.size or not lag.size or lag.max() <= 0:
+        return 0.98, 0.97
+    px = np.repeat(lag / lag.max(), sv.shape[1]) if sv.ndim == 2 else lag / lag.max()
+    py = ((sv.ravel() - rng[0]) / (rng[1] - rng[0]))
+    ok = np.isfinite(py)
+    px, py = px[ok], py[ok]
+    best = None
+    for x, y in ((0.98, 0.97), (0.02, 0.03), (0.98, 0.03), (0.02, 0.97)):
+        inx = (px >= 0.4) if x > 0.5 else (px <= 0.6)
+        iny = (py >= 0.72) if y > 0.5 else (py <= 0.28)
+        n = int(np.sum(inx & iny))
+        if best is None or n < best[0]:
+            best = (n, x, y)
+    return best[1], best[2]
+
+
 def _free_slot(fig: go.Figure, x0: float, n_chars: int, rng, taken: list) -> int:
     """The first label slot (row y = 1 - 0.075 slot of the plot, top down) where a label of ``n_chars`` starting at
     x0 crosses no drawn line and no label already placed (``taken``: [(slot, x0, x1)]); slot 0 if none is free.
@@ -201,14 +222,13 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
         if not groups:
             continue
         # lines drawn on top of each other look like one: say so, on the side of the panel the lines leave free
-        text = "<br>".join(f"σ<sub>{a + 1}</sub>–σ<sub>{b + 1}</sub> overlap" for a, b in groups)
-        end = float(np.nanmean(np.where(np.isfinite(sv[-1]), sv[-1], np.nan))) if sv.size else 0.0
-        low = rng is None or not np.isfinite(end) or end > (rng[0] + rng[1]) / 2
+        text = ", ".join(f"σ<sub>{a + 1}</sub>–σ<sub>{b + 1}</sub>" for a, b in groups) + " overlap"
+        x, y = _emptiest_corner(sv, results[key].jac.lag, rng)
         ax = "" if ci == 1 else ci
-        fig.add_annotation(text=text + f"<br>(within {tol:.2g} decades at 90% of lags k ≥ 1)", xref=f"x{ax} domain",
-                           yref=f"y{ax} domain", x=0.98, y=0.03 if low else 0.97, xanchor="right",
-                           yanchor="bottom" if low else "top", showarrow=False, align="right",
-                           font=dict(size=11, color=color_of(key, results)), bgcolor="rgba(255,255,255,0.8)")
+        fig.add_annotation(text=text + f"<br>(within {tol:.2g} decades)", xref=f"x{ax} domain",
+                           yref=f"y{ax} domain", x=x, y=y, xanchor="right" if x > 0.5 else "left",
+                           yanchor="top" if y > 0.5 else "bottom", showarrow=False, align="right" if x > 0.5 else
+                           "left", font=dict(size=11, color=color_of(key, results)), bgcolor="rgba(255,255,255,0.8)")
     fig.update_yaxes(type="log", exponentformat="power", range=rng)
     fig.update_yaxes(title_text="σ<sub>i</sub>(∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>)", row=1, col=1)
     n_sv = max((s.shape[1] for s in all_sv if s.ndim == 2), default=0)
