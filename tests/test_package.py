@@ -58,6 +58,18 @@ def _run(exe: Path, *args, cwd: Path, timeout=300):
     return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _run_all(exe: Path, argvs: list[list[str]], cwd: Path, timeout=300) -> list[subprocess.CompletedProcess]:
+    """``_run`` for each argument list, the processes running side by side."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    procs = [subprocess.Popen([str(exe), *a], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for a in argvs]
+    out = []
+    for a, p in zip(argvs, procs):
+        stdout, stderr = p.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess([str(exe), *a], p.returncode, stdout, stderr))
+    return out
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     base = tmp_path_factory.mktemp("pkg")
@@ -66,7 +78,7 @@ def installed(tmp_path_factory):
     return base, py
 
 
-def test_pip_install_gives_a_working_gdlab_run_json(installed):
+def test_pip_install_gives_a_working_gdlab_run_json(installed, cli_inproc):
     base, py = installed
     gdlab = py.parent / "gdlab"
     assert gdlab.exists()
@@ -79,10 +91,10 @@ def test_pip_install_gives_a_working_gdlab_run_json(installed):
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     assert d["config"]["seq_len"] == 12 and d["config"]["hidden_size"] == 6 and len(d["grad_norm"]) == 12
-    # the same numbers as python -m analysis from the checkout
+    # the same numbers as python -m analysis from the checkout (its main() in this process: conftest.run_main)
     ref = base / "ref.json"
-    subprocess.run([sys.executable, "-m", "analysis", "run", "--seq-len", "12", "--hidden-size", "6",
-                    "--batch-size", "2", "--json", str(ref)], cwd=ROOT, check=True, capture_output=True)
+    r = cli_inproc("run", "--seq-len", "12", "--hidden-size", "6", "--batch-size", "2", "--json", ref)
+    assert r.returncode == 0, r.stderr
     assert json.loads(ref.read_text())["grad_norm"] == d["grad_norm"]
     bad = _run(gdlab, "run", "--seq-len", "0", cwd=base)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "seq_len" in bad.stderr
@@ -93,16 +105,14 @@ def test_gdlab_has_the_analysis_subcommands_dashboard_and_version(installed):
     gdlab = py.parent / "gdlab"
     from analysis import __version__
     from analysis.__main__ import COMMANDS
-    v = _run(gdlab, "--version", cwd=base)
+    # five independent runs of the installed command, started together (each pays torch's import)
+    v, h, d, e, bad = _run_all(gdlab, [["--version"], ["--help"], ["dashboard", "--help"], ["export", "--help"],
+                                       ["dashboard", "--port", "0"]], cwd=base)
     assert v.returncode == 0 and v.stdout.strip() == f"gradient-dynamics lab {__version__}"
-    h = _run(gdlab, "--help", cwd=base)
     for name in list(COMMANDS) + ["dashboard"]:  # every python -m analysis subcommand appears
         assert name in h.stdout
-    d = _run(gdlab, "dashboard", "--help", cwd=base)
     assert d.returncode == 0 and "--port" in d.stdout and "streamlit" in d.stdout.lower()
-    e = _run(gdlab, "export", "--help", cwd=base)
     assert "--pptx" in e.stdout and "--preset" in e.stdout
-    bad = _run(gdlab, "dashboard", "--port", "0", cwd=base)
     assert bad.returncode == 2 and "--port" in bad.stderr
 
 

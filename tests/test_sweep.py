@@ -209,9 +209,9 @@ def test_executor_arguments(tmp_path):
 # ---- command line ------------------------------------------------------------------------------------------
 def test_cli_writes_the_sweep_json_with_progress_on_stderr(tmp_path, cli_inproc):
     out = tmp_path / "s.json"
-    p = cli_inproc("sweep", "--init", "spectral", "--hidden-size", 8, "--seq-len", 20, "--batch-size", 2, "--jacobian-lags", "log",
-            "--vary", "init_scale=0.5:1.5:3", "--vary", "activation=tanh,linear", "--seeds", 2,
-            "--metrics", "lyapunov_max,spectral_radius", "--json", out)
+    p = cli_inproc("sweep", "--init", "spectral", "--hidden-size", 8, "--seq-len", 20, "--batch-size", 2,
+                   "--jacobian-lags", "log", "--vary", "init_scale=0.5:1.5:3", "--vary", "activation=tanh,linear",
+                   "--seeds", 2, "--metrics", "lyapunov_max,spectral_radius", "--json", out)
     assert p.returncode == 0, p.stderr
     assert "sweep: 12/12 points (100%)" in p.stderr and "sweep: 0/12" in p.stderr
     d = json.loads(out.read_text())
