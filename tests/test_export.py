@@ -352,19 +352,17 @@ def test_export_all_end_to_end(tmp_path):
     assert not any("train" in p.name for p in out.iterdir())  # train_steps = 0: no training view
 
 
-def test_command_line_export_with_training_and_no_browser(tmp_path):
-    """``python -m analysis export`` in a fresh interpreter whose BROWSER_PATH points nowhere: CSV/JSON need
-    no browser, and train_steps > 0 adds the training view. (The images of export_all are checked by
-    test_export_all_end_to_end; a second interpreter rendering them would double this file's time.)"""
+def test_command_line_export_with_training_and_no_browser(tmp_path, cli_inproc):
+    """``python -m analysis export`` (its main() in this process, conftest.run_main) with BROWSER_PATH pointing
+    nowhere: CSV/JSON need no browser, and train_steps > 0 adds the training view. (The images of export_all are
+    checked by test_export_all_end_to_end.)"""
     figures = figures_or_skip()
     config = tiny_config(task="adding", train_steps=2)
     cfg = tmp_path / "cfg.json"
     cfg.write_text(config.to_json())
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "analysis", "export", "--config", str(cfg), "--out", str(out),
-                        "--formats", "csv,json"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=180,
-                       env={**os.environ, "PYTHONPATH": str(ROOT), "BROWSER_PATH": str(tmp_path / "none")})
+    r = cli_inproc("export", "--config", cfg, "--out", out, "--formats", "csv,json",
+                   env={"BROWSER_PATH": str(tmp_path / "none")})
     assert r.returncode == 0, r.stderr
     paths = r.stdout.split()
     check_export_dir(out, paths, ("csv", "json"), config)
