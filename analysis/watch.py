@@ -127,19 +127,19 @@ class Watch:
         T = 0
         for name, rnn in self.modules.items():
             cap = self._caps[name]
-            who = repr(name) if name else "the model"
+            who = f"module {name!r}" if name else "the model"
             if cap.packed:
                 raise ConfigError(f"record(step={step}): {who} ran on a PackedSequence; watch needs padded tensors")
             if cap.grad is None:
-                raise ConfigError(f"record(step={step}): no backward pass reached {who}'s output since its last "
+                raise ConfigError(f"record(step={step}): no backward pass reached the output of {who} since its last "
                                   "forward with gradients: call loss.backward() before w.record(step)")
             if tuple(p._version for p in rnn.parameters()) != cap.versions:
-                raise ConfigError(f"record(step={step}): {who}'s weights changed since its forward pass (opt.step() "
+                raise ConfigError(f"record(step={step}): the weights of {who} changed since its forward pass (opt.step() "
                                   "before w.record?): call w.record(step) after loss.backward(), before opt.step()")
             if cap.calls > 1:
                 msgs.append(f"{who} ran {cap.calls} times before step {step}'s record: only its last call is recorded")
             if rnn.training and rnn.dropout > 0 and rnn.num_layers > 1:
-                msgs.append(f"{who}'s dropout={rnn.dropout:g} between layers is active in training and its masks are "
+                msgs.append(f"{who}: dropout={rnn.dropout:g} between layers is active in training and its masks are "
                             "not visible: the chain runs on the network without it (the top layer's direct gradient "
                             "is the true one)")
             for l, g in enumerate(self._totals(rnn, cap, name)):

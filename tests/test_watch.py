@@ -210,7 +210,7 @@ def test_bad_input_one_line(tmp_path):
         w.record(0, loss=loss)  # a forward, no backward yet
     loss.backward()
     torch.optim.SGD(m.parameters(), lr=0.1).step()
-    with pytest.raises(ConfigError, match="weights changed since its forward pass"):
+    with pytest.raises(ConfigError, match="changed since its forward pass"):
         w.record(0, loss=loss)
     w.close()
     with pytest.raises(ConfigError, match="already holds a run"):

@@ -53,7 +53,7 @@ def timeline_figure(runs: dict, layer=-1) -> go.Figure:
     """The four-row timeline, one column per run; see the module docstring."""
     keys = list(runs)
     n = len(keys)
-    fig = subplots(rows=4, cols=n, shared_xaxes=True, vertical_spacing=0.05, horizontal_spacing=0.06,
+    fig = subplots(rows=4, cols=n, shared_xaxes=True, vertical_spacing=0.07, horizontal_spacing=0.06,
                    row_heights=[0.46, 0.18, 0.18, 0.18], column_titles=[str(k) for k in keys])
     for j, key in enumerate(keys, start=1):
         r = runs[key]
@@ -98,14 +98,14 @@ def timeline_figure(runs: dict, layer=-1) -> go.Figure:
                                                    len=0.45, y=1.0, yanchor="top", tickvals=list(range(-8, 3, 2)))))
     fig.update_yaxes(title_text="time step t", row=1, col=1)
     fig.update_yaxes(title_text="loss", row=2, col=1)
-    fig.update_yaxes(title_text="horizon k", row=3, col=1)
-    fig.update_yaxes(title_text="log10 σ_max", row=4, col=1)
+    fig.update_yaxes(title_text="horizon", row=3, col=1)
+    fig.update_yaxes(title_text="log10 σ_max", title_font=dict(size=12), row=4, col=1)
+    fig.update_yaxes(title_font=dict(size=12), row=3, col=1)
     for j in range(1, n + 1):
         fig.update_xaxes(title_text="training step", row=4, col=j)
-    lname = layer if isinstance(layer, str) else f"layer {layer}"
-    return _base_layout(fig, f"Gradient dynamics over training ({lname}): ‖dL/dh_t‖ of the training loss, "
-                             "memory horizon, σ_max", _meta(runs, layer), "timeline", "timeline", height=820,
-                        legend_bottom=True)
+    lname = _layer_key(runs[keys[0]], layer)
+    return _base_layout(fig, f"Training timeline of {lname}: ‖dL/dh_t‖, loss, memory horizon, σ_max",
+                        _meta(runs, layer), "timeline", "timeline", height=820, legend_bottom=True)
 
 
 def eigenvalue_figure(runs: dict, layer=-1) -> go.Figure:
@@ -160,8 +160,8 @@ def eigenvalue_figure(runs: dict, layer=-1) -> go.Figure:
                                             args=[None, dict(frame=dict(duration=300, redraw=True), fromcurrent=True)]),
                                        dict(label="❚❚ pause", method="animate",
                                             args=[[None], dict(mode="immediate", frame=dict(duration=0))])])])
-    lname = layer if isinstance(layer, str) else f"layer {layer}"
-    fig = _base_layout(fig, f"W_hh eigenvalues per gate block over training ({lname}), with the unit circle",
+    lname = _layer_key(runs[keys[0]], layer)
+    fig = _base_layout(fig, f"W_hh eigenvalues of {lname} per gate block over training, with the unit circle",
                        _meta(runs, layer), "timeline", "eigenvalues", height=560)
     fig.update_layout(margin=dict(b=150))
     return fig

@@ -61,11 +61,11 @@ class WordLM(nn.Module):
 
 
 def windows(data: torch.Tensor, bptt: int):
-    """(inputs, targets, first) windows of bptt words, in order, forever (epoch after epoch; first: a new epoch)."""
+    """(inputs, targets, first) windows of bptt words, in order, forever (epoch after epoch; first: a new epoch).
+    Full windows only (the text's short tail is left out), so every record of the timeline has the same T."""
     while True:
-        for i in range(0, data.shape[0] - 1, bptt):
-            T = min(bptt, data.shape[0] - 1 - i)
-            yield data[i:i + T], data[i + 1:i + 1 + T], i == 0
+        for i in range(0, data.shape[0] - bptt, bptt):
+            yield data[i:i + bptt], data[i + 1:i + 1 + bptt], i == 0
 
 
 def train(log_dir: str | None, *, clip: float = 0.25, steps: int = 300, lr: float = 20.0, every: int = 20,
