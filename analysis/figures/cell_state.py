@@ -27,7 +27,7 @@ GATE_CAPTIONS = {
     "o": "The LSTM's output gate o_t per unit and step: h_t = o_t ⊙ tanh(c_t), so a closed o_t hides the cell "
          "from h_t (and from the gradient through h_t) without erasing it.",
     "z": "The GRU's update gate z_t per unit and step: h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}, so z_t near 1 "
-         "(bright) copies the state forward and carries the gradient back unchanged.",
+         "(bright) copies the state forward and carries the gradient back almost unchanged.",
     "r": "The GRU's reset gate r_t per unit and step: how much of h_{t-1} enters the candidate n_t.",
 }
 
@@ -147,8 +147,9 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
                                xanchor="left", font=dict(size=12, color="#444"))
             fig.update_layout(margin=dict(t=90))
         _base_layout(fig, title + layer_note({key: r}), meta, view, f"hidden_{safe_key(key)}", height=420,
-                     caption="The vanilla RNN's hidden state h_t, unit by unit, for the first sequence: units "
-                             "stuck near ±1 are saturated (tanh′ ≈ 0) and pass almost no gradient back.")
+                     caption="The vanilla RNN's hidden state h_t, unit by unit, for the first sequence: where "
+                             "φ′(a_t) ≈ 0 (tanh near ±1, sigmoid near 0 or 1, relu off) a unit passes almost no "
+                             "gradient back.")
         if not gated:
             fig.update_layout(margin=dict(t=95))
         figs[f"hidden_{safe_key(key)}"] = fig

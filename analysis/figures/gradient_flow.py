@@ -269,9 +269,9 @@ def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[
         _base_layout(fig, "Bidirectional: gradient reaching the forward h→<sub>t</sub>, the backward h←<sub>t</sub> "
                      "and the concatenated [h→<sub>t</sub>; h←<sub>t</sub>]" + layer_note(shown), meta, view,
                      "grad_per_direction", legend_bottom=True,
-                     caption="The forward direction reads x_0 … x_t, the backward one x_t … x_{T-1}: each gets "
-                             "its gradient from the steps it feeds, so the two lines slope opposite ways. "
-                             + _where(shown))
+                     caption="Each direction gets gradient only from the outputs it feeds: the forward h→_t from "
+                             "the steps t … T-1, the backward h←_t from the steps 0 … t; the concatenated state "
+                             "[h→_t; h←_t] gets both. " + _where(shown))
         figs["grad_per_direction"] = fig
     return figs
 

@@ -112,8 +112,8 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
         fig.update_xaxes(title="training step")
         _base_layout(fig, "Spectral radius of W<sub>hh</sub> during training (largest gate block)", meta, view,
                      "spectral_radius_training",
-                     caption="ρ(W_hh) after each training step: training that pushes it towards 1 keeps the "
-                             "linear part of the recurrence at the edge between shrinking and growing.")
+                     caption="ρ(W_hh) after each training step (the largest over the gate blocks): near 1 the "
+                             "linear part of the recurrence sits at the edge between shrinking and growing.")
         figs["spectral_radius_training"] = fig
     return figs
 
