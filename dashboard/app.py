@@ -244,12 +244,13 @@ def _page(settings, results: dict, own: bool = False) -> None:
     s = settings
 
     atlas = atlas_view.deck_figures()  # the sweep drawn last in the Atlas tab (read now, in the script run)
+    trained = sum(len(h.get("step", [])) for h in (histories or {}).values())  # a built deck holds these steps
 
     def deck_views() -> dict:  # called at click time: the full results, never partial; the Atlas when it has run
         full = compute.full_results(s.config, s.variant, s.variant_label) if pending else results
         return {**_all_views(full, histories), **({"atlas": atlas[2]} if atlas else {})}
     deck_button("all_views", deck_views, settings, "Slide deck of all views (.pptx)", "gradient-dynamics.pptx",
-                stamp=None if atlas is None else f"{s.config.to_json()}|{s.variant}|{atlas[3]}")
+                stamp=f"{s.config.to_json()}|{s.variant}|{atlas[3] if atlas else ''}|{trained}")
     if atlas is None:
         st.caption("The Atlas joins the deck of all views once a sweep has been drawn in its tab.")
     tabs = st.tabs([m.TITLE for m in TABS], key="view", bind="query-params")

@@ -272,7 +272,9 @@ def _live(ctx) -> None:
     for name, fig in figs.items():
         chart(VIEW, name, fig)
     zip_button(VIEW, figs, ctx.config)
-    deck_button(VIEW, {VIEW: figs}, ctx.settings, "Slide deck of this view (.pptx)", f"{VIEW}.pptx")
+    steps = sum(len(h.get("step", [])) for h in hs.values())  # a deck built earlier is offered only until the next step
+    deck_button(VIEW, {VIEW: figs}, ctx.settings, "Slide deck of this view (.pptx)", f"{VIEW}.pptx",
+                stamp=f"{ctx.config.to_json()}|{ctx.settings.variant}|{steps}")
 
 
 def _tick(trainers: dict, per_tick: int, max_steps: int) -> None:
