@@ -155,6 +155,9 @@ def engine_total(rnn: nn.RNNBase, x: Tensor, hx, e_top: Tensor) -> list[Tensor]:
     from .own_model import _module_arch, prepare_h0
     from .config import ExperimentConfig
 
+    dev = x.device  # the engine's network runs on the CPU; the totals go back to the module's device
+    x, e_top = x.detach().cpu(), e_top.cpu()
+    hx = None if hx is None else (tuple(h.cpu() for h in hx) if isinstance(hx, tuple) else hx.cpu())
     arch, act = _module_arch(rnn)
     cfg = ExperimentConfig.from_dict({**arch, "activation": act}).model_config(arch["input_size"])
     net = RecurrentNetwork(cfg, dtype=x.dtype)
@@ -173,5 +176,5 @@ def engine_total(rnn: nn.RNNBase, x: Tensor, hx, e_top: Tensor) -> list[Tensor]:
             g = torch.stack([torch.zeros_like(h) if gg is None else gg for gg, h in zip(grads[k:k + T], flat[k:k + T])])
             parts.append(g.flip(0) if run.reverse else g)
             k += T
-        out.append(torch.cat(parts, -1))
+        out.append(torch.cat(parts, -1).to(dev))
     return out

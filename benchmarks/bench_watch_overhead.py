@@ -1,6 +1,10 @@
 """Overhead of ``analysis.watch`` on the word-level LSTM language model of examples/word_lm, as ratios in one run.
 
-    python benchmarks/bench_watch_overhead.py [--rounds 20] [--hidden 200] [--threads 1]
+    python benchmarks/bench_watch_overhead.py [--rounds 20] [--hidden 200] [--threads 1] [--vocab 33278]
+
+--vocab N replaces the sonnets (961 tokens) by random ids over N tokens with the same layout (33,278 is
+wikitext-2's vocabulary, what PyTorch's example trains on): the decoder's share of a step grows with N, the
+watch's cost does not, so the ratios depend on it; both are worth printing.
 
 Interleaved rounds on the same batch (medians over rounds, so machine load hits every part alike):
     step     one training step unwatched: forward, loss, zero_grad, backward, clip, SGD step
@@ -34,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=200)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1: 2 shared cores)")
+    ap.add_argument("--vocab", type=int, default=0, help="random ids over this many tokens (0: the sonnets)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from lm import WordLM, batchify, corpus, windows
@@ -44,6 +49,9 @@ def main(argv=None) -> int:
     ids, vocab = corpus()
     data = batchify(ids, 20)
     x, y, _ = next(windows(data, 35))
+    if args.vocab:
+        vocab = range(args.vocab)
+        x, y = torch.randint(0, args.vocab, (35, 20)), torch.randint(0, args.vocab, (35, 20))
     model = WordLM(len(vocab), args.hidden, args.hidden, args.layers)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
 
