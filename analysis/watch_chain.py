@@ -45,11 +45,12 @@ def _twin(rnn: nn.RNNBase, in_size: int) -> nn.RNNBase:
 
 
 @torch.no_grad()
-def layer_outputs(rnn: nn.RNNBase, x: Tensor, hx, twins: dict) -> list[Tensor]:
-    """Every layer's h_t (T, B, H), time-major, from fused one-layer forwards (no dropout: the deterministic
-    network). ``hx`` is torch's h0 (L, B, H) or (h0, c0), or None; ``twins`` caches the one-layer modules."""
+def layer_outputs(rnn: nn.RNNBase, x: Tensor, hx, twins: dict, layers: int | None = None) -> list[Tensor]:
+    """The first ``layers`` (default all) layers' h_t (T, B, H), time-major, from fused one-layer forwards (no
+    dropout: the deterministic network). ``hx`` is torch's h0 (L, B, H) or (h0, c0), or None; ``twins`` caches
+    the one-layer modules."""
     outs, inp = [], x
-    for l in range(rnn.num_layers):
+    for l in range(rnn.num_layers if layers is None else layers):
         key = (l, inp.shape[-1])
         if key not in twins:
             twins[key] = _twin(rnn, inp.shape[-1])
@@ -82,8 +83,8 @@ def _step_tensors(mode: str, P: dict, x: Tensor, h: Tensor, h0: Tensor, c0: Tens
             prev = torch.addcmul(ig[t], f[t], prev, out=c[t])
         cprev = torch.cat([c0.unsqueeze(0), c[:-1]], 0)
         tc = torch.tanh(c)
-        return {"hc": o * (1 - tc * tc), "co": tc * o * (1 - o), "ci": g * i * (1 - i), "cf": cprev * f * (1 - f),
-                "cg": i * (1 - g * g), "f": f}
+        c3 = torch.cat([g * i * (1 - i), cprev * f * (1 - f), i * (1 - g * g)], -1)  # dc_t / d a_{i,f,g}
+        return {"hc": o * (1 - tc * tc), "co": tc * o * (1 - o), "c3": c3, "f": f}
     r = torch.sigmoid(ai[..., :H] + ah[..., :H])
     z = torch.sigmoid(ai[..., H:2 * H] + ah[..., H:2 * H])
     hn = ah[..., 2 * H:]
@@ -102,21 +103,27 @@ def layer_chain(mode: str, P: dict, x: Tensor, h: Tensor, e: Tensor, h0: Tensor,
     ga_in = torch.empty(T, h.shape[1], Whh.shape[0], dtype=h.dtype, device=h.device)  # what the input sees
     carry_h = torch.zeros_like(h[0])
     carry_c = torch.zeros_like(h[0])
+    Gs, es, ga = G.unbind(0), e.unbind(0), ga_in.unbind(0)  # per-step views, made once
+    st = {k: v.unbind(0) for k, v in s.items()}
+    H = h.shape[-1]
+    if mode == "LSTM":
+        ga3, gao = ga_in[..., :3 * H].unbind(0), ga_in[..., 3 * H:].unbind(0)
+        hc, co, c3, f = st["hc"], st["co"], st["c3"], st["f"]
     for t in range(T - 1, -1, -1):
-        gh = torch.add(e[t], carry_h, out=G[t])
+        gh = torch.add(es[t], carry_h, out=Gs[t])
         if mode.startswith("RNN"):
-            ga = torch.mul(gh, s["d"][t], out=ga_in[t])
-            carry_h = ga @ Whh
+            carry_h = torch.mul(gh, st["d"][t], out=ga[t]) @ Whh
         elif mode == "LSTM":
-            gc = carry_c + gh * s["hc"][t]
-            torch.cat([gc * s["ci"][t], gc * s["cf"][t], gc * s["cg"][t], gh * s["co"][t]], -1, out=ga_in[t])
-            carry_h = ga_in[t] @ Whh
-            carry_c = gc * s["f"][t]
+            gc = torch.addcmul(carry_c, gh, hc[t])  # gc = carry_c + G_t o (1 - tanh^2 c_t)
+            torch.mul(gc.repeat(1, 3), c3[t], out=ga3[t])
+            torch.mul(gh, co[t], out=gao[t])
+            carry_h = ga[t] @ Whh
+            carry_c = gc * f[t]
         else:
-            ga_n = gh * s["an"][t]
-            ga_r, ga_z = ga_n * s["ar"][t], gh * s["az"][t]
-            torch.cat([ga_r, ga_z, ga_n], -1, out=ga_in[t])
-            carry_h = gh * s["z"][t] + torch.cat([ga_r, ga_z, ga_n * s["r"][t]], -1) @ Whh
+            ga_n = gh * st["an"][t]
+            ga_r, ga_z = ga_n * st["ar"][t], gh * st["az"][t]
+            torch.cat([ga_r, ga_z, ga_n], -1, out=ga[t])
+            carry_h = gh * st["z"][t] + torch.cat([ga_r, ga_z, ga_n * st["r"][t]], -1) @ Whh
     return G, ga_in @ Wih
 
 
@@ -125,11 +132,13 @@ def total_grads(rnn: nn.RNNBase, x: Tensor, hx, e_top: Tensor, twins: dict, top_
                 ) -> list[Tensor]:
     """Per layer, the total dL/dh^l_t (T, B, H), time-major, of a unidirectional module run on x (T, B, I)
     from h0 ``hx`` (torch's layout or None), whose output received e_top (T, B, H) in the backward pass.
-    ``top_out``: the module's own output (skips the last layer's forward when nothing differs)."""
+    ``top_out``: the module's own output, used for the top layer (its forward skipped) unless dropout between
+    layers was active: then every layer is recomputed without it, so the states agree with one another."""
     L, H = rnn.num_layers, rnn.hidden_size
     B = x.shape[1]
-    if top_out is not None and L == 1:
-        outs = [top_out]
+    dropped = rnn.training and rnn.dropout > 0 and L > 1
+    if top_out is not None and not dropped:
+        outs = layer_outputs(rnn, x, hx, twins, L - 1) + [top_out]
     else:
         outs = layer_outputs(rnn, x, hx, twins)
     zeros = x.new_zeros(B, H)
