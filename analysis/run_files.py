@@ -16,6 +16,7 @@ r"""The run directory that ``watch`` writes and ``load_run`` reads: an open, app
                      "eigenvalues": {"rnn.l0": {"i": [[re...], [im...]], "f": ...}},   W_hh per gate block
                      "messages": ["..."]}   (optional: a layer whose probe failed or was skipped is null)
     notes.jsonl     what the loop passed to ``note``: {"step": 12, "grad_norm": 0.8, "clipped": false}
+                    (a record whose loss is null takes the loss noted at its step, as the Lightning callback writes it)
 
 Every line is written whole and flushed at once, so a killed process (kill -9) leaves every record before the kill;
 a reader skips a last line cut short. Non-finite numbers are written as null (JSON has no NaN); eigenvalues are
@@ -204,6 +205,10 @@ def parse_run(texts: dict[str, str], name: str, where: str | None = None) -> Run
         loss = _arr([r.get("loss") for r in recs])
     except (TypeError, ValueError, IndexError, AttributeError) as e:
         raise ConfigError(f"{where}: a record has the wrong shape ({str(e)[:80]}): not a run this reader knows") from None
+    noted = {n["step"]: n["loss"] for n in notes if isinstance(n.get("loss"), (int, float))}
+    for i, r in enumerate(recs):  # a record without its loss (Lightning's hook order): the loss noted at its step
+        if np.isnan(loss[i]) and r["step"] in noted:
+            loss[i] = noted[r["step"]]
     messages = [m for r in recs + probes for m in (r.get("messages") or []) if isinstance(m, str)]
     return RunData(name=name, header=header, steps=np.array([r["step"] for r in recs], dtype=int), loss=loss,
                    log10_grad_norm=lg, probe_steps=np.array([p["step"] for p in probes], dtype=int), lags=lags,
