@@ -17,7 +17,8 @@ backward pass (``benchmarks/bench_own_model_lm.py`` measures the ratio).
 Jacobian detail (``ExperimentConfig.jacobian_detail``)::
 
     exact   jacobian_lags / jacobian_batch / spectra as configured (every lag, every sequence by default)
-    light   about ``num_log_lags`` log-spaced lags, the first LIGHT_BATCH sequences (exact at those)
+    light   about ``num_log_lags`` log-spaced lags, the first LIGHT_BATCH sequences, spectra="fast" (sigma_max
+            by lag without forming the products where that is cheaper: analysis.jacobian_route)
     auto    exact for the built-in tasks; for a user's model light when the exact analysis is estimated above
             AUTO_LIGHT_SECONDS (analysis.limits at its calibrated rate), said in the notes; the result's config
             records what ran (light or exact), so re-running it gives the same numbers
@@ -71,7 +72,7 @@ def light(config):
     """The light Jacobian settings of ``config`` (log-spaced lags, LIGHT_BATCH sequences)."""
     b = config.jacobian_batch
     return config.replace(jacobian_lags="log", jacobian_batch=LIGHT_BATCH if b in (0, None) or b > LIGHT_BATCH
-                          else b, jacobian_detail="light")
+                          else b, jacobian_detail="light", spectra="fast")
 
 
 def resolve_detail(config, *, own_model: bool, only: str | None = None):

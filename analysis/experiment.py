@@ -23,7 +23,8 @@ from .finite import input_notes
 from .gradient_stage import DTYPES, _detached, gradient_stage
 from .gradients import GradientResult
 from .compute_views import announce, only_for, parse_views, resolve_detail, views_for_only
-from .jacobians import JacobianResult, jacobian_products, report_lags
+from .jacobian_route import route_note, spectra_of
+from .jacobians import JacobianResult, report_lags
 from .progress import Progress, Reporter, reporter
 from .spectra import weight_spectra
 from .tasks import TaskBatch, TaskSpec, load_inputs, make_batch, random_readout, task_spec
@@ -284,14 +285,9 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
         # the Jacobian products dominate the cost: they get most of the bar (the backward direction its half)
         hi = 0.95
         mid = (0.15 + hi) / 2 if config.bidirectional else hi
-        jac = jacobian_products(runs[a][0], lags=lags, batch=config.jacobian_batch, n_singular=config.n_singular,
-                                lyapunov_k=config.lyapunov_k, progress=rep.stage(0.15, mid),
-                                spectra=config.spectra, threads=config.threads)
+        jac = spectra_of(runs[a][0], config, lags, rep.stage(0.15, mid))  # exact, or thin where cheaper (fast)
         if config.bidirectional:
-            jac_b = jacobian_products(runs[a][1], lags=lags, batch=config.jacobian_batch,
-                                      n_singular=config.n_singular, lyapunov_k=config.lyapunov_k,
-                                      progress=rep.stage(mid, hi, "backward direction: "),
-                                      spectra=config.spectra, threads=config.threads)
+            jac_b = spectra_of(runs[a][1], config, lags, rep.stage(mid, hi, "backward direction: "))
     rep(0.96, "W_hh spectra and gate activity", force=True)
     t3 = time.perf_counter()
     cell = model.net.layers[a][0]
@@ -303,16 +299,10 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
         notes.append(underflow_note)
     if grads_only:
         notes.append("gradients only: the Jacobian products, spectra per lag and memory horizon were not computed")
-    elif jac.method != "closed-form":
+    elif jac.method.startswith("autograd"):
         notes.append("per-step Jacobians by autograd (vmap jacrev): layer norm has no closed form here; exact, slower")
-    if jac is not None and "sigma_max_estimate" in jac.extras:
-        e = jac.extras["sigma_max_estimate"]
-        where = (f"; from lag {e['svdvals_from_lag']} on exact svdvals (clustered top singular values)"
-                 if e["svdvals_from_lag"] is not None else "")
-        notes.append("spectra fast: sigma_max of the full [h; c] state is an estimate (warm-started block subspace "
-                     f"iteration, residual within {e['residual_rtol']:g} of sigma, within {e['tested_rtol']:g} "
-                     f"relative of svdvals as tested; {e['svdvals_fallbacks']} sequence-lags fell back to svdvals"
-                     f"{where}); the h->h and c->c spectra are exact")
+    if route_note(config, jac):
+        notes.append(route_note(config, jac))
     if jac is not None and config.jacobian_batch and config.jacobian_batch < config.batch_size:
         notes.append(f"Jacobian spectra over the first {jac.batch_analysed} of {config.batch_size} sequences")
     if jac is not None and config.jacobian_lags == "log" and len(lags) < T:

@@ -187,6 +187,12 @@ def cell_cost(config: ExperimentConfig, cell: str, only: str | None = None) -> C
     prod = T * D * b * (per_step + 4 * S * nk * nk)
     chain = T * B * per_step / S
     svd = K * D * SVD_FLOPS * b * (H**3 + ((2 * H) ** 3 + H**3 if cell == "lstm" else 0))
+    if config.spectra == "fast":  # the thin route where it is cheaper (analysis.jacobian_route)
+        from .jacobians import report_lags
+        from .thin_sigma import route_flops
+        thin, exact = route_flops(cell, H, T, report_lags(T, config.jacobian_lags, config.num_log_lags), b, dense)
+        if thin < exact:
+            prod, svd = D * thin + T * D * b * 4 * S * nk * nk, 0.0
     if only == "gradients":
         prod = svd = 0
     steps = T * (3 * L * D * (2 if config.truncate else 1) + 1) + (0 if only == "gradients" else T * D + K * D)

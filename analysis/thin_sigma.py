@@ -1,0 +1,288 @@
+r"""sigma_max of the Jacobian products at every reported lag without forming them (``spectra="fast"``).
+
+    A_k = d state_{T-1} / d state_{T-1-k} = J_{T-1} J_{T-2} ... J_{T-k},     M_k = E_out^T A_k E_in
+
+(E selects a block of the state: h->h, c->c, or the whole [h; c]). Block subspace iteration on M_k with a thin
+block of r vectors per sequence, every lag at once, through the cells' closed-form steps (never a S x S matrix):
+
+    W_k = M_k^T U_k      one VJP sweep from T-1 down: every lag's block starts at T-1 and is read at T-1-k
+    Q_k = qr(W_k)
+    Y_k = M_k Q_k        one JVP sweep up: lag k's block starts at T-1-k and is read at T-1
+    Y_k = U' diag(s) V'^T, sigma_k = s_1 (a Ritz value, <= sigma_max), U_k <- U'
+
+Each sweep applies one step to the blocks of every lag still under way (one GEMM per step for all of them), and
+renormalizes each lag's block after every step with its log scale accumulated, so long products neither
+underflow nor overflow in float32. Cost per iteration: 2 r b sum_k(k) vector-steps, against b T S^3 for the
+products plus an SVD per lag.
+
+Stopping: the Ritz pair (u, v) = (U'_1, Q_k V'_1) has M v = s_1 u exactly, and the next VJP sweep gives the
+residual rho = ||M^T u - s_1 v||, so some singular value lies within rho of s_1 (analysis.power). The iteration
+stops when rho <= RTOL s_1 for every lag and sequence, at most MAX_ITER iterations; lags that did not get there
+are counted. Lyapunov exponents by the QR method ride along the first VJP sweep (Q <- qr(J_t^T Q)).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnn_models.cells import GRUCell, LSTMCell, RNNCell
+
+from . import finite
+from .gradients import _VJPSteps
+from .jacobians import LOG10E, JacobianResult, _gate_paths, _stack_states
+
+RTOL = 1e-3  # a lag's estimate is accepted when it changes by less than this (relative) between iterations
+TESTED_RTOL = 1e-2  # tests/test_thin_sigma.py: relative error against svdvals of the formed products
+BLOCK = 4  # r vectors per sequence and block
+MAX_ITER = 30  # short lags (flat spectra) take the most iterations, and cost the least: work ~ lag
+CHUNK = 64  # steps whose coefficients are computed together
+
+
+class Steps(_VJPSteps):
+    r"""``vjp(c, V) = V J_c`` and ``jvp(c, V) = (J_c V^T)^T`` for blocks V (n, b, S) of row vectors, n per sequence.
+
+    jvp, the cells' forward-mode step written out (coefficients as in ``_VJPSteps``):
+    rnn   J v = phi'(a) * (W_hh v)
+    lstm  dz = W_hh dh [+ w_ci dc, w_cf dc];  dc_t = cf dz_f + f dc + ci dz_i + cg dz_g;
+          dh_t = co (dz_o [+ w_co dc_t]) + hc dc_t
+    gru   [a_r, a_z, a_n] = W_hh dh;  dh_t = z dh + az a_z + an (ar a_r + r a_n)
+    layer norm: the dense per-step Jacobians.
+    """
+
+    def vjp(self, c: int, V: Tensor) -> Tensor:
+        if self.kind is None:
+            return torch.einsum("nbi,bij->nbj", V, self.dense.J[c])
+        return self(c, V)
+
+    def jvp(self, c: int, V: Tensor) -> Tensor:
+        if self.kind is None:
+            return torch.einsum("bij,nbj->nbi", self.dense.J[c], V)
+        if self.kind is RNNCell:
+            return (V @ self.W.T) * self.d[c]
+        H = self.W.shape[-1]
+        if self.kind is LSTMCell:
+            dh, dc = V[..., :H], V[..., H:]
+            dz_i, dz_f, dz_g, dz_o = (dh @ self.W.T).chunk(4, -1)
+            if self.peep is not None:
+                dz_i, dz_f = dz_i + self.peep[0] * dc, dz_f + self.peep[1] * dc
+            dc_t = self.cf[c] * dz_f + self.f[c] * dc + self.ci[c] * dz_i + self.cg[c] * dz_g
+            if self.peep is not None:
+                dz_o = dz_o + self.peep[2] * dc_t
+            return torch.cat([self.co[c] * dz_o + self.hc[c] * dc_t, dc_t], -1)
+        assert self.kind is GRUCell
+        a_r, a_z, a_n = (V @ self.W.T).chunk(3, -1)
+        return self.z[c] * V + self.az[c] * a_z + self.an[c] * (self.ar[c] * a_r + self.r[c] * a_n)
+
+
+def _blocks(H: int, lstm: bool) -> dict[str, tuple[slice, slice]]:
+    """name -> (out slice, in slice) of the state [h; c]."""
+    if not lstm:
+        return {"hh": (slice(0, H), slice(0, H))}
+    h, c, s = slice(0, H), slice(H, 2 * H), slice(0, 2 * H)
+    return {"hh": (h, h), "cc": (c, c), "state": (s, s)}
+
+
+def _renorm(V: Tensor, scale: Tensor, n_items: int, r: int) -> Tensor:
+    """Each item's block (r, b, S) divided by its Frobenius norm per sequence; scale (n_items, b) += ln norm."""
+    b, S = V.shape[-2:]
+    W = V.view(n_items, r, b, S)
+    nrm = torch.linalg.vector_norm(W, dim=(1, 3))  # (n_items, b)
+    safe = torch.where(nrm > 0, nrm, torch.ones_like(nrm))
+    scale += torch.log(safe.double())
+    return (W / safe.view(n_items, 1, b, 1)).view(-1, b, S)
+
+
+def _chunks_down(T: int, lo: int):
+    t_hi = T - 1
+    while t_hi >= lo:
+        t_lo = max(lo, t_hi - CHUNK + 1)
+        yield t_lo, t_hi
+        t_hi = t_lo - 1
+
+
+def _steps(run, t_lo: int, t_hi: int, idx: Tensor) -> Steps:
+    xp, st = _stack_states(run, t_lo, t_hi + 1, idx)
+    return Steps(run.cell, xp, st)
+
+
+def vjp_sweep(run, lags: list[int], starts: Tensor, idx: Tensor, lyap=None) -> tuple[Tensor, Tensor]:
+    """starts (K, r, b, S) row blocks at T-1 (lags descending) -> (K, r, b, S) blocks V A_{k}, ln scales (K, b).
+
+    lyap: optional (Q (b, S, nk), sums (b, nk)) advanced by Q <- qr(J_t^T Q) over every step (Lyapunov)."""
+    T = len(run.xp)
+    K, r, b, S = starts.shape
+    out, out_scale = torch.empty_like(starts), torch.zeros(K, b, dtype=torch.float64)
+    V, scale, n = starts.reshape(-1, b, S), torch.zeros(K, b, dtype=torch.float64), K
+    j = 0  # steps applied so far
+    for t_lo, t_hi in _chunks_down(T, max(1, T - lags[0])):
+        steps = _steps(run, t_lo, t_hi, idx)
+        for c in range(t_hi - t_lo, -1, -1):
+            V = steps.vjp(c, V)
+            V = _renorm(V, scale[:n], n, r)
+            if lyap is not None:
+                Q, R = finite.qr(steps.vjp(c, lyap[0].permute(2, 0, 1)).permute(1, 2, 0))  # J_t^T Q (b, S, nk)
+                lyap[0] = Q
+                lyap[1] += torch.log(torch.diagonal(R, dim1=-2, dim2=-1).abs().double())
+            j += 1
+            while n and lags[n - 1] == j:  # the shortest lag still under way is done
+                n -= 1
+                out[n], out_scale[n] = V.view(n + 1, r, b, S)[n], scale[n]
+                V = V[: n * r]
+            if not n and lyap is None:
+                return out, out_scale
+    return out, out_scale
+
+
+def jvp_sweep(run, lags: list[int], starts: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """starts (K, r, b, S) column blocks at T-1-k (lags descending) -> (K, r, b, S) blocks A_k V, ln scales (K, b)."""
+    T = len(run.xp)
+    K, r, b, S = starts.shape
+    V, scale, n = starts[:0].reshape(0, b, S), torch.zeros(K, b, dtype=torch.float64), 0
+    t0 = T - lags[0]
+    for t_lo in range(t0, T, CHUNK):
+        t_hi = min(T - 1, t_lo + CHUNK - 1)
+        steps = _steps(run, t_lo, t_hi, idx)
+        for c in range(t_hi - t_lo + 1):
+            t = t_lo + c
+            while n < K and T - lags[n] == t:  # lag k starts at state T-1-k, before step T-k
+                V = torch.cat([V, starts[n]], 0)
+                n += 1
+            V = _renorm(steps.jvp(c, V), scale[:n], n, r)
+    return V.view(K, r, b, S), scale
+
+
+@torch.no_grad()
+def thin_jacobians(run, *, lags: list[int], batch: int = 0, lyapunov_k: int = 8, block: int = BLOCK,
+                   rtol: float = RTOL, max_iter: int = MAX_ITER) -> JacobianResult:
+    """sigma_max by lag of the h->h block (and for the LSTM the c->c block and the whole [h; c]) of one run,
+    as ``jacobian_products`` reports them, by thin block subspace iteration (module docstring). The full spectra
+    (sigma_min, the top n) are not computed: NaN, with ``extras["sigma_max_estimate"]`` saying so."""
+    cell = run.cell
+    T, B = len(run.xp), run.xp[0].shape[0]
+    b = B if batch in (0, None) else min(batch, B)
+    idx = torch.arange(b)
+    H = cell.hidden_size
+    lstm = len(run.states[0]) == 2
+    S = 2 * H if lstm else H
+    lag_set = sorted(set(lags))
+    K = len(lag_set)
+    blocks = _blocks(H, lstm)
+    out = {name: np.zeros((K, b)) for name in blocks}  # log10 sigma; lag 0 (the identity) -> 0
+    nk = min(lyapunov_k, S)
+    lyap = _lyap_start(b, S, nk, run.xp[0].dtype) if nk else None
+    items = [(k, name) for k in lag_set[::-1] if k > 0 for name in blocks]  # lags descending
+    stats = {"iterations": 0, "unconverged": 0}
+    if items:
+        sig = _iterate(run, items, blocks, idx, min(block, S), S, rtol, max_iter, stats, lyap)
+        row = {k: i for i, k in enumerate(lag_set)}
+        for (k, name), v in zip(items, sig):
+            out[name][row[k]] = v
+    jr = JacobianResult(
+        lag=lag_set, spectral_norm=out["hh"].mean(1), min_singular_value=np.full(K, np.nan),
+        min_reliable=np.zeros(K, dtype=bool), singular_values=np.full((K, 1), np.nan),
+        spectral_norm_per_sequence=out["hh"], state_spectral_norm=out["state"].mean(1) if lstm else None,
+        cell_full=out["cc"].mean(1) if lstm else None, batch_analysed=b,
+        lyapunov=(lyap[1] / max(1, lag_set[-1])).mean(0).numpy() if lyap is not None and lag_set[-1] > 0 else None,
+        method="closed-form, thin block (VJP/JVP chains)" if not cell.layer_norm else "autograd (vmap jacrev), thin block")
+    jr.extras["sigma_max_estimate"] = {
+        "quantities": ["spectral_norm"] + (["state_spectral_norm", "cell_full"] if lstm else []),
+        "method": f"thin block subspace iteration through the step chains (block {min(block, S)}, every lag at "
+                  "once), stopped per lag when sigma changes by less than rtol between iterations",
+        "change_rtol": rtol, "tested_rtol": TESTED_RTOL, "iterations": stats["iterations"],
+        "unconverged": stats["unconverged"], "not_computed": ["min_singular_value", "singular_values"],
+        "svdvals_fallbacks": 0, "svdvals_from_lag": None}
+    _gate_paths(run, jr, idx, lag_set)
+    return jr
+
+
+def _lyap_start(b: int, S: int, nk: int, dtype) -> list:
+    return [torch.eye(S, nk, dtype=dtype).expand(b, S, nk).clone(), torch.zeros(b, nk, dtype=torch.float64)]
+
+
+def _embed(blocks_of, X: Tensor, which: int, S: int, dtype) -> Tensor:
+    """(n, b, m, r) per item -> starts (n, r, b, S), each item's block in its slice (which: 0 out, 1 in)."""
+    n, b, _, r = X.shape
+    starts = torch.zeros(n, r, b, S, dtype=dtype)
+    for i, sl in enumerate(blocks_of):
+        starts[i, :, :, sl[which]] = X[i].permute(2, 0, 1).to(dtype)
+    return starts
+
+
+def _iterate(run, items, blocks, idx, r, S, rtol, max_iter, stats, lyap):
+    """log10 sigma_max (n_items, b) of every (lag, block) item (lags descending), iterating each item until its
+    Ritz value changes by less than rtol (relative, every sequence) or max_iter; Lyapunov sums ride along the
+    first VJP sweep."""
+    dtype, b = run.xp[0].dtype, len(idx)
+    n = len(items)
+    sl = [blocks[name] for _, name in items]
+    size = [s[0].stop - s[0].start for s in sl]  # out and in slices have the same size here
+    g = torch.Generator().manual_seed(len(run.xp) * 7919 + S)
+    lead = _leading_subspace(run, items[0][0], idx, r, S, g)  # (b, S, r) at T-1
+    U = [finite.qr(lead[:, s_[0]].double() + 1e-3 * torch.randn(b, m, r, generator=g, dtype=torch.float64)).Q
+         for s_, m in zip(sl, size)]  # per item (b, m, r): a warm start, the same for every lag of a block
+    sigma = np.full((n, b), np.nan)
+    active = list(range(n))
+    for it in range(max_iter):
+        lags = [items[i][0] for i in active]
+        blk = [sl[i] for i in active]
+        starts = torch.stack([_embed([blk[j]], U[i][None], 0, S, dtype)[0] for j, i in enumerate(active)])
+        W, sw = vjp_sweep(run, lags, starts, idx, lyap if it == 0 else None)  # M^T U
+        Qs = [finite.qr(W[j][..., blk[j][1]].double().permute(1, 2, 0)).Q for j in range(len(active))]
+        starts = torch.stack([_embed([blk[j]], Qs[j][None], 1, S, dtype)[0] for j in range(len(active))])
+        Y, sy = jvp_sweep(run, lags, starts, idx)  # M Q
+        still = []
+        for j, i in enumerate(active):
+            A, s, _ = finite.svd(Y[j][..., blk[j][0]].double().permute(1, 2, 0), full_matrices=False)
+            U[i] = A
+            new = (torch.log10(s[:, 0]) + sy[j] * LOG10E).numpy()  # (b,)
+            with np.errstate(invalid="ignore", over="ignore"):
+                change = np.abs(np.power(10.0, new - sigma[i]) - 1.0)
+            sigma[i] = new
+            if it == 0 or not bool(np.all(change <= rtol)):
+                still.append(i)
+        stats["iterations"] = it + 1
+        active = still
+        if not active:
+            break
+    stats["unconverged"] = len({items[i][0] for i in active})
+    return sigma
+
+
+def _leading_subspace(run, max_lag: int, idx: Tensor, r: int, S: int, g) -> Tensor:
+    """The r leading directions at T-1 of the long products (b, S, r): Q <- qr(J_t Q) from T-max_lag to T-1, the
+    top left singular subspace of A_k that the longer lags settle to (a warm start for every lag)."""
+    T, b = len(run.xp), len(idx)
+    Q = finite.qr(torch.randn(b, S, r, generator=g, dtype=torch.float64)).Q.to(run.xp[0].dtype)
+    for t_lo in range(T - max_lag, T, CHUNK):
+        t_hi = min(T - 1, t_lo + CHUNK - 1)
+        steps = _steps(run, t_lo, t_hi, idx)
+        for c in range(t_hi - t_lo + 1):
+            Q = finite.qr(steps.jvp(c, Q.permute(2, 0, 1)).permute(1, 2, 0)).Q
+    return Q
+
+
+# ---- which route is cheaper (spectra="fast" takes it: never slower than exact, by the estimate) -------------
+THIN_ITERATIONS = 5.0  # sum over iterations of the lags still under way, in units of the first (measured: 4.5-5.3)
+JVP_FACTOR = 1.2  # a JVP step against a VJP step (the same GEMM, a few more elementwise terms)
+
+
+def route_flops(cell: str, H: int, T: int, lags: list[int], b: int, dense: bool = False) -> tuple[float, float]:
+    """(thin, exact) flops of the Jacobian spectra of one run: the thin sweeps (module docstring) against the
+    formed products P <- P J_t up to the longest lag plus an SVD per reported lag (as analysis.limits counts)."""
+    S = 2 * H if cell == "lstm" else H
+    vec = {"rnn": 2 * H * H, "lstm": 8 * H * H, "gru": 6 * H * H}[cell] if not dense else 2 * S * S
+    n_blocks = 3 if cell == "lstm" else 1
+    sum_k = sum(k for k in set(lags) if k > 0) * n_blocks
+    thin = THIN_ITERATIONS * (1 + JVP_FACTOR) * BLOCK * b * sum_k * vec
+    per_step = {"rnn": 2 * H ** 3, "lstm": 8 * H ** 3}.get(cell, 2 * S ** 3) if not dense else 2 * S ** 3
+    K = len(set(lags))
+    svd = K * b * 8.0 * (H ** 3 + ((2 * H) ** 3 + H ** 3 if cell == "lstm" else 0))
+    return thin, max(lags, default=0) * b * per_step + svd
+
+
+def thin_is_cheaper(cell: str, H: int, T: int, lags: list[int], b: int, dense: bool = False) -> bool:
+    thin, exact = route_flops(cell, H, T, lags, b, dense)
+    return thin < exact
