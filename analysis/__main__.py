@@ -163,7 +163,7 @@ def _summary(d: dict) -> str:
         f"||dL/dh_t||: t=T-1 {gn[-1]:.3g}, t=0 {gn[0] if gn[0] is not None else float('nan'):.3g}",
         (f"||dh_T-1/dh_T-1-k||_2 at lag {j['lag'][-1]}: {j['spectral_norm'][-1]!s}"
          f" (log10 {j['log10_spectral_norm'][-1]!s})") if j else "Jacobians: not computed (--views)",
-        f"memory horizon (< {d['horizon_threshold']:g}): {d['memory_horizon']}" if j else
+        (d.get("memory_horizon_detail") or {}).get("text", f"memory horizon: {d['memory_horizon']}") if j else
         "memory horizon: not computed (--views)",
         f"spectral radius of W_hh: {d['spectral_radius']}",
         f"non-finite: {d['nonfinite']}",

@@ -17,7 +17,7 @@ backward pass (``benchmarks/bench_own_model_lm.py`` measures the ratio).
 Jacobian detail (``ExperimentConfig.jacobian_detail``)::
 
     exact   jacobian_lags / jacobian_batch / spectra as configured (every lag, every sequence by default)
-    light   about ``num_log_lags`` log-spaced lags, the first LIGHT_BATCH sequences, spectra="fast" (sigma_max
+    light   about LIGHT_LAGS log-spaced lags, the first LIGHT_BATCH sequences, spectra="fast" (sigma_max
             by lag without forming the products where that is cheaper: analysis.jacobian_route)
     auto    exact for the built-in tasks; for a user's model light when the exact analysis is estimated above
             AUTO_LIGHT_SECONDS (analysis.limits at its calibrated rate), said in the notes; the result's config
@@ -34,6 +34,7 @@ ALIASES = {"gradient-flow": "gradients", "all": None}
 NEEDS_JACOBIANS = ("jacobians", "spectrum", "cell-state")
 NEEDS_WEIGHT_SPECTRA = ("spectrum",)
 LIGHT_BATCH = 4
+LIGHT_LAGS = 16
 AUTO_LIGHT_SECONDS = 10.0
 
 
@@ -71,8 +72,9 @@ def views_for_only(only: str | None) -> tuple[str, ...]:
 def light(config):
     """The light Jacobian settings of ``config`` (log-spaced lags, LIGHT_BATCH sequences)."""
     b = config.jacobian_batch
-    return config.replace(jacobian_lags="log", jacobian_batch=LIGHT_BATCH if b in (0, None) or b > LIGHT_BATCH
-                          else b, jacobian_detail="light", spectra="fast")
+    return config.replace(jacobian_lags="log", num_log_lags=min(config.num_log_lags, LIGHT_LAGS),
+                          jacobian_batch=LIGHT_BATCH if b in (0, None) or b > LIGHT_BATCH else b,
+                          jacobian_detail="light", spectra="fast")
 
 
 def resolve_detail(config, *, own_model: bool, only: str | None = None):
@@ -89,7 +91,8 @@ def resolve_detail(config, *, own_model: bool, only: str | None = None):
     if seconds <= AUTO_LIGHT_SECONDS:
         return config.replace(jacobian_detail="exact"), None
     lit = light(config)
-    note = (f"light Jacobian settings (log-spaced lags, {lit.jacobian_batch} sequences): the exact analysis of this "
+    note = (f"light Jacobian settings (about {lit.num_log_lags} log-spaced lags, {lit.jacobian_batch} sequences, "
+            f"spectra fast): the exact analysis of this "
             f"model is estimated at {exact.gflop:,.0f} GFLOP (~{seconds:,.0f} s at {GFLOP_PER_S:g} GFLOP/s), above "
             f"{AUTO_LIGHT_SECONDS:g} s; exact: jacobian_detail='exact' (--jacobian-detail exact)")
     return lit, note

@@ -145,6 +145,32 @@ class ExperimentResult:
         """False for a ``only="gradients"`` result (no Jacobian products, no memory horizon)."""
         return self.jac is not None
 
+    @property
+    def horizon_detail(self) -> dict | None:
+        """The memory horizon with its resolution and the sequences it rests on (None without Jacobians).
+
+        {"lag": first reported lag whose ||dh_{T-1}/dh_{T-1-k}|| (geometric mean) is below the threshold (or None),
+         "after_lag": the reported lag before it (the crossing lies in (after_lag, lag]), "exact": every lag and
+         every sequence, "sequences": used, "of": the batch, "text": one line saying all of it}"""
+        j = self.jac
+        if j is None:
+            return None
+        c, h = self.config, self.memory_horizon
+        every_lag = len(j.lag) == c.seq_len
+        prev = None if h is None else max((k for k in j.lag if k < h), default=None)
+        b, B = j.batch_analysed, c.batch_size
+        if h is None:
+            where = f"none within the {len(j.lag)} lags reported (up to {j.lag[-1]})"
+        elif every_lag or prev is None or prev == h - 1:
+            where = f"lag {h}"
+        else:
+            where = f"between lags {prev + 1} and {h} (log-spaced lags)"
+        seqs = f"{b} of {B} sequences" if b < B else f"all {B} sequences"
+        exact = every_lag and b == B
+        text = (f"memory horizon (||dh_T-1/dh_T-1-k|| < {c.horizon_threshold:g}): {where}, from {seqs} (geometric "
+                "mean)" + ("" if exact else "; exact: jacobian_lags='all', jacobian_batch=0 (jacobian_detail='exact')"))
+        return {"lag": h, "after_lag": prev, "exact": exact, "sequences": b, "of": B, "text": text}
+
     def to_dict(self) -> dict:
         from .result_json import result_to_dict
         return result_to_dict(self)

@@ -116,6 +116,7 @@ def result_to_dict(r: ExperimentResult) -> dict:
         {k: _num(v["sigma_max"]) for k, v in spectra.items()},
         "gamma": c.model_config(c.input_size).gamma if c.cell == "rnn" else None,
         "memory_horizon": r.memory_horizon,
+        "memory_horizon_detail": r.horizon_detail,
         "horizon_threshold": c.horizon_threshold,
         "saturation": r.saturation,
         "nonfinite": r.nonfinite,

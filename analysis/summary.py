@@ -23,6 +23,8 @@ def _rows(r) -> list[tuple[str, str]]:
     hz = f"k = {r.memory_horizon}" if r.memory_horizon is not None else f"none within {T - 1} lags"
     if r.jac is None:
         hz = "not computed (no Jacobian view asked for)"
+    else:
+        hz = r.horizon_detail["text"].split(": ", 1)[1]
     radius = "not computed (views without spectrum)" if not r.spectra else \
         f"{r.spectra['h']['spectral_radius']:.3g}" if c.cell == "rnn" else \
         ", ".join(f"{k} {v['spectral_radius']:.3g}" for k, v in r.spectra.items())

@@ -110,3 +110,23 @@ def test_cli_checks_the_inputs_file_and_prints_the_estimate(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "estimate:" in p.stderr and "GFLOP" in p.stderr and "GFLOP/s" in p.stderr
+
+
+def test_memory_horizon_says_its_resolution_and_sequences():
+    cfg = ExperimentConfig(cell="rnn", hidden_size=16, seq_len=120, batch_size=6, init="orthogonal", init_scale=0.9,
+                           dtype="float64")
+    exact = run_experiment(cfg)
+    d = exact.horizon_detail
+    assert d["exact"] and d["lag"] == exact.memory_horizon and "from all 6 sequences" in d["text"]
+    assert f"lag {exact.memory_horizon}," in d["text"] and "exact:" not in d["text"]
+    light = run_experiment(cfg.replace(jacobian_lags="log", num_log_lags=12, jacobian_batch=4))
+    ld = light.to_dict()["memory_horizon_detail"]
+    lags = light.jac.lag
+    assert not ld["exact"] and "from 4 of 6 sequences" in ld["text"] and "jacobian_batch=0" in ld["text"]
+    if ld["lag"] is not None and ld["after_lag"] is not None and ld["after_lag"] < ld["lag"] - 1:
+        assert f"between lags {ld['after_lag'] + 1} and {ld['lag']} (log-spaced lags)" in ld["text"]
+        assert ld["after_lag"] in lags and ld["lag"] in lags
+        # the exact horizon of the same 4 sequences lies in that interval
+        sub = run_experiment(cfg.replace(jacobian_batch=4))
+        assert ld["after_lag"] < sub.memory_horizon <= ld["lag"]
+    assert "memory horizon" in repr(light) and ld["text"].split(": ", 1)[1] in repr(light)
