@@ -315,6 +315,8 @@ def test_gdlab_dashboard_ray_sets_the_servers_address(monkeypatch):
     monkeypatch.delenv("GDLAB_RAY_ADDRESS", raising=False)
     monkeypatch.setattr(gdlab.os, "execv", lambda exe, cmd: seen.update(env=os.environ.get("GDLAB_RAY_ADDRESS")))
     monkeypatch.setattr(gdlab.os, "name", "posix")
-    gdlab.main(["dashboard", "--headless", "--ray", "ray://head:10001"])
+    try:
+        gdlab.main(["dashboard", "--headless", "--ray", "ray://head:10001"])
+    finally:  # gdlab.main set it itself: a monkeypatch.delenv here would put it back at teardown for later tests
+        os.environ.pop("GDLAB_RAY_ADDRESS", None)
     assert seen["env"] == "ray://head:10001"
-    monkeypatch.delenv("GDLAB_RAY_ADDRESS", raising=False)
