@@ -311,12 +311,18 @@ def test_plan_tick_refuses_a_step_longer_than_a_tick():
 
 def test_gdlab_dashboard_ray_sets_the_servers_address(monkeypatch):
     import gdlab
-    seen = {}
+
+    class Exec(Exception):  # exec never returns: nothing after it may run (no server is started)
+        pass
+
+    def execv(exe, cmd):
+        raise Exec(os.environ.get("GDLAB_RAY_ADDRESS"))
     monkeypatch.delenv("GDLAB_RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(gdlab.os, "execv", lambda exe, cmd: seen.update(env=os.environ.get("GDLAB_RAY_ADDRESS")))
+    monkeypatch.setattr(gdlab.os, "execv", execv)
     monkeypatch.setattr(gdlab.os, "name", "posix")
+    monkeypatch.setattr(gdlab.subprocess, "call", lambda cmd: pytest.fail("the server was started"))
     try:
-        gdlab.main(["dashboard", "--headless", "--ray", "ray://head:10001"])
+        with pytest.raises(Exec, match="ray://head:10001"):
+            gdlab.main(["dashboard", "--headless", "--ray", "ray://head:10001"])
     finally:  # gdlab.main set it itself: a monkeypatch.delenv here would put it back at teardown for later tests
         os.environ.pop("GDLAB_RAY_ADDRESS", None)
-    assert seen["env"] == "ray://head:10001"
