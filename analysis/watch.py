@@ -25,6 +25,7 @@ The file format is documented in analysis.run_files; ``load_run(dir)`` reads it 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -54,7 +55,8 @@ class Watch:
     """Records a training loop into a run directory; see the module docstring. Use ``watch(...)`` to make one."""
 
     def __init__(self, model: nn.Module, log_dir: str, *, every: int = 100, module: str | None = None,
-                 num_lags: int = 12, horizon_threshold: float = 1e-3, overwrite: bool = False):
+                 num_lags: int = 12, horizon_threshold: float = 1e-3, overwrite: bool = False,
+                 tensorboard: bool = False):
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch nn.Module holding an nn.RNN/LSTM/GRU; got {type(model).__name__}")
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
@@ -73,7 +75,13 @@ class Watch:
         self._twins: dict = {n: {} for n in self.modules}
         self._said: set[str] = set()
         self._handles = [m.register_forward_hook(self._hook(n), with_kwargs=True) for n, m in self.modules.items()]
+        self.tb = None
+        if tensorboard:  # checked first: a missing TensorBoard leaves no half-made run directory
+            from .watch_tensorboard import TensorBoardOut
+            TensorBoardOut.check()
         self.writer = RunWriter(log_dir, header, overwrite=overwrite)
+        if tensorboard:
+            self.tb = TensorBoardOut(os.path.join(log_dir, "tensorboard"))
         self.log_dir = log_dir
         self.closed = False
 
@@ -153,6 +161,8 @@ class Watch:
         if msgs:
             rec["messages"] = msgs
         self.writer.append("records", rec)
+        if self.tb is not None:
+            self.tb.record(step, rec["loss"], norms)
         if step % self.every == 0:
             self.probe(step)
 
@@ -245,6 +255,8 @@ class Watch:
         if msgs:
             row["messages"] = msgs
         self.writer.append("probes", row)
+        if self.tb is not None:
+            self.tb.probe(step, lags, sig, hz)
 
     def close(self) -> None:
         """Remove the hooks and close the files (the run directory stays readable)."""
@@ -252,6 +264,8 @@ class Watch:
             for h in self._handles:
                 h.remove()
             self.writer.close()
+            if self.tb is not None:
+                self.tb.close()
             self.closed = True
 
     def __enter__(self):
@@ -298,7 +312,8 @@ def _scalar(v, what: str):
 
 
 def watch(model: nn.Module, log_dir: str, *, every: int = 100, module: str | None = None, num_lags: int = 12,
-          horizon_threshold: float = 1e-3, overwrite: bool = False) -> Watch:
-    """Start watching ``model``'s recurrent module(s), writing to ``log_dir``; see the module docstring."""
+          horizon_threshold: float = 1e-3, overwrite: bool = False, tensorboard: bool = False) -> Watch:
+    """Start watching ``model``'s recurrent module(s), writing to ``log_dir``; see the module docstring.
+    ``tensorboard=True`` also writes scalars and images for TensorBoard (analysis.watch_tensorboard)."""
     return Watch(model, log_dir, every=every, module=module, num_lags=num_lags,
-                 horizon_threshold=horizon_threshold, overwrite=overwrite)
+                 horizon_threshold=horizon_threshold, overwrite=overwrite, tensorboard=tensorboard)

@@ -248,3 +248,33 @@ def test_probe_failure_is_a_message_not_a_crash(tmp_path, monkeypatch):
     assert run.steps.tolist() == [0, 1] and np.isnan(run.log10_sigma_max[0]).all()
     assert len(run.eigenvalues[0][0]["z"]) == H  # the eigenvalues still recorded
     assert "probe at step 0, rnn.l0: failed (" in run.messages[0] and "linalg.eigh" in run.messages[0]
+
+
+def test_tensorboard_scalars_and_images(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from analysis.watch_tensorboard import ZMAX, ZMIN, grey_image
+    torch.manual_seed(8)
+    m = LM(nn.GRU, layers=1)
+    w = watch(m, str(tmp_path / "run"), every=2, tensorboard=True)
+    for step in range(3):
+        x, y = _batch(step)
+        loss = F.cross_entropy(m(x)[0].reshape(-1, V), y.reshape(-1))
+        loss.backward()
+        w.record(step, loss=loss)
+        m.zero_grad()
+    w.close()
+    run = load_run(str(tmp_path / "run"))
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    loss = acc.Scalars("watch/loss")
+    assert [e.step for e in loss] == [0, 1, 2] and loss[1].value == pytest.approx(run.loss[1], rel=1e-6)
+    last = acc.Scalars("watch/rnn.l0/log10_grad_norm_last_t")
+    np.testing.assert_allclose([e.value for e in last], run.log10_grad_norm[0][:, -1], rtol=1e-6)
+    sig = acc.Scalars(f"watch/rnn.l0/log10_sigma_max_lag{T - 1}")
+    np.testing.assert_allclose([e.value for e in sig], run.log10_sigma_max[0][:, -1], rtol=1e-6)
+    assert [e.step for e in sig] == [0, 2]  # (the horizon is written where the probe found one)
+    assert [e.step for e in acc.Images("watch/rnn.l0/grad_norm_timeline")] == [0, 2]
+    img = grey_image([[ZMIN - 1, ZMIN, (ZMIN + ZMAX) / 2, ZMAX + 3, None]])
+    np.testing.assert_allclose(img[:, 0], [0, 0, 0.5, 1, 0])  # the fixed scale, clipped; missing -> black
