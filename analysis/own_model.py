@@ -160,9 +160,10 @@ def check_own(config: ExperimentConfig, only: str | None):
     except LimitExceeded as e:
         raise LimitExceeded(
             f"{e} (T={config.seq_len} and B={config.batch_size} are your inputs' shape: fewer steps or sequences "
-            "lower it; views='gradients' (--views gradients) costs about one forward+backward"
-            + ("" if config.jacobian_detail == "light" else "; jacobian_detail='light' (--jacobian-detail light)")
-            + ")") from None
+            "lower it" + ("" if only == "gradients" else
+                          "; views='gradients' (--views gradients) costs about one forward+backward")
+            + ("" if config.jacobian_detail == "light" or only == "gradients" else
+               "; jacobian_detail='light' (--jacobian-detail light)") + ")") from None
     return config, note, cost
 
 

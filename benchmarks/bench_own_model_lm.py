@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    from analysis import limits
+    limits.configure(limits.Limits(None, None, "benchmark"))  # the sizes are the point here (H=650, T=1000 ~4 GB)
     print(f"PyTorch word-LM LSTM, 2 layers, V={V}, B={B}, float32, {a.threads} intra-op thread(s), CPU")
     print(f"{'view':10s} {'H':>4s} {'T':>5s} {'fwd+bwd s':>9s} {'analysis s':>10s} {'ratio':>7s} {'target':>7s} "
           f"{'met':>4s} route  tool's estimate")
