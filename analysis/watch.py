@@ -167,11 +167,7 @@ class Watch:
             self.probe(step)
 
     def _totals(self, rnn: nn.RNNBase, cap: _Capture, name: str) -> list[Tensor]:
-        x, e, out = cap.x, cap.grad, cap.out
-        if rnn.batch_first:
-            x, e, out = x.transpose(0, 1), e.transpose(0, 1), out.transpose(0, 1)
-        if x.dim() == 2:  # unbatched (T, I)
-            x, e, out = x.unsqueeze(1), e.unsqueeze(1), out.unsqueeze(1)
+        x, e, out = (_time_major(t, rnn.batch_first) for t in (cap.x, cap.grad, cap.out))
         hx = _batched(cap.hx)
         if rnn.bidirectional:
             return engine_total(rnn, x, hx, e)
@@ -211,10 +207,7 @@ class Watch:
         for name, rnn in self.modules.items():
             cap = self._caps[name]
             arch, act = _module_arch(rnn)
-            x = cap.x.transpose(0, 1) if rnn.batch_first else cap.x
-            if x.dim() == 2:
-                x = x.unsqueeze(1)
-            x = x[:, :1]
+            x = _time_major(cap.x, rnn.batch_first)[:, :1]
             cfg = ExperimentConfig.from_dict({**arch, "activation": act}).model_config(arch["input_size"])
             net = RecurrentNetwork(cfg, dtype=x.dtype)
             net.load_torch_state_dict({k: v.detach() for k, v in rnn.state_dict().items()})
@@ -287,6 +280,14 @@ def _gate_eigenvalues(W: Tensor, cell: str) -> dict | None:
         ev = torch.linalg.eigvals(block).numpy()
         out[g] = [[float(f"{v:.6g}") for v in ev.real], [float(f"{v:.6g}") for v in ev.imag]]
     return out
+
+
+def _time_major(t: Tensor, batch_first: bool) -> Tensor:
+    """(T, B, .) from the module's layout: (B, T, .) when batch_first; an unbatched (T, .) (torch ignores
+    batch_first for it) gains B = 1."""
+    if t.dim() == 2:
+        return t.unsqueeze(1)
+    return t.transpose(0, 1) if batch_first else t
 
 
 def _batched(hx):

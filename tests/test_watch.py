@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -278,3 +277,19 @@ def test_tensorboard_scalars_and_images(tmp_path):
     assert [e.step for e in acc.Images("watch/rnn.l0/grad_norm_timeline")] == [0, 2]
     img = grey_image([[ZMIN - 1, ZMIN, (ZMIN + ZMAX) / 2, ZMAX + 3, None]])
     np.testing.assert_allclose(img[:, 0], [0, 0, 0.5, 1, 0])  # the fixed scale, clipped; missing -> black
+
+
+def test_unbatched_input_batch_first_module(tmp_path):
+    """torch runs an unbatched (T, I) input time-major even when batch_first: so does watch."""
+    torch.manual_seed(9)
+    rnn = nn.LSTM(3, 4, batch_first=True, dtype=torch.float64)
+    x = torch.randn(T, 3, dtype=torch.float64)
+    ref_model = copy.deepcopy(rnn)
+    w = watch(rnn, str(tmp_path / "run"))
+    out, _ = rnn(x)
+    loss = (out ** 2).sum()
+    loss.backward()
+    w.record(0, loss=loss)
+    w.close()
+    ref = analyze(ref_model, x.unsqueeze(0), loss=lambda o: (o ** 2).sum(), dtype="float64", **CHEAP)
+    np.testing.assert_allclose(load_run(str(tmp_path / "run")).grad_norm[0][0], ref.grad.grad_norm, rtol=1e-10)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .theme import GATE_COLORS, _base_layout, new_figure, subplots
+from .theme import GATE_COLORS, _base_layout, subplots
 
 ZMIN, ZMAX = -8.0, 2.0  # the fixed colour scale, log10 ||dL/dh_t||
 COLORSCALE = "Viridis"
