@@ -186,3 +186,16 @@ def test_gdlab_dashboard_runs_flag(tmp_path, monkeypatch, capsys):
     with pytest.raises(Started):
         gdlab.main(["dashboard", "--headless", "--runs", str(tmp_path)])
     assert seen["runs"] == str(tmp_path) and "streamlit" in seen["cmd"]
+
+
+def test_timeline_deck_has_a_slide_per_figure_with_its_caption(runs):
+    from pptx import Presentation
+
+    from dashboard.views.timeline import deck
+    from test_deck import png
+    figs = timeline_figures({"clip": load_run(str(runs[0])), "noclip": load_run(str(runs[1]))})
+    data = deck(figs, ["clip", "noclip"], render_images=lambda jobs, scale, on_done: [png(16, 9) for _ in jobs])
+    prs = Presentation(io.BytesIO(data))
+    texts = [" ".join(sh.text_frame.text for sh in s.shapes if sh.has_text_frame) for s in prs.slides]
+    assert len(texts) == 3 and "clip, noclip" in texts[0]
+    assert "fixed colour scale" in texts[1] and "unit circle" in texts[2]

@@ -35,9 +35,20 @@ def _layer_key(run, layer) -> str:
     return names[layer]
 
 
-def _meta(runs: dict, layer) -> dict:
+CAPTIONS = {
+    "timeline": (f"Top: log10 ‖dL/dh_t‖ of the training loss (total derivative, geometric mean over the batch) at "
+                 f"every recorded step and time step, one fixed colour scale [{ZMIN:g}, {ZMAX:g}] for every run. "
+                 "Then the loss (orange marks: clipped steps), the memory horizon and log10 σ_max of "
+                 "∂h_(T-1)/∂h_(T-1-k) at three lags, on the batch's first sequence."),
+    "eigenvalues": "Eigenvalues λ of each H×H gate block of W_hh at every probe (slider: training step); outside "
+                   "the dashed unit circle |λ| > 1.",
+}
+
+
+def _meta(runs: dict, layer, figure: str) -> dict:
     return {"runs": {k: {"header": r.header, "records": int(len(r.steps))} for k, r in runs.items()},
-            "layer": layer if isinstance(layer, str) else int(layer), "zrange": [ZMIN, ZMAX]}
+            "layer": layer if isinstance(layer, str) else int(layer), "zrange": [ZMIN, ZMAX],
+            "caption": CAPTIONS[figure]}
 
 
 def _lag_picks(lags: np.ndarray) -> list[int]:
@@ -105,7 +116,7 @@ def timeline_figure(runs: dict, layer=-1) -> go.Figure:
         fig.update_xaxes(title_text="training step", row=4, col=j)
     lname = _layer_key(runs[keys[0]], layer)
     return _base_layout(fig, f"Training timeline of {lname}: ‖dL/dh_t‖, loss, memory horizon, σ_max",
-                        _meta(runs, layer), "timeline", "timeline", height=820, legend_bottom=True)
+                        _meta(runs, layer, "timeline"), "timeline", "timeline", height=820, legend_bottom=True)
 
 
 def eigenvalue_figure(runs: dict, layer=-1) -> go.Figure:
@@ -162,7 +173,7 @@ def eigenvalue_figure(runs: dict, layer=-1) -> go.Figure:
                                             args=[[None], dict(mode="immediate", frame=dict(duration=0))])])])
     lname = _layer_key(runs[keys[0]], layer)
     fig = _base_layout(fig, f"W_hh eigenvalues of {lname} per gate block over training, with the unit circle",
-                       _meta(runs, layer), "timeline", "eigenvalues", height=560)
+                       _meta(runs, layer, "eigenvalues"), "timeline", "eigenvalues", height=560)
     fig.update_layout(margin=dict(b=150))
     return fig
 

@@ -16,7 +16,7 @@ import streamlit as st
 from analysis.figures.timeline import ZMAX, ZMIN, timeline_figures
 from analysis.run_files import MAX_RUN_BYTES, load_run, read_run_archive
 
-from ..exporting import MIME, chart
+from ..exporting import MIME, chart, export_status
 
 TITLE = "Timeline"
 VIEW = "timeline"
@@ -125,6 +125,19 @@ def render(ctx=None) -> None:
     st.download_button("Download the timeline's figures (zip: CSV, JSON, and PNG/SVG/PDF where the server can)",
                        data=lambda: _zip(figs), file_name="timeline.zip", mime=MIME["zip"], key="dl_timeline_zip",
                        on_click="ignore")
+    ok, hint = export_status()
+    if ok:
+        st.download_button("Slide deck of the timeline (.pptx)", data=lambda: deck(figs, list(runs)),
+                           file_name="timeline.pptx", mime=MIME["pptx"], key="dl_timeline_pptx", on_click="ignore")
+    else:
+        st.caption(f"Slide decks need PNG images, which cannot be made on this server: {hint}.")
+
+
+def deck(figs: dict, names: list[str], render_images=None) -> bytes:
+    """A .pptx: a title slide naming the runs, then one slide per figure with its caption."""
+    from analysis import deck as decks
+    return decks.deck_bytes({VIEW: figs}, None, title="Gradient dynamics over training",
+                            lines=["Watched runs: " + ", ".join(names)], render_images=render_images)
 
 
 def _zip(figs: dict) -> bytes:
