@@ -199,3 +199,11 @@ def test_timeline_deck_has_a_slide_per_figure_with_its_caption(runs):
     texts = [" ".join(sh.text_frame.text for sh in s.shapes if sh.has_text_frame) for s in prs.slides]
     assert len(texts) == 3 and "clip, noclip" in texts[0]
     assert "fixed colour scale" in texts[1] and "unit circle" in texts[2]
+
+
+def test_eigenvalue_axes_hold_every_probe(runs):
+    r = load_run(str(runs[0]))
+    fig = timeline_figures({"a": r})["eigenvalues"]
+    biggest = max(float(np.abs(v).max()) for e in r.eigenvalues[-1] for v in e.values())
+    lo, hi = fig.layout.xaxis.range
+    assert lo == -hi and hi >= max(1.0, biggest) and tuple(fig.layout.yaxis.range) == (lo, hi)

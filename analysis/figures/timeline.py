@@ -149,8 +149,12 @@ def eigenvalue_figure(runs: dict, layer=-1) -> go.Figure:
         fig.add_trace(go.Scatter(x=np.cos(th), y=np.sin(th), mode="lines", name="unit circle |λ| = 1",
                                  legendgroup="circle", showlegend=j == 1, hoverinfo="skip",
                                  line=dict(color="#888", dash="dash", width=1)), row=1, col=j)
-        fig.update_xaxes(title_text="Re λ", scaleanchor=f"y{'' if j == 1 else j}", scaleratio=1, row=1, col=j)
-        fig.update_yaxes(title_text="Im λ" if j == 1 else None, row=1, col=j)
+        # fixed ranges holding every probe's eigenvalues: an animation frame does not rescale the axes
+        rad = max([1.0] + [float(np.abs(v).max()) for e in r.eigenvalues[lk] for v in e.values() if len(v)])
+        R = 1.08 * rad if np.isfinite(rad) else 1.08
+        fig.update_xaxes(title_text="Re λ", range=[-R, R], scaleanchor=f"y{'' if j == 1 else j}", scaleratio=1,
+                         row=1, col=j)
+        fig.update_yaxes(title_text="Im λ" if j == 1 else None, range=[-R, R], row=1, col=j)
     moving = [i for i, tr in enumerate(fig.data) if tr.legendgroup != "circle"]
     frames = []
     for s in steps:
@@ -166,7 +170,7 @@ def eigenvalue_figure(runs: dict, layer=-1) -> go.Figure:
                           steps=[dict(label=str(s), method="animate",
                                       args=[[str(s)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                                           transition=dict(duration=0))]) for s in steps])],
-            updatemenus=[dict(type="buttons", showactive=False, x=0, y=-0.32, xanchor="left",
+            updatemenus=[dict(type="buttons", direction="left", showactive=False, x=0, y=-0.32, xanchor="left",
                               buttons=[dict(label="▶ play", method="animate",
                                             args=[None, dict(frame=dict(duration=300, redraw=True), fromcurrent=True)]),
                                        dict(label="❚❚ pause", method="animate",
