@@ -194,6 +194,10 @@ def thin_jacobians(run, *, lags: list[int], batch: int = 0, lyapunov_k: int = 8,
         "change_rtol": rtol, "tested_rtol": TESTED_RTOL, "iterations": stats["iterations"],
         "unconverged": stats["unconverged"], "not_computed": ["min_singular_value", "singular_values"],
         "svdvals_fallbacks": 0, "svdvals_from_lag": None}
+    bad = np.isnan(np.stack([out[name] for name in blocks])).any(axis=(0, 2))  # (K,) a product overflowed
+    if bad.any():
+        jr.nonfinite = {"quantity": "jacobian_product", "lag": int(lag_set[int(np.nonzero(bad)[0][0])]),
+                        "value": "non-finite"}
     _gate_paths(run, jr, idx, lag_set)
     return jr
 
