@@ -29,9 +29,7 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnn_models.config import ConfigError

@@ -15,14 +15,15 @@ renormalizes each lag's block after every step with its log scale accumulated, s
 underflow nor overflow in float32. Cost per iteration: 2 r b sum_k(k) vector-steps, against b T S^3 for the
 products plus an SVD per lag.
 
-Stopping: the Ritz pair (u, v) = (U'_1, Q_k V'_1) has M v = s_1 u exactly, and the next VJP sweep gives the
-residual rho = ||M^T u - s_1 v||, so some singular value lies within rho of s_1 (analysis.power). The iteration
-stops when rho <= RTOL s_1 for every lag and sequence, at most MAX_ITER iterations; lags that did not get there
-are counted. Lyapunov exponents by the QR method ride along the first VJP sweep (Q <- qr(J_t^T Q)).
+Stopping: each lag iterates until its Ritz value s_1 changes by less than RTOL (relative, every sequence) between
+iterations, at most MAX_ITER (the count of lags that did not settle is reported). Long lags settle in 2-4
+iterations (their top singular value separates from the rest as the product grows); short lags, whose spectra
+are flat, take more but cost little (work ~ lag). The start block is the leading subspace at T-1 of the longest
+product (one JVP sweep with QR). Tested against svdvals of the formed products: within TESTED_RTOL for every cell,
+float32 and float64 (tests/test_thin_sigma.py). Lyapunov exponents by the QR method ride along the first VJP sweep
+(Q <- qr(J_t^T Q)), as in the exact route.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
