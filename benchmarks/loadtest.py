@@ -206,6 +206,13 @@ def after_close(server: Server, pages: list) -> tuple[float, float]:
     return c1 - c0, server.cpu() - c1
 
 
+def server_ceiling(env: dict) -> float | None:
+    """The server's GDLAB_MAX_SERVER_MB (dashboard.scheduler.server_ceiling_mb of its environment)."""
+    sys.path.insert(0, str(ROOT))
+    from dashboard.scheduler import server_ceiling_mb
+    return server_ceiling_mb({**os.environ, **env})
+
+
 def door_summary(path: str, offset: int) -> tuple[list[dict], int]:
     """The server's door log (GDLAB_DOOR_LOG) from ``offset``: per kind and label, how many, the seconds waited in
     line (p50 / max) and held (p50 / max)."""
@@ -306,7 +313,10 @@ def main(argv=None) -> int:
             browser.close()
     finally:
         server.stop()
-    print(f"\nserver peak RSS {server.peak / 2**20:.0f} MB (idle {idle_rss / 2**20:.0f} MB) · "
+    ceiling = server_ceiling(env)
+    print(f"\nserver peak RSS {server.peak / 2**20:.0f} MB (idle {idle_rss / 2**20:.0f} MB; ceiling "
+          f"GDLAB_MAX_SERVER_MB {'off' if ceiling is None else f'{ceiling:,.0f} MB'}"
+          f"{'' if ceiling is None else (', under it' if server.peak / 2**20 < ceiling else ', ABOVE it')}) · "
           f"{time.monotonic() - t_start:.0f} s · load average now {os.getloadavg()[0]:.2f}")
     print(f"{'scenario':9} {'class of visitor':30} {'n':>3} {'correct':>8} {'errors':>6} {'one-line':>8} "
           f"{'p50 s':>7} {'p95 s':>7} {'CPU s after close (0-20 / 20-30 s)':>36}")

@@ -161,8 +161,8 @@ def uploads(browser, url: str, timeout: float, hostile: int = 6, good: int = 2) 
 
 
 def _click(page, name: str) -> None:
-    page.wait_for_selector(IDLE, timeout=120_000)
-    page.get_by_role("button", name=name).first.click()
+    """Click the button once it is there (a page whose full analysis runs in the background never goes idle)."""
+    page.get_by_role("button", name=name).first.click(timeout=120_000)
 
 
 def sweeps(browser, url: str, timeout: float, n: int = 3) -> tuple[list, list]:
