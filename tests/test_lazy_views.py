@@ -65,10 +65,16 @@ def record_renders(monkeypatch, *modules) -> list:
     return seen
 
 
+def seed_of(key: str) -> int | None:
+    """The seed of a cached analysis (its key starts with the config's JSON); None for other entries of the shared
+    cache (an earlier test's uploads: 'upload:<sha256>')."""
+    head = key.split("|")[0]
+    return json.loads(head)["seed"] if head.startswith("{") else None
+
+
 def cache_keys(seed: int) -> list[bool]:
     """For each cached result of this seed: True if it is the gradient pass alone."""
-    return [k.endswith("|only=gradients") for k in list(scheduler.CACHE._items)
-            if json.loads(k.split("|")[0])["seed"] == seed]
+    return [k.endswith("|only=gradients") for k in list(scheduler.CACHE._items) if seed_of(k) == seed]
 
 
 def config_of(at) -> ExperimentConfig:
@@ -218,7 +224,7 @@ def test_the_deck_of_all_views_gets_full_results_from_a_partial_page(long, monke
     cfg = config_of(at)
     full = experiment.run_comparison(cfg)
     for k in list(scheduler.CACHE._items):  # the button of the partial page computes what is missing
-        if json.loads(k.split("|")[0])["seed"] == 35:
+        if seed_of(k) == 35:
             scheduler.CACHE._items.pop(k)
     for views in made:
         out = views()  # called at click time, outside the script run (no Streamlit there)
