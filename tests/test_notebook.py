@@ -103,7 +103,7 @@ def test_repr_and_html_summarise_cell_settings_horizon_and_alerts(result):
     d = result.to_dict()
     text = repr(result)
     assert text.startswith("ExperimentResult(") and "RNN (tanh)" in text and "T=30 · H=8 · B=4" in text
-    assert f"k = {d['memory_horizon']}" in text
+    assert f"lag {d['memory_horizon']}, from all 4 sequences" in text  # the horizon with its resolution
     import math
     ratio = math.log10(d["grad_norm"][0] / d["grad_norm"][-1])  # independent of the summary's log chain
     assert f"10^{ratio:.1f}" in text
@@ -112,4 +112,4 @@ def test_repr_and_html_summarise_cell_settings_horizon_and_alerts(result):
     assert found and all(a.message in text for a in found)
     page = result._repr_html_()
     assert page.startswith("<div>") and "<table>" in page
-    assert html.escape(found[0].message) in page and f"k = {d['memory_horizon']}" in page
+    assert html.escape(found[0].message) in page and f"lag {d['memory_horizon']}" in page
