@@ -37,6 +37,7 @@ from .export import ExportUnavailable, export_available, render, slide_figure
 from .export.bundles import scaled, view_figures_of
 from .figures import legend_below
 from .guides import VIEW_GUIDES, VIEW_TITLES, describe
+from .provenance import provenance_lines
 
 SLIDE_W_EMU, SLIDE_H_EMU = 12192000, 6858000  # 13.333 x 7.5 in (16:9)
 EMU_PER_PX = SLIDE_H_EMU // 1080  # 6350: 1080 CSS px fill the slide's height
@@ -238,10 +239,13 @@ def _config_json(config) -> str:
 
 
 def deck_bytes(views: dict[str, dict[str, go.Figure]], config=None, *, title: str = "Gradient dynamics",
-               lines=(), scale: float = DEFAULT_SCALE, progress=None, render_images=None) -> bytes:
+               lines=(), scale: float = DEFAULT_SCALE, progress=None, render_images=None,
+               provenance: dict | None = None) -> bytes:
     """The .pptx bytes: a title slide (``title``, ``lines``), then one slide per figure of every view.
 
-    ``config`` (an ExperimentConfig or its dict) goes into every slide's notes as JSON. ``render_images``
+    ``config`` (an ExperimentConfig or its dict) goes into every slide's notes as JSON; ``provenance``
+    ({run: analysis.provenance record}, as ``view_figures_of(records=...)`` fills) adds what each run actually ran
+    (T, B, loss, layer, files and their sha256, dropout) above it. ``render_images``
     (jobs, scale, on_done) -> [png bytes] defaults to ``analysis.export.render`` (kaleido + Chromium:
     ExportUnavailable without one). ``progress(fraction, message)`` after each rendered batch.
     """
@@ -254,6 +258,7 @@ def deck_bytes(views: dict[str, dict[str, go.Figure]], config=None, *, title: st
     if not slides:
         raise ValueError("the deck has no figures: no view drew any (train first for the training view)")
     cfg_json = _config_json(config)
+    ran = _ran_text(provenance)
 
     def done(n, total):
         if progress is not None:
@@ -263,10 +268,10 @@ def deck_bytes(views: dict[str, dict[str, go.Figure]], config=None, *, title: st
     pngs = render_images([(deck_figure(fig).to_dict(), "png") for _, _, fig in slides], scale, done)
     prs = Presentation()
     prs.slide_width, prs.slide_height = SLIDE_W_EMU, SLIDE_H_EMU
-    _title_slide(prs, title, list(lines), f"Settings (ExperimentConfig JSON):\n{cfg_json}")
+    _title_slide(prs, title, list(lines), f"{ran}Settings (ExperimentConfig JSON):\n{cfg_json}")
     for (view, name, fig), png in zip(slides, pngs):
         vt = VIEW_TITLES.get(view, view)
-        notes = f"View: {vt} ({view}) · figure: {name}\n\nSettings (ExperimentConfig JSON):\n{cfg_json}"
+        notes = f"View: {vt} ({view}) · figure: {name}\n\n{ran}Settings (ExperimentConfig JSON):\n{cfg_json}"
         meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
         if "sweep" in meta:  # an Atlas figure: its own sweep, not the page's settings
             axes = json.dumps(meta["sweep"].get("axes"), allow_nan=False)
@@ -276,6 +281,13 @@ def deck_bytes(views: dict[str, dict[str, go.Figure]], config=None, *, title: st
     buf = io.BytesIO()
     prs.save(buf)
     return buf.getvalue()
+
+
+def _ran_text(provenance: dict | None) -> str:
+    """'What ran' lines for the notes, one block per run ({run: provenance record}); '' when none is given."""
+    blocks = [f"What ran ({run}):\n" + "\n".join(provenance_lines(rec))
+              for run, rec in (provenance or {}).items() if rec]
+    return "".join(b + "\n\n" for b in blocks)
 
 
 def write_deck(config, path: str, *, preset: str | None = None, variant: dict | None = None,
@@ -291,9 +303,11 @@ def write_deck(config, path: str, *, preset: str | None = None, variant: dict | 
     ok, hint = export_available()
     if not ok:
         raise ExportUnavailable("the slide deck needs PNG images: " + hint)
+    records: dict = {}
     views = view_figures_of(config, scaled(progress, 0.0, 0.3), variant=variant,
-                            variant_label=variant_label(variant) if variant else "")
-    data = deck_bytes(views, config, title=title, lines=lines, scale=scale, progress=scaled(progress, 0.3, 1.0))
+                            variant_label=variant_label(variant) if variant else "", records=records)
+    data = deck_bytes(views, config, title=title, lines=lines, scale=scale, progress=scaled(progress, 0.3, 1.0),
+                      provenance={k: v["provenance"] for k, v in records.items()})
     with open(path, "wb") as fh:
         fh.write(data)
     return path

@@ -211,3 +211,19 @@ def test_dashboard_builds_decks_on_the_page_with_progress_and_shows_the_version(
     assert dl and f"({rendered[0] + 1} slides" in dl[0]
     at.run()  # the built deck stays offered while the settings are the same
     assert [b for b in at.get("download_button") if b.proto.label.startswith("Download gradient-dynamics")]
+
+
+def test_the_notes_say_what_each_run_actually_ran():
+    """Every slide's notes (title slide included) carry each run's provenance lines (T, B, loss, layer...) as
+    analysis.provenance records them, before the settings JSON."""
+    records: dict = {}
+    views = view_figures_of(CONFIG, records=records)
+    assert set(records) >= {"rnn", "lstm"}
+    data = deck.deck_bytes(views, CONFIG, title="t", scale=1, render_images=lambda jobs, scale, on_done: [
+        png(64, 36) for _ in jobs], provenance={k: v["provenance"] for k, v in records.items()})
+    for slide in Presentation(io.BytesIO(data)).slides:
+        notes = slide.notes_slide.notes_text_frame.text
+        for run in ("rnn", "lstm"):
+            assert f"What ran ({run}):" in notes, notes[:300]
+        assert f"ran: T={CONFIG.seq_len}, B={CONFIG.batch_size}," in notes, notes[:300]
+        assert notes.index("What ran") < notes.index("Settings (ExperimentConfig JSON)")
