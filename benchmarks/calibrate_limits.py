@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 import torch, numpy
 from analysis.config import ExperimentConfig
@@ -28,7 +28,7 @@ base = rss()
 t = time.perf_counter()
 run_experiment(cfg)
 dt = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) * 1024  # own peak
 print(json.dumps({{"base": base, "peak": peak, "seconds": dt}}))
 """
 
