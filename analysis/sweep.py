@@ -9,8 +9,8 @@ r"""sweep(config, vary=[...], seeds=N, metrics=[...]) -> the phase diagram of a 
              pool or Ray); same seeds -> the same numbers on every executor
     limits   the whole estimate (every point x seed still to run: ``sweep_cost.check_sweep``) is checked against
              the host's limits before the first point; over them, ``LimitExceeded`` and nothing runs
-    resume   every finished point is appended to a JSONL file as it completes (a header line first); re-running
-             with the same file skips those points and keeps them
+    resume   every finished point is appended to a JSONL file as it completes (``sweep_resume``: a header line
+             first); re-running with the same file skips those points and keeps them
     result   {"config", "axes": {field: values}, "seeds", "metrics", "points": [{field: v, "seed": s, metric: x,
              "status", "reason", "notes", "time_s", "censored"?}], "summary": [{field: v, metric: {mean, std,
              min, max, n, censored}, "failed"}],
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 import time
@@ -39,6 +38,7 @@ from rnn_models.config import ConfigError
 from .config import ExperimentConfig
 from .executors import WorkerError, make_executor
 from .sweep_points import ANALYSIS_METRICS, METRICS, TRAINING_METRICS, evaluate_point
+from .sweep_resume import ResumeWriter, key_id, load_resume
 from .tasks import task_spec
 
 NOT_SWEPT = {"seed": "use seeds (--seeds N)", "compare": "vary cell instead",
@@ -237,78 +237,6 @@ def seed_notes(plan: Plan) -> list[str]:
             "inputs file are fixed"]
 
 
-# ---- resume (JSONL) -----------------------------------------------------------------------------------------
-def _key_id(key: dict) -> str:
-    return json.dumps(key, sort_keys=True)
-
-
-def _header(plan: Plan) -> dict:
-    return {"sweep": 1, "config": plan.config.to_dict(), "metrics": list(plan.metrics)}
-
-
-def load_resume(path: str, plan: Plan) -> dict[str, dict]:
-    """Finished points of ``path`` keyed by their key id (lines cut short by an interrupt are skipped)."""
-    if not os.path.exists(path):
-        return {}
-    done = {}
-    with open(path, "rb") as fh:
-        data = fh.read()
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise ConfigError(f"--resume {path}: not a sweep resume file (not UTF-8 text)") from None
-    for i, line in enumerate(lines):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if i == 0:
-                raise ConfigError(f"--resume {path}: not a sweep resume file (its first line is not JSON)") from None
-            continue  # a line cut short by an interrupted sweep: that point runs again
-        if i == 0:
-            if not isinstance(rec, dict) or rec.get("sweep") != 1:
-                raise ConfigError(f"--resume {path}: not a sweep resume file (its first line has no sweep header)")
-            if rec["config"] != plan.config.to_dict() or rec["metrics"] != list(plan.metrics):
-                diff = sorted(k for k in rec["config"] if rec["config"].get(k) != plan.config.to_dict().get(k))
-                what = f"fields {', '.join(diff)}" if diff else "metrics"
-                raise ConfigError(f"--resume {path} belongs to another sweep ({what} differ): use a new file")
-            continue
-        done[_key_id(rec["key"])] = rec["point"]
-    return done
-
-
-class _ResumeWriter:
-    def __init__(self, path: str | None, plan: Plan):
-        self.fh = None
-        if path is None:
-            return
-        d = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(d):
-            raise ConfigError(f"--resume {path}: directory {d} does not exist")
-        new = not os.path.exists(path) or os.path.getsize(path) == 0
-        self.fh = open(path, "a")
-        if not new:
-            self._terminate_partial(path)
-        else:
-            self.fh.write(json.dumps(_header(plan)) + "\n")
-            self.fh.flush()
-
-    def _terminate_partial(self, path: str) -> None:
-        with open(path, "rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                self.fh.write("\n")  # the interrupted line stays unparsable and is skipped next time
-
-    def add(self, key: dict, point: dict) -> None:
-        if self.fh is not None:
-            self.fh.write(json.dumps({"key": key, "point": point}, allow_nan=False) + "\n")
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-
-
 # ---- summary ------------------------------------------------------------------------------------------------
 def summarize(plan: Plan, points: list[dict]) -> list[dict]:
     """Per grid point (axis values): each metric's mean, std, min, max and n over the finite seed values, and
@@ -351,7 +279,7 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
     plan = make_plan(config, vary, seeds, metrics)
     keys = plan.keys()
     done = load_resume(resume, plan) if resume else {}
-    todo = [k for k in keys if _key_id(k) not in done]
+    todo = [k for k in keys if key_id(k) not in done]
     notes = [a.note for a in plan.axes if a.note] + axis_notes(plan)
     if done:
         notes.append(f"{len(keys) - len(todo)} of {len(keys)} points taken from {os.path.basename(resume)}")
@@ -364,7 +292,7 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
     ex = make_executor(executor, workers, ray_address) if todo else None  # bad arguments: nothing written yet
     writer = None
     try:
-        writer = _ResumeWriter(resume, plan)
+        writer = ResumeWriter(resume, plan)
         if progress:
             progress(n_before, n_total, None, None)
         if ex is not None:
@@ -373,7 +301,7 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
             for i, (j, point) in enumerate(ex.run(evaluate_point, tasks), 1):
                 if isinstance(point, WorkerError):
                     point = _failed(todo[j], plan.metrics, f"the worker died: {point}")
-                results[_key_id(todo[j])] = point
+                results[key_id(todo[j])] = point
                 writer.add(todo[j], point)
                 if progress:
                     el = time.perf_counter() - t0
@@ -384,7 +312,7 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
             writer.close()
         if ex is not None:
             ex.close()
-    points = [results[_key_id(k)] for k in keys]
+    points = [results[key_id(k)] for k in keys]
     failed = sum(p["status"] != "ok" for p in points)
     if failed:
         notes.append(f"{failed} of {len(points)} points failed or overflowed (see their status and reason)")
