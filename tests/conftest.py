@@ -65,3 +65,14 @@ def cli_inproc():
     """``cli_inproc("run", "--seq-len", 5, ...)``: ``python -m analysis`` in this process (see ``run_main``)."""
     from analysis.__main__ import main
     return lambda *args, env=None: run_main(main, args, env)
+
+
+def save_lm_files(lm, folder):
+    """A trained language model's files as a user saves them: lm.pt (its state_dict), ids.npy and tg.npy (token
+    ids and next-token targets). ``lm``: (model, ids, targets). Returns ``folder``."""
+    import numpy as np
+    model, ids, tg = lm
+    torch.save(model.state_dict(), folder / "lm.pt")
+    np.save(folder / "ids.npy", ids.numpy())
+    np.save(folder / "tg.npy", tg.numpy())
+    return folder

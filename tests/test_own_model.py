@@ -18,6 +18,7 @@ from torch import nn
 
 from analysis import analyze
 from rnn_models.config import ConfigError
+from conftest import save_lm_files
 
 ROOT = Path(__file__).resolve().parents[1]
 V, E, H, T, B = 11, 6, 9, 14, 3
@@ -231,12 +232,7 @@ def test_relu_rnn_nonlinearity_read_from_module():
 
 @pytest.fixture(scope="module")
 def lm_files(lm, tmp_path_factory):
-    model, ids, tg = lm
-    d = tmp_path_factory.mktemp("lm")
-    torch.save(model.state_dict(), d / "lm.pt")
-    np.save(d / "ids.npy", ids.numpy())
-    np.save(d / "tg.npy", tg.numpy())
-    return d
+    return save_lm_files(lm, tmp_path_factory.mktemp("lm"))
 
 
 def test_cli_equals_analyze_on_the_saved_lm(lm, lm_files, cli_inproc):

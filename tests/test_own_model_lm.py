@@ -21,6 +21,7 @@ from analysis import analyze
 from analysis.config import ExperimentConfig
 from analysis.own_model import analyse_files
 from benchmarks.word_lm import WordLM, batches, token_stream, train
+from conftest import save_lm_files
 
 ROOT = Path(__file__).resolve().parents[1]
 V, E, H, L, T, B = 40, 12, 10, 2, 12, 3
@@ -109,12 +110,7 @@ def test_api_both_layers_both_cell_gradients(lm, layer):
 
 @pytest.fixture(scope="module")
 def lm_files(lm, tmp_path_factory):
-    model, ids, tg = lm
-    d = tmp_path_factory.mktemp("wordlm")
-    torch.save(model.state_dict(), d / "lm.pt")
-    np.save(d / "ids.npy", ids.numpy())
-    np.save(d / "tg.npy", tg.numpy())
-    return d
+    return save_lm_files(lm, tmp_path_factory.mktemp("wordlm"))
 
 
 def test_cli_and_upload_against_the_reference(lm, lm_files):
