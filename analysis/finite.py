@@ -49,14 +49,8 @@ def describe(t: Tensor, name: str, limit: int = LISTED) -> str | None:
 
 def _named_weights(model) -> dict[str, Tensor]:
     """The model's weights under torch's names where it has them (weight_hh_l0, ...), else its own."""
-    out = {}
     net = getattr(model, "net", None)
-    if net is not None and hasattr(net, "layers"):
-        for l, dirs in enumerate(net.layers):
-            for d, cell in enumerate(dirs):
-                sfx = f"_l{l}" + ("_reverse" if d == 1 else "")
-                for name, p in cell.named_parameters():
-                    out[name.replace(".", "_") + sfx] = p
+    out = dict(net.torch_named_parameters()) if hasattr(net, "torch_named_parameters") else {}
     for name, p in model.named_parameters():
         if not name.startswith("net."):
             out[name] = p

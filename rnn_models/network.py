@@ -103,15 +103,19 @@ class RecurrentNetwork(nn.Module):
         return Trace(outputs=layer_in, runs=runs)
 
     # ---- torch.nn.RNN/LSTM/GRU weights ---------------------------------------------------------------
-    def torch_state_dict(self) -> dict[str, Tensor]:
-        """This network's weights under torch.nn.RNN/LSTM/GRU names (only the parameters torch has)."""
-        out = {}
+    def torch_named_parameters(self):
+        """(name, parameter) for every parameter, under torch's layer suffixes: weight_hh_l0, ..._reverse, and
+        the cells' own extras the same way (a peephole or layer norm: ``ln_h.weight`` -> ``ln_h_weight_l0``)."""
         for l, dirs in enumerate(self.layers):
             for d, cell in enumerate(dirs):
                 sfx = f"_l{l}" + ("_reverse" if d == 1 else "")
-                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                    out[name + sfx] = getattr(cell, name).detach().clone()
-        return out
+                for name, p in cell.named_parameters():
+                    yield name.replace(".", "_") + sfx, p
+
+    def torch_state_dict(self) -> dict[str, Tensor]:
+        """This network's weights under torch.nn.RNN/LSTM/GRU names (only the parameters torch has)."""
+        torch_has = ("weight_ih_l", "weight_hh_l", "bias_ih_l", "bias_hh_l")
+        return {n: p.detach().clone() for n, p in self.torch_named_parameters() if n.startswith(torch_has)}
 
     @torch.no_grad()
     def load_torch_state_dict(self, sd: dict[str, Tensor]) -> None:
