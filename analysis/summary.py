@@ -16,11 +16,9 @@ from .provenance import provenance_lines
 
 def _rows(r) -> list[tuple[str, str]]:
     c = r.config
-    T = c.seq_len
     logs = r.grad.log10_grad_norm if r.grad.log10_grad_norm is not None else np.log10(np.asarray(r.grad.grad_norm))
     first, last = float(logs[0]), float(logs[-1])
     ratio = f"10^{first - last:.1f}" if math.isfinite(first) and math.isfinite(last) else "not finite"
-    hz = f"k = {r.memory_horizon}" if r.memory_horizon is not None else f"none within {T - 1} lags"
     if r.jac is None:
         hz = "not computed (no Jacobian view asked for)"
     else:

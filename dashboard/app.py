@@ -199,9 +199,14 @@ def _horizons(results: dict, cfg, pending: bool) -> None:
         return
     horizons = []
     for key, r in results.items():
-        T = r.config.seq_len
-        hz = f"k = {r.memory_horizon}" if r.memory_horizon is not None else f"none within {T - 1} lags"
-        horizons.append(f"{label_of(key)} **{hz}**")
+        d = r.horizon_detail  # the horizon with its resolution: the sampled lags and the sequences it rests on
+        hz = f"k = {d['lag']}" if d["lag"] is not None else f"none within {r.config.seq_len - 1} lags"
+        how = []
+        if d["lag"] is not None and d["after_lag"] is not None and d["after_lag"] < d["lag"] - 1:
+            how.append(f"crossed between lags {d['after_lag'] + 1} and {d['lag']}: log-spaced lags")
+        if d["sequences"] < d["of"]:
+            how.append(f"from {d['sequences']} of {d['of']} sequences")
+        horizons.append(f"{label_of(key)} **{hz}**" + (f" ({'; '.join(how)})" if how else ""))
     st.markdown(head + " · ".join(horizons), unsafe_allow_html=True)
 
 

@@ -168,8 +168,12 @@ def test_a_view_with_jacobians_waits_for_the_full_analysis(long, monkeypatch, ta
         same_data(figure(at, name), want[name])
     horizon = " ".join(m.value for m in at.markdown if "Memory horizon" in m.value)
     for cell in cfg.cells:
-        hz = full[cell].memory_horizon
-        assert (f"k = {hz}" if hz is not None else "none within") in horizon
+        d = full[cell].horizon_detail
+        assert (f"k = {d['lag']}" if d["lag"] is not None else "none within") in horizon
+        if d["lag"] is not None and d["after_lag"] is not None and d["after_lag"] < d["lag"] - 1:
+            assert f"crossed between lags {d['after_lag'] + 1} and {d['lag']}" in horizon  # the lags it rests on
+    d = full[cfg.cells[0]].horizon_detail
+    assert (f"from {d['sequences']} of {d['of']} sequences" in horizon) == (d["sequences"] < d["of"]), horizon
 
 
 def same_data(spec: dict, ref) -> None:
