@@ -58,8 +58,8 @@ def sidebar() -> Settings:
                      help="Sets every setting at once to reproduce a classic result. " + " · ".join(
                          f"{n}: {p.title}" for n, p in PRESETS.items()))
         chosen = PRESETS.get(ss.get("preset"))
-        st.caption((f"**{chosen.title}.** " if chosen else "") + "Its two lines of what to look for are shown "
-                   "above the charts.")
+        title = "" if not chosen else chosen.title if chosen.title.endswith((".", "?", "!")) else chosen.title + "."
+        st.caption((f"**{title}** " if title else "") + "Its two lines of what to look for are shown above the charts.")
 
         st.multiselect("Cells to compare (1-3)", list(CELLS), key="cell_compare", max_selections=3,
                        format_func=lambda c: CELL_NAMES[c],
