@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .cells import State, _Cell, make_cell
+from .cells import State, _Cell, cell_type
 from .config import ModelConfig
 from .init import initialize_cell
 
@@ -63,8 +63,7 @@ class RecurrentNetwork(nn.Module):
             in_size = config.input_size if l == 0 else D * config.hidden_size
             dirs = nn.ModuleList()
             for _ in range(D):
-                cell = make_cell(config.cell, in_size, config.hidden_size, activation=config.activation,
-                                 layer_norm=config.layer_norm, peephole=config.peephole, dtype=dtype)
+                cell = cell_type(config.cell).from_config(in_size, config.hidden_size, config, dtype)
                 initialize_cell(cell, config, gen)
                 dirs.append(cell)
             self.layers.append(dirs)
