@@ -93,9 +93,12 @@ def _step_tensors(mode: str, P: dict, x: Tensor, h: Tensor, h0: Tensor, c0: Tens
 
 
 @torch.no_grad()
-def layer_chain(mode: str, P: dict, x: Tensor, h: Tensor, e: Tensor, h0: Tensor, c0: Tensor | None):
+def layer_chain(mode: str, P: dict, x: Tensor, h: Tensor, e: Tensor, h0: Tensor, c0: Tensor | None, *,
+                below: bool = True):
     """(G (T, B, H) the total dL/dh_t, e_below (T, B, I) the direct gradient of the layer's input) for one
-    unidirectional layer with inputs x (T, B, I), outputs h (T, B, H) and direct gradients e (T, B, H)."""
+    unidirectional layer with inputs x (T, B, I), outputs h (T, B, H) and direct gradients e (T, B, H).
+    ``below=False`` (the bottom layer: nothing reads its input's gradient) skips e_below (None): a
+    (T B, G) x (G, I) GEMM saved."""
     s = _step_tensors(mode, P, x, h, h0, c0)
     Whh, Wih = P["weight_hh_l0"], P["weight_ih_l0"]
     T = h.shape[0]
@@ -124,7 +127,7 @@ def layer_chain(mode: str, P: dict, x: Tensor, h: Tensor, e: Tensor, h0: Tensor,
             ga_r, ga_z = ga_n * st["ar"][t], gh * st["az"][t]
             torch.cat([ga_r, ga_z, ga_n], -1, out=ga[t])
             carry_h = gh * st["z"][t] + torch.cat([ga_r, ga_z, ga_n * st["r"][t]], -1) @ Whh
-    return G, ga_in @ Wih
+    return G, (ga_in @ Wih if below else None)
 
 
 @torch.no_grad()
@@ -152,7 +155,7 @@ def total_grads(rnn: nn.RNNBase, x: Tensor, hx, e_top: Tensor, twins: dict, top_
         else:
             h0, c0 = hx[l], None
         inp = x if l == 0 else outs[l - 1]
-        grads[l], e = layer_chain(rnn.mode, layer_params(rnn, l), inp, outs[l], e, h0, c0)
+        grads[l], e = layer_chain(rnn.mode, layer_params(rnn, l), inp, outs[l], e, h0, c0, below=l > 0)
     return grads
 
 
