@@ -41,6 +41,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from rnn_models.cells import cell_type
 from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
@@ -221,6 +222,10 @@ def training_cost(config: ExperimentConfig, steps: int) -> Cost:
     params = 4 * L * D * G * H * (H + I + D * H + 2) * e  # weights, grads, two Adam moments
     memory = BASE_BYTES + graph + T * B * (I + L * D * (G + 2) * H) * e + params
     flops = max(1, steps) * (3 * 2 * T * B * L * D * G * H * (H + I) + 3 * T * L * D * STEP_FLOPS)
+    # every 5th step a probe (analysis.training_run): one sequence's Jacobian product over T steps, the svdvals
+    # of its h->h block at 12 lags, the eigenvalues of W_hh's G blocks
+    S = len(cell_type(config.cell).state_names) * H
+    flops += -(-max(1, steps) // 5) * (2 * T * S**3 + (12 + G) * SVD_FLOPS * H**3)
     return Cost(memory, flops, {"graph": graph})
 
 

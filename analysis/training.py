@@ -5,8 +5,9 @@ parameters and every h_t -> global gradient norm -> clipping -> optimizer update
 
     loss, global gradient norm before and after clipping, whether it clipped, the per-timestep ||dL/dh_t||
     (geometric mean over the batch, for the training-step x timestep heatmap), the settings in force and
-    which of them changed before this step, the spectral radius of W_hh (every ``radius_every`` steps), and where a
-    non-finite value appeared.
+    which of them changed before this step, the spectral radius of W_hh (every ``radius_every`` steps, with a probe
+    of sigma_max by lag, the memory horizon and the W_hh eigenvalues: ``analysis.training_run``, which also turns
+    the records into a watched run for the timeline), and where a non-finite value appeared.
 
 Clipping (over all parameters together):
     norm   Pascanu, Mikolov, Bengio 2013, Alg. 1: if ||g|| > threshold, g <- g * threshold / ||g||
@@ -33,6 +34,7 @@ from .device import resolve_device
 from .experiment import DTYPES, TaskModel, resolve
 from .gradients import _first_nonfinite_forward, geometric_mean
 from .tasks import make_batch, perplexity
+from .training_run import probe_trace
 
 SETTINGS = ("optimizer", "lr", "clip", "clip_threshold", "truncate")
 
@@ -50,6 +52,7 @@ class StepRecord:
     spectral_radius: float | None = None
     nonfinite: dict | None = None
     skipped: bool = False
+    probe: dict | None = None  # every radius_every steps: sigma_max by lag, horizon, W_hh eigenvalues (training_run)
 
     @property
     def perplexity(self) -> float | None:
@@ -165,8 +168,13 @@ class Trainer:
             bad = ~np.isfinite(gn_t)
             nonfinite = ({"quantity": "grad_norm", "timestep": int(np.nonzero(bad)[0].max())} if bad.any()
                          else {"quantity": "parameter_gradient"})
+        probe = None
+        if n % self.radius_every == 0:  # at the weights that made this step, before its update (training_run)
+            cell = self.model.net.layers[a][0]
+            probe = probe_trace(trace.runs[a][0], cell.recurrent_blocks(), c.horizon_threshold)
         rec = StepRecord(step=n, loss=loss_v, grad_norm_before=before, grad_norm_after=after, clipped=clipped,
-                         grad_norm_t=gn_t, settings=dict(self.settings), changed=self._pending, nonfinite=nonfinite)
+                         grad_norm_t=gn_t, settings=dict(self.settings), changed=self._pending, nonfinite=nonfinite,
+                         probe=probe)
         self._pending = []
         if nonfinite is not None:
             nonfinite["step"] = n

@@ -156,7 +156,7 @@ def test_local_runs_listed_from_the_runs_folder(runs, monkeypatch):
 
 
 def test_timeline_tab_in_the_app():
-    from test_app import APP, SMALL, ok
+    from test_app import APP, SMALL, array, ok
     from streamlit.testing.v1 import AppTest
     at = AppTest.from_file(APP, default_timeout=60)
     for k, v in SMALL.items():
@@ -164,6 +164,22 @@ def test_timeline_tab_in_the_app():
     at.session_state["view"] = "Timeline"
     ok(at.run())
     assert at.file_uploader(key="timeline_upload") is not None
+    # a Live training run joins the timeline once it has a step
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in {**SMALL, "task": "adding"}.items():
+        at.query_params[k] = v
+    at.session_state["view"] = "Live training"
+    ok(at.run())
+    ok(at.button(key="train_step").click().run())
+    at.query_params["view"] = "Timeline"  # the tab is bound to the URL once it left the default
+    ok(at.run())
+    assert at.checkbox(key="timeline_live").value is True
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert [s["layout"]["meta"]["figure"] for s in specs] == ["timeline", "eigenvalues"]
+    heat = [t for t in specs[0]["data"] if t["type"] == "heatmap"]
+    assert [t["name"] for t in heat] == [f"live: {k}: log10 ||dL/dh_t||" for k in at.session_state["trainers"]]
+    for t, tr in zip(heat, at.session_state["trainers"].values()):
+        np.testing.assert_allclose(array(t["z"])[:, 0], np.log10(tr.records[0].grad_norm_t))
 
 
 def test_gdlab_dashboard_runs_flag(tmp_path, monkeypatch, capsys):

@@ -3,8 +3,9 @@
 Runs come from uploads (a .zip / .tar.gz of one run directory each; read in memory, size-capped, only the four
 run files) or, when the server was started with ``gdlab dashboard --runs DIR``, from DIR's run directories
 (chosen by name from a list: nothing a visitor types names a file). Reading a run is parsing a few JSON lines,
-cached per file; nothing is computed here. The Live training tab's runs are not on this timeline: its trainer
-records one total gradient norm per step, not dL/dh_t per time step (say so, never fake it).
+cached per file; nothing is computed here. This session's Live training runs join them (``analysis.training_run``:
+the trainer records the total dL/dh_t per time step of the analysed layer at every step, and a probe every few
+steps), so a built-in run and a watched one compare on the same axes.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ GUIDE = ("A watched training run (analysis.watch) over training: log10 ‖dL/dh_
          "recorded step and time step (the total derivative through the recurrence, geometric mean over the batch) "
          f"on a fixed colour scale [{ZMIN:g}, {ZMAX:g}] shared by every run, so runs compare by colour; the loss "
          "with clipping events, the memory horizon and σ_max over training; the W_hh eigenvalues animated. "
-         "Upload runs (zip or tar.gz of a run directory) to put them side by side.")
+         "Upload runs (zip or tar.gz of a run directory) to put them side by side; this session's Live training runs "
+         "are listed too.")
 RUNS_ENV = "GDLAB_RUNS"
 MAX_RUNS = 6
 
@@ -79,6 +81,12 @@ def _gather() -> tuple[dict, list[str]]:
                 errors.append(" ".join(str(e).split())[:300])
                 continue
             runs[_unique(runs, name)] = run
+    trainers = {k: tr for k, tr in (st.session_state.get("trainers") or {}).items() if tr.records}
+    if trainers and st.checkbox(f"This session's Live training ({', '.join(trainers)})", value=True,
+                                key="timeline_live"):
+        from analysis.training_run import trainer_run
+        for k, tr in trainers.items():
+            runs[_unique(runs, f"live: {k}")] = trainer_run(tr, f"live: {k}")
     return runs, errors
 
 
@@ -100,8 +108,8 @@ def render(ctx=None) -> None:
     if not runs:
         st.info("No watched run yet. Record one with `w = analysis.watch(model, log_dir='runs/lm', every=100)` in a "
                 "training loop (see examples/word_lm/), then upload a zip of the run directory here, or start the "
-                "dashboard with `gdlab dashboard --runs runs/`. The Live training tab's runs record one total "
-                "gradient norm per step, not the per-time-step norms this view draws.")
+                "dashboard with `gdlab dashboard --runs runs/`. Runs trained in the Live training tab appear here "
+                "once they have a step.")
         return
     layers = list(dict.fromkeys(l for r in runs.values() for l in r.layers))
     common = [l for l in layers if all(l in r.layers for r in runs.values())]

@@ -101,6 +101,13 @@ class _Cell(nn.Module):
     def forward(self, x_t: Tensor, state: State) -> State:
         return self.step(self.project(x_t), state)
 
+    def recurrent_blocks(self) -> dict[str, Tensor]:
+        """{gate: (H, H) block of W_hh} in ``gate_names`` order; {} for a cell with no recurrent matrix."""
+        W = getattr(self, "weight_hh", None)
+        if W is None or not self.gate_names:
+            return {}
+        return dict(zip(self.gate_names, W.split(self.hidden_size, dim=0)))
+
     def init_state(self, batch_size: int, dtype=None, device=None) -> State:
         dtype = dtype or next(self.parameters()).dtype
         return tuple(torch.zeros(batch_size, self.hidden_size, dtype=dtype, device=device) for _ in self.state_names)
