@@ -11,6 +11,11 @@ Interleaved rounds on the same batch (medians over rounds, so machine load hits 
     record   w.record(step) on that step's backward (every step): the per-time-step total ||dL/dh_t||, every layer
     probe    the every-N probe: Jacobian sigma_max by lag + horizon on one sequence, W_hh eigenvalues
 Targets (issue 17):  record / step <= 0.05;  (record + probe / 100) / step <= 0.10  (every = 100).
+Memory (a child process, glibc's mmap threshold fixed at 64 KiB so every tensor is its own mapping and the
+resident set follows live tensors; the peak reset through /proc/self/clear_refs):
+    activations  resident growth over one forward whose graph is kept (the whole model; the nn.LSTM alone too)
+    record       peak resident growth during w.record over the state after backward
+Target: record's peak extra <= 2x one batch's activations.
 Prints times and ratios and whether each target is met; asserts nothing.
 """
 from __future__ import annotations
@@ -39,7 +44,10 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1: 2 shared cores)")
     ap.add_argument("--vocab", type=int, default=0, help="random ids over this many tokens (0: the sonnets)")
+    ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.memory_child:
+        return memory_child(args)
     torch.set_num_threads(args.threads)
     from lm import WordLM, batchify, corpus, windows
 
@@ -96,6 +104,74 @@ def main(argv=None) -> int:
     print(f"  probe (every N)      {pr * 1e3:8.2f} ms   ratio {pr / s:6.3f}")
     tot = (rec + pr / 100) / s
     print(f"  all at every=100     ratio {tot:6.3f}   target <= 0.10  {'met' if tot <= 0.10 else 'NOT met'}")
+    memory(argv)
+    return 0
+
+
+def memory(argv) -> None:
+    """Run the memory measurement in a child with a fixed mmap threshold and print its lines."""
+    import os
+    import subprocess
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--memory-child"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    print(out.stdout.rstrip() or f"  memory: the child failed: {out.stderr.strip()[-300:]}")
+
+
+def _rss() -> dict:
+    vals = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            k, v = line.split(":", 1)
+            if k in ("VmRSS", "VmHWM"):
+                vals[k] = int(v.split()[0]) * 1024
+    return vals
+
+
+def memory_child(args) -> int:
+    torch.set_num_threads(args.threads)
+    from lm import WordLM, batchify, corpus, windows
+
+    from analysis import watch
+
+    torch.manual_seed(0)
+    ids, vocab = corpus()
+    x, y, _ = next(windows(batchify(ids, 20), 35))
+    V = args.vocab or len(vocab)
+    if args.vocab:
+        x, y = torch.randint(0, V, (35, 20)), torch.randint(0, V, (35, 20))
+    model = WordLM(V, args.hidden, args.hidden, args.layers)
+    with tempfile.TemporaryDirectory() as d:
+        w = watch(model, d + "/run", every=10**9)
+        for r in range(3):  # warm-up: every buffer the loop and the watch keep exists before measuring
+            out, _ = model(x)
+            loss = F.cross_entropy(out.reshape(-1, V), y.reshape(-1))
+            model.zero_grad()
+            loss.backward()
+            w.record(r, loss=loss)
+            del out, loss
+        r0 = _rss()["VmRSS"]
+        out, _ = model(x)
+        loss = F.cross_entropy(out.reshape(-1, V), y.reshape(-1))
+        acts = _rss()["VmRSS"] - r0  # the whole model's activations kept for backward (and the logits)
+        emb = model.encoder(x).detach()
+        ra = _rss()["VmRSS"]
+        h, _ = model.rnn(emb)
+        acts_rnn = _rss()["VmRSS"] - ra
+        del h, emb
+        model.zero_grad()
+        loss.backward()
+        del out
+        r2 = _rss()["VmRSS"]
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident set
+        w.record(99, loss=loss)
+        extra = _rss()["VmHWM"] - r2
+        w.close()
+    mb = 2**20
+    print(f"  memory: one batch's activations {acts / mb:7.1f} MB (the nn.LSTM's own {acts_rnn / mb:.1f} MB); "
+          f"record's peak extra {extra / mb:.1f} MB = {extra / max(acts, 1):.2f}x the batch's "
+          f"({extra / max(acts_rnn, 1):.2f}x the LSTM's)   target <= 2x  {'met' if extra <= 2 * acts else 'NOT met'}")
     return 0
 
 
