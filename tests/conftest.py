@@ -1,9 +1,11 @@
 """Shared fixtures: float64 default dtype for exactness tests; one torch thread for tiny-matrix tests; the command
-line run in this process."""
+line run in this process; a copy of the package's source tree to install from."""
 import contextlib
 import io
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,3 +78,20 @@ def save_lm_files(lm, folder):
     np.save(folder / "ids.npy", ids.numpy())
     np.save(folder / "tg.npy", tg.numpy())
     return folder
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_SOURCES = ("analysis", "rnn_models", "dashboard", "gdlab", "pyproject.toml", "README.md")
+
+
+def source_copy(where: Path) -> Path:
+    """What ``pip install .`` builds from (the packages, pyproject.toml, README.md), copied to ``where`` without
+    bytecode, so that a build leaves nothing in the checkout. Returns ``where``."""
+    where.mkdir()
+    for name in PACKAGE_SOURCES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, where / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, where / name)
+    return where

@@ -1,12 +1,15 @@
 """examples/quickstart.ipynb runs top to bottom in a fresh kernel (nbclient) from its own folder, as a reader runs it
-from a clone (the first cell finds the repository) and as an installed package would (the repository only on the
-path, run from elsewhere); its last cell checks every claim of its text against its own numbers. Also
-ExperimentResult's notebook face: figures(view), the summary repr and its HTML."""
+from a clone (the first cell finds the repository), with the repository only on the path from elsewhere, and from
+what ``pip install .`` builds (a target folder, the only path to the code); its last cell checks every claim of its
+text against its own numbers. Also ExperimentResult's notebook face: figures(view), the summary repr and its HTML."""
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -15,6 +18,7 @@ from nbclient import NotebookClient
 
 from analysis import ExperimentConfig, run_experiment
 from analysis.figures import VIEWS
+from conftest import source_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"
@@ -76,6 +80,58 @@ def test_the_notebook_runs_where_the_package_is_importable(tmp_path, monkeypatch
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert f"from {ROOT / 'analysis'}" in texts(nb)[0]
+
+
+INSTALLED_CHECK = """\
+import hashlib
+import analysis, rnn_models
+from analysis.tasks import SHIPPED_TEXT_PATH, char_corpus
+corpus, vocab = char_corpus("shipped")
+print("installed", Path(analysis.__file__).parent, Path(rnn_models.__file__).parent, SHIPPED_TEXT_PATH)
+print("shipped text", len(corpus), vocab.size, hashlib.sha256(corpus.encode()).hexdigest())
+"""
+
+
+def _package_files() -> list[str]:
+    """The packages' files as the repository holds them (git's list; without git, the tree less bytecode)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "analysis", "rnn_models", "dashboard", "gdlab"], cwd=ROOT,
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+        return [f for f in out.split("\0") if f]
+    except (OSError, subprocess.SubprocessError):
+        return [str(p.relative_to(ROOT)) for d in ("analysis", "rnn_models", "dashboard", "gdlab")
+                for p in (ROOT / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+
+
+def test_the_notebook_runs_from_a_pip_install(tmp_path, monkeypatch):
+    """As a reader after ``pip install .`` (CI, issue 19): the package built from a copy of the repository into a
+    target folder (offline: ``--no-deps --no-build-isolation --no-index``), the whole notebook run from an empty
+    folder with that install as the only path to the code (PYTHONPATH=it). A cell appended here reads the shipped
+    text from the install, and every file of the packages must have been installed: a module or data file that
+    pyproject.toml leaves out fails this test."""
+    site, run_in = tmp_path / "site", tmp_path / "elsewhere"
+    run_in.mkdir()
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--no-index", "--disable-pip-version-check", "--target", str(site),
+                        str(source_copy(tmp_path / "src"))], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    missing = [f for f in _package_files() if not (site / f).is_file()]
+    assert not missing, f"pip install . leaves out {missing}"
+
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(INSTALLED_CHECK))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(run_in)}}).execute()
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors[0]["ename"] + ": " + errors[0]["evalue"]
+    out = texts(nb)
+    assert f"from {site / 'analysis'}" in out[0]  # the first cell found the install, not a repository
+    assert "every claim above holds" in "\n".join(out) and "FAILS" not in "\n".join(out)
+    assert out[-1].startswith(f"installed {site / 'analysis'} {site / 'rnn_models'} {site / 'analysis'}")
+    from analysis.tasks import char_corpus
+    corpus, vocab = char_corpus("shipped")  # the checkout's text, read in this process
+    digest = hashlib.sha256(corpus.encode()).hexdigest()
+    assert f"shipped text {len(corpus)} {vocab.size} {digest}" in out[-1]
 
 
 def test_the_notebook_is_stored_without_outputs():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import source_copy as _source_copy
+
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("analysis", "rnn_models", "dashboard", "gdlab", "pyproject.toml", "README.md")
 
 
 def _fresh_venv(where: Path) -> Path:
@@ -34,17 +34,6 @@ def _fresh_venv(where: Path) -> Path:
                           check=True, capture_output=True, text=True).stdout.strip()
     Path(site, "_parent_site.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return py
-
-
-def _source_copy(where: Path) -> Path:
-    where.mkdir()
-    for name in SOURCES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, where / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(src, where / name)
-    return where
 
 
 def _pip_install(py: Path, *args: str) -> None:
