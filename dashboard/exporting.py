@@ -86,14 +86,22 @@ def zip_button(view: str, figs: dict, config) -> None:
         st.caption(f"The zip holds the data only: {hint}.")
 
 
+def provenance_of(results: dict) -> dict:
+    """{run: what it actually ran (its ``analysis.provenance`` record)}: the deck's notes get it as from
+    ``export --pptx`` (``view_figures_of(records=...)``)."""
+    return {key: r.provenance for key, r in results.items() if getattr(r, "provenance", None)}
+
+
 def deck_button(key: str, views, settings, label: str, file_name: str, *, heading=None, config=None,
-                stamp: str | None = None) -> None:
+                stamp: str | None = None, provenance=None) -> None:
     """A .pptx built on the page (``analysis.deck``): a button that renders the slides under ``st.status`` with a
     bar naming the slide being drawn, then the file's download button (kept for these settings).
 
     ``views``: {view: {name: figure}}, or a callable returning it (called when the button is clicked).
     ``heading`` (title, lines) and ``config`` (what the notes record) default to the preset's and the settings';
-    ``stamp`` says which settings the built deck belongs to (default: the config and the variant)."""
+    ``stamp`` says which settings the built deck belongs to (default: the config and the variant).
+    ``provenance``: {run: analysis.provenance record} (``provenance_of(results)``), or a callable returning it
+    (called after ``views``): each run's "what ran" lines in the notes, as ``export --pptx`` writes them."""
     ok, hint = export_status()
     if not ok:
         st.caption(f"Slide decks need PNG images, which cannot be made on this server: {hint}.")
@@ -106,7 +114,7 @@ def deck_button(key: str, views, settings, label: str, file_name: str, *, headin
     if st.button(label, key=f"build_{key}_pptx", help="16:9 slides: the title and what to look for, then one figure "
                  "per slide with its own caption and the settings in the notes. Rendered here, with progress; the "
                  "download button appears when it is ready."):
-        st.session_state[slot] = (stamp, _build_deck(views, settings, cfg, heading, file_name))
+        st.session_state[slot] = (stamp, _build_deck(views, settings, cfg, heading, file_name, provenance))
     built = st.session_state.get(slot)
     if built is not None and built[0] == stamp and built[1] is not None:
         data, n = built[1]
@@ -114,13 +122,14 @@ def deck_button(key: str, views, settings, label: str, file_name: str, *, headin
                            file_name=file_name, mime=MIME["pptx"], key=f"dl_{key}_pptx", on_click="ignore")
 
 
-def _build_deck(views, settings, cfg, heading, file_name: str):
+def _build_deck(views, settings, cfg, heading, file_name: str, provenance=None):
     """(pptx bytes, slides) rendered under an ``st.status`` box whose bar names each slide; None on failure (said)."""
     from analysis import deck
     with st.status(f"Building {file_name}: collecting the figures", expanded=True) as status:
         bar = st.progress(0.0, text="collecting the figures of every view")
         try:
             v = views() if callable(views) else views
+            ran = provenance() if callable(provenance) else provenance
             n = sum(len(f) for f in v.values())
             title, lines = heading if heading is not None else \
                 deck.heading(settings.config, settings.preset, settings.variant or None)
@@ -128,7 +137,7 @@ def _build_deck(views, settings, cfg, heading, file_name: str):
 
             def progress(fraction, message):
                 bar.progress(min(1.0, fraction), text=message)
-            data = deck.deck_bytes(v, cfg, title=title, lines=lines, progress=progress)
+            data = deck.deck_bytes(v, cfg, title=title, lines=lines, progress=progress, provenance=ran)
         except Exception as e:  # noqa: BLE001 - one sentence on the page, never a traceback
             status.update(label=f"{file_name} could not be built: {' '.join(str(e).split())[:300]}", state="error")
             return None

@@ -1,10 +1,12 @@
 """Shared fixtures: float64 default dtype for exactness tests; one torch thread for tiny-matrix tests; the command
-line run in this process; a copy of the package's source tree to install from."""
+line run in this process; a copy of the package's source tree to install from; a stand-in PNG."""
 import contextlib
 import io
 import os
 import shutil
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,12 @@ def source_copy(where: Path) -> Path:
         else:
             shutil.copy2(src, where / name)
     return where
+
+
+def white_png(width: int, height: int) -> bytes:
+    """A white RGB PNG of the given size (a stand-in for kaleido's image when no Chromium is here)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\x00" + b"\xff" * (3 * width) for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))

@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import struct
 import subprocess
-import zlib
 from pathlib import Path
 
 import pytest
@@ -17,19 +15,11 @@ from analysis import deck, export
 from analysis.config import ExperimentConfig
 from analysis.export.bundles import view_figures_of
 from analysis.guides import VIEW_GUIDES
+from conftest import white_png as png
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_BROWSER, HINT = export.export_available()
 CONFIG = ExperimentConfig(seq_len=12, hidden_size=8, compare=("rnn", "lstm"), batch_size=4)
-
-
-def png(width: int, height: int) -> bytes:
-    """A white RGB PNG of the given size (a stand-in for kaleido's image when no Chromium is here)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    raw = b"".join(b"\x00" + b"\xff" * (3 * width) for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +217,39 @@ def test_the_notes_say_what_each_run_actually_ran():
             assert f"What ran ({run}):" in notes, notes[:300]
         assert f"ran: T={CONFIG.seq_len}, B={CONFIG.batch_size}," in notes, notes[:300]
         assert notes.index("What ran") < notes.index("Settings (ExperimentConfig JSON)")
+
+
+@pytest.mark.skipif(not HAVE_BROWSER, reason=f"no Chromium here: {HINT}")
+def test_dashboard_decks_carry_each_runs_provenance_as_export_pptx_does(monkeypatch):
+    """Issue 18: the dashboard's deck buttons (all views, and the open view's) hand the deck each run's provenance,
+    so every slide's notes say what ran, line for line as analysis.provenance records a run of the settings written
+    in the same notes (run here again, independently of the page)."""
+    from streamlit.testing.v1 import AppTest
+    from analysis.experiment import run_experiment
+    from analysis.provenance import provenance_lines
+    monkeypatch.setattr(deck, "render", lambda jobs, scale, on_done: [png(16, 9) for _ in jobs])
+    built, real = [], deck.deck_bytes
+
+    def spy(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+    monkeypatch.setattr(deck, "deck_bytes", spy)
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
+    for k, v in {"seq_len": "12", "hidden_size": "6", "batch_size": "4"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    for label in ("Slide deck of all views (.pptx)", "Slide deck of this view (.pptx)"):
+        next(b for b in at.button if b.proto.label == label).click().run()
+        assert not at.exception, [e.value for e in at.exception]
+    assert len(built) == 2
+    for data in built:
+        slides = list(Presentation(io.BytesIO(data)).slides)
+        notes = [s.notes_slide.notes_text_frame.text for s in slides]
+        cfg = ExperimentConfig.from_json(notes[0][notes[0].index("{"):])
+        assert cfg.seq_len == 12 and cfg.hidden_size == 6 and cfg.cells
+        for cell in cfg.cells:
+            lines = provenance_lines(run_experiment(cfg.for_cell(cell)).provenance)
+            assert lines and lines[0].startswith("ran: T=12, B=4,")
+            block = f"What ran ({cell}):\n" + "\n".join(lines)
+            assert all(block in n for n in notes), notes[0][:600]

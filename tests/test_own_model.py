@@ -18,7 +18,7 @@ from torch import nn
 
 from analysis import analyze
 from rnn_models.config import ConfigError
-from conftest import save_lm_files
+from conftest import save_lm_files, white_png
 
 ROOT = Path(__file__).resolve().parents[1]
 V, E, H, T, B = 11, 6, 9, 14, 3
@@ -357,3 +357,42 @@ def test_dashboard_upload_shows_one_model(lm, lm_files):
     assert not at.exception
     errs = [e.value for e in at.error]
     assert any("readout='nope'" in e and "\n" not in e for e in errs), errs
+
+
+def test_dashboard_deck_of_an_uploaded_model_names_its_files(lm_files, monkeypatch):
+    """Issue 18: the deck built on the page from an uploaded model says in every slide's notes what ran, as
+    export --pptx does: the files with their sha256 (computed here from the bytes uploaded), the readout and
+    embedding, and the model's own settings (not the sidebar's) as the config JSON."""
+    import hashlib
+
+    from pptx import Presentation
+    from streamlit.testing.v1 import AppTest
+
+    from analysis import deck, export
+    ok, hint = export.export_available()
+    if not ok:
+        pytest.skip(f"no Chromium here: {hint}")
+    monkeypatch.setattr(deck, "render", lambda jobs, scale, on_done: [white_png(16, 9) for _ in jobs])
+    built, real = [], deck.deck_bytes
+    monkeypatch.setattr(deck, "deck_bytes", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    d = lm_files
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
+    at.run()
+    files = {"own_sd": "lm.pt", "own_inputs": "ids.npy", "own_targets": "tg.npy"}
+    for key, name in files.items():
+        at.file_uploader(key=key).upload(name, (d / name).read_bytes(), "application/octet-stream")
+    at.text_input(key="own_embedding").set_value("encoder")
+    at.text_input(key="own_readout").set_value("decoder").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    next(b for b in at.button if b.proto.label == "Slide deck of all views (.pptx)").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(built) == 1
+    notes = [s.notes_slide.notes_text_frame.text for s in Presentation(io.BytesIO(built[0])).slides]
+    for name in files.values():
+        data = (d / name).read_bytes()
+        line = f"{name} sha256 {hashlib.sha256(data).hexdigest()} ({len(data):,} bytes)"
+        assert all(line in n for n in notes), notes[0][:800]
+    assert all("What ran (" in n and "readout: decoder, embedding: encoder" in n for n in notes)
+    cfg = json.loads(notes[0][notes[0].index("{"):])
+    assert cfg["cell"] == "lstm" and cfg["num_layers"] == 2  # the uploaded model's, not the sidebar's preset
+

@@ -6,7 +6,7 @@ import streamlit as st
 from analysis.figures import view_figures
 
 from ..compute import analyse, analysis_key, partial
-from ..exporting import chart, deck_button, zip_button
+from ..exporting import chart, deck_button, provenance_of, zip_button
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -44,4 +44,5 @@ def guide(text: str) -> None:
 def export_all(view: str, figs: dict, ctx) -> None:
     zip_button(view, figs, ctx.config)
     if figs:
-        deck_button(view, {view: figs}, ctx.settings, "Slide deck of this view (.pptx)", f"{view}.pptx")
+        deck_button(view, {view: figs}, ctx.settings, "Slide deck of this view (.pptx)", f"{view}.pptx",
+                    config=ctx.config, provenance=provenance_of(ctx.results))

@@ -17,7 +17,7 @@ from analysis.presets import PRESETS
 from rnn_models.config import ConfigError
 
 from .. import compute, controls, scheduler, training_door
-from ..exporting import chart, deck_button, zip_button
+from ..exporting import chart, deck_button, provenance_of, zip_button
 from .common import guide
 
 TITLE = "Live training"
@@ -274,7 +274,8 @@ def _live(ctx) -> None:
     zip_button(VIEW, figs, ctx.config)
     steps = sum(len(h.get("step", [])) for h in hs.values())  # a deck built earlier is offered only until the next step
     deck_button(VIEW, {VIEW: figs}, ctx.settings, "Slide deck of this view (.pptx)", f"{VIEW}.pptx",
-                stamp=f"{ctx.config.to_json()}|{ctx.settings.variant}|{steps}")
+                config=ctx.config, stamp=f"{ctx.config.to_json()}|{ctx.settings.variant}|{steps}",
+                provenance=provenance_of(ctx.results))
 
 
 def _tick(trainers: dict, per_tick: int, max_steps: int) -> None:
