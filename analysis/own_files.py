@@ -33,6 +33,7 @@ from .archive import MAX_LOAD_BYTES, Archive, declared_bytes, is_zip, tensors_of
 
 MAX_FILE_BYTES = 200 * 2**20  # uploads and files read for the analysis
 ARCH_FIELDS = ("cell", "hidden_size", "input_size", "num_layers", "bidirectional")
+PYTHON = "python:"  # a path that records an object given to analyze() in Python (nothing opens it)
 SAVE_HINT = "save the weights with torch.save(model.state_dict(), 'model.pt')"
 
 
@@ -140,6 +141,10 @@ def read_file(path: str, where: str) -> bytes:
     try:
         st = os.stat(path)
     except OSError:
+        if str(path).startswith(PYTHON):  # analyze()'s record of an object given in Python (own_model.python_record)
+            raise ConfigError(f"{where}={path!r} records what was given to analyze() in Python, not a file: save it "
+                              "(torch.save(model.state_dict(), PATH) for the model, np.save for an array) and give "
+                              "its path") from None
         raise ConfigError(f"{where}={path!r}: no such file") from None
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{where}={path!r} is not a regular file")

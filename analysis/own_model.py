@@ -38,7 +38,7 @@ from rnn_models.network import RecurrentNetwork, infer_config_from_torch_state_d
 from .compute_views import announce
 from .config import ExperimentConfig
 from .experiment import DTYPES, ExperimentResult, TaskModel, _check_only, analyse_model, choose
-from .own_files import ARCH_FIELDS, FileModel, describe
+from .own_files import ARCH_FIELDS, PYTHON, FileModel, describe
 from .own_inputs import (_callable_loss, analyse_files, prepare_h0, prepare_inputs,  # noqa: F401 - re-exported
                          prepare_targets, readout_loss, run_files)
 from .progress import reporter
@@ -287,8 +287,25 @@ def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, 
     prov = {"source": "python", "module": name or "(the model itself)",
             "readout": _name_in(model, readout), "embedding": _name_in(model, embedding),
             "dropout": dropout_layers(model, rnn)}
-    return analyse_own(config, fm, x, targets=targets, h0=h0, loss=loss, progress=progress, views=views,
-                       provenance=prov)
+    res = analyse_own(config, fm, x, targets=targets, h0=h0, loss=loss, progress=progress, views=views,
+                      provenance=prov)
+    res.config = res.config.replace(**python_record(model, module, readout, embedding, targets, h0))
+    return res
+
+
+def python_record(model: nn.Module, module, readout, embedding, targets, h0) -> dict:
+    """What ``analyze`` ran, in the fields a state_dict run names it by, for the result's config (and so its JSON
+    and exports): ``state_dict_path`` "python:<the model's class>" and the arrays given in Python as
+    "python:inputs" / "python:targets" / "python:h0" (a record, as an upload's "upload:<name>"; nothing opens
+    them), ``module`` as asked, ``readout`` / ``embedding`` as named in the model's state_dict. Saving the model's
+    state_dict and the arrays re-runs it: ``--config result.json --load-state-dict lm.pt --inputs ids.npy
+    --targets tg.npy`` gives the same numbers. A readout outside the model has no such name: None here (the
+    provenance names its type), and its targets are not recorded either."""
+    head = _path_in(model, readout)
+    return {"state_dict_path": f"{PYTHON}{type(model).__name__}", "inputs_path": f"{PYTHON}inputs",
+            "module": module, "readout": head, "embedding": _path_in(model, embedding),
+            "targets_path": f"{PYTHON}targets" if targets is not None and head else None,
+            "h0_path": f"{PYTHON}h0" if h0 is not None else None}
 
 
 def _name_in(model: nn.Module, obj) -> str | None:
@@ -296,6 +313,14 @@ def _name_in(model: nn.Module, obj) -> str | None:
     if obj is None or isinstance(obj, str):
         return obj
     return next((n for n, m in model.named_modules() if m is obj), type(obj).__name__)
+
+
+def _path_in(model: nn.Module, obj) -> str | None:
+    """The name a state_dict of ``model`` gives ``obj`` (the name given, or its path inside the model); None for
+    none (no module given, or one that is not part of the model)."""
+    if obj is None or isinstance(obj, str):
+        return obj
+    return next((n for n, m in model.named_modules() if m is obj and n), None)
 
 
 def dropout_layers(model: nn.Module, rnn: nn.RNNBase) -> list[str]:

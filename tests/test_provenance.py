@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from analysis import ExperimentConfig, run_experiment
+from rnn_models.config import ConfigError
 from analysis.export import export_all
 from analysis.provenance import provenance_lines
 from analysis.sweep import axis_notes, make_plan
@@ -74,3 +75,46 @@ def test_sweep_says_when_seeds_change_nothing(files):
     assert any("probe's direction" in n for n in axis_notes(probe))
     task = make_plan(ExperimentConfig(), ["init_scale=0.5,1"], seeds=3, metrics=("memory_horizon",))
     assert not any("seeds change" in n for n in axis_notes(task))
+
+
+
+def test_analyze_records_what_it_ran_and_reruns_from_the_saved_model(files, tmp_path, cli_inproc):
+    """Issue 18: analyze(model, readout=..., embedding=...) records in the result's config what ran, as a
+    state_dict run names it: the readout's and embedding's names in the model (given as a name or as the module
+    object), the model and arrays as "python:" records. Its JSON re-run with the model's saved state_dict and the
+    same arrays (--config result.json --load-state-dict ... --inputs ... --targets ...) gives the same numbers;
+    without the files the re-run is refused with one line, never silently run on the random probe."""
+    from analysis import analyze
+    model = WordLM("LSTM", 30, 8, 7, 2, dropout=0.2)
+    model.load_state_dict(torch.load(files / "lm.pt", weights_only=True))
+    ids, tg = torch.from_numpy(np.load(files / "ids.npy")), torch.from_numpy(np.load(files / "tg.npy"))
+    r = analyze(model, ids, embedding=model.encoder, readout="decoder", targets=tg, layer=0, dtype="float64")
+    c = r.config
+    assert (c.module, c.readout, c.embedding) == (None, "decoder", "encoder")
+    assert (c.state_dict_path, c.inputs_path, c.targets_path, c.h0_path) == (
+        "python:WordLM", "python:inputs", "python:targets", None)
+    p = r.provenance
+    assert (p["source"], p["module"], p["readout"], p["embedding"]) == ("python", "rnn", "decoder", "encoder")
+    saved = tmp_path / "result.json"
+    saved.write_text(json.dumps(r.to_dict()))
+    out = tmp_path / "again.json"
+    run = cli_inproc("run", "--config", saved, "--load-state-dict", files / "lm.pt", "--inputs", files / "ids.npy",
+                     "--targets", files / "tg.npy", "--json", out)
+    assert run.returncode == 0, run.stderr
+    first, again = r.to_dict(), json.loads(out.read_text())
+    np.testing.assert_allclose(again["grad_norm"], first["grad_norm"], rtol=1e-12)
+    np.testing.assert_allclose(again["jacobian"]["log10_spectral_norm"], first["jacobian"]["log10_spectral_norm"],
+                               rtol=1e-9)
+    assert again["memory_horizon"] == first["memory_horizon"] and "cross-entropy" in again["provenance"]["loss"]
+    assert (again["config"]["readout"], again["config"]["embedding"]) == ("decoder", "encoder")
+    bare = cli_inproc("run", "--config", saved, "--json", tmp_path / "never.json")
+    assert bare.returncode == 2 and not (tmp_path / "never.json").exists()
+    line = bare.stderr.strip()
+    assert "\n" not in line and "state_dict_path='python:WordLM'" in line and "torch.save" in line, line
+    with pytest.raises(ConfigError, match="state_dict_path='python:WordLM' records what was given to analyze"):
+        run_experiment(c)
+    # a readout that is not part of the model has no name in its state_dict: provenance names its type
+    head = torch.nn.Linear(7, 30)
+    other = analyze(model, ids, embedding="encoder", readout=head, targets=tg, views="gradients")
+    assert (other.config.readout, other.config.targets_path) == (None, None)
+    assert other.provenance["readout"] == "Linear"
