@@ -280,3 +280,32 @@ def test_horizon_labels_sit_where_no_line_runs():
         for b in labels:
             if a is not b and a.y == b.y:
                 assert abs(a.x - b.x) > 0.011 * 39 * len(a.text if a.x < b.x else b.text), (a.text, b.text)
+
+
+# ---- the cell state's two gradients (issue 18) --------------------------------------------------------------------
+def test_the_cell_state_gradient_figure_draws_the_total_and_the_carry_path_each_named():
+    """The cell-state view's cell_grad: the total ||dL/dc_t|| (what retain_grad on c_t gives) and the carry path
+    through c_{t+1} alone, one solid and one dashed curve per LSTM, in the legend and the caption, with the
+    result's own numbers (checked against autograd references in test_gradients); the carry path's exact 0 at
+    t = T-1 is a gap on the log axis, not a point. Cells without a cell state draw no such figure."""
+    res = run_comparison(ExperimentConfig(compare=CELLS, task="adding", loss_steps="all", num_layers=2, **SMALL))
+    fig = view_figures("cell-state", res)["cell_grad"]
+    traces = {(t.meta["cell"], t.meta["role"]): t for t in fig.data}
+    assert set(traces) == {("lstm", "cell_grad_norm"), ("lstm", "cell_carry_grad_norm")}
+    total, carry = traces["lstm", "cell_grad_norm"], traces["lstm", "cell_carry_grad_norm"]
+    assert visible(total.name) == "LSTM total ‖∂L/∂ct‖ (what retain_grad on ct gives)"
+    assert total.name == "LSTM total ‖∂L/∂c<sub>t</sub>‖ (what retain_grad on c<sub>t</sub> gives)"
+    assert carry.name == "LSTM carry path only (through c<sub>t+1</sub>)"
+    assert total.line.dash in (None, "solid") and carry.line.dash == "dash" and fig.layout.showlegend is not False
+    g = res["lstm"].grad
+    np.testing.assert_array_equal(total.y, g.cell_grad_norm)
+    assert g.cell_carry_grad_norm[-1] == 0 and np.isnan(carry.y[-1])
+    np.testing.assert_array_equal(carry.y[:-1], g.cell_carry_grad_norm[:-1])
+    assert np.all(np.asarray(carry.y[:-1]) > 0)  # a loss at every step: the carry path is a whole curve before T-1
+    cap = caption_of(fig)
+    assert "total ‖∂L/∂c_t‖" in cap and "retain_grad() on c_t" in cap and "carry path alone" in cap
+    assert "through c_{t+1}" in cap and "0 at the last step" in cap
+    assert "layer 1 (top) of 2" in title_of(fig) and "total (solid)" in title_of(fig) and "(dashed)" in title_of(fig)
+    assert "a loss term at every step" in fig.layout.xaxis.title.text
+    alone = run_comparison(ExperimentConfig(compare=("rnn", "gru"), **SMALL))
+    assert "cell_grad" not in view_figures("cell-state", alone)

@@ -1,4 +1,5 @@
-"""View 4, cell state: the LSTM carousel prod f and the GRU prod z, gate activity."""
+"""View 4, cell state: the LSTM carousel prod f and the GRU prod z, ||dL/dc_t|| (total and carry path),
+gate activity."""
 from __future__ import annotations
 
 import math
@@ -14,7 +15,9 @@ from .theme import (
     config_meta,
     label_of,
     layer_note,
+    loss_reading,
     new_figure,
+    positive,
     pow10,
     safe_key,
 )
@@ -43,6 +46,44 @@ def _flow_caption(cells: set) -> str:
         parts.append("In the GRU, h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}: the dashed ∏ diag(z_t) is the copy "
                      "path alone, the solid line every path.")
     return " ".join(parts)
+
+
+CELL_GRAD_CAPTION = (
+    "c_t feeds two things: the next step (c_{t+1} = f_{t+1} ⊙ c_t + i_{t+1} ⊙ g_{t+1}) and its own output "
+    "h_t = o_t ⊙ tanh(c_t). The solid line is the total ‖∂L/∂c_t‖, both together: what retain_grad() on c_t "
+    "gives. The dashed line is the carry path alone, the part that arrives through c_{t+1} (f_{t+1} ⊙ ∂L/∂c_{t+1} "
+    "without peepholes): exactly 0 at the last step, where no later step reads c_t (a gap on the log axis). Where "
+    "the solid line lies well above the dashed one, most of the gradient enters c_t through its own output h_t.")
+
+
+def cell_grad_figure(results: dict, meta: dict) -> go.Figure | None:
+    """||dL/dc_t|| per step t of every run whose cell has a cell state (``r.grad.cell_grad_norm``): the total
+    (solid) and the carry path through c_{t+1} alone (dashed, ``r.grad.cell_carry_grad_norm``), batch geometric
+    means of the analysed layer's forward direction (analysis.cell_grads); None when no run has one."""
+    shown = {k: r for k, r in results.items() if r.grad is not None and r.grad.cell_grad_norm is not None}
+    if not shown:
+        return None
+    fig = new_figure()
+    for key, r in shown.items():
+        color, lab, g = color_of(key, results), label_of(key), r.grad
+        t = np.arange(len(g.cell_grad_norm))
+        fig.add_trace(go.Scatter(x=t, y=positive(g.cell_grad_norm), legendgroup=key,
+                                 name=f"{lab} total ‖∂L/∂c<sub>t</sub>‖ (what retain_grad on c<sub>t</sub> gives)",
+                                 line=dict(color=color, width=2.5),
+                                 meta={"role": "cell_grad_norm", "cell": key},
+                                 hovertemplate="t=%{x}<br>total ‖∂L/∂c_t‖=%{y:.3e}<extra>" + lab + "</extra>"))
+        if g.cell_carry_grad_norm is not None:
+            fig.add_trace(go.Scatter(x=t, y=positive(g.cell_carry_grad_norm), legendgroup=key,
+                                     name=f"{lab} carry path only (through c<sub>t+1</sub>)",
+                                     line=dict(color=color, width=2, dash="dash"),
+                                     meta={"role": "cell_carry_grad_norm", "cell": key},
+                                     hovertemplate="t=%{x}<br>carry path=%{y:.3e}<extra>" + lab + "</extra>"))
+    fig.update_yaxes(type="log", title="‖∂L/∂c<sub>t</sub>‖  (log scale)", exponentformat="power")
+    fig.update_xaxes(title=f"time step t  ({loss_reading(shown)})")
+    _base_layout(fig, "Gradient reaching the cell state ‖∂L/∂c<sub>t</sub>‖: total (solid) vs the carry path "
+                 "alone (dashed)" + layer_note(shown), meta, "cell-state", "cell_grad", legend_bottom=True,
+                 caption=CELL_GRAD_CAPTION)
+    return fig
 
 
 def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
@@ -99,6 +140,9 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
                              + layer_note({key: r}), meta, view, f"gates_{safe_key(key)}_{gname}", height=420,
                              caption=GATE_CAPTIONS[gname])
                 figs[f"gates_{safe_key(key)}_{gname}"] = fig
+    grad = cell_grad_figure(results, meta)
+    if grad is not None:
+        figs["cell_grad"] = grad
     fig = new_figure()
     cats_all = []
     for key, r in results.items():

@@ -26,7 +26,7 @@ def render(ctx) -> None:
     if gate_names:
         letters = sorted({n.rsplit("_", 1)[1] for n in gate_names}, key="fizro".find)
         choice = gate_choice(letters)
-    shown = ["cell_flow"] + [n for n in gate_names if n.endswith(f"_{choice}")] + ["gate_saturation"] + \
+    shown = ["cell_flow", "cell_grad"] + [n for n in gate_names if n.endswith(f"_{choice}")] + ["gate_saturation"] + \
         [n for n in figs if n.startswith("hidden_")]
     draw(VIEW, figs, shown)
     if choice and not any(n.endswith(f"_{choice}") for n in gate_names):
