@@ -27,7 +27,8 @@ from .jacobian_route import route_note, spectra_of
 from .jacobians import JacobianResult, report_lags
 from .progress import Progress, Reporter, reporter
 from .spectra import weight_spectra
-from .tasks import TaskBatch, TaskSpec, load_inputs, make_batch, random_readout, task_spec
+from .input_files import load_inputs
+from .tasks import TaskBatch, TaskSpec, make_batch, random_readout, task_spec
 
 
 

@@ -29,7 +29,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -459,62 +458,11 @@ def random_readout(hidden_size: int, seed: int, dtype: torch.dtype = torch.float
     return (u / torch.linalg.vector_norm(u)).to(dtype)
 
 
-# --------------------------------------------------------------------------- #
-# user inputs
-# --------------------------------------------------------------------------- #
-_INT_TORCH_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
-
-def _read_array(p: Path, where: str) -> torch.Tensor:
-    """Load a .npy / .pt file into a float64 tensor, rejecting non-numeric data."""
-    if p.suffix.lower() == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except Exception as exc:  # corrupt file, pickled objects, ...
-            raise ValueError(f"{where}: could not be read as .npy ({_one_line(str(exc))})") from None
-        if not isinstance(arr, np.ndarray):
-            raise ValueError(f"{where}: contains {type(arr).__name__}, expected a single array")
-        if arr.dtype.kind not in "iuf":
-            raise ValueError(f"{where}: non-numeric dtype {arr.dtype}: must be a real integer or float type")
-        return torch.from_numpy(arr.astype(np.float64))
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{where}: could not be read as .pt ({_one_line(str(exc))})") from None
-    if not isinstance(obj, torch.Tensor):
-        raise ValueError(f"{where}: contains {type(obj).__name__}, expected a tensor (T, B, input_size)")
-    if not (obj.is_floating_point() or obj.dtype in _INT_TORCH_DTYPES):
-        raise ValueError(f"{where}: non-numeric dtype {obj.dtype}: must be a real integer or float type")
-    return obj.detach().to(torch.float64)
-
-
-def load_inputs(path, dtype: torch.dtype = torch.float32, *, input_size: int | None = None) -> torch.Tensor:
-    """Load the user's own inputs ``(T, B, input_size)`` from a ``.npy`` or ``.pt`` file.
-
-    Every problem raises a one-line ``ValueError`` naming the file: missing
-    file, wrong extension, unreadable content, non-numeric dtype, wrong ndim
-    or an empty dimension, last dimension != ``input_size`` (when given),
-    non-finite values (NaN / Inf, also after the cast to ``dtype``).
-    """
-    dtype = _check_dtype(dtype)
-    p, where = Path(path), f"load_inputs: {path}"
-    if not p.is_file():
-        raise ValueError(f"{where}: file not found")
-    if p.suffix.lower() not in (".npy", ".pt"):
-        raise ValueError(f"{where}: unsupported extension {p.suffix!r}: must be .npy or .pt")
-    x = _read_array(p, where)
-    shape = tuple(x.shape)
-    if x.ndim != 3:
-        raise ValueError(f"{where}: wrong ndim {x.ndim} (shape {shape}): must be 3-D (T, B, input_size)")
-    if min(shape) < 1:
-        raise ValueError(f"{where}: wrong shape {shape}: every dimension of (T, B, input_size) must be >= 1")
-    if input_size is not None and shape[2] != input_size:
-        raise ValueError(f"{where}: wrong shape {shape}: last dimension must be input_size={input_size}")
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise ValueError(f"{where}: {bad} non-finite values (NaN/Inf) out of {x.numel()}")
-    x = x.to(dtype)
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise ValueError(f"{where}: {bad} values overflow {dtype} (non-finite after cast)")
-    return x
+def __getattr__(name: str):
+    """``load_inputs`` (the user's inputs file) lives in analysis.input_files, where it is read as the model
+    uploads are; ``from analysis.tasks import load_inputs`` keeps working (imported on first use: input_files
+    imports this module)."""
+    if name == "load_inputs":
+        from .input_files import load_inputs
+        return load_inputs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

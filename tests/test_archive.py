@@ -1,7 +1,7 @@
 """Uploads read safely (analysis.archive, own_files, upload_limits): sizes from the zip's metadata before any
 tensor is loaded, only the recurrent module's keys (and the named readout / embedding) materialised, zero-stride
 tensors counted at their declared size; issue 20's reproductions (a 2 KB file declaring an LSTM with H = 4096, a
-zip bomb) refused in one line."""
+zip bomb) refused in one line; the inputs file (inputs_path, analysis.input_files) read the same way."""
 import io
 import json
 import os
@@ -42,7 +42,13 @@ def bomb(junk_numel: int) -> bytes:
     re-deflated (the pickle declares the storage; its record is written deflated: a few MB on disk)."""
     sd = nn.LSTM(3, 5).state_dict()
     sd["junk"] = torch.zeros(junk_numel, device="meta")  # torch.save writes no record for a meta storage
-    src = zipfile.ZipFile(io.BytesIO(saved(sd)))
+    return deflated(sd, junk_numel)
+
+
+def deflated(obj, numel: int) -> bytes:
+    """``torch.save(obj)`` whose last storage, a meta float32 tensor of ``numel`` (no record written for it), gets
+    its record of ``numel`` zeros written deflated."""
+    src = zipfile.ZipFile(io.BytesIO(saved(obj)))
     names = src.namelist()
     prefix = next(n for n in names if n.endswith("data.pkl"))[: -len("data.pkl")]
     junk_key = str(len([n for n in names if "/data/" in n]))  # storages are numbered in order: junk is last
@@ -53,7 +59,7 @@ def bomb(junk_numel: int) -> bytes:
         info = zipfile.ZipInfo(f"{prefix}data/{junk_key}")
         info.compress_type = zipfile.ZIP_DEFLATED
         with z.open(info, "w", force_zip64=True) as fh:
-            chunk, left = bytes(2**20), junk_numel * 4
+            chunk, left = bytes(2**20), numel * 4
             while left:
                 fh.write(chunk[: min(left, len(chunk))])
                 left -= min(left, len(chunk))
@@ -206,3 +212,83 @@ def test_run_experiment_and_trainer_check_a_state_dict_files_own_sizes(tmp_path)
         run_experiment(cfg)
     with pytest.raises(LimitExceeded, match="hidden_size=4096"):
         Trainer(cfg.replace(train_steps=100000))
+
+
+# ---- the inputs file (inputs_path, analysis.input_files): the same reader as the uploads -------------------------
+def test_a_zero_stride_inputs_file_is_refused_before_anything_is_loaded(tmp_path, monkeypatch, cli_inproc):
+    """Issue 20: a 2 KB .pt inputs file declaring (100000, 64, 32) (1.6 GB as float64: a zero-stride view of one
+    float) is refused in one line naming the file, from its metadata: no storage record is read, through
+    load_inputs (and its old import from analysis.tasks), run_experiment and the command line (exit 2)."""
+    from analysis import run_experiment
+    from analysis.input_files import load_inputs
+    from analysis.tasks import load_inputs as old_import
+    assert old_import is load_inputs
+    p = tmp_path / "wide.pt"
+    torch.save(torch.zeros(1).expand(100_000, 64, 32), p)
+    assert p.stat().st_size < 3000
+    loads = []
+    monkeypatch.setattr(archive.Archive, "load", lambda self, named: loads.append(list(named)) or {})
+    with pytest.raises(ValueError) as e:
+        load_inputs(p)
+    msg = str(e.value)
+    assert "\n" not in msg and str(p) in msg and "declares shape (100000, 64, 32)" in msg
+    assert "nothing was loaded" in msg and f"{100_000 * 64 * 32 * 8 / 2**20:,.0f} MiB" in msg
+    with pytest.raises(ConfigError, match="inputs_path: .*declares shape"):
+        run_experiment(ExperimentConfig(inputs_path=str(p)))
+    r = cli_inproc("run", "--inputs", p)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "declares shape" in r.stderr
+    assert loads == []
+    # a .npy header declaring more than the file holds: refused before np.load allocates it
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((4, 3, 2)))
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(buf.getvalue().replace(b"'shape': (4, 3, 2)", b"'shape': (99999999, 3, 2)"))
+    with pytest.raises(ValueError, match="declares shape") as e:
+        load_inputs(bad)
+    assert "\n" not in str(e.value) and str(bad) in str(e.value)
+
+
+def test_an_inputs_zip_bomb_is_refused_from_its_metadata_with_small_peak_memory(tmp_path):
+    """Two ~1 MB .pt inputs files of deflated zeros: 600 MB declared by the zip records (over the archive's cap)
+    and 400 MB (under it, but 800 MB as the float64 copy the analysis makes): each refused in one line, in a
+    subprocess whose peak RSS grows by less than 50 MB; a small honest file reads the same as torch.load."""
+    files = {}
+    for name, numel in (("records", 150_000_000), ("float64", 100_000_000)):
+        data = deflated(torch.zeros(numel, 1, 1, device="meta"), numel)
+        assert len(data) < 5 * 2**20
+        files[name] = tmp_path / f"{name}.pt"
+        files[name].write_bytes(data)
+    code = f"""
+import json
+from analysis.input_files import load_inputs
+def hwm():  # this process's own peak
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+out = {{}}
+for name, path in {json.dumps({k: str(v) for k, v in files.items()})}.items():
+    before = hwm()
+    try:
+        load_inputs(path)
+        msg = None
+    except ValueError as e:
+        msg = str(e)
+    out[name] = {{"msg": msg, "grew_kb": hwm() - before}}
+print(json.dumps(out))
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    for name, got in out.items():
+        assert got["msg"] and "\n" not in got["msg"] and str(files[name]) in got["msg"], (name, got)
+        assert "nothing was loaded" in got["msg"] and got["grew_kb"] < 50 * 1024, (name, got)
+    assert "uncompressed" in out["records"]["msg"] and "as float64" in out["float64"]["msg"]
+    from analysis.input_files import load_inputs
+    x = torch.randn(5, 3, 2)
+    honest, packed = tmp_path / "x.pt", tmp_path / "packed.pt"
+    torch.save(x, honest)
+    src = zipfile.ZipFile(honest)
+    with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as z:  # every record deflated
+        for n in src.namelist():
+            z.writestr(n, src.read(n))
+    for f in (honest, packed):
+        assert torch.equal(load_inputs(f, dtype=torch.float64), torch.load(honest, weights_only=True).double())
