@@ -82,8 +82,8 @@ def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progre
         (g,) = torch.autograd.grad(probe.sum(), h_last)  # dL/dh_{T-1} (B, H), through the readout alone
     v_last = torch.cat([g] + [torch.zeros_like(g)] * (len(run.states[0]) - 1), -1)  # (B, S): dL/dc_{T-1} = 0
     # (T, B) log10 ||dL/dh_t||, ||dL/dc_t||
-    lstm = len(run.states[0]) == 2
-    if lstm:
+    has_c = run.cell.c_index is not None  # a memory cell c_t (the LSTM's): its two gradients too
+    if has_c:
         logs, logs_carry, logs_c = log_grad_norm_chain(run, v_last, cell_logs=True, progress=progress)
     else:
         logs = log_grad_norm_chain(run, v_last, progress=progress)
@@ -93,8 +93,8 @@ def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progre
     log_mean = logs.mean(1)  # (T,) log10 of the geometric mean over the batch
     with np.errstate(over="ignore", under="ignore"):
         grad_norm = np.power(10.0, log_mean.numpy())
-        cell = np.power(10.0, logs_c.mean(1).numpy()) if lstm else None
-        carry = np.power(10.0, logs_carry.mean(1).numpy()) if lstm else None
+        cell = np.power(10.0, logs_c.mean(1).numpy()) if has_c else None
+        carry = np.power(10.0, logs_carry.mean(1).numpy()) if has_c else None
     band = torch.quantile(torch.pow(10.0, logs), torch.tensor([0.1, 0.9], dtype=logs.dtype), dim=1)  # (2, T)
     res = GradientResult(grad_norm=grad_norm, grad_norm_band=band.numpy(), per_layer=grad_norm[None].copy(),
                          per_direction=grad_norm[None].copy(), cell_grad_norm=cell, cell_carry_grad_norm=carry,

@@ -86,16 +86,22 @@ def _first_nonfinite_forward(trace: Trace) -> dict | None:
 
 
 def gradient_norms(trace: Trace, probe: Tensor, analysed_layer: int, *, retain_graph: bool = False) -> GradientResult:
-    """dL/dh_t norms from a trace run with ``views=True`` and its per-sequence probe loss (B,)."""
+    """dL/dh_t norms from a trace run with ``views=True`` and its per-sequence probe loss (B,).
+
+    The h of every layer and direction is differentiated, and the analysed layer's forward direction's other
+    states too (the LSTM's c: ``state_grads`` is then dL/d[h; c]); a cell with a memory cell c that feeds h_t
+    (``cell.c_index``, with ``h_of_c``) also gets ||dL/dc_t|| total and its carry part (analysis.cell_grads)."""
     runs = trace.runs
     L, D = len(runs), len(runs[0])
-    is_lstm = len(runs[0][0].states[0]) == 2
+    cell0 = runs[analysed_layer][0].cell
+    n_extra = len(cell0.state_names) - 1  # states beyond h, differentiated for the analysed layer
+    ci = cell0.c_index
     wrt = []
     for layer in runs:
         for run in layer:
             wrt += [s[0] for s in run.states[1:]]
-    if is_lstm:
-        wrt += [s[1] for s in runs[analysed_layer][0].states[1:]]
+    for i in range(1, n_extra + 1):
+        wrt += [s[i] for s in runs[analysed_layer][0].states[1:]]
     grads = torch.autograd.grad(probe.sum(), wrt, retain_graph=retain_graph, allow_unused=True)
     grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
     T = len(runs[0][0].xp)
@@ -110,9 +116,10 @@ def gradient_norms(trace: Trace, probe: Tensor, analysed_layer: int, *, retain_g
     norms = layer_norms[a]  # (T, B)
     finite = torch.isfinite(norms)
     band = torch.quantile(norms.nan_to_num(posinf=math.inf), torch.tensor([0.1, 0.9], dtype=norms.dtype), dim=1)
+    extra = [grads[L * D * T + (i - 1) * T: L * D * T + i * T] for i in range(1, n_extra + 1)]  # per state, T each
     cell = carry = None
-    if is_lstm:  # the views give the carry path; the total adds the path through h_t (analysis.cell_grads)
-        g_c = torch.stack(grads[L * D * T:])  # (T, B, H)
+    if ci is not None:  # the views give the carry path; the total adds the path through h_t (analysis.cell_grads)
+        g_c = torch.stack(extra[ci - 1])  # (T, B, H)
         total = total_cell_grads(runs[a][0], torch.stack(grads[a * D * T: a * D * T + T]), g_c)
         carry = geometric_mean(torch.linalg.vector_norm(g_c.double(), dim=-1), -1).numpy()
         cell = geometric_mean(torch.linalg.vector_norm(total.double(), dim=-1), -1).numpy()
@@ -124,11 +131,10 @@ def gradient_norms(trace: Trace, probe: Tensor, analysed_layer: int, *, retain_g
         t = int(bad_t.max())  # backprop runs from T-1 down: the largest bad t is where it first appeared
         nonfinite = {"quantity": "grad_norm", "layer": a, "timestep": t,
                      "sequence": int((~finite[t]).nonzero()[0])}
-    last = [grads[(a * D) * T + T - 1]]  # dL/dh_{T-1}, forward direction of the analysed layer
-    if is_lstm:
-        last.append(grads[L * D * T + T - 1])  # dL/dc_{T-1}
+    # dL/dstate_{T-1}, forward direction of the analysed layer: [dL/dh_{T-1}, dL/dc_{T-1}, ...]
+    last = [grads[(a * D) * T + T - 1]] + [e[T - 1] for e in extra]
     h_g = torch.stack(grads[a * D * T: a * D * T + T])  # (T, B, H)
-    state_grads = torch.cat([h_g, torch.stack(grads[L * D * T:])], -1) if is_lstm else h_g  # (T, B, S)
+    state_grads = torch.cat([h_g] + [torch.stack(e) for e in extra], -1) if extra else h_g  # (T, B, S)
     return GradientResult(
         state_grads=state_grads.detach(),
         top_last_grad=grads[((L - 1) * D) * T + T - 1].detach(),
@@ -150,69 +156,6 @@ def _underflow_floor(dtype: torch.dtype) -> float:
     return fi.tiny / fi.eps ** 2
 
 
-class _VJPSteps:
-    r"""Vector-Jacobian products v J_t for a chunk of steps, O(B H^2) per step (one GEMM with the shared W_hh),
-    without building J_t: the cells' backward pass written out (no layer norm).
-
-    rnn   v J = (v * phi'(a)) W_hh
-    lstm  gc = v_c + v_h o tanh'(c_t) [+ ga_o w_co];  ga_{i,f,g,o} = gate-derivative coefficients;
-          v J = [ [ga_i, ga_f, ga_g, ga_o] W_hh,  gc f [+ ga_i w_ci + ga_f w_cf] ]
-    gru   ga_n = v (1-z) (1-n^2),  ga_r = ga_n h_n r(1-r),  ga_z = v (h - n) z(1-z);
-          v J = v z + [ga_r, ga_z, ga_n r] W_hh
-    Layer-normalized cells fall back to the dense per-step Jacobians of ``jacobians._ChunkSteps``.
-    Shapes: xp (C, B, G), states (C, B, H) each, v (B, S).
-    """
-
-    def __init__(self, cell, xp: Tensor, st: tuple):
-        from rnn_models.cells import GRUCell, LSTMCell, RNNCell
-
-        from .jacobians import _ChunkSteps
-
-        self.W = cell.weight_hh.detach()
-        self.kind = None if cell.layer_norm else type(cell)
-        if self.kind is RNNCell:
-            self.d = cell.derivative(xp, st)  # (C, B, H)
-        elif self.kind is LSTMCell:
-            (_, c_t), g = cell._forward(xp, st)
-            i, f, gg, o = g["i"], g["f"], g["g"], g["o"]
-            tc = torch.tanh(c_t)
-            self.peep = (cell.weight_ci.detach(), cell.weight_cf.detach(), cell.weight_co.detach()) \
-                if cell.peephole else None
-            # coefficients: dc_t/dz_{i,f,g} and dh_t/dz_o, dh_t/dc_t, dc_t/dc_{t-1}
-            self.ci, self.cf, self.cg = gg * i * (1 - i), st[1] * f * (1 - f), i * (1 - gg * gg)
-            self.co, self.hc, self.f = tc * o * (1 - o), o * (1 - tc * tc), f
-        elif self.kind is GRUCell:
-            g = cell._forward(xp, st)[1]
-            r, z, n, h_n = g["r"], g["z"], g["n"], g["h_n"]
-            self.z, self.an = z, (1 - z) * (1 - n * n)
-            self.ar, self.az, self.r = h_n * r * (1 - r), (st[0] - n) * z * (1 - z), r
-        else:
-            self.dense = _ChunkSteps(cell, xp, st)
-
-    def __call__(self, c: int, v: Tensor) -> Tensor:
-        from rnn_models.cells import GRUCell, LSTMCell, RNNCell
-
-        if self.kind is RNNCell:
-            return (v * self.d[c]) @ self.W
-        if self.kind is LSTMCell:
-            H = self.W.shape[-1]
-            v_h, v_c = v[..., :H], v[..., H:]
-            ga_o = v_h * self.co[c]
-            gc = v_c + v_h * self.hc[c]
-            if self.peep is not None:
-                gc = gc + ga_o * self.peep[2]
-            ga_i, ga_f = gc * self.ci[c], gc * self.cf[c]
-            u_h = torch.cat([ga_i, ga_f, gc * self.cg[c], ga_o], -1) @ self.W  # (B, 4H) @ (4H, H)
-            u_c = gc * self.f[c]
-            if self.peep is not None:
-                u_c = u_c + ga_i * self.peep[0] + ga_f * self.peep[1]
-            return torch.cat([u_h, u_c], -1)
-        if self.kind is GRUCell:
-            ga_n = v * self.an[c]
-            return v * self.z[c] + torch.cat([ga_n * self.ar[c], v * self.az[c], ga_n * self.r[c]], -1) @ self.W
-        return self.dense.right(c, v.unsqueeze(1)).squeeze(1)
-
-
 @torch.no_grad()
 def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, *,
                         cell_logs: bool = False, progress=None) -> Tensor | tuple[Tensor, Tensor, Tensor]:
@@ -227,15 +170,18 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
                  ``_underflow_floor`` those values are exact to float rounding and used as they are; the chain
                  starts from the last step whose norms are all safe and runs down from there (no extra cost
                  when nothing underflows). Without it the chain runs from v_last (B, S) at t = T-1.
-    cell_logs    also return log10 ||dL/dc_t|| (T, B) twice, (h, carry, total): the carry path alone (the state's
-                 second half) and the total (carry + the path through h_t, analysis.cell_grads); LSTM only,
-                 requires no state_grads
+    cell_logs    also return log10 ||dL/dc_t|| (T, B) twice, (h, carry, total): the carry path alone (the memory
+                 cell's part of the state) and the total (carry + the path through h_t, analysis.cell_grads);
+                 cells with a memory cell only (``cell.c_index``, the LSTM), requires no state_grads
     progress     optional ``progress(fraction, what)``, called after each chunk of steps (may raise Cancelled)
     """
     if cell_logs and state_grads is not None:
         raise ValueError("cell_logs needs the chain from the last step: pass no state_grads")
+    if cell_logs and run.cell.c_index is None:
+        raise ValueError(f"cell_logs needs a cell with a memory cell c; {run.cell.label} has none")
     T = len(run.xp)
     H = run.cell.hidden_size
+    cs = run.cell.state_blocks(H).get("cc")  # the memory cell's part of the state (cell_logs)
     dtype = run.xp[0].dtype
     out = torch.empty(T, B := v_last.shape[0], dtype=torch.float64)
     out_c = torch.empty(T, B, dtype=torch.float64) if cell_logs else None
@@ -260,7 +206,7 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
     log_scale = torch.log10(n)  # (B,)
     out[start] = torch.log10(torch.linalg.vector_norm(v[:, :H].double(), dim=-1)) + log_scale
     if out_c is not None:
-        out_c[start] = torch.log10(torch.linalg.vector_norm(v[:, H:].double(), dim=-1)) + log_scale
+        out_c[start] = torch.log10(torch.linalg.vector_norm(v[:, cs].double(), dim=-1)) + log_scale
     from .jacobians import _stack_states
 
     idx = torch.arange(B)
@@ -271,7 +217,7 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
         # and logs of the chunk's vectors are taken together at the end (one batched call, not one per step)
         t_lo = max(1, t_hi - _VJP_CHUNK + 1)
         xp, st = _stack_states(run, t_lo, t_hi + 1, idx)  # (C, B, G), states before each step
-        steps = _VJPSteps(run.cell, xp, st)
+        steps = run.cell.vjp_steps(xp, st)  # steps(c, v) = v J_{t_lo+c}
         C = t_hi - t_lo + 1
         v_in, scale_in = v, log_scale  # dL/dstate_{t_hi} and its scale (for the total cell gradient)
         vs = torch.empty(C, B, v.shape[-1], dtype=dtype)  # vs[c] = dL/dstate_{t_lo+c-1}, renormalized
@@ -286,7 +232,7 @@ def log_grad_norm_chain(run, v_last: Tensor, state_grads: Tensor | None = None, 
         cum = torch.log10(ns[..., 0].double()).flip(0).cumsum(0).flip(0) + log_scale  # (C, B)
         out[t_lo - 1: t_hi] = torch.log10(torch.linalg.vector_norm(vs[..., :H].double(), dim=-1)) + cum
         if out_c is not None:
-            out_c[t_lo - 1: t_hi] = torch.log10(torch.linalg.vector_norm(vs[..., H:].double(), dim=-1)) + cum
+            out_c[t_lo - 1: t_hi] = torch.log10(torch.linalg.vector_norm(vs[..., cs].double(), dim=-1)) + cum
             # times t_lo..t_hi: vs[1:] and v_in, with their scales
             out_ct[t_lo: t_hi + 1] = log10_total_cell(run, t_lo, t_hi + 1, torch.cat([vs[1:], v_in[None]]),
                                                       torch.cat([cum[1:], scale_in[None]]))

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnn_models.cells import LSTMCell, RNNCell
 from rnn_models.network import Run
 
 from . import finite
@@ -100,33 +99,37 @@ class _Spectra:
     ``2 * threads + 2`` tasks in flight, each holding a reference to one normalized product, never a copy: the
     sweep makes a new tensor at every step). Without a pool every task runs at once, in order.
 
-    Per lag: svdvals of the h->h block (the whole spectrum is shown: sigma_max, sigma_min, the top n); for the LSTM
-    sigma_max of the full [h; c] state and of the c->c block (``_log10_sigma_max``), or the state's by the
-    sweep's own block iteration (spectra="fast", set by the caller).
+    Per lag, for the cell's ``state_blocks``: svdvals of the h->h block (the whole spectrum is shown: sigma_max,
+    sigma_min, the top n); sigma_max of the whole state when it is more than h ("state", the LSTM's [h; c]) and of
+    the memory cell's block ("cc", the LSTM's c->c) (``_log10_sigma_max``), or the state's by the sweep's own
+    block iteration (spectra="fast", set by the caller).
     """
 
-    def __init__(self, pool, threads: int, K: int, b: int, n: int, H: int, is_lstm: bool):
+    def __init__(self, pool, threads: int, K: int, b: int, n: int, blocks: dict[str, slice]):
         self.pool, self.max_pending = pool, 2 * threads + 2
-        self.H, self.n, self.is_lstm = H, n, is_lstm
+        self.n, self.blocks = n, blocks
         self.norm, self.min = np.full((K, b), np.nan), np.full((K, b), np.nan)
         self.top = np.full((K, b, n), np.nan)
-        self.state = np.full((K, b), np.nan) if is_lstm else None
-        self.cc = np.full((K, b), np.nan) if is_lstm else None
+        self.state = np.full((K, b), np.nan) if "state" in blocks else None
+        self.cc = np.full((K, b), np.nan) if "cc" in blocks else None
         self._pending: list = []
 
     def identity(self, i: int) -> None:
         """Lag 0: the product is the identity, every singular value exactly 1 (log 0)."""
         self.norm[i], self.min[i], self.top[i] = 0.0, 0.0, 0.0
-        if self.is_lstm:
-            self.state[i], self.cc[i] = 0.0, 0.0
+        if self.state is not None:
+            self.state[i] = 0.0
+        if self.cc is not None:
+            self.cc[i] = 0.0
 
     def submit(self, i: int, P: Tensor, log_scale: Tensor, *, state: bool = True) -> None:
-        H = self.H
-        self._run(i, "hh", _log10_svals, P[:, :H, :H] if self.is_lstm else P, log_scale)
-        if self.is_lstm:
-            if state:
-                self._run(i, "state", _log10_sigma_max, P, log_scale)
-            self._run(i, "cc", _log10_sigma_max, P[:, H:, H:], log_scale)
+        h = self.blocks["hh"]
+        self._run(i, "hh", _log10_svals, P[:, h, h] if self.state is not None else P, log_scale)
+        if self.state is not None and state:
+            self._run(i, "state", _log10_sigma_max, P, log_scale)
+        if self.cc is not None:
+            c = self.blocks["cc"]
+            self._run(i, "cc", _log10_sigma_max, P[:, c, c], log_scale)
 
     def _run(self, i, what, fn, M, log_scale) -> None:
         if self.pool is None:
@@ -181,45 +184,10 @@ class _FastSigmaMax:
         return torch.log10(sigma) + log_scale * LOG10E  # (b,)
 
 
-class _ChunkSteps:
-    """The per-step Jacobians J_t of a chunk of steps, applied without materializing them where the cell's
-    structure allows: ``right(c, P) = P @ J_c`` and ``left_t(c, Q) = J_c^T @ Q = (Q^T J_c)^T``.
-
-    rnn     J = diag(phi'(a)) W_hh             P J = (P * phi') @ W_hh  (one GEMM with the shared W_hh)
-    lstm    J = [[A, diag d1], [C, diag d2]]   P J = [P_h A + P_c C,  P_h d1 + P_c d2]  (half the flops)
-    other   J from the cell (closed form or autograd), dense batched matmuls
-    """
-
-    def __init__(self, cell, xp: Tensor, st: tuple):
-        self.cell = cell
-        if isinstance(cell, RNNCell) and not cell.layer_norm:
-            self.kind, self.d = "rnn", cell.derivative(xp, st)  # (C, b, H)
-            self.W = cell.weight_hh.detach()
-        elif isinstance(cell, LSTMCell) and not cell.layer_norm:
-            self.kind = "lstm"
-            A, self.d1, C, self.d2 = cell.jacobian_blocks(xp, st)  # (C, b, H, H) x2, (C, b, H) x2
-            self.AC = torch.cat([A, C], -2)  # (C, b, 2H, H): [P_h, P_c] @ [A; C] = P_h A + P_c C, one GEMM
-        else:
-            self.kind, self.J = "dense", cell.jacobian(xp, st)  # (C, b, S, S)
-
-    def __len__(self) -> int:
-        return {"rnn": lambda: self.d.shape[0], "lstm": lambda: self.AC.shape[0], "dense": lambda: self.J.shape[0]}[
-            self.kind]()
-
-    def right(self, c: int, P: Tensor) -> Tensor:
-        if self.kind == "rnn":
-            return (P * self.d[c].unsqueeze(-2)) @ self.W  # P diag(phi') W_hh
-        if self.kind == "lstm":
-            H = self.AC.shape[-1]
-            P_h, P_c = P[..., :H], P[..., H:]  # (b, R, H) each
-            return torch.cat([P @ self.AC[c],
-                              P_h * self.d1[c].unsqueeze(-2) + P_c * self.d2[c].unsqueeze(-2)], -1)
-        return P @ self.J[c]
-
-    def left_t(self, c: int, Q: Tensor) -> Tensor:
-        """J_c^T Q = (Q^T J_c)^T through ``right`` (a row-block product: never a transposed batched GEMM,
-        which is 5-20x slower here)."""
-        return self.right(c, Q.mT).mT
+def _ChunkSteps(cell, xp: Tensor, st: tuple):
+    """The per-step Jacobians of a chunk of steps as the cell applies them: ``cell.chunk_steps`` (right(c, P) =
+    P @ J_c, left_t(c, Q) = J_c^T @ Q; rnn_models.cells.base)."""
+    return cell.chunk_steps(xp, st)
 
 
 def _gate_path(log_gate: Tensor, lags: list[int]) -> np.ndarray:
@@ -271,8 +239,8 @@ def _jacobian_products(run, lags, batch, n_singular, lyapunov_k, progress, spect
     b = B if batch in (0, None) else min(batch, B)
     idx = torch.arange(b)
     H = cell.hidden_size
-    is_lstm = len(run.states[0]) == 2
-    S = 2 * H if is_lstm else H
+    blocks = cell.state_blocks(H)  # "hh", and "cc" / "state" where the cell has them
+    S = cell.state_size(H)
     dtype = run.xp[0].dtype
     eps = torch.finfo(dtype).eps
     lag_set = sorted(set(lags))
@@ -280,7 +248,7 @@ def _jacobian_products(run, lags, batch, n_singular, lyapunov_k, progress, spect
     pos = {k: i for i, k in enumerate(lag_set)}
     n = min(n_singular, H)
 
-    spectra_out = _Spectra(pool, threads, K, b, n, H, is_lstm)
+    spectra_out = _Spectra(pool, threads, K, b, n, blocks)
 
     P = torch.eye(S, dtype=dtype).expand(b, S, S).clone()  # (b, S, S)
     log_scale = torch.zeros(b, dtype=torch.float64)
@@ -289,7 +257,7 @@ def _jacobian_products(run, lags, batch, n_singular, lyapunov_k, progress, spect
     lyap = torch.zeros(b, nk, dtype=torch.float64)
     nonfinite = None
 
-    fast = spectra == "fast" and is_lstm
+    fast = spectra == "fast" and "state" in blocks
     fast_state = _FastSigmaMax()
 
     def record(k: int):
@@ -307,7 +275,7 @@ def _jacobian_products(run, lags, batch, n_singular, lyapunov_k, progress, spect
     while k < max_lag and nonfinite is None:
         t_lo = max(1, t_hi - chunk + 1, T - max_lag)
         xp, st = _stack_states(run, t_lo, t_hi + 1, idx)
-        steps = _ChunkSteps(cell, xp, st)  # J[c] = d state_{t_lo+c} / d state_{t_lo+c-1}
+        steps = cell.chunk_steps(xp, st)  # J[c] = d state_{t_lo+c} / d state_{t_lo+c-1}
         for c in range(len(steps) - 1, -1, -1):
             k += 1
             t = t_lo + c
@@ -363,16 +331,18 @@ def _jacobian_products(run, lags, batch, n_singular, lyapunov_k, progress, spect
 
 
 def _gate_paths(run: Run, res: JacobianResult, idx: Tensor, lags: list[int]) -> None:
-    """The LSTM carousel prod diag(f_k) and the GRU update-gate path prod diag(z_k) at the reported lags."""
+    """The keep gate's path prod diag(g_k) at the reported lags (the cell's ``keep_gate``): the carousel
+    prod diag(f) of a memory cell (``cell_carousel``, the LSTM) or the update-gate path prod diag(z) of h
+    (``update_gate_path``, the GRU)."""
     cell = run.cell
-    name = {"LSTMCell": "f", "GRUCell": "z"}.get(type(cell).__name__)
+    name = cell.keep_gate
     if name is None or not lags:
         return
     T = len(run.xp)
     xp, st = _stack_states(run, 0, T, idx)
     g = cell.gates(xp, st)[name]  # (T, b, H)
     path = _gate_path(torch.log(g.double()), lags)
-    if name == "f":
+    if cell.c_index is not None:
         res.cell_carousel = path
     else:
         res.update_gate_path = path

@@ -29,10 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnn_models.cells import GRUCell, LSTMCell, RNNCell
+from rnn_models.cells import cell_type
 
 from . import finite
-from .gradients import _VJPSteps
 from .jacobians import LOG10E, JacobianResult, _gate_paths, _stack_states
 
 RTOL = 1e-3  # a lag's estimate is accepted when it changes by less than this (relative) between iterations
@@ -42,48 +41,11 @@ MAX_ITER = 30  # short lags (flat spectra) take the most iterations, and cost th
 CHUNK = 64  # steps whose coefficients are computed together
 
 
-class Steps(_VJPSteps):
-    r"""``vjp(c, V) = V J_c`` and ``jvp(c, V) = (J_c V^T)^T`` for blocks V (n, b, S) of row vectors, n per sequence.
-
-    jvp, the cells' forward-mode step written out (coefficients as in ``_VJPSteps``):
-    rnn   J v = phi'(a) * (W_hh v)
-    lstm  dz = W_hh dh [+ w_ci dc, w_cf dc];  dc_t = cf dz_f + f dc + ci dz_i + cg dz_g;
-          dh_t = co (dz_o [+ w_co dc_t]) + hc dc_t
-    gru   [a_r, a_z, a_n] = W_hh dh;  dh_t = z dh + az a_z + an (ar a_r + r a_n)
-    layer norm: the dense per-step Jacobians.
-    """
-
-    def vjp(self, c: int, V: Tensor) -> Tensor:
-        if self.kind is None:
-            return torch.einsum("nbi,bij->nbj", V, self.dense.J[c])
-        return self(c, V)
-
-    def jvp(self, c: int, V: Tensor) -> Tensor:
-        if self.kind is None:
-            return torch.einsum("bij,nbj->nbi", self.dense.J[c], V)
-        if self.kind is RNNCell:
-            return (V @ self.W.T) * self.d[c]
-        H = self.W.shape[-1]
-        if self.kind is LSTMCell:
-            dh, dc = V[..., :H], V[..., H:]
-            dz_i, dz_f, dz_g, dz_o = (dh @ self.W.T).chunk(4, -1)
-            if self.peep is not None:
-                dz_i, dz_f = dz_i + self.peep[0] * dc, dz_f + self.peep[1] * dc
-            dc_t = self.cf[c] * dz_f + self.f[c] * dc + self.ci[c] * dz_i + self.cg[c] * dz_g
-            if self.peep is not None:
-                dz_o = dz_o + self.peep[2] * dc_t
-            return torch.cat([self.co[c] * dz_o + self.hc[c] * dc_t, dc_t], -1)
-        assert self.kind is GRUCell
-        a_r, a_z, a_n = (V @ self.W.T).chunk(3, -1)
-        return self.z[c] * V + self.az[c] * a_z + self.an[c] * (self.ar[c] * a_r + self.r[c] * a_n)
-
-
-def _blocks(H: int, lstm: bool) -> dict[str, tuple[slice, slice]]:
-    """name -> (out slice, in slice) of the state [h; c]."""
-    if not lstm:
-        return {"hh": (slice(0, H), slice(0, H))}
-    h, c, s = slice(0, H), slice(H, 2 * H), slice(0, 2 * H)
-    return {"hh": (h, h), "cc": (c, c), "state": (s, s)}
+def Steps(cell, xp: Tensor, st: tuple):
+    r"""``vjp(c, V) = V J_c`` and ``jvp(c, V) = (J_c V^T)^T`` for blocks V (n, b, S) of row vectors, n per sequence:
+    the cell's own ``vjp_steps`` (its backward and forward-mode steps written out; the dense per-step Jacobians
+    for layer norm or a kind without them; rnn_models.cells)."""
+    return cell.vjp_steps(xp, st)
 
 
 def _renorm(V: Tensor, scale: Tensor, n_items: int, r: int) -> Tensor:
@@ -166,11 +128,11 @@ def thin_jacobians(run, *, lags: list[int], batch: int = 0, lyapunov_k: int = 8,
     b = B if batch in (0, None) else min(batch, B)
     idx = torch.arange(b)
     H = cell.hidden_size
-    lstm = len(run.states[0]) == 2
-    S = 2 * H if lstm else H
+    S = cell.state_size(H)
     lag_set = sorted(set(lags))
     K = len(lag_set)
-    blocks = _blocks(H, lstm)
+    blocks = {name: (sl, sl) for name, sl in cell.state_blocks(H).items()}  # name -> (out slice, in slice)
+    more = [name for name in ("state", "cc") if name in blocks]  # the blocks beyond h->h (the LSTM's)
     out = {name: np.zeros((K, b)) for name in blocks}  # log10 sigma; lag 0 (the identity) -> 0
     nk = min(lyapunov_k, S)
     lyap = _lyap_start(b, S, nk, run.xp[0].dtype) if nk else None
@@ -184,12 +146,13 @@ def thin_jacobians(run, *, lags: list[int], batch: int = 0, lyapunov_k: int = 8,
     jr = JacobianResult(
         lag=lag_set, spectral_norm=out["hh"].mean(1), min_singular_value=np.full(K, np.nan),
         min_reliable=np.zeros(K, dtype=bool), singular_values=np.full((K, 1), np.nan),
-        spectral_norm_per_sequence=out["hh"], state_spectral_norm=out["state"].mean(1) if lstm else None,
-        cell_full=out["cc"].mean(1) if lstm else None, batch_analysed=b,
+        spectral_norm_per_sequence=out["hh"],
+        state_spectral_norm=out["state"].mean(1) if "state" in out else None,
+        cell_full=out["cc"].mean(1) if "cc" in out else None, batch_analysed=b,
         lyapunov=(lyap[1] / max(1, lag_set[-1])).mean(0).numpy() if lyap is not None and lag_set[-1] > 0 else None,
         method="closed-form, thin block (VJP/JVP chains)" if not cell.layer_norm else "autograd (vmap jacrev), thin block")
     jr.extras["sigma_max_estimate"] = {
-        "quantities": ["spectral_norm"] + (["state_spectral_norm", "cell_full"] if lstm else []),
+        "quantities": ["spectral_norm"] + [{"state": "state_spectral_norm", "cc": "cell_full"}[m] for m in more],
         "method": f"thin block subspace iteration through the step chains (block {min(block, S)}, every lag at "
                   "once), stopped per lag when sigma changes by less than rtol between iterations",
         "change_rtol": rtol, "tested_rtol": TESTED_RTOL, "iterations": stats["iterations"],
@@ -276,15 +239,18 @@ JVP_FACTOR = 1.2  # a JVP step against a VJP step (the same GEMM, a few more ele
 
 def route_flops(cell: str, H: int, T: int, lags: list[int], b: int, dense: bool = False) -> tuple[float, float]:
     """(thin, exact) flops of the Jacobian spectra of one run: the thin sweeps (module docstring) against the
-    formed products P <- P J_t up to the longest lag plus an SVD per reported lag (as analysis.limits counts)."""
-    S = 2 * H if cell == "lstm" else H
-    vec = {"rnn": 2 * H * H, "lstm": 8 * H * H, "gru": 6 * H * H}[cell] if not dense else 2 * S * S
-    n_blocks = 3 if cell == "lstm" else 1
-    sum_k = sum(k for k in set(lags) if k > 0) * n_blocks
+    formed products P <- P J_t up to the longest lag plus an SVD per reported lag (as analysis.limits counts).
+    Per kind (rnn_models.cells): a vector step ``vjp_flops`` (2 S^2 dense), a product step ``product_flops``,
+    the reported ``state_blocks`` (one thin iteration and one SVD each)."""
+    kind = cell_type(cell)
+    S = kind.state_size(H)
+    vec = kind.vjp_flops(H) if not dense else 2 * S * S
+    sizes = [sl.stop - sl.start for sl in kind.state_blocks(H).values()]  # h->h, and c->c, [h; c] for the LSTM
+    sum_k = sum(k for k in set(lags) if k > 0) * len(sizes)
     thin = THIN_ITERATIONS * (1 + JVP_FACTOR) * BLOCK * b * sum_k * vec
-    per_step = {"rnn": 2 * H ** 3, "lstm": 8 * H ** 3}.get(cell, 2 * S ** 3) if not dense else 2 * S ** 3
+    per_step = kind.product_flops(H, dense)
     K = len(set(lags))
-    svd = K * b * 8.0 * (H ** 3 + ((2 * H) ** 3 + H ** 3 if cell == "lstm" else 0))
+    svd = K * b * 8.0 * sum(m ** 3 for m in sizes)
     return thin, max(lags, default=0) * b * per_step + svd
 
 

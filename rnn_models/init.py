@@ -62,12 +62,21 @@ def _recurrent_block(init: str, H: int, scale: float, gen) -> Tensor:
     raise ValueError(f"init={init!r} has no recurrent block rule")
 
 
-@torch.no_grad()
 def initialize_cell(cell: nn.Module, config: ModelConfig, gen: torch.Generator) -> None:
-    """Initialize one cell in place according to ``config`` (see the module docstring)."""
-    H, G = cell.hidden_size, config.num_gates
+    """Initialize one cell in place according to ``config``: the cell's own ``init_weights`` (a kind may bring
+    its own scheme; the default is ``initialize_gate_blocks``)."""
+    cell.init_weights(config, gen)
+
+
+@torch.no_grad()
+def initialize_gate_blocks(cell: nn.Module, config: ModelConfig, gen: torch.Generator) -> None:
+    """The schemes of the module docstring for a cell with weight_ih / weight_hh / bias_ih / bias_hh stacked in
+    G = len(cell.gate_names) row blocks of H. What differs by kind is asked of the cell: whether chrono applies
+    (``"chrono" in cell.settings``), which block holds the keep gate (``cell.keep_gate``) and which gates chrono
+    sets to minus its bias (``cell.chrono_negated``: the LSTM's b_i = -b_f), whether forget_bias applies."""
+    H, G = cell.hidden_size, len(cell.gate_names)
     init = config.init
-    if init == "chrono" and config.cell == "rnn":
+    if init == "chrono" and "chrono" not in cell.settings:
         init = "default"
     bound = 1 / math.sqrt(H)
     new: dict[str, Tensor] = {}
@@ -89,13 +98,16 @@ def initialize_cell(cell: nn.Module, config: ModelConfig, gen: torch.Generator) 
         u = 1 + torch.rand(H, generator=gen, dtype=torch.float64) * (config.chrono_tmax - 2)
         b_keep = torch.log(u)
         b_ih, b_hh = new["bias_ih"], new["bias_hh"]
-        if config.cell == "lstm":
-            b_ih[H:2 * H], b_hh[H:2 * H] = b_keep, 0.0  # forget gate: b_f = log(u)
-            b_ih[0:H], b_hh[0:H] = -b_keep, 0.0  # input gate: b_i = -b_f
-        else:
-            b_ih[H:2 * H], b_hh[H:2 * H] = b_keep, 0.0  # GRU update gate z: b_z = log(u)
-    if config.cell == "lstm" and config.forget_bias is not None:
-        new["bias_ih"][H:2 * H] = config.forget_bias
-        new["bias_hh"][H:2 * H] = 0.0
+        k = cell.gate_index(cell.keep_gate)
+        # the keep gate (LSTM f, GRU z): b_keep = log(u)
+        b_ih[k * H:(k + 1) * H], b_hh[k * H:(k + 1) * H] = b_keep, 0.0
+        for gate in cell.chrono_negated:
+            j = cell.gate_index(gate)
+            # LSTM input gate: b_i = -b_f
+            b_ih[j * H:(j + 1) * H], b_hh[j * H:(j + 1) * H] = -b_keep, 0.0
+    if "forget_bias" in cell.settings and config.forget_bias is not None:
+        k = cell.gate_index(cell.keep_gate)
+        new["bias_ih"][k * H:(k + 1) * H] = config.forget_bias
+        new["bias_hh"][k * H:(k + 1) * H] = 0.0
     for name, p in cell.named_parameters(recurse=False):
         p.copy_(new[name].to(p.dtype))

@@ -21,6 +21,18 @@ A step is split in two so a time loop can project every input at once (one matmu
 Every cell also gives its per-step state Jacobian ``d state_t / d state_{t-1}`` in closed form
 (``cell.jacobian``), checked against ``torch.func.jacrev`` (``cell.jacobian_autograd``) in the tests.
 Layer-normalized cells use the autograd form, which is exact but slower.
+
+The analysis applies the Jacobians of a chunk of C steps without asking which kind of cell it holds:
+
+    steps = cell.chunk_steps(xp, st)   # xp (C, b, G), st: states before each step, (C, b, H) each
+    steps.right(c, P)                  # P @ J_c, P (b, R, S): Jacobian products
+    steps.left_t(c, Q)                 # J_c^T @ Q: Lyapunov QR
+    vjp = cell.vjp_steps(xp, st)       # vector-Jacobian products, O(G H^2) per vector where the kind has them
+    vjp(c, v) == vjp.vjp(c, v)         # v @ J_c, v (..., b, S)
+    vjp.jvp(c, V)                      # (J_c V^T)^T, V (..., b, S)
+
+The defaults form J_c densely through ``self.jacobian`` (what layer-normalized cells use); a kind overrides them
+with its structure (the RNN's diag(phi') W_hh, the LSTM's blocks, the backward pass written out).
 """
 from __future__ import annotations
 
@@ -65,6 +77,40 @@ def activation_and_derivative(name: str, a: Tensor) -> tuple[Tensor, Tensor]:
     raise ValueError(f"activation={name!r} is not allowed: choose one of tanh, relu, sigmoid, linear")
 
 
+class DenseSteps:
+    r"""The per-step Jacobians of a chunk of steps formed densely, J (C, b, S, S) with J[c] = d state_{t_0+c} /
+    d state_{t_0+c-1}: the default of ``chunk_steps`` and ``vjp_steps`` (any cell; layer-normalized cells).
+
+        right(c, P) = P J_c          P (b, R, S)
+        left_t(c, Q) = J_c^T Q       Q (b, S, R), as (Q^T J_c)^T: a row-block product, never a transposed batched
+                                     GEMM (5-20x slower here)
+        vjp(c, v) = v J_c            v (b, S) or a block (n, b, S)
+        jvp(c, V) = (J_c V^T)^T      V (n, b, S)
+    """
+
+    def __init__(self, J: Tensor):
+        self.J = J  # (C, b, S, S)
+
+    def __len__(self) -> int:
+        return self.J.shape[0]
+
+    def right(self, c: int, P: Tensor) -> Tensor:
+        return P @ self.J[c]
+
+    def left_t(self, c: int, Q: Tensor) -> Tensor:
+        return self.right(c, Q.mT).mT
+
+    def vjp(self, c: int, v: Tensor) -> Tensor:
+        if v.dim() == 2:  # (b, S): one row vector per sequence
+            return self.right(c, v.unsqueeze(1)).squeeze(1)
+        return torch.einsum("nbi,bij->nbj", v, self.J[c])
+
+    __call__ = vjp
+
+    def jvp(self, c: int, V: Tensor) -> Tensor:
+        return torch.einsum("bij,nbj->nbi", self.J[c], V)
+
+
 class _Cell(nn.Module):
     """One kind of recurrent cell. Subclasses declare (class attributes) what the rest of the code asks:
 
@@ -78,6 +124,20 @@ class _Cell(nn.Module):
     settings      the ModelConfig settings that apply to it (others given are reported, never silently dropped):
                   "activation", "peephole", "forget_bias", "chrono", "layer_norm", ...
     diagonal      d state_t / d state_{t-1} is diagonal (products cost O(T S), not O(T S^3))
+    noun          how a sentence names it ("the LSTM"; "the vanilla RNN"); None: "the <label>"
+    activation_note  what it uses instead, when ``activation`` does not apply ("uses sigmoid/tanh gates")
+    c_index       the index in the state of a memory cell c_t that feeds h_t through ``h_of_c(xp_t, h_{t-1}, c_t)``
+                  (the LSTM: 1), or None; the analysis reports dL/dc_t and the c->c Jacobian block for it
+    gates_shown   the gates in (0, 1) shown per unit and checked for saturation, the keep gate first
+    chrono_negated  gates whose bias chrono sets to minus the keep gate's (the LSTM's input gate: b_i = -b_f)
+    gamma_bound   ||J_t|| <= gamma sigma_max(W_hh) (Pascanu et al. 2013) holds without layer norm (the vanilla RNN)
+    torch_modes   torch.nn.RNNBase ``mode`` strings whose weights this kind loads as they are -> the activation
+                  they imply ({"LSTM": None}; the RNN: {"RNN_TANH": "tanh", "RNN_RELU": "relu"})
+
+    Cost model (analysis.limits, analysis.thin_sigma), per kind; the defaults are a dense S x S step:
+    graph_per_unit  autograd's saved floats per step and unit (calibrated: benchmarks/calibrate_limits.py)
+    structured_products  ``chunk_steps`` applies J_t without forming it (else the products count as dense)
+    and the classmethods chunk_floats, chunk_temporaries, product_flops, vjp_flops below.
     """
 
     name: str = ""
@@ -88,6 +148,15 @@ class _Cell(nn.Module):
     keep_gate: str | None = None
     settings: frozenset[str] = frozenset()
     diagonal: bool = False
+    noun: str | None = None
+    activation_note: str = "uses its own nonlinearities"
+    c_index: int | None = None
+    gates_shown: tuple[str, ...] = ()
+    chrono_negated: tuple[str, ...] = ()
+    gamma_bound: bool = False
+    torch_modes: dict[str, str | None] = {}
+    graph_per_unit: int = 40
+    structured_products: bool = False
 
     hidden_size: int
     input_size: int
@@ -97,6 +166,64 @@ class _Cell(nn.Module):
     def from_config(cls, input_size: int, hidden_size: int, config, dtype: torch.dtype | None = None) -> "_Cell":
         """A cell of this kind for one layer of ``config`` (an ``rnn_models.ModelConfig``)."""
         raise NotImplementedError(f"{cls.__name__}.from_config")
+
+    # ---- what a kind is, asked of the class ---------------------------------------------------------------
+    @classmethod
+    def described(cls) -> str:
+        """How a sentence names this kind: "the LSTM", "the vanilla RNN"."""
+        return cls.noun or f"the {cls.label}"
+
+    @classmethod
+    def state_size(cls, H: int) -> int:
+        """S = len(state_names) * H."""
+        return len(cls.state_names) * H
+
+    @classmethod
+    def state_blocks(cls, H: int) -> dict[str, slice]:
+        """The blocks of the state whose Jacobian products the analysis reports, name -> slice of the state
+        (the same slice for rows and columns): "hh" always; "cc" the memory cell (``c_index``); "state" the
+        whole state when it is more than h. The LSTM: {"hh": [0, H), "cc": [H, 2H), "state": [0, 2H)}."""
+        out = {"hh": slice(0, H)}
+        if cls.c_index is not None:
+            out["cc"] = slice(cls.c_index * H, (cls.c_index + 1) * H)
+        S = cls.state_size(H)
+        if S > H:
+            out["state"] = slice(0, S)
+        return out
+
+    @classmethod
+    def gate_index(cls, gate: str) -> int:
+        """The row block of ``gate`` in weight_hh / weight_ih / the biases (torch's order)."""
+        return cls.gate_names.index(gate)
+
+    # ---- cost model (per step and sequence; H = hidden size; dense: the dense S x S route is taken) --------
+    @classmethod
+    def chunk_floats(cls, H: int, dense: bool = False) -> int:
+        """Floats per step that ``chunk_steps`` keeps (dense: J_t, S^2)."""
+        return cls.state_size(H) ** 2
+
+    @classmethod
+    def chunk_temporaries(cls, dense: bool = False) -> int:
+        """Chunks' worth of temporaries while ``chunk_steps`` is built and applied."""
+        return 6
+
+    @classmethod
+    def product_flops(cls, H: int, dense: bool = False) -> int:
+        """Flops of one P <- P J_t, P (S, S)."""
+        return 2 * cls.state_size(H) ** 3
+
+    @classmethod
+    def vjp_flops(cls, H: int) -> int:
+        """Flops of one v <- v J_t through ``vjp_steps``, v (S,)."""
+        return 2 * cls.state_size(H) ** 2
+
+    # ---- initialization -------------------------------------------------------------------------------------
+    def init_weights(self, config, gen: torch.Generator) -> None:
+        """Initialize this cell in place by ``config.init`` (rnn_models.init: per gate block of W_hh, chrono on
+        the keep gate). A kind with its own scheme overrides this."""
+        from ..init import initialize_gate_blocks
+
+        initialize_gate_blocks(self, config, gen)
 
     def forward(self, x_t: Tensor, state: State) -> State:
         return self.step(self.project(x_t), state)
@@ -139,6 +266,27 @@ class _Cell(nn.Module):
 
         J = torch.func.vmap(torch.func.jacrev(f, argnums=1))(xp, s)  # (N, S, S)
         return J.reshape(*lead, J.shape[-2], J.shape[-1])
+
+    # ---- the per-step Jacobians applied to many vectors (module docstring) ---------------------------------
+    def chunk_steps(self, xp: Tensor, st: State):
+        """J_t of a chunk of steps (xp (C, b, G), st the states before each step) as ``right`` / ``left_t``."""
+        return DenseSteps(self.jacobian(xp, st))
+
+    def vjp_steps(self, xp: Tensor, st: State):
+        """v J_t and J_t v of a chunk of steps as ``vjp`` (also the call) / ``jvp``."""
+        return DenseSteps(self.jacobian(xp, st))
+
+    def recurrent_blocks(self) -> dict[str, Tensor]:
+        """gate name -> its (H, H) block of W_hh (detached), in torch's order; {} when the cell has no W_hh."""
+        W = getattr(self, "weight_hh", None)
+        if W is None or not self.gate_names:
+            return {}
+        return dict(zip(self.gate_names, W.detach().split(self.hidden_size, dim=0)))
+
+    def recurrent_eigenvalues(self) -> dict[str, Tensor]:
+        """name -> the complex eigenvalues of a fixed elementwise recurrence (a diagonal cell's lambda), or {}:
+        then the spectra are those of ``recurrent_blocks``."""
+        return {}
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, hidden_size={self.hidden_size}, layer_norm={self.layer_norm}"

@@ -31,6 +31,15 @@ class GRUCell(_Cell):
     gate_names = ("r", "z", "n")
     keep_gate = "z"
     settings = frozenset({"chrono", "layer_norm"})
+    activation_note = "uses sigmoid/tanh gates"
+    gates_shown = ("z", "r")
+    torch_modes = {"GRU": None}
+    graph_per_unit = 35
+
+    # cost: the products use the dense J_t (the default); a VJP is one (3H) x (3H, H) GEMM
+    @classmethod
+    def vjp_flops(cls, H):
+        return 6 * H * H
 
     @classmethod
     def from_config(cls, input_size, hidden_size, config, dtype=None):
@@ -89,3 +98,40 @@ class GRUCell(_Cell):
         J.addcmul_(((h - n) * z * (1 - z)).unsqueeze(-1), W_hz)
         J.diagonal(dim1=-2, dim2=-1).add_(z)
         return J
+
+    def vjp_steps(self, xp: Tensor, st: State):
+        if self.layer_norm:
+            return super().vjp_steps(xp, st)
+        return GRUVJPSteps(self, xp, st)
+
+
+class GRUVJPSteps:
+    r"""v J_t and J_t v of a chunk of steps, O(B H^2) per vector (one GEMM with the shared W_hh), without forming
+    J_t: the GRU's backward (forward-mode) pass written out, no layer norm. Coefficients, per step:
+
+        an = (1-z)(1-n^2),  ar = (W_hn h_{t-1} + b_hn) r(1-r),  az = (h_{t-1} - n) z(1-z)
+
+    vjp   ga_n = v an,  ga_r = ga_n ar,  ga_z = v az;   v J = v z + [ga_r, ga_z, ga_n r] W_hh
+    jvp   [a_r, a_z, a_n] = W_hh dh;   J dh = z dh + az a_z + an (ar a_r + r a_n)
+
+    Shapes: xp (C, b, 3H), states (C, b, H), v (..., b, H).
+    """
+
+    def __init__(self, cell: GRUCell, xp: Tensor, st: State):
+        self.W = cell.weight_hh.detach()
+        g = cell._forward(xp, st)[1]
+        r, z, n, h_n = g["r"], g["z"], g["n"], g["h_n"]
+        self.z, self.an = z, (1 - z) * (1 - n * n)
+        self.ar, self.az, self.r = h_n * r * (1 - r), (st[0] - n) * z * (1 - z), r
+
+    def vjp(self, c: int, v: Tensor) -> Tensor:
+        ga_n = v * self.an[c]
+        # v J = v z + [ga_r, ga_z, ga_n r] W_hh
+        return v * self.z[c] + torch.cat([ga_n * self.ar[c], v * self.az[c], ga_n * self.r[c]], -1) @ self.W
+
+    __call__ = vjp
+
+    def jvp(self, c: int, V: Tensor) -> Tensor:
+        a_r, a_z, a_n = (V @ self.W.T).chunk(3, -1)
+        # J v = z v + az a_z + an (ar a_r + r a_n)
+        return self.z[c] * V + self.az[c] * a_z + self.an[c] * (self.ar[c] * a_r + self.r[c] * a_n)

@@ -42,6 +42,31 @@ class LSTMCell(_Cell):
     gate_names = ("i", "f", "g", "o")
     keep_gate = "f"
     settings = frozenset({"peephole", "forget_bias", "chrono", "layer_norm"})
+    activation_note = "uses sigmoid/tanh gates"
+    c_index = 1
+    gates_shown = ("f", "i", "o")
+    chrono_negated = ("i",)
+    torch_modes = {"LSTM": None}
+    graph_per_unit = 30
+    structured_products = True
+
+    # cost: the blocks [A; C] (2 H^2 floats per step; the estimate keeps this size with layer norm too, as
+    # calibrated); P J = [P A_h + P_c C, P_h d1 + P_c d2] is one (2H, 2H) x (2H, H) GEMM, 8 H^3
+    @classmethod
+    def chunk_floats(cls, H, dense=False):
+        return 2 * H * H
+
+    @classmethod
+    def chunk_temporaries(cls, dense=False):
+        return 6 if dense else 4
+
+    @classmethod
+    def product_flops(cls, H, dense=False):
+        return 2 * (2 * H) ** 3 if dense else 8 * H ** 3
+
+    @classmethod
+    def vjp_flops(cls, H):
+        return 8 * H * H  # one (4H) x (4H, H) GEMM
 
     @classmethod
     def from_config(cls, input_size, hidden_size, config, dtype=None):
@@ -140,3 +165,99 @@ class LSTMCell(_Cell):
         top = torch.cat([A, torch.diag_embed(d1)], dim=-1)  # (..., H, 2H)
         bottom = torch.cat([C, torch.diag_embed(d2)], dim=-1)  # (..., H, 2H)
         return torch.cat([top, bottom], dim=-2)  # (..., 2H, 2H)
+
+    def chunk_steps(self, xp: Tensor, st: State):
+        if self.layer_norm:
+            return super().chunk_steps(xp, st)
+        return LSTMBlockSteps(*self.jacobian_blocks(xp, st))
+
+    def vjp_steps(self, xp: Tensor, st: State):
+        if self.layer_norm:
+            return super().vjp_steps(xp, st)
+        return LSTMVJPSteps(self, xp, st)
+
+
+class LSTMBlockSteps:
+    r"""J = [[A, diag d1], [C, diag d2]] of a chunk of steps (``LSTMCell.jacobian_blocks``) applied by blocks:
+
+        right(c, P) = P J_c = [P_h A + P_c C,  P_h d1 + P_c d2]     P = [P_h, P_c] (b, R, 2H)
+
+    with [P_h, P_c] @ [A; C] one GEMM (half the flops of the dense (2H, 2H) product).
+    Shapes: AC = [A; C] (C, b, 2H, H), d1, d2 (C, b, H).
+    """
+
+    def __init__(self, A: Tensor, d1: Tensor, C: Tensor, d2: Tensor):
+        self.d1, self.d2 = d1, d2
+        self.AC = torch.cat([A, C], -2)  # (C, b, 2H, H): [P_h, P_c] @ [A; C] = P_h A + P_c C, one GEMM
+
+    def __len__(self) -> int:
+        return self.AC.shape[0]
+
+    def right(self, c: int, P: Tensor) -> Tensor:
+        H = self.AC.shape[-1]
+        P_h, P_c = P[..., :H], P[..., H:]  # (b, R, H) each
+        # [P_h A + P_c C,  P_h diag(d1) + P_c diag(d2)]
+        return torch.cat([P @ self.AC[c], P_h * self.d1[c].unsqueeze(-2) + P_c * self.d2[c].unsqueeze(-2)], -1)
+
+    def left_t(self, c: int, Q: Tensor) -> Tensor:
+        return self.right(c, Q.mT).mT
+
+
+class LSTMVJPSteps:
+    r"""v J_t and J_t v of a chunk of steps, O(B H^2) per vector (one GEMM with the shared W_hh), without forming
+    J_t: the LSTM's backward (forward-mode) pass written out, no layer norm. Coefficients, per step:
+
+        ci = g i(1-i),  cf = c_{t-1} f(1-f),  cg = i (1-g^2)      dc_t / dz_{i,f,g}
+        co = tanh(c_t) o(1-o),  hc = o (1 - tanh^2 c_t)          dh_t / dz_o, dh_t / dc_t
+
+    vjp   gc = v_c + v_h hc [+ ga_o w_co],  ga_o = v_h co,  ga_{i,f,g} = gc c{i,f,g};
+          v J = [ [ga_i, ga_f, ga_g, ga_o] W_hh,  gc f [+ ga_i w_ci + ga_f w_cf] ]
+    jvp   dz = W_hh dh [+ w_ci dc, w_cf dc];  dc_t = cf dz_f + f dc + ci dz_i + cg dz_g;
+          dh_t = co (dz_o [+ w_co dc_t]) + hc dc_t
+
+    Shapes: xp (C, b, 4H), states (C, b, H) each, v (..., b, 2H) = [v_h, v_c].
+    """
+
+    def __init__(self, cell: LSTMCell, xp: Tensor, st: State):
+        self.W = cell.weight_hh.detach()
+        (_, c_t), g = cell._forward(xp, st)
+        i, f, gg, o = g["i"], g["f"], g["g"], g["o"]
+        tc = torch.tanh(c_t)
+        self.peep = (cell.weight_ci.detach(), cell.weight_cf.detach(), cell.weight_co.detach()) \
+            if cell.peephole else None
+        # coefficients: dc_t/dz_{i,f,g} and dh_t/dz_o, dh_t/dc_t, dc_t/dc_{t-1}
+        self.ci, self.cf, self.cg = gg * i * (1 - i), st[1] * f * (1 - f), i * (1 - gg * gg)
+        self.co, self.hc, self.f = tc * o * (1 - o), o * (1 - tc * tc), f
+
+    def vjp(self, c: int, v: Tensor) -> Tensor:
+        H = self.W.shape[-1]
+        v_h, v_c = v[..., :H], v[..., H:]
+        ga_o = v_h * self.co[c]
+        # gc = v_c + v_h o tanh'(c_t) [+ ga_o w_co]
+        gc = v_c + v_h * self.hc[c]
+        if self.peep is not None:
+            gc = gc + ga_o * self.peep[2]
+        ga_i, ga_f = gc * self.ci[c], gc * self.cf[c]
+        # u_h = [ga_i, ga_f, ga_g, ga_o] W_hh
+        u_h = torch.cat([ga_i, ga_f, gc * self.cg[c], ga_o], -1) @ self.W  # (B, 4H) @ (4H, H)
+        # u_c = gc f [+ ga_i w_ci + ga_f w_cf]
+        u_c = gc * self.f[c]
+        if self.peep is not None:
+            u_c = u_c + ga_i * self.peep[0] + ga_f * self.peep[1]
+        return torch.cat([u_h, u_c], -1)
+
+    __call__ = vjp
+
+    def jvp(self, c: int, V: Tensor) -> Tensor:
+        H = self.W.shape[-1]
+        dh, dc = V[..., :H], V[..., H:]
+        # dz = W_hh dh [+ w_ci dc, w_cf dc]
+        dz_i, dz_f, dz_g, dz_o = (dh @ self.W.T).chunk(4, -1)
+        if self.peep is not None:
+            dz_i, dz_f = dz_i + self.peep[0] * dc, dz_f + self.peep[1] * dc
+        # dc_t = cf dz_f + f dc + ci dz_i + cg dz_g
+        dc_t = self.cf[c] * dz_f + self.f[c] * dc + self.ci[c] * dz_i + self.cg[c] * dz_g
+        if self.peep is not None:
+            dz_o = dz_o + self.peep[2] * dc_t
+        # dh_t = co dz_o + hc dc_t
+        return torch.cat([self.co[c] * dz_o + self.hc[c] * dc_t, dc_t], -1)

@@ -26,8 +26,30 @@ class RNNCell(_Cell):
     """
 
     name, label, color = "rnn", "RNN", "#D55E00"  # Okabe-Ito vermillion
+    noun = "the vanilla RNN"
     gate_names = ("h",)
     settings = frozenset({"activation", "layer_norm"})
+    gamma_bound = True
+    torch_modes = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}
+    graph_per_unit = 8
+    structured_products = True
+
+    # cost: J_t = diag(phi') W_hh is kept as phi' (H floats); P J = (P * phi') @ W_hh (one GEMM, 2 H^3)
+    @classmethod
+    def chunk_floats(cls, H, dense=False):
+        return H * H if dense else H
+
+    @classmethod
+    def chunk_temporaries(cls, dense=False):
+        return 6 if dense else 2
+
+    @classmethod
+    def product_flops(cls, H, dense=False):
+        return 2 * H ** 3
+
+    @classmethod
+    def vjp_flops(cls, H):
+        return 2 * H * H
 
     @classmethod
     def from_config(cls, input_size, hidden_size, config, dtype=None):
@@ -72,3 +94,44 @@ class RNNCell(_Cell):
     def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
         # dh_t/dh_{t-1} = diag(phi'(a_t)) W_hh
         return self.derivative(xp_t, state).unsqueeze(-1) * self.weight_hh
+
+    def chunk_steps(self, xp: Tensor, st: State):
+        if self.layer_norm:
+            return super().chunk_steps(xp, st)
+        return RNNSteps(self.derivative(xp, st), self.weight_hh.detach())
+
+    vjp_steps = chunk_steps
+
+
+class RNNSteps:
+    r"""The vanilla RNN's J_t = diag(phi'(a_t)) W_hh applied without forming it (one GEMM with the shared W_hh):
+
+        right(c, P) = P J_c = (P * phi'_c) W_hh         P (b, R, H)
+        vjp(c, v)   = v J_c = (v * phi'_c) W_hh         v (..., b, H)
+        jvp(c, V)   = (J_c V^T)^T = phi'_c * (V W_hh^T)  V (n, b, H)
+
+    Shapes: d = phi'(a) (C, b, H), W = W_hh (H, H).
+    """
+
+    def __init__(self, d: Tensor, W: Tensor):
+        self.d, self.W = d, W
+
+    def __len__(self) -> int:
+        return self.d.shape[0]
+
+    def right(self, c: int, P: Tensor) -> Tensor:
+        # P diag(phi') W_hh
+        return (P * self.d[c].unsqueeze(-2)) @ self.W
+
+    def left_t(self, c: int, Q: Tensor) -> Tensor:
+        return self.right(c, Q.mT).mT
+
+    def vjp(self, c: int, v: Tensor) -> Tensor:
+        # v J = (v * phi'(a)) W_hh
+        return (v * self.d[c]) @ self.W
+
+    __call__ = vjp
+
+    def jvp(self, c: int, V: Tensor) -> Tensor:
+        # J v = phi'(a) * (W_hh v)
+        return (V @ self.W.T) * self.d[c]
