@@ -5,14 +5,18 @@ The command line, the Python API (``run_experiment``, ``Trainer``) and the dashb
 setting to lower, the estimate, the limit and how to raise it) and nothing is allocated.
 
 Model of one cell's run (e = 4 or 8 bytes, S = state size: 2H for the LSTM [h; c], else H; G gates:
-1 rnn, 3 gru, 4 lstm; b = sequences analysed for the Jacobians; K = reported lags; I = input size)::
+1 rnn, 3 gru, 4 lstm; b = sequences analysed for the Jacobians; K = reported lags; I = input size). What
+differs by kind is declared by the cell classes (rnn_models.cells: ``graph_per_unit``, ``chunk_floats``,
+``chunk_temporaries``, ``product_flops``, ``state_blocks``; their defaults are a dense S x S step, so a new kind
+of cell is estimated without a line here)::
 
     states   = T B L D (G+S/H+1) H e              xp projections, states, outputs kept after the backward
     graph    = T B L D (k_cell H) e  (x2 truncate)  autograd's saved tensors + dL/dh_t of the backward
     jacobian = 4 b S^2 e + n chunk                P, Q and temporaries; one chunk of per-step Jacobians and
                                                   their temporaries (n = 6 dense, 4 LSTM blocks, 2 RNN)
                (chunk = max(one step, min(64 steps, 64 MiB)) of b S^2 e: the engine's own chunking)
-    gates    = T b (G H + S) e + 3 T b H 8          the whole-sequence gate stack of the LSTM/GRU paths
+    gates    = T b (G H + S) e + 3 T b H 8          the whole-sequence gate stack of the keep-gate paths
+                                                  (cells with a keep gate: LSTM, GRU)
     memory   = base + states + max(graph, jacobian, gates)
 
     flops    = 3 * 2 T B L D G H (H + I)          forward + backward (x2 with truncated BPTT)
@@ -20,7 +24,8 @@ Model of one cell's run (e = 4 or 8 bytes, S = state size: 2H for the LSTM [h; c
                                                   rnn 2 b H^3, lstm 8 b H^3, dense (gru / layer norm) 2 b S^3
                                                   + the Lyapunov QR 4 b S k^2
              + T * step(B) / S                    the log-space gradient chain (a vector, not a matrix)
-             + K * 8 b (sum of m^3 of the SVDs)    singular values at each reported lag
+             + K * 8 b (sum of m^3 of the SVDs)    singular values of each reported block at each lag
+                                                  (h->h; the LSTM's [h; c] and c->c too)
              + steps * 5e6                        per-step overhead of every sequential loop (forward,
                                                   backward, chain, products, SVD calls), as flop-equivalents
 
@@ -46,9 +51,6 @@ from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-# autograd's saved tensors per step and unit (k_cell H floats per sequence), calibrated (see module docstring)
-GRAPH_PER_UNIT = {"rnn": 8, "lstm": 30, "gru": 35}
 BASE_BYTES = 64 * 2**20  # the interpreter's growth while running the smallest analysis (allocator, buffers)
 LAYER_NORM_BYTES = 160 * 2**20  # vmap jacrev's first use (layer-normalized cells)
 CHUNK_BYTES = 64 * 2**20  # analysis.jacobians.MAX_CHUNK_BYTES
@@ -154,40 +156,46 @@ def _sizes(config: ExperimentConfig) -> tuple[int, int]:
     return I, K
 
 
+def _gates(kind) -> int:
+    """G: the row blocks of the input projection (1 rnn, 4 lstm, 3 gru; at least 1)."""
+    return max(1, len(kind.gate_names))
+
+
 def cell_cost(config: ExperimentConfig, cell: str, only: str | None = None) -> Cost:
     """Peak memory (bytes) and arithmetic (flops) of ``run_experiment`` for one cell (see the module docstring)."""
     T, B, H, L = config.seq_len, config.batch_size, config.hidden_size, config.num_layers
     D = 2 if config.bidirectional else 1
     e = 8 if config.dtype == "float64" else 4
-    G = GATES[cell]
-    S = 2 * H if cell == "lstm" else H
+    kind = cell_type(cell)
+    G = _gates(kind)
+    S = kind.state_size(H)
     b = B if config.jacobian_batch in (0, None) else min(config.jacobian_batch, B)
     I, K = _sizes(config)
-    dense = cell == "gru" or config.layer_norm
+    dense = not kind.structured_products or config.layer_norm
     # memory
     states = T * B * L * D * (G + S // H + 1) * H * e + T * B * I * e
-    graph = T * B * L * D * GRAPH_PER_UNIT[cell] * H * e * (2 if config.truncate else 1)
+    graph = T * B * L * D * kind.graph_per_unit * H * e * (2 if config.truncate else 1)
     if config.layer_norm:
         graph *= 2
-    step_b = b * (2 * H * H if cell == "lstm" else S * S if dense else H) * e
+    step_b = b * kind.chunk_floats(H, dense) * e
     chunk = max(step_b, min(64 * step_b, CHUNK_BYTES))
     # the chunk's Jacobians and their temporaries: dense J (several (C, b, S, S) terms), LSTM blocks A, C
-    jac = 4 * b * S * S * e + (6 if dense else 4 if cell == "lstm" else 2) * chunk
+    jac = 4 * b * S * S * e + kind.chunk_temporaries(dense) * chunk
     if config.layer_norm:
         jac += LAYER_NORM_BYTES + b * S * S * e * S
-    gates = T * b * (G * H + S) * e + 3 * T * b * H * 8 if cell != "rnn" else 0
+    gates = T * b * (G * H + S) * e + 3 * T * b * H * 8 if kind.keep_gate is not None else 0
     if only == "gradients":  # no Jacobian products (run_experiment's first stage)
         jac = gates = 0
     memory = BASE_BYTES + states + max(graph, jac, gates)
     # arithmetic
     fb = 3 * 2 * T * B * L * D * G * H * (H + I) * (2 if config.truncate else 1)
     nk = min(config.lyapunov_k, S)
-    per_step = {"rnn": 2 * H**3, "lstm": 8 * H**3}.get("dense" if dense else cell, 2 * S**3)
+    per_step = kind.product_flops(H, dense)
     if config.layer_norm:
         per_step *= 4  # autograd's vmap jacrev builds the per-step Jacobians
     prod = T * D * b * (per_step + 4 * S * nk * nk)
     chain = T * B * per_step / S
-    svd = K * D * SVD_FLOPS * b * (H**3 + ((2 * H) ** 3 + H**3 if cell == "lstm" else 0))
+    svd = K * D * SVD_FLOPS * b * sum((sl.stop - sl.start) ** 3 for sl in kind.state_blocks(H).values())
     if config.spectra == "fast":  # the thin route where it is cheaper (analysis.jacobian_route)
         from .jacobians import report_lags
         from .thin_sigma import route_flops
@@ -217,8 +225,9 @@ def training_cost(config: ExperimentConfig, steps: int) -> Cost:
     D = 2 if config.bidirectional else 1
     e = 8 if config.dtype == "float64" else 4
     I, _ = _sizes(config)
-    G = GATES[config.cell]
-    graph = T * B * L * D * GRAPH_PER_UNIT[config.cell] * H * e * (2 if config.layer_norm else 1)
+    kind = cell_type(config.cell)
+    G = _gates(kind)
+    graph = T * B * L * D * kind.graph_per_unit * H * e * (2 if config.layer_norm else 1)
     params = 4 * L * D * G * H * (H + I + D * H + 2) * e  # weights, grads, two Adam moments
     memory = BASE_BYTES + graph + T * B * (I + L * D * (G + 2) * H) * e + params
     flops = max(1, steps) * (3 * 2 * T * B * L * D * G * H * (H + I) + 3 * T * L * D * STEP_FLOPS)
