@@ -6,9 +6,39 @@ field, the value and the allowed range, so the command line and the dashboard ca
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-CELLS = ("rnn", "lstm", "gru")
+from .cells.registry import cell_names, cell_type
+
+
+class _CellNames(Sequence):
+    """The registered kinds of cells (``rnn_models.cells.cell_names()``), read at every use: a read-only, tuple-like
+    view, so a kind registered after this import is accepted wherever ``CELLS`` is checked or listed."""
+
+    def __getitem__(self, i):
+        return cell_names()[i]
+
+    def __len__(self) -> int:
+        return len(cell_names())
+
+    def __contains__(self, value) -> bool:
+        return value in cell_names()
+
+    def __iter__(self):
+        return iter(cell_names())
+
+    def __eq__(self, other) -> bool:
+        return cell_names() == (tuple(other) if isinstance(other, (tuple, list, _CellNames)) else other)
+
+    def __hash__(self) -> int:
+        return hash(cell_names())
+
+    def __repr__(self) -> str:
+        return repr(cell_names())
+
+
+CELLS = _CellNames()
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
 INITS = ("default", "xavier", "orthogonal", "identity", "spectral", "chrono")
 
@@ -59,7 +89,7 @@ def check_bool(field: str, value) -> None:
 class ModelConfig:
     """A stacked recurrent network.
 
-    cell          rnn | lstm | gru
+    cell          a registered kind of cell: rnn | lstm | gru | ... (rnn_models.cells.cell_names())
     activation    phi of the vanilla RNN: tanh | relu | sigmoid | linear (gated cells use their own sigmoid/tanh)
     input_size    I, features per step
     hidden_size   H, units per layer and direction
@@ -103,7 +133,8 @@ class ModelConfig:
             check_float("forget_bias", self.forget_bias, -20.0, 20.0)
         check_int("chrono_tmax", self.chrono_tmax, 2, 10_000_000)
         check_int("seed", self.seed, 0, 2**63 - 1)
-        if self.init == "chrono" and self.cell == "lstm" and self.forget_bias is not None:
+        kind = cell_type(self.cell)
+        if self.init == "chrono" and {"chrono", "forget_bias"} <= kind.settings and self.forget_bias is not None:
             raise ConfigError("forget_bias must be unset with init='chrono': chrono sets the forget bias itself")
 
     @property
@@ -113,22 +144,30 @@ class ModelConfig:
 
     @property
     def num_gates(self) -> int:
-        return {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+        """The row blocks of W_hh (1 rnn, 4 lstm, 3 gru): ``len(gate_names)`` of the cell."""
+        return len(cell_type(self.cell).gate_names)
 
     @property
     def state_size(self) -> int:
-        """Size of the recurrent state of one cell: (h, c) for the LSTM, h otherwise."""
-        return 2 * self.hidden_size if self.cell == "lstm" else self.hidden_size
+        """Size of the recurrent state of one cell: len(state_names) * H ((h, c) for the LSTM, h otherwise)."""
+        return cell_type(self.cell).state_size(self.hidden_size)
 
     def inapplicable(self) -> list[str]:
-        """Settings that were given but do not apply to this cell (shown to the user, never silently dropped)."""
+        """Settings that were given but do not apply to this cell (shown to the user, never silently dropped): each
+        kind declares the settings that apply to it (``settings``)."""
+        kind = cell_type(self.cell)
+
+        def who(setting: str) -> str:  # "the LSTM", "the vanilla RNN", "the LSTM and the GRU"
+            return " and ".join(k.described() for k in map(cell_type, cell_names()) if setting in k.settings)
+
         notes = []
-        if self.cell != "rnn" and self.activation != "tanh":
-            notes.append(f"activation={self.activation!r} applies to the vanilla RNN only; {self.cell} uses sigmoid/tanh gates")
-        if self.cell != "lstm" and self.peephole:
-            notes.append(f"peephole applies to the LSTM only; ignored for {self.cell}")
-        if self.cell != "lstm" and self.forget_bias is not None:
-            notes.append(f"forget_bias applies to the LSTM only; ignored for {self.cell}")
-        if self.cell == "rnn" and self.init == "chrono":
-            notes.append("init='chrono' applies to gated cells only; the rnn uses the default init")
+        if "activation" not in kind.settings and self.activation != "tanh":
+            notes.append(f"activation={self.activation!r} applies to {who('activation')} only; {self.cell} "
+                         f"{kind.activation_note}")
+        if "peephole" not in kind.settings and self.peephole:
+            notes.append(f"peephole applies to {who('peephole')} only; ignored for {self.cell}")
+        if "forget_bias" not in kind.settings and self.forget_bias is not None:
+            notes.append(f"forget_bias applies to {who('forget_bias')} only; ignored for {self.cell}")
+        if "chrono" not in kind.settings and self.init == "chrono":
+            notes.append(f"init='chrono' applies to gated cells only; the {self.cell} uses the default init")
         return notes

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .cells import State, _Cell, cell_type
+from .cells import State, _Cell, cell_names, cell_type
 from .config import ModelConfig
 from .init import initialize_cell
 
@@ -167,7 +167,9 @@ def infer_config_from_torch_state_dict(sd: dict[str, Tensor]) -> dict:
         raise ValueError("state_dict has no biases (bias=False), which this tool does not support")
     rows, H = sd["weight_hh_l0"].shape
     gates = rows // H
-    cell = {1: "rnn", 4: "lstm", 3: "gru"}.get(gates) if rows % H == 0 else None
+    # the torch-loadable kinds (those declaring torch's modes), told apart by their number of gate blocks
+    kinds = [k for k in map(cell_type, cell_names()) if k.torch_modes and len(k.gate_names) == gates]
+    cell = kinds[0].name if rows % H == 0 and kinds else None
     if cell is None:
         raise ValueError(f"state_dict weight_hh_l0 has shape {tuple(sd['weight_hh_l0'].shape)}: not an RNN/LSTM/GRU")
     num_layers = 1 + max(int(k.split("_l")[1].split("_")[0]) for k in sd if k.startswith("weight_hh_l"))

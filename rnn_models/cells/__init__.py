@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import LayerNorm, State, _Cell, activation_and_derivative
-from .registry import cell_names, cell_type, register
+from .registry import by_kind, cell_names, cell_type, merged, register
 from .rnn import RNNCell  # noqa: E402  (registration order: rnn, lstm, gru)
 from .lstm import LSTMCell  # noqa: E402
 from .gru import GRUCell  # noqa: E402
@@ -20,4 +20,4 @@ def make_cell(cell: str, input_size: int, hidden_size: int, *, activation: str =
 
 
 __all__ = ["State", "LayerNorm", "activation_and_derivative", "_Cell", "RNNCell", "LSTMCell", "GRUCell",
-           "make_cell", "register", "cell_type", "cell_names"]
+           "make_cell", "register", "cell_type", "cell_names", "by_kind", "merged"]

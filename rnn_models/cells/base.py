@@ -133,6 +133,9 @@ class _Cell(nn.Module):
     gamma_bound   ||J_t|| <= gamma sigma_max(W_hh) (Pascanu et al. 2013) holds without layer norm (the vanilla RNN)
     torch_modes   torch.nn.RNNBase ``mode`` strings whose weights this kind loads as they are -> the activation
                   they imply ({"LSTM": None}; the RNN: {"RNN_TANH": "tanh", "RNN_RELU": "relu"})
+    gate_descriptions  gate -> what it is called in words ("f": "forget gate")
+    gate_captions      gate -> a sentence on what its per-unit activity shows (the gates in ``gates_shown``)
+    flow_caption       a sentence on the keep gate's path against the full Jacobian (cells with a keep gate)
 
     Cost model (analysis.limits, analysis.thin_sigma), per kind; the defaults are a dense S x S step:
     graph_per_unit  autograd's saved floats per step and unit (calibrated: benchmarks/calibrate_limits.py)
@@ -155,6 +158,9 @@ class _Cell(nn.Module):
     chrono_negated: tuple[str, ...] = ()
     gamma_bound: bool = False
     torch_modes: dict[str, str | None] = {}
+    gate_descriptions: dict[str, str] = {}
+    gate_captions: dict[str, str] = {}
+    flow_caption: str = ""
     graph_per_unit: int = 40
     structured_products: bool = False
 

@@ -34,6 +34,14 @@ class GRUCell(_Cell):
     activation_note = "uses sigmoid/tanh gates"
     gates_shown = ("z", "r")
     torch_modes = {"GRU": None}
+    gate_descriptions = {"z": "update gate", "r": "reset gate", "n": "candidate"}
+    gate_captions = {
+        "z": "The GRU's update gate z_t per unit and step: h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}, so z_t near 1 "
+             "(bright) copies the state forward and carries the gradient back almost unchanged.",
+        "r": "The GRU's reset gate r_t per unit and step: how much of h_{t-1} enters the candidate n_t.",
+    }
+    flow_caption = ("In the GRU, h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}: the dashed ∏ diag(z_t) is the copy "
+                    "path alone, the solid line every path.")
     graph_per_unit = 35
 
     # cost: the products use the dense J_t (the default); a VJP is one (3H) x (3H, H) GEMM

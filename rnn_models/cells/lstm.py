@@ -47,6 +47,17 @@ class LSTMCell(_Cell):
     gates_shown = ("f", "i", "o")
     chrono_negated = ("i",)
     torch_modes = {"LSTM": None}
+    gate_descriptions = {"i": "input gate", "f": "forget gate", "o": "output gate", "g": "candidate"}
+    gate_captions = {
+        "f": "The LSTM's forget gate f_t per unit and step: c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t, so the cell state "
+             "carries a unit's memory back only where f_t stays near 1 (bright); near 0 it is wiped every step.",
+        "i": "The LSTM's input gate i_t per unit and step: how much of the candidate g_t is written into c_t.",
+        "o": "The LSTM's output gate o_t per unit and step: h_t = o_t ⊙ tanh(c_t), so a closed o_t hides the cell "
+             "from h_t (and from the gradient through h_t) without erasing it.",
+    }
+    flow_caption = ("In the LSTM, c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t: the direct path back through c has Jacobian "
+                    "diag(f_t), so the dashed 'carousel' ∏ diag(f_t) is that path alone and the solid line every "
+                    "path.")
     graph_per_unit = 30
     structured_products = True
 

@@ -5,6 +5,8 @@ Adding a kind of cell is one module that subclasses ``base._Cell``, declares its
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 _REGISTRY: dict[str, type] = {}
 
 
@@ -29,3 +31,53 @@ def cell_type(name: str) -> type:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(f"cell={name!r} is not allowed: choose one of {', '.join(_REGISTRY)}") from None
+
+
+class by_kind(Mapping):
+    """A read-only mapping name -> ``getattr(kind, attr)`` over the registered kinds, read at every use (a kind
+    registered later appears): ``by_kind("color")["lstm"] == "#0072B2"``. Where the rest of the code once kept a
+    dict keyed by cell names (CELL_COLORS, CELL_LABELS, ...), it keeps one of these."""
+
+    def __init__(self, attr: str):
+        self.attr = attr
+
+    def __getitem__(self, name: str):
+        if name not in _REGISTRY:
+            raise KeyError(name)
+        return getattr(_REGISTRY[name], self.attr)
+
+    def __iter__(self):
+        return iter(tuple(_REGISTRY))
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+    def __repr__(self) -> str:
+        return f"by_kind({self.attr!r}: {dict(self)!r})"
+
+
+class merged(Mapping):
+    """A read-only mapping key -> value of the registered kinds' dict attribute ``attr`` merged in registration
+    order (the first kind that names a key wins): ``merged("gate_titles")["f"]`` is the LSTM's forget gate."""
+
+    def __init__(self, attr: str):
+        self.attr = attr
+
+    def _dict(self) -> dict:
+        out: dict = {}
+        for cls in _REGISTRY.values():
+            for k, v in getattr(cls, self.attr, {}).items():
+                out.setdefault(k, v)
+        return out
+
+    def __getitem__(self, key):
+        return self._dict()[key]
+
+    def __iter__(self):
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __repr__(self) -> str:
+        return f"merged({self.attr!r}: {self._dict()!r})"
