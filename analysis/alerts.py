@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .figures import CELL_LABELS, describe_nonfinite
+from rnn_models.cells import cell_type
+
+from .figures import describe_nonfinite
 
 VANISH_RATIO = 1e-6
 EXPLODE_RATIO = 1e6
@@ -37,8 +39,8 @@ class Alert:
 
 def _who(result) -> str:
     c = result.config
-    name = CELL_LABELS.get(c.cell, c.cell)
-    return f"{name} ({c.activation})" if c.cell == "rnn" else name
+    kind = cell_type(c.cell)
+    return f"{kind.label} ({c.activation})" if "activation" in kind.settings else kind.label
 
 
 def _gradient_alerts(result, who: str) -> list[Alert]:

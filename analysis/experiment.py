@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnn_models.cells import cell_type
 from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork
 
@@ -200,7 +201,8 @@ def _memory_horizon(jac: JacobianResult, threshold: float) -> int | None:
 def _saturation(config: ExperimentConfig, gates: dict, hidden: np.ndarray) -> dict:
     """Fractions of saturated units: |h| > 0.99 (tanh), gates within 0.01 of 0 or 1, and dead ReLUs."""
     out = {}
-    if config.cell == "rnn":
+    kind = cell_type(config.cell)
+    if "activation" in kind.settings:  # phi of the vanilla RNN
         if config.activation == "tanh":
             out["h_saturated"] = float((np.abs(hidden) > 0.99).mean())
         elif config.activation == "sigmoid":
@@ -209,7 +211,7 @@ def _saturation(config: ExperimentConfig, gates: dict, hidden: np.ndarray) -> di
             out["dead_units"] = float((hidden <= 0).all(0).mean())  # never active over the sequence
             out["inactive"] = float((hidden <= 0).mean())
     for name, g in gates.items():
-        if name in ("i", "f", "o", "r", "z"):
+        if name in kind.gates_shown:  # the gates in (0, 1)
             out[f"{name}_saturated"] = float(((g < 0.01) | (g > 0.99)).mean())
     return out
 
@@ -219,7 +221,7 @@ def _gates(run, T: int) -> dict[str, np.ndarray]:
     xp = torch.stack([run.xp[t][:1] for t in range(T)])  # (T, 1, G)
     st = tuple(torch.stack([run.states[t][i][:1] for t in range(T)]) for i in range(len(run.states[0])))
     g = run.cell.gates(xp, st)
-    return {k: v[:, 0].double().numpy() for k, v in g.items() if k in ("i", "f", "g", "o", "r", "z", "n")}
+    return {k: v[:, 0].double().numpy() for k, v in g.items() if k in run.cell.gate_names}
 
 
 ONLY = (None, "all", "gradients")
@@ -336,7 +338,7 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
         notes.append(f"Jacobian spectra at {len(lags)} log-spaced lags (exact at those lags)")
     res = ExperimentResult(
         config=config, spec=batch.spec, grad=grad, truncated=truncated, jac=jac, jac_backward=jac_b,
-        spectra=weight_spectra(cell, config.cell) if weight_spectra_too else {},
+        spectra=weight_spectra(cell) if weight_spectra_too else {},
         gates=gates, hidden=hidden,
         saturation=_saturation(config, gates, hidden),
         memory_horizon=None if jac is None else _memory_horizon(jac, config.horizon_threshold), notes=notes,

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from .figures import CELL_LABELS
+from rnn_models.cells import cell_type
 
 VIEW_TITLES = {
     "gradient-flow": "Gradient flow",
@@ -54,7 +54,8 @@ VIEW_GUIDES = {
 
 def describe(cfg) -> str:
     """One line: the cells and the settings that matter, e.g. "RNN (tanh), LSTM · task adding · T=100 · ..."."""
-    cells = ", ".join(f"{CELL_LABELS[c]} ({cfg.activation})" if c == "rnn" else CELL_LABELS[c] for c in cfg.cells)
+    cells = ", ".join(f"{cell_type(c).label} ({cfg.activation})" if "activation" in cell_type(c).settings
+                      else cell_type(c).label for c in cfg.cells)  # the RNN's activation, the gated cells' name
     extra = [f"init {cfg.init}" + (f" ×{cfg.init_scale:g}" if cfg.init not in ("default", "chrono") else "")]
     if cfg.forget_bias is not None:
         extra.append(f"b_f={cfg.forget_bias:g}")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rnn_models.cells import cell_type
 from rnn_models.config import ConfigError
 from rnn_models.network import infer_config_from_torch_state_dict
 
@@ -375,7 +376,7 @@ def fill_from_file(config, sd: dict, where: str, cost=None, load: bool = True):
     if not -L <= config.layer <= L - 1:
         raise ConfigError(f"layer={config.layer} is out of range: the file's module {fm.module or '(top level)'!r} "
                           f"has {L} layer{'s' if L > 1 else ''}, so layer must be in [{-L}, {L - 1}]")
-    if fm.arch["cell"] == "rnn":
+    if "activation" in cell_type(fm.arch["cell"]).settings:  # the vanilla RNN
         fm.notes.append(f"nn.RNN does not store its nonlinearity in the state_dict: activation={config.activation!r} "
                         "was used (tanh unless set; --activation relu / activation='relu' for a ReLU model)")
     config = config.replace(**fm.arch)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from typing import TYPE_CHECKING
 
+from rnn_models.cells import cell_type
 from rnn_models.config import ConfigError
 
 from .config import MAX_BATCH, MAX_SEQ_LEN, ExperimentConfig
@@ -96,10 +97,10 @@ def prepare_targets(tg, T: int, B: int, O: int, *, batch_first: bool) -> tuple[T
 def prepare_h0(h0, arch: dict, B: int, dtype: torch.dtype) -> list[list[tuple]]:
     """torch's h0 (L*D, B, H) or (h0, c0) -> the engine's initial[l][d] = (h,) or (h, c)."""
     L, D, H = arch["num_layers"], 2 if arch["bidirectional"] else 1, arch["hidden_size"]
-    lstm = arch["cell"] == "lstm"
+    names = cell_type(arch["cell"]).state_names  # ("h",), or ("h", "c") for the LSTM
     parts = tuple(h0) if isinstance(h0, (tuple, list)) else (h0,)
-    if len(parts) != (2 if lstm else 1):
-        want = "the tuple (h0, c0)" if lstm else "one tensor h0"
+    if len(parts) != len(names):
+        want = f"the tuple ({', '.join(n + '0' for n in names)})" if len(names) > 1 else "one tensor h0"
         raise ConfigError(f"h0: the {arch['cell']} takes {want}, as torch does; got {len(parts)} tensor(s)")
     parts = tuple(_as_tensor(p, "h0").double() for p in parts)
     for p in parts:

@@ -32,6 +32,7 @@ import time
 import torch
 from torch import Tensor, nn
 
+from rnn_models.cells import cell_names, cell_type
 from rnn_models.config import ConfigError
 from rnn_models.network import RecurrentNetwork, infer_config_from_torch_state_dict
 
@@ -100,7 +101,8 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
         notes.append(detail_note)
     initial = prepare_h0(h0, fm.arch, B, dtype) if h0 is not None else None
     if initial is not None:
-        notes.append("initial state: the given h0" + (" and c0" if fm.arch["cell"] == "lstm" else ""))
+        others = cell_type(fm.arch["cell"]).state_names[1:]  # the LSTM's c
+        notes.append("initial state: the given h0" + "".join(f" and {n}0" for n in others))
     D = 2 if config.bidirectional else 1
     if fm.readout is None and loss is None:
         if targets is not None:
@@ -207,10 +209,10 @@ def _module_arch(rnn: nn.RNNBase) -> tuple[dict, str]:
         raise ConfigError(f"the LSTM has proj_size={rnn.proj_size}: LSTM projections are not supported")
     if not rnn.bias:
         raise ConfigError("the module has bias=False, which this tool does not support")
-    arch = {"cell": {"RNN_TANH": "rnn", "RNN_RELU": "rnn", "LSTM": "lstm", "GRU": "gru"}[rnn.mode],
-            "input_size": rnn.input_size, "hidden_size": rnn.hidden_size, "num_layers": rnn.num_layers,
-            "bidirectional": rnn.bidirectional}
-    return arch, ("relu" if rnn.mode == "RNN_RELU" else "tanh")
+    kind = next(k for k in map(cell_type, cell_names()) if rnn.mode in k.torch_modes)  # the kind of torch's mode
+    arch = {"cell": kind.name, "input_size": rnn.input_size, "hidden_size": rnn.hidden_size,
+            "num_layers": rnn.num_layers, "bidirectional": rnn.bidirectional}
+    return arch, (kind.torch_modes[rnn.mode] or "tanh")
 
 
 def _named(model: nn.Module, obj, kind, what: str):
@@ -249,7 +251,8 @@ def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, 
     arch, activation = _module_arch(rnn)
     if bad and bad[0] != "batch_first":
         raise ConfigError(f"{bad[0]}={settings[bad[0]]!r}: the model decides {bad[0]} ({arch.get(bad[0], '-')})")
-    if "activation" in settings and arch["cell"] == "rnn" and settings["activation"] != activation:
+    has_activation = "activation" in cell_type(arch["cell"]).settings  # the vanilla RNN's nonlinearity
+    if "activation" in settings and has_activation and settings["activation"] != activation:
         raise ConfigError(f"activation={settings['activation']!r} contradicts the module's nonlinearity "
                           f"{activation!r}")
     sd = {k: v.detach().to("cpu", torch.float64).clone() for k, v in rnn.state_dict().items()}
@@ -266,7 +269,7 @@ def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, 
                           f"[{-L}, {L - 1}]")
     fm = FileModel(module=name, rnn=sd, arch=arch)
     fm.notes.append(f"the model decided: {type(rnn).__name__} {name or '(the model itself)'!r} = {describe(arch)}"
-                    + (f", nonlinearity={activation}" if arch["cell"] == "rnn" else ""))
+                    + (f", nonlinearity={activation}" if has_activation else ""))
     if batch_first:
         fm.notes.append("inputs read as (B, T, I): the module is batch_first")
     drops = dropout_layers(model, rnn)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rnn_models.cells import cell_type
+
 from .jacobians import JacobianResult
 
 if TYPE_CHECKING:
@@ -66,24 +68,26 @@ def _jac_dict(j: JacobianResult) -> dict:
 
 def result_to_dict(r: ExperimentResult) -> dict:
     c = r.config
+    kind = cell_type(c.cell)
     spectra = r.spectra
+    whole = list(spectra) == ["h"]  # one block, the whole W_hh (the vanilla RNN): plain numbers, not per gate
     if not spectra:  # not computed (views without spectrum / jacobians)
         radius = None
-    elif c.cell == "rnn":
+    elif whole:
         radius = _num(spectra["h"]["spectral_radius"])  # None (JSON null) where W_hh holds a NaN / Inf
     else:
         radius = {k: _num(v["spectral_radius"]) for k, v in spectra.items()}
     cell_flow = None
-    if c.cell == "lstm" and r.jac is not None:
+    if kind.c_index is not None and r.jac is not None:  # a memory cell c (the LSTM's) and its keep gate
         cell_flow = {"full": _pow10(r.jac.cell_full), "carousel": _pow10(r.jac.cell_carousel),
                      "log10_full": _list(r.jac.cell_full), "log10_carousel": _list(r.jac.cell_carousel),
-                     "note": "full = ||dc_{T-1}/dc_{T-1-k}||_2 (every path); carousel = ||prod diag(f)||_2 "
-                             "(the forget-gate path alone)"}
+                     "note": "full = ||dc_{T-1}/dc_{T-1-k}||_2 (every path); carousel = "
+                             f"||prod diag({kind.keep_gate})||_2 (the forget-gate path alone)"}
     gate_flow = None
-    if c.cell == "gru" and r.jac is not None:
+    if kind.keep_gate is not None and kind.c_index is None and r.jac is not None:  # a keep gate on h (the GRU's)
         gate_flow = {"update_gate_path": _pow10(r.jac.update_gate_path),
                      "log10_update_gate_path": _list(r.jac.update_gate_path),
-                     "note": "||prod diag(z)||_2: the path through the update gate alone"}
+                     "note": f"||prod diag({kind.keep_gate})||_2: the path through the update gate alone"}
     return {
         "config": c.to_dict(),
         "views": list(r.views),
@@ -112,9 +116,9 @@ def result_to_dict(r: ExperimentResult) -> dict:
         "cell_flow": cell_flow,
         "gate_flow": gate_flow,
         "spectral_radius": radius,
-        "sigma_max": None if not spectra else _num(spectra["h"]["sigma_max"]) if c.cell == "rnn" else
+        "sigma_max": None if not spectra else _num(spectra["h"]["sigma_max"]) if whole else
         {k: _num(v["sigma_max"]) for k, v in spectra.items()},
-        "gamma": c.model_config(c.input_size).gamma if c.cell == "rnn" else None,
+        "gamma": c.model_config(c.input_size).gamma if "activation" in kind.settings else None,
         "memory_horizon": r.memory_horizon,
         "memory_horizon_detail": r.horizon_detail,
         "horizon_threshold": c.horizon_threshold,

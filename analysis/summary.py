@@ -24,7 +24,7 @@ def _rows(r) -> list[tuple[str, str]]:
     else:
         hz = r.horizon_detail["text"].split(": ", 1)[1]
     radius = "not computed (views without spectrum)" if not r.spectra else \
-        f"{r.spectra['h']['spectral_radius']:.3g}" if c.cell == "rnn" else \
+        f"{r.spectra['h']['spectral_radius']:.3g}" if list(r.spectra) == ["h"] else \
         ", ".join(f"{k} {v['spectral_radius']:.3g}" for k, v in r.spectra.items())
     from .alerts import alerts
     found = alerts(r)

@@ -32,12 +32,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from rnn_models.cells import cell_type
 from rnn_models.config import ConfigError
 
 from .jacobians import jacobian_products, report_lags
 from .own_model import RECURRENT, _module_arch
 from .run_files import RunWriter
-from .spectra import GATE_NAMES
 from .watch_chain import engine_total, total_grads
 
 
@@ -276,7 +276,7 @@ def _gate_eigenvalues(W: Tensor, cell: str) -> dict | None:
         return None
     H = W.shape[1]
     out = {}
-    for g, block in zip(GATE_NAMES[cell], W.split(H, dim=0)):
+    for g, block in zip(cell_type(cell).gate_names, W.split(H, dim=0)):
         ev = torch.linalg.eigvals(block).numpy()
         out[g] = [[float(f"{v:.6g}") for v in ev.real], [float(f"{v:.6g}") for v in ev.imag]]
     return out
