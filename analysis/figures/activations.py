@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from rnn_models.cells import cell_type
 from rnn_models.config import ACTIVATION_GAMMA, ACTIVATIONS
 
 from .theme import ACTIVATION_COLORS, _base_layout, _hline, config_meta, subplots
@@ -14,7 +15,8 @@ def activation_figures(results: dict | None = None, histories: dict | None = Non
     from rnn_models.cells import activation_and_derivative
 
     meta = config_meta(results or {})
-    current = {r.config.activation for r in (results or {}).values() if r.config.cell == "rnn"}
+    current = {r.config.activation for r in (results or {}).values()
+               if "activation" in cell_type(r.config.cell).settings}  # the kinds whose phi this is (the RNN)
     gated_only = bool(results) and not current  # only LSTM/GRU shown: the vanilla-RNN bound is not theirs
     a = torch.linspace(-5, 5, 401, dtype=torch.float64)
     fig = subplots(rows=1, cols=2, horizontal_spacing=0.08,

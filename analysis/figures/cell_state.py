@@ -1,11 +1,17 @@
 """View 4, cell state: the LSTM carousel prod f and the GRU prod z, ||dL/dc_t|| (total and carry path),
-gate activity."""
+gate activity.
+
+What differs by kind is asked of the cell classes (rnn_models.cells): the gated kinds are those with a
+``keep_gate``; a memory cell (``c_index``) shows its c->c flow and carousel, a keep gate on h its update-gate path;
+the gates shown per unit (``gates_shown``), their captions and the flow caption are the kind's own."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import plotly.graph_objects as go
+
+from rnn_models.cells import by_kind, cell_names, cell_type, merged
 
 from .theme import (
     GATE_NAMES,
@@ -22,30 +28,19 @@ from .theme import (
     safe_key,
 )
 
-GATES_SHOWN = {"lstm": ("f", "i", "o"), "gru": ("z", "r")}
-GATE_CAPTIONS = {
-    "f": "The LSTM's forget gate f_t per unit and step: c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t, so the cell state "
-         "carries a unit's memory back only where f_t stays near 1 (bright); near 0 it is wiped every step.",
-    "i": "The LSTM's input gate i_t per unit and step: how much of the candidate g_t is written into c_t.",
-    "o": "The LSTM's output gate o_t per unit and step: h_t = o_t ⊙ tanh(c_t), so a closed o_t hides the cell "
-         "from h_t (and from the gradient through h_t) without erasing it.",
-    "z": "The GRU's update gate z_t per unit and step: h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}, so z_t near 1 "
-         "(bright) copies the state forward and carries the gradient back almost unchanged.",
-    "r": "The GRU's reset gate r_t per unit and step: how much of h_{t-1} enters the candidate n_t.",
-}
+GATES_SHOWN = by_kind("gates_shown")  # kind -> the gates shown per unit (LSTM f, i, o; GRU z, r)
+GATE_CAPTIONS = merged("gate_captions")  # gate -> its caption, as the kinds word it
 
 
 def _flow_caption(cells: set) -> str:
-    """The cell-flow figure's caption: the LSTM's carousel and/or the GRU's update-gate path."""
-    parts = []
-    if "lstm" in cells:
-        parts.append("In the LSTM, c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t: the direct path back through c has Jacobian "
-                     "diag(f_t), so the dashed 'carousel' ∏ diag(f_t) is that path alone and the solid line every "
-                     "path.")
-    if "gru" in cells:
-        parts.append("In the GRU, h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}: the dashed ∏ diag(z_t) is the copy "
-                     "path alone, the solid line every path.")
-    return " ".join(parts)
+    """The cell-flow figure's caption: each shown kind's own (the LSTM's carousel, the GRU's update-gate path),
+    in registration order."""
+    return " ".join(cell_type(c).flow_caption for c in cell_names() if c in cells and cell_type(c).flow_caption)
+
+
+def _gated(r) -> bool:
+    """A kind with a keep gate (LSTM f, GRU z): its gate path and gate activity are shown."""
+    return cell_type(r.config.cell).keep_gate is not None
 
 
 CELL_GRAD_CAPTION = (
@@ -90,30 +85,32 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
     meta = config_meta(results)
     view = "cell-state"
     figs = {}
-    gated = [(k, r) for k, r in results.items() if r.config.cell in ("lstm", "gru")]
+    gated = [(k, r) for k, r in results.items() if _gated(r)]
     if gated:
         fig = new_figure()
         for key, r in gated:
             color, lab = color_of(key, results), label_of(key)
             j = r.jac
             lag = np.asarray(j.lag)
-            if r.config.cell == "lstm":
+            kind = cell_type(r.config.cell)
+            kg = kind.keep_gate
+            if kind.c_index is not None:  # a memory cell: its full c->c flow and the carousel prod diag(f)
                 if j.cell_full is not None:
                     fig.add_trace(go.Scatter(x=lag, y=pow10(j.cell_full), legendgroup=key,
                                              name=f"{lab} full ‖∂c<sub>T-1</sub>/∂c<sub>T-1-k</sub>‖ (every path)",
                                              line=dict(color=color, width=2.5), meta={"role": "cell_full", "cell": key}))
                 if j.cell_carousel is not None:
                     fig.add_trace(go.Scatter(x=lag, y=pow10(j.cell_carousel), legendgroup=key,
-                                             name=f"{lab} carousel ‖∏ diag(f<sub>t</sub>)‖ (forget gates alone)",
+                                             name=f"{lab} carousel ‖∏ diag({kg}<sub>t</sub>)‖ (forget gates alone)",
                                              line=dict(color=color, width=2, dash="dash"),
                                              meta={"role": "cell_carousel", "cell": key}))
-            else:
+            else:  # a keep gate on h: the full h->h flow and the update-gate path prod diag(z)
                 fig.add_trace(go.Scatter(x=lag, y=pow10(j.spectral_norm), legendgroup=key,
                                          name=f"{lab} full ‖∂h<sub>T-1</sub>/∂h<sub>T-1-k</sub>‖ (every path)",
                                          line=dict(color=color, width=2.5), meta={"role": "spectral_norm", "cell": key}))
                 if j.update_gate_path is not None:
                     fig.add_trace(go.Scatter(x=lag, y=pow10(j.update_gate_path), legendgroup=key,
-                                             name=f"{lab} update-gate path ‖∏ diag(z<sub>t</sub>)‖",
+                                             name=f"{lab} update-gate path ‖∏ diag({kg}<sub>t</sub>)‖",
                                              line=dict(color=color, width=2, dash="dash"),
                                              meta={"role": "update_gate_path", "cell": key}))
         fig.update_yaxes(type="log", title="norm (log)", exponentformat="power")
@@ -124,7 +121,7 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
                      caption=_flow_caption({r.config.cell for _, r in gated}))
         figs["cell_flow"] = fig
         for key, r in gated:
-            for gname in GATES_SHOWN[r.config.cell]:
+            for gname in cell_type(r.config.cell).gates_shown:
                 if gname not in r.gates:
                     continue
                 g = np.asarray(r.gates[gname], float)  # (T, H)
@@ -138,7 +135,7 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
                 sat_text = f"  ({100 * sat:.0f}% within 0.01 of 0 or 1)" if sat is not None else ""
                 _base_layout(fig, f"{label_of(key)} {GATE_NAMES[gname]} per unit and step, sequence 0{sat_text}"
                              + layer_note({key: r}), meta, view, f"gates_{safe_key(key)}_{gname}", height=420,
-                             caption=GATE_CAPTIONS[gname])
+                             caption=cell_type(r.config.cell).gate_captions[gname])
                 figs[f"gates_{safe_key(key)}_{gname}"] = fig
     grad = cell_grad_figure(results, meta)
     if grad is not None:
@@ -175,7 +172,7 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
     figs["gate_saturation"] = fig
 
     for key, r in results.items():
-        if r.config.cell != "rnn":
+        if "activation" not in cell_type(r.config.cell).settings:  # the vanilla RNN's h_t (its phi')
             continue
         h = np.asarray(r.hidden, float)
         fig = new_figure(go.Heatmap(z=h.T, x=np.arange(h.shape[0]), y=np.arange(h.shape[1]), colorscale="RdBu",

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from rnn_models.cells import cell_type
 from rnn_models.config import ACTIVATION_GAMMA
 
 from .theme import (
@@ -24,9 +25,10 @@ from .theme import (
 
 
 def pascanu_bound(result, lags) -> tuple[np.ndarray, float, float] | None:
-    """(gamma * sigma_max(W_hh))^k for a vanilla RNN without layer norm, with gamma and sigma_max; else None."""
+    """(gamma * sigma_max(W_hh))^k for a vanilla RNN without layer norm, with gamma and sigma_max; else None
+    (the kinds that declare the bound: ``gamma_bound``)."""
     c = result.config
-    if c.cell != "rnn" or c.layer_norm:
+    if not cell_type(c.cell).gamma_bound or c.layer_norm:
         return None
     gamma = ACTIVATION_GAMMA[c.activation]
     smax = float(result.spectra["h"]["sigma_max"])

@@ -38,7 +38,7 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
         for block, s in r.spectra.items():
             eig = np.asarray(s["eigenvalues"])
             radius = max(radius, float(np.abs(eig).max()) if eig.size else 0.0)
-            color = CELL_COLORS["rnn"] if block == "h" else GATE_COLORS.get(block, "#333")
+            color = GATE_COLORS.get(block, "#333")  # "h", the whole W_hh: the RNN's vermillion
             bname = "W<sub>hh</sub>" if block == "h" else f"W<sub>hh</sub>[{block}]"
             fig.add_trace(go.Scatter(x=eig.real, y=eig.imag, mode="markers",
                                      name=f"{label_of(key)} {bname}  ρ={s['spectral_radius']:.3g}",

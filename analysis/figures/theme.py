@@ -8,18 +8,28 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from rnn_models.cells import by_kind, cell_names, merged
 from rnn_models.config import CELLS
 
 VIEWS = ("gradient-flow", "jacobians", "spectrum", "cell-state", "training", "activations")
 SLIDE_W, SLIDE_H = 1920, 1080
 
-CELL_COLORS = {"rnn": "#D55E00", "lstm": "#0072B2", "gru": "#009E73"}  # Okabe-Ito: vermillion, blue, green
-CELL_LABELS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+# each kind's colour and label, as the cell classes declare them (rnn_models.cells; read at every use)
+CELL_COLORS = by_kind("color")  # Okabe-Ito: rnn vermillion, lstm blue, gru green
+CELL_LABELS = by_kind("label")
 GATE_COLORS = {"h": "#D55E00", "i": "#E69F00", "f": "#56B4E9", "g": "#CC79A7", "o": "#666666",
                "r": "#E69F00", "z": "#56B4E9", "n": "#CC79A7"}
-GATE_NAMES = {"i": "input gate i<sub>t</sub>", "f": "forget gate f<sub>t</sub>", "o": "output gate o<sub>t</sub>",
-              "g": "candidate g<sub>t</sub>", "z": "update gate z<sub>t</sub>", "r": "reset gate r<sub>t</sub>",
-              "n": "candidate n<sub>t</sub>"}  # figure-title markup: real subscripts
+
+
+class _GateTitles(merged):
+    """gate -> its figure-title name with a real subscript ("forget gate f<sub>t</sub>"), from the kinds'
+    ``gate_descriptions``."""
+
+    def __getitem__(self, gate):
+        return f"{super().__getitem__(gate)} {gate}<sub>t</sub>"
+
+
+GATE_NAMES = _GateTitles("gate_descriptions")
 ACTIVATION_COLORS = {"tanh": "#D55E00", "relu": "#0072B2", "sigmoid": "#009E73", "linear": "#666666"}
 VARIANT_DASHES = ("solid", "dash", "dot", "dashdot")
 LAYER_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -84,7 +94,7 @@ def _rgba(hex_color: str, alpha: float) -> str:
 def cell_of(key: str) -> str:
     """The cell a results/histories key belongs to ("rnn", "lstm · clip norm" -> "lstm")."""
     head = str(key).split()[0].lower() if str(key).split() else ""
-    return head if head in CELLS else "rnn"
+    return head if head in CELLS else cell_names()[0]  # else the first kind (the vanilla RNN)
 
 
 def color_of(key: str, keys=()) -> str:
