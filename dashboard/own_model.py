@@ -15,14 +15,17 @@ import streamlit as st
 
 from analysis.config import ExperimentConfig
 from analysis.limits import Cost
+from rnn_models.cells import cell_type
 from rnn_models.config import ConfigError
 
 from . import compute, remote, scheduler
 
 UPLOAD_MB = 50  # MiB per file: shown by each uploader, Streamlit's server.maxUploadSize (.streamlit/config.toml, gdlab)
 UPLOAD_LIMIT = UPLOAD_MB * 2**20  # bytes per file, checked again on the bytes received
-ARCH_DEFAULTS = {"cell": "rnn", "compare": (), "hidden_size": 64, "input_size": None, "num_layers": 1,
-                 "bidirectional": False, "layer_norm": False, "peephole": False, "task": "random", "truncate": 0}
+# the architecture fields back at ExperimentConfig's defaults: the file decides them
+ARCH_DEFAULTS = {f: getattr(ExperimentConfig(), f) for f in ("cell", "compare", "hidden_size", "input_size",
+                                                             "num_layers", "bidirectional", "layer_norm", "peephole",
+                                                             "task", "truncate")}
 HELP = ("Save the weights with torch.save(model.state_dict(), 'model.pt') (the whole model's: the recurrent "
         "module is found by its weight_ih_l0 keys). Inputs: (T, B, I) floats, or token ids (T, B) with the "
         "embedding's name. Targets score the readout's outputs: class ids -> cross-entropy, floats -> MSE.")
@@ -142,7 +145,7 @@ def header(results: dict) -> None:
     c = r.config
     f = st.session_state.get("own_sd")
     st.markdown(f"**Your model** `{f.name if f else ''}` · {c.cell.upper()}"
-                + (f" ({c.activation})" if c.cell == "rnn" else "")
+                + (f" ({c.activation})" if "activation" in cell_type(c.cell).settings else "")
                 + f" · {c.num_layers} layer{'s' if c.num_layers > 1 else ''}" + (" · bidirectional" if c.bidirectional
                                                                               else "")
                 + f" · I={c.input_size} · H={c.hidden_size} · T={c.seq_len} · B={c.batch_size} · {c.dtype}"

@@ -13,6 +13,7 @@ from analysis.config import (
     ExperimentConfig,
 )
 from analysis.presets import DEFAULT_PRESET, PRESETS
+from rnn_models.cells import cell_names, cell_type
 from rnn_models.config import ACTIVATIONS, CELLS, INITS, ConfigError
 
 from .session import _on_preset, _on_upload
@@ -25,6 +26,26 @@ from .state import (
     state_to_config,
     variant_text,
 )
+
+def _having(setting: str) -> list[str]:
+    """The labels of the kinds a setting applies to (their ``settings``): ["LSTM"] for peephole."""
+    return [cell_type(c).label for c in cell_names() if setting in cell_type(c).settings]
+
+
+def _only(setting: str) -> str:
+    """"the LSTM", "the RNN and the GRU": who a setting applies to."""
+    return " and ".join(f"the {n}" for n in _having(setting))
+
+
+def _any(setting: str) -> str:
+    """"LSTM", "RNN or GRU": none of these is selected."""
+    return " or ".join(_having(setting))
+
+
+def _selected(setting: str, cells: list[str]) -> bool:
+    """Some selected cell takes the setting."""
+    return any(setting in cell_type(c).settings for c in cells)
+
 
 TEXT_NAMES = {"shipped": "shipped: Shakespeare's sonnets (V = 60)", "hello": "hello (V = 4: h, e, l, o)"}
 
@@ -65,34 +86,38 @@ def sidebar() -> Settings:
                        format_func=lambda c: CELL_NAMES[c],
                        help="Analysed side by side on the same data and seed.")
         cells = [c for c in CELLS if c in (ss.get("cell_compare") or [])]
-        gated = [CELL_NAMES[c] for c in cells if c != "rnn"]
+        gated = [CELL_NAMES[c] for c in cells if "activation" not in cell_type(c).settings]
 
         with st.expander("Model", expanded=True):
             st.selectbox("Activation φ (RNN)", list(ACTIVATIONS), key="activation",
                          help="h_t = φ(W_hh h_{t-1} + W_xh x_t + b); γ = sup|φ'| is 1 for tanh/relu/linear, "
                               "1/4 for sigmoid.")
             custom = ss.get("activation") != "tanh"
-            if "rnn" not in cells:
-                _note("activation applies to the RNN only: no RNN is selected", custom)
+            if not _selected("activation", cells):
+                _note(f"activation applies to {_only('activation')} only: no {_any('activation')} is selected",
+                      custom)
             elif gated:
-                _note(f"activation applies to the RNN only; {', '.join(gated)} use sigmoid gates and tanh", custom)
+                _note(f"activation applies to {_only('activation')} only; {', '.join(gated)} use sigmoid gates and "
+                      "tanh", custom)
             st.selectbox("Initialization of W_hh", list(INITS), key="init")
-            if ss.get("init") == "chrono" and "rnn" in cells:
-                _note("chrono applies to gated cells only: the RNN uses the default init")
+            plain = [CELL_NAMES[c] for c in cells if "chrono" not in cell_type(c).settings]
+            if ss.get("init") == "chrono" and plain:
+                _note(f"chrono applies to gated cells only: the {', '.join(plain)} "
+                      f"{'uses' if len(plain) == 1 else 'use'} the default init")
             st.number_input("init_scale", min_value=0.0, max_value=100.0, step=0.1, key="init_scale",
                             format="%.3f")
             st.caption(f"init_scale: {INIT_SCALE_MEANING.get(ss.get('init'), '')}")
             st.checkbox("Layer norm", key="layer_norm", help="Ba et al. 2016, on the summed pre-activation.")
             st.checkbox("Peepholes (LSTM)", key="peephole")
-            if ss.get("peephole") and "lstm" not in cells:
-                _note("peepholes apply to the LSTM only: no LSTM is selected")
+            if ss.get("peephole") and not _selected("peephole", cells):
+                _note(f"peepholes apply to {_only('peephole')} only: no {_any('peephole')} is selected")
             st.checkbox("Set the forget-gate bias b_f (LSTM)", key="forget_bias_on")
             st.number_input("forget-gate bias b_f", min_value=-20.0, max_value=20.0, step=0.5, key="forget_bias",
                             disabled=not ss.get("forget_bias_on"))
-            if ss.get("forget_bias_on") and "lstm" not in cells:
-                _note("forget-gate bias applies to the LSTM only: no LSTM is selected")
-            elif ss.get("forget_bias_on") and cells != ["lstm"]:
-                _note("forget-gate bias applies to the LSTM only", False)
+            if ss.get("forget_bias_on") and not _selected("forget_bias", cells):
+                _note(f"forget-gate bias applies to {_only('forget_bias')} only: no {_any('forget_bias')} is selected")
+            elif ss.get("forget_bias_on") and not all("forget_bias" in cell_type(c).settings for c in cells):
+                _note(f"forget-gate bias applies to {_only('forget_bias')} only", False)
             st.slider("Hidden size H", 1, max(512, int(ss.get("hidden_size") or 1)), key="hidden_size")
             st.number_input("Layers", min_value=1, max_value=16, step=1, key="num_layers")
             layer_control()

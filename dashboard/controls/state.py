@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from analysis.config import ExperimentConfig
+from rnn_models.cells import by_kind
 from rnn_models.config import CELLS, ConfigError, shown
 
 FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
@@ -25,7 +26,7 @@ STATE_KEYS = tuple(PLAIN_FIELDS) + ("cell_compare", "forget_bias_on", "forget_bi
                                      "display_log_jac", "display_gate", "train_task", "train_steps_per_tick",
                                      "temperature")
 URL_RESERVED = ("view", "atlas")  # bound by Streamlit itself: the tabs, the Atlas preset
-CELL_NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+CELL_NAMES = by_kind("label")  # kind -> its label, as the cell classes declare it
 
 INIT_SCALE_MEANING = {
     "default": "not used by init 'default' (U(-1/sqrt(H), 1/sqrt(H)))",
@@ -137,7 +138,7 @@ def state_to_config() -> ExperimentConfig:
     ss = st.session_state
     cells = [c for c in CELLS if c in (ss.get("cell_compare") or [])]
     if not cells:
-        raise ConfigError("cells: choose at least one of RNN, LSTM, GRU to analyse")
+        raise ConfigError(f"cells: choose at least one of {', '.join(CELL_NAMES.values())} to analyse")
     d = {}
     for name in PLAIN_FIELDS:
         v = ss.get(name)

@@ -5,6 +5,7 @@ import streamlit as st
 
 from ..controls import gate_choice
 from analysis.guides import VIEW_GUIDES
+from rnn_models.cells import cell_type
 
 from .common import draw, export_all, figures, guide
 
@@ -17,7 +18,7 @@ NEEDS_FULL = True  # reads the Jacobian products (result.jac): waits for the ful
 def render(ctx) -> None:
     guide(GUIDE)
     figs = figures(VIEW, ctx)
-    gated = [k for k, r in ctx.results.items() if r.config.cell in ("lstm", "gru")]
+    gated = [k for k, r in ctx.results.items() if cell_type(r.config.cell).keep_gate is not None]  # LSTM, GRU
     if not gated:
         st.info("This view is about gated cells (the LSTM's c_t and f_t, the GRU's z_t). A vanilla RNN has no cell "
                 "state: below are its hidden states h_t and saturation. Add an LSTM or GRU in the sidebar.")
