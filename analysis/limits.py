@@ -233,7 +233,7 @@ def training_cost(config: ExperimentConfig, steps: int) -> Cost:
     flops = max(1, steps) * (3 * 2 * T * B * L * D * G * H * (H + I) + 3 * T * L * D * STEP_FLOPS)
     # every 5th step a probe (analysis.training_run): one sequence's Jacobian product over T steps, the svdvals
     # of its h->h block at 12 lags, the eigenvalues of W_hh's G blocks
-    S = len(cell_type(config.cell).state_names) * H
+    S = kind.state_size(H)
     flops += -(-max(1, steps) // 5) * (2 * T * S**3 + (12 + G) * SVD_FLOPS * H**3)
     return Cost(memory, flops, {"graph": graph})
 

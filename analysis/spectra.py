@@ -32,7 +32,7 @@ def weight_spectra(cell, cell_type: str | None = None) -> dict[str, dict]:
             out[name] = _entry(eig, sv)
         return out
     for name, block in cell.recurrent_blocks().items():
-        block = block.double()
+        block = block.detach().double()
         eig = finite.eigvals(block).numpy()  # NaN for a non-finite block: LAPACK never sees it
         sv = finite.svdvals(block).numpy()
         out[name] = _entry(eig, sv)

@@ -282,13 +282,6 @@ class _Cell(nn.Module):
         """v J_t and J_t v of a chunk of steps as ``vjp`` (also the call) / ``jvp``."""
         return DenseSteps(self.jacobian(xp, st))
 
-    def recurrent_blocks(self) -> dict[str, Tensor]:
-        """gate name -> its (H, H) block of W_hh (detached), in torch's order; {} when the cell has no W_hh."""
-        W = getattr(self, "weight_hh", None)
-        if W is None or not self.gate_names:
-            return {}
-        return dict(zip(self.gate_names, W.detach().split(self.hidden_size, dim=0)))
-
     def recurrent_eigenvalues(self) -> dict[str, Tensor]:
         """name -> the complex eigenvalues of a fixed elementwise recurrence (a diagonal cell's lambda), or {}:
         then the spectra are those of ``recurrent_blocks``."""
