@@ -23,6 +23,7 @@ import sys
 import tempfile
 import typing
 
+from rnn_models.cells import cell_type
 from rnn_models.config import ConfigError
 
 from .config import FIELD_CHOICES, ExperimentConfig
@@ -158,7 +159,8 @@ def _summary(d: dict) -> str:
     c, j = d["config"], d["jacobian"]
     gn = d["grad_norm"]
     lines = [
-        f"{c['cell']} ({c['activation'] if c['cell'] == 'rnn' else 'gated'}), init {c['init']} x{c['init_scale']}, "
+        f"{c['cell']} ({c['activation'] if 'activation' in cell_type(c['cell']).settings else 'gated'}), "
+        f"init {c['init']} x{c['init_scale']}, "
         f"H={c['hidden_size']}, T={c['seq_len']}, B={c['batch_size']}, {_task(d)}, {c['dtype']}",
         f"||dL/dh_t||: t=T-1 {gn[-1]:.3g}, t=0 {gn[0] if gn[0] is not None else float('nan'):.3g}",
         (f"||dh_T-1/dh_T-1-k||_2 at lag {j['lag'][-1]}: {j['spectral_norm'][-1]!s}"

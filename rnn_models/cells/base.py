@@ -258,6 +258,10 @@ class _Cell(nn.Module):
             return self.jacobian_autograd(xp_t, state)
         return self._jacobian_closed_form(xp_t, state)
 
+    def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
+        """A kind's closed form of ``jacobian``; without one, autograd's (exact, slower)."""
+        return self.jacobian_autograd(xp_t, state)
+
     def jacobian_autograd(self, xp_t: Tensor, state: State) -> Tensor:
         """The same Jacobian by ``torch.func.vmap(jacrev(step))`` over all leading dimensions at once."""
         lead = xp_t.shape[:-1]
