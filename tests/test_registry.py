@@ -27,6 +27,7 @@ from analysis.figures import VIEWS, view_figures
 from analysis.gradients import gradient_norms, log_grad_norm_chain
 from analysis.jacobians import jacobian_products
 from analysis.limits import SVD_FLOPS, estimate
+from analysis.spectra import weight_spectra
 from analysis.summary import summary_lines
 from analysis.thin_sigma import BLOCK, JVP_FACTOR, TESTED_RTOL, THIN_ITERATIONS, route_flops, thin_jacobians
 from rnn_models import CELLS, ConfigError, ModelConfig, RecurrentNetwork
@@ -226,6 +227,20 @@ def test_whole_experiment_result_and_figures(elman2):
     figs = {view: view_figures(view, res) for view in VIEWS}  # every view draws the new kind
     ours = [t for t in figs["gradient-flow"]["grad_norm"].data if t.name.startswith("Elman2 ‖")]
     assert len(ours) == 1 and ours[0].line.color == Elman2Cell.color  # its declared colour and label
+
+
+def test_spectra_of_a_cell_without_w_hh(elman2, monkeypatch):
+    """No W_hh: no blocks, no crash; a fixed diagonal recurrence's eigenvalues (recurrent_eigenvalues) are used as
+    they are, their singular values those of diag(lambda)."""
+    net, _ = _net()
+    cell = net.layers[0][0]
+    assert cell.recurrent_blocks() == {} and weight_spectra(cell) == {}
+    lam = torch.tensor([0.5 + 0.5j, -0.9 + 0j, 0.1j], dtype=torch.complex128)
+    monkeypatch.setattr(Elman2Cell, "recurrent_eigenvalues", lambda self: {"lambda": lam})
+    s = weight_spectra(cell)["lambda"]
+    np.testing.assert_array_equal(s["eigenvalues"], lam.numpy())
+    np.testing.assert_allclose(s["singular_values"], torch.linalg.svdvals(torch.diag(lam)).numpy(), rtol=1e-15)
+    assert s["spectral_radius"] == pytest.approx(0.9, rel=1e-15) and s["sigma_max"] == pytest.approx(0.9, rel=1e-15)
 
 
 # ---- no branch on a cell's name outside rnn_models/cells/ ------------------------------------------------------

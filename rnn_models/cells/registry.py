@@ -1,7 +1,11 @@
 """The registry of kinds of cells: name -> the ``_Cell`` subclass that answers every question about that kind.
 
 Adding a kind of cell is one module that subclasses ``base._Cell``, declares its attributes and calls
-``register``; ``rnn_models.cells`` imports it so it is registered on import.
+``register``; ``rnn_models.cells`` imports it so it is registered on import. The config, the network, the engine
+(products, gradients, the thin route), the cost estimate, the figures and the dashboard ask the class; every
+question has a default (a dense S x S step through autograd), so a kind needs only ``from_config``, ``project``
+and ``_forward`` (tests/test_registry.py registers such a kind in a test and checks every number against
+autograd). ``by_kind(attr)`` / ``merged(attr)`` are live name-keyed views where a dict keyed by cell names was.
 """
 from __future__ import annotations
 
