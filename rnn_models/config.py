@@ -102,6 +102,10 @@ class ModelConfig:
     forget_bias   LSTM only: if set, the forget gate's total bias (carried by bias_ih; bias_hh's f block is 0)
     chrono_tmax   T_max of the chrono initialization (usually the sequence length)
     seed          seed of the initialization
+    lru_r_min     LRU only: |lambda| ~ the ring [r_min, r_max] at initialization (Orvieto et al. 2023)
+    lru_r_max     LRU only: the ring's outer radius (<= 1)
+    lru_phase_max LRU only: arg lambda ~ U[0, phase_max] at initialization
+    lru_gamma     LRU only: the input normalization gamma = sqrt(1 - |lambda|^2) (a trainable gamma_log)
     """
 
     cell: str = "rnn"
@@ -117,6 +121,10 @@ class ModelConfig:
     forget_bias: float | None = None
     chrono_tmax: int = 100
     seed: int = 0
+    lru_r_min: float = 0.9
+    lru_r_max: float = 0.999
+    lru_phase_max: float = 6.28
+    lru_gamma: bool = True
 
     def __post_init__(self):
         check_choice("cell", self.cell, CELLS)
@@ -136,6 +144,16 @@ class ModelConfig:
         kind = cell_type(self.cell)
         if self.init == "chrono" and {"chrono", "forget_bias"} <= kind.settings and self.forget_bias is not None:
             raise ConfigError("forget_bias must be unset with init='chrono': chrono sets the forget bias itself")
+        check_float("lru_r_min", self.lru_r_min, 0.0, 1.0)
+        check_float("lru_r_max", self.lru_r_max, 0.0, 1.0, lo_open=True)
+        if self.lru_r_min >= self.lru_r_max:
+            raise ConfigError(f"lru_r_min={self.lru_r_min} must be below lru_r_max={self.lru_r_max}: |lambda| is "
+                              "drawn from the ring lru_r_min <= |lambda| <= lru_r_max")
+        check_float("lru_phase_max", self.lru_phase_max, 0.0, 2 * math.pi, lo_open=True)
+        check_bool("lru_gamma", self.lru_gamma)
+        check = getattr(kind, "check_config", None)  # a kind's own constraint (lru: H even)
+        if check is not None:
+            check(self)
 
     @property
     def gamma(self) -> float:
@@ -170,4 +188,11 @@ class ModelConfig:
             notes.append(f"forget_bias applies to {who('forget_bias')} only; ignored for {self.cell}")
         if "chrono" not in kind.settings and self.init == "chrono":
             notes.append(f"init='chrono' applies to gated cells only; the {self.cell} uses the default init")
+        for f in ("lru_r_min", "lru_r_max", "lru_phase_max", "lru_gamma"):
+            if getattr(self, f) != ModelConfig.__dataclass_fields__[f].default and f not in kind.settings:
+                notes.append(f"{f} applies to {who(f)} only; ignored for {self.cell}")
+        if self.layer_norm and "layer_norm" not in kind.settings:
+            notes.append(f"layer_norm applies to {who('layer_norm')} only; ignored for {self.cell}")
+        if not kind.gate_names and self.init not in ("default", "chrono"):
+            notes.append(f"init={self.init!r} shapes W_hh, which the {self.cell} has not; it uses its own initialization")
         return notes

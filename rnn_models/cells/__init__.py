@@ -8,6 +8,10 @@ from .registry import by_kind, cell_names, cell_type, merged, register
 from .rnn import RNNCell  # noqa: E402  (registration order: rnn, lstm, gru)
 from .lstm import LSTMCell  # noqa: E402
 from .gru import GRUCell  # noqa: E402
+from .lru import LRUCell  # noqa: E402  (then the diagonal cells: lru, rglru, mingru, minlstm)
+from .rglru import RGLRUCell  # noqa: E402
+from .mingru import MinGRUCell  # noqa: E402
+from .minlstm import MinLSTMCell  # noqa: E402
 
 
 def make_cell(cell: str, input_size: int, hidden_size: int, *, activation: str = "tanh",
@@ -20,4 +24,5 @@ def make_cell(cell: str, input_size: int, hidden_size: int, *, activation: str =
 
 
 __all__ = ["State", "LayerNorm", "activation_and_derivative", "_Cell", "RNNCell", "LSTMCell", "GRUCell",
-           "make_cell", "register", "cell_type", "cell_names", "by_kind", "merged"]
+           "LRUCell", "RGLRUCell", "MinGRUCell", "MinLSTMCell", "make_cell", "register", "cell_type", "cell_names",
+           "by_kind", "merged"]

@@ -1,0 +1,146 @@
+"""The Linear Recurrent Unit (Orvieto et al. 2023, "Resurrecting recurrent neural networks for long sequences")."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import State, _Cell
+from .registry import register
+
+# the paper's experiments on long sequences (its ring initialisation, Section 3.3 and the LRA tables)
+R_MIN, R_MAX, PHASE_MAX = 0.9, 0.999, 6.28
+_OPEN = 1e-12  # u1, u2 ~ U[0, 1] are kept in [1e-12, 1 - 1e-12], so nu_log and theta_log stay finite
+
+
+@register
+class LRUCell(_Cell):
+    r"""Linear Recurrent Unit: a complex diagonal linear recurrence, its state seen as real numbers.
+
+    .. math::
+        \lambda_j = \exp(-\exp(\nu_j) + i \exp(\theta_j))                  (|lambda_j| = exp(-exp(nu_j)) < 1)
+        \gamma_j = \exp(\gamma^{\log}_j)     (initialised to \sqrt{1 - |\lambda_j|^2}; 1 without normalisation)
+        h_t = \lambda \odot h_{t-1} + \gamma \odot ((B^{re} + i B^{im}) x_t)        h_t \in C^{H/2}
+
+    Ring initialisation (the paper's Lemma 3.2): u1, u2 ~ U[0, 1],
+    nu = log(-1/2 log(u1 (r_max^2 - r_min^2) + r_min^2)), theta = log(u2 * phase_max), so |lambda| is uniform
+    in area on the ring r_min <= |lambda| <= r_max with phase in [0, phase_max]; B^re, B^im ~ N(0, 1/(2 I)).
+
+    The state is real: H/2 complex units as the real view h = [Re h; Im h] (B, H), so every other part of the
+    code sees an ordinary (B, H) state (H must be even). The paper's output y_t = Re(C h_t) + D x_t is left to
+    the next layer or the readout, which is linear in [Re h; Im h] and so can express it.
+
+    Per-step Jacobian (no input path through h_{t-1}): per unit j the 2 x 2 rotation-scaling block
+    [[Re lambda_j, -Im lambda_j], [Im lambda_j, Re lambda_j]] between (Re h_j, Im h_j) at t-1 and at t; its
+    singular values are both |lambda_j|. ``multipliers`` gives lambda itself (complex, (..., H/2)).
+
+    Shapes: x_t (B, I) -> xp_t (B, H) = [Re(gamma B x_t); Im(gamma B x_t)] -> state (h_t,), h_t (B, H).
+    """
+
+    name, label, color = "lru", "LRU", "#CC79A7"  # Okabe-Ito reddish purple
+    gate_names = ()  # no W_hh
+    keep_gate = None
+    settings = frozenset({"lru_r_min", "lru_r_max", "lru_phase_max", "lru_gamma"})
+    diagonal = True
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """A ModelConfig's LRU-specific constraint (called from its validation): H/2 complex units."""
+        if config.hidden_size % 2:
+            from ..config import ConfigError
+            raise ConfigError(f"hidden_size={config.hidden_size} must be even for cell='lru': the state is the real "
+                              f"view [Re h; Im h] of hidden_size/2 complex units")
+
+    @classmethod
+    def from_config(cls, input_size, hidden_size, config, dtype=None):
+        return cls(input_size, hidden_size, r_min=getattr(config, "lru_r_min", R_MIN),
+                   r_max=getattr(config, "lru_r_max", R_MAX), phase_max=getattr(config, "lru_phase_max", PHASE_MAX),
+                   gamma=getattr(config, "lru_gamma", True), seed=getattr(config, "seed", 0), dtype=dtype)
+
+    def __init__(self, input_size: int, hidden_size: int, *, r_min: float = R_MIN, r_max: float = R_MAX,
+                 phase_max: float = PHASE_MAX, gamma: bool = True, seed: int = 0, dtype: torch.dtype | None = None):
+        super().__init__()
+        if hidden_size % 2:
+            raise ValueError(f"hidden_size={hidden_size} must be even for cell='lru': the state is the real view "
+                             "[Re h; Im h] of hidden_size/2 complex units")
+        if not 0 <= r_min < r_max <= 1:
+            raise ValueError(f"lru_r_min={r_min}, lru_r_max={r_max}: need 0 <= lru_r_min < lru_r_max <= 1")
+        if not 0 < phase_max <= 2 * math.pi:
+            raise ValueError(f"lru_phase_max={phase_max} is out of range: must be in (0, 2 pi]")
+        N = hidden_size // 2
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.r_min, self.r_max, self.phase_max, self.gamma = r_min, r_max, phase_max, gamma
+        self.nu_log = nn.Parameter(torch.empty(N, dtype=dtype))
+        self.theta_log = nn.Parameter(torch.empty(N, dtype=dtype))
+        self.B_re = nn.Parameter(torch.empty(N, input_size, dtype=dtype))
+        self.B_im = nn.Parameter(torch.empty(N, input_size, dtype=dtype))
+        self.gamma_log = nn.Parameter(torch.empty(N, dtype=dtype)) if gamma else None
+        self.init_weights(None, torch.Generator().manual_seed(seed))
+
+    @torch.no_grad()
+    def init_weights(self, config, gen: torch.Generator) -> None:
+        """The paper's initialisation (class docstring), every draw from ``gen`` (in float64, then cast)."""
+        N, I = self.hidden_size // 2, self.input_size
+        u1 = torch.rand(N, generator=gen, dtype=torch.float64).clamp(_OPEN, 1 - _OPEN)
+        u2 = torch.rand(N, generator=gen, dtype=torch.float64).clamp(_OPEN, 1 - _OPEN)
+        # nu = log(-1/2 log(u1 (r_max^2 - r_min^2) + r_min^2))
+        nu_log = torch.log(-0.5 * torch.log(u1 * (self.r_max ** 2 - self.r_min ** 2) + self.r_min ** 2))
+        # theta = log(u2 phase_max)
+        theta_log = torch.log(u2 * self.phase_max)
+        # B_re, B_im ~ N(0, 1/(2 I))
+        B_re = torch.randn(N, I, generator=gen, dtype=torch.float64) / math.sqrt(2 * I)
+        B_im = torch.randn(N, I, generator=gen, dtype=torch.float64) / math.sqrt(2 * I)
+        self.nu_log.copy_(nu_log)
+        self.theta_log.copy_(theta_log)
+        self.B_re.copy_(B_re)
+        self.B_im.copy_(B_im)
+        if self.gamma_log is not None:
+            # gamma = sqrt(1 - |lambda|^2), |lambda|^2 = exp(-2 exp(nu))  ->  log gamma = 1/2 log(-expm1(-2 exp(nu)))
+            self.gamma_log.copy_(0.5 * torch.log(-torch.expm1(-2 * torch.exp(nu_log))))
+
+    def lambda_parts(self) -> tuple[Tensor, Tensor]:
+        """(Re lambda, Im lambda), each (H/2,)."""
+        # |lambda| = exp(-exp(nu)), arg lambda = exp(theta)
+        mod, arg = torch.exp(-torch.exp(self.nu_log)), torch.exp(self.theta_log)
+        return mod * torch.cos(arg), mod * torch.sin(arg)
+
+    def project(self, x_t: Tensor) -> Tensor:
+        # gamma * (B_re + i B_im) x_t, as [Re; Im]
+        u = torch.cat([F.linear(x_t, self.B_re), F.linear(x_t, self.B_im)], dim=-1)  # (..., H)
+        if self.gamma_log is None:
+            return u
+        g = torch.exp(self.gamma_log)  # (H/2,)
+        return u * torch.cat([g, g])
+
+    def _forward(self, xp_t: Tensor, state: State):
+        (h,) = state
+        N = self.hidden_size // 2
+        lr, li = self.lambda_parts()
+        h_re, h_im = h[..., :N], h[..., N:]  # 2 x (..., H/2)
+        # h_t = lambda h_{t-1} + gamma B x_t:  Re = Re(l) Re(h) - Im(l) Im(h) + ...,  Im = Im(l) Re(h) + Re(l) Im(h) + ...
+        h_t = torch.cat([lr * h_re - li * h_im, li * h_re + lr * h_im], dim=-1) + xp_t
+        return (h_t,), {}
+
+    def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
+        """lambda broadcast to the steps: complex (..., H/2); the state's complex form is multiplied by it."""
+        lr, li = self.lambda_parts()
+        return torch.complex(lr, li).expand(*xp_t.shape[:-1], self.hidden_size // 2)
+
+    def recurrent_eigenvalues(self) -> dict[str, Tensor]:
+        """The fixed recurrence's eigenvalues lambda (H/2,) complex (the real view's are lambda and conj lambda)."""
+        lr, li = self.lambda_parts()
+        return {"λ": torch.complex(lr.detach(), li.detach())}
+
+    def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
+        # dh_t/dh_{t-1} = [[diag Re l, -diag Im l], [diag Im l, diag Re l]]  (rows [Re h_t; Im h_t])
+        lr, li = self.lambda_parts()
+        top = torch.cat([torch.diag_embed(lr), torch.diag_embed(-li)], dim=-1)  # (H/2, H)
+        bottom = torch.cat([torch.diag_embed(li), torch.diag_embed(lr)], dim=-1)  # (H/2, H)
+        J = torch.cat([top, bottom], dim=-2)  # (H, H)
+        return J.expand(*xp_t.shape[:-1], self.hidden_size, self.hidden_size).contiguous()  # (..., H, H)
+
+    def extra_repr(self) -> str:
+        return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, r_min={self.r_min}, "
+                f"r_max={self.r_max}, phase_max={self.phase_max}, gamma={self.gamma}")

@@ -1,0 +1,47 @@
+"""minGRU (Feng et al. 2024, "Were RNNs all we needed?")."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import State
+from .diagonal import DiagonalCell
+from .registry import register
+
+
+@register
+class MinGRUCell(DiagonalCell):
+    r"""minGRU: a GRU whose update gate and candidate read x_t only, so the recurrence is elementwise.
+
+    .. math::
+        z_t = \sigma(\mathrm{Linear}_z(x_t))
+        \tilde h_t = \mathrm{Linear}_h(x_t)
+        h_t = (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
+
+    The kept share 1 - z_t (gate "1-z") is the whole per-step Jacobian: d h_t / d h_{t-1} = diag(1 - z_t), so
+    the carry path prod (1 - z_t) is the product itself.
+
+    weight_in rows: [Linear_z; Linear_h] (2H, I). Shapes: x_t (B, I) -> xp_t (B, 2H) -> state (h_t,), (B, H).
+    """
+
+    name, label, color = "mingru", "minGRU", "#E69F00"  # Okabe-Ito orange
+    keep_gate = "1-z"
+    settings = frozenset()
+    rows = 2
+
+    def __init__(self, input_size: int, hidden_size: int, *, seed: int = 0, dtype: torch.dtype | None = None):
+        super().__init__(input_size, hidden_size, seed=seed, dtype=dtype)
+        self.init_weights(None, torch.Generator().manual_seed(seed))
+
+    def _forward(self, xp_t: Tensor, state: State):
+        (h,) = state
+        x_z, h_cand = xp_t.chunk(2, dim=-1)  # 2 x (..., H)
+        # z_t = sigma(Linear_z(x_t))
+        z = torch.sigmoid(x_z)
+        # h_t = (1 - z_t) h_{t-1} + z_t h~_t
+        h_t = (1 - z) * h + z * h_cand
+        return (h_t,), {"z": z, "1-z": 1 - z}
+
+    def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
+        """1 - z_t (..., H) = sigma(-Linear_z(x_t))."""
+        return torch.sigmoid(-xp_t[..., :self.hidden_size])

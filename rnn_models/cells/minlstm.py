@@ -1,0 +1,54 @@
+"""minLSTM (Feng et al. 2024, "Were RNNs all we needed?")."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import State
+from .diagonal import DiagonalCell
+from .registry import register
+
+
+@register
+class MinLSTMCell(DiagonalCell):
+    r"""minLSTM: an LSTM without output gate whose gates read x_t only, the forget and input gates normalised.
+
+    .. math::
+        f_t = \sigma(\mathrm{Linear}_f(x_t)), \quad i_t = \sigma(\mathrm{Linear}_i(x_t)), \quad
+        \tilde h_t = \mathrm{Linear}_h(x_t)
+        f'_t = f_t / (f_t + i_t), \quad i'_t = i_t / (f_t + i_t)
+        h_t = f'_t \odot h_{t-1} + i'_t \odot \tilde h_t
+
+    The normalised forget gate f'_t is the whole per-step Jacobian: d h_t / d h_{t-1} = diag(f'_t), so the carry
+    path prod f'_t (``keep_gate = "f'"``) is the product itself.
+
+    weight_in rows: [Linear_f; Linear_i; Linear_h] (3H, I). Shapes: x_t (B, I) -> xp_t (B, 3H) -> (h_t,), (B, H).
+    """
+
+    name, label, color = "minlstm", "minLSTM", "#000000"  # Okabe-Ito black (its yellow is unreadable on white)
+    keep_gate = "f'"
+    settings = frozenset()
+    rows = 3
+
+    def __init__(self, input_size: int, hidden_size: int, *, seed: int = 0, dtype: torch.dtype | None = None):
+        super().__init__(input_size, hidden_size, seed=seed, dtype=dtype)
+        self.init_weights(None, torch.Generator().manual_seed(seed))
+
+    def _gates(self, xp_t: Tensor) -> dict[str, Tensor]:
+        x_f, x_i, _ = xp_t.chunk(3, dim=-1)  # 3 x (..., H)
+        # f_t = sigma(Linear_f(x_t)), i_t = sigma(Linear_i(x_t))
+        f, i = torch.sigmoid(x_f), torch.sigmoid(x_i)
+        # f'_t = f_t / (f_t + i_t), i'_t = i_t / (f_t + i_t)
+        s = f + i
+        return {"f": f, "i": i, "f'": f / s, "i'": i / s}
+
+    def _forward(self, xp_t: Tensor, state: State):
+        (h,) = state
+        g = self._gates(xp_t)
+        # h_t = f'_t h_{t-1} + i'_t h~_t
+        h_t = g["f'"] * h + g["i'"] * xp_t[..., 2 * self.hidden_size:]
+        return (h_t,), g
+
+    def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
+        """f'_t (..., H)."""
+        return self._gates(xp_t)["f'"]
