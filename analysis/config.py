@@ -83,6 +83,10 @@ class ExperimentConfig:
     layer_norm: bool = False
     peephole: bool = False
     forget_bias: float | None = None
+    lru_r_min: float = 0.9
+    lru_r_max: float = 0.999
+    lru_phase_max: float = 6.28
+    lru_gamma: bool = True
     # data
     task: str = "random"
     seq_len: int = 100
@@ -186,7 +190,8 @@ class ExperimentConfig:
                            hidden_size=self.hidden_size, num_layers=self.num_layers,
                            bidirectional=self.bidirectional, init=self.init, init_scale=self.init_scale,
                            layer_norm=self.layer_norm, peephole=self.peephole, forget_bias=self.forget_bias,
-                           chrono_tmax=max(2, self.seq_len), seed=self.seed)
+                           chrono_tmax=max(2, self.seq_len), seed=self.seed, lru_r_min=self.lru_r_min,
+                           lru_r_max=self.lru_r_max, lru_phase_max=self.lru_phase_max, lru_gamma=self.lru_gamma)
 
     def replace(self, **changes) -> "ExperimentConfig":
         return dataclasses.replace(self, **changes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 FIELD_HELP = {
     # model
-    "cell": "recurrent cell (a vanilla RNN, an LSTM or a GRU)",
+    "cell": "recurrent cell (a vanilla RNN, an LSTM, a GRU, or a diagonal LRU, RG-LRU, minGRU, minLSTM)",
     "compare": "comma-separated cells analysed side by side on the same data and seed, e.g. rnn,lstm,gru",
     "activation": "phi of the vanilla RNN (gated cells use their own sigmoid/tanh)",
     "hidden_size": "H, units per layer and direction",
@@ -20,6 +20,10 @@ FIELD_HELP = {
     "layer_norm": "layer normalization inside the cell (Ba et al. 2016)",
     "peephole": "LSTM only: peephole connections (i, f see c_{t-1}; o sees c_t)",
     "forget_bias": "LSTM only: the forget gate's total bias (default: the init's)",
+    "lru_r_min": "LRU only: inner radius of the ring |lambda| is drawn from at initialization (Orvieto et al. 2023)",
+    "lru_r_max": "LRU only: outer radius of that ring (at most 1)",
+    "lru_phase_max": "LRU only: arg lambda is drawn from [0, this] at initialization (radians, at most 2 pi)",
+    "lru_gamma": "LRU only: normalize the input by gamma = sqrt(1 - |lambda|^2) (a trainable gamma_log)",
     # data
     "task": "data and loss: the random probe u.h_T-1, or a synthetic task with a chance level",
     "seq_len": "T, steps per sequence",

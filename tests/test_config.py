@@ -119,6 +119,9 @@ BAD = [
     ("train_steps", -1), ("train_steps", 1_000_001), ("train_steps", 2.5),
     ("module", "rnn"), ("module", "a b"), ("readout", 5), ("readout", "decoder"), ("embedding", "x-y"),
     ("batch_first", 1), ("batch_first", "yes"), ("jacobian_detail", "fast"), ("jacobian_detail", None),
+    ("lru_r_min", -0.1), ("lru_r_min", 0.9995), ("lru_r_min", "0.5"), ("lru_r_max", 0.0), ("lru_r_max", 1.01),
+    ("lru_r_max", 0.5), ("lru_phase_max", 0.0), ("lru_phase_max", 6.3), ("lru_phase_max", math.inf),
+    ("lru_gamma", 1), ("lru_gamma", None),
 ]
 
 
