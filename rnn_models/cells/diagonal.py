@@ -19,6 +19,70 @@ from torch import Tensor, nn
 from .base import State, _Cell
 
 
+class DiagonalSteps:
+    r"""The per-step Jacobians diag(m_t) of a chunk of steps, applied in O(H) per vector (never formed).
+
+        right(c, P) = P diag(m_c)          P (b, R, H): scales P's columns
+        left_t(c, Q) = diag(m_c) Q         Q (b, H, R): scales Q's rows
+        vjp(c, v) = jvp(c, v) = v * m_c    v (b, H) or a block (n, b, H)
+    """
+
+    def __init__(self, m: Tensor):
+        self.m = m  # (C, b, H)
+
+    def __len__(self) -> int:
+        return self.m.shape[0]
+
+    def right(self, c: int, P: Tensor) -> Tensor:
+        return P * self.m[c].unsqueeze(-2)
+
+    def left_t(self, c: int, Q: Tensor) -> Tensor:
+        return Q * self.m[c].unsqueeze(-1)
+
+    def vjp(self, c: int, v: Tensor) -> Tensor:
+        return v * self.m[c]
+
+    __call__ = jvp = vjp
+
+
+class ComplexDiagonalSteps:
+    r"""The same for a complex diagonal m_t (C, b, H/2) acting on the real view [Re h; Im h]: per unit j the
+    block [[Re m_j, -Im m_j], [Im m_j, Re m_j]] between (Re h_j, Im h_j) at t-1 and at t.
+
+        x J = [x_re Re m + x_im Im m,  x_im Re m - x_re Im m]     a row vector: right, left_t (J^T Q = (Q^T J)^T), vjp
+        J x = [Re m x_re - Im m x_im,  Im m x_re + Re m x_im]     a column: jvp
+    """
+
+    def __init__(self, m: Tensor):
+        self.re, self.im = m.real, m.imag  # (C, b, H/2) each
+
+    def __len__(self) -> int:
+        return self.re.shape[0]
+
+    @staticmethod
+    def _row(x: Tensor, re: Tensor, im: Tensor, dim: int) -> Tensor:
+        x_re, x_im = x.chunk(2, dim=dim)
+        # x J = [x_re Re m + x_im Im m, x_im Re m - x_re Im m]
+        return torch.cat([x_re * re + x_im * im, x_im * re - x_re * im], dim=dim)
+
+    def right(self, c: int, P: Tensor) -> Tensor:
+        return self._row(P, self.re[c].unsqueeze(-2), self.im[c].unsqueeze(-2), -1)  # P (b, R, H)
+
+    def left_t(self, c: int, Q: Tensor) -> Tensor:
+        return self._row(Q, self.re[c].unsqueeze(-1), self.im[c].unsqueeze(-1), -2)  # Q (b, H, R)
+
+    def vjp(self, c: int, v: Tensor) -> Tensor:
+        return self._row(v, self.re[c], self.im[c], -1)  # v (b, H) or (n, b, H)
+
+    __call__ = vjp
+
+    def jvp(self, c: int, V: Tensor) -> Tensor:
+        re, im = self.re[c], self.im[c]
+        v_re, v_im = V.chunk(2, dim=-1)
+        # J v = [Re m v_re - Im m v_im, Im m v_re + Re m v_im]
+        return torch.cat([re * v_re - im * v_im, im * v_re + re * v_im], dim=-1)
+
+
 class DiagonalCell(_Cell):
     """Base of the cells whose recurrence is elementwise; subclasses define ``rows`` (G // H), ``_forward`` and
     ``multipliers``."""
@@ -56,6 +120,12 @@ class DiagonalCell(_Cell):
     def recurrent_eigenvalues(self) -> dict[str, Tensor]:
         """No fixed recurrence matrix: the factor m_t depends on x_t."""
         return {}
+
+    def chunk_steps(self, xp: Tensor, st: State) -> DiagonalSteps:
+        """J_t = diag(m_t) of a chunk of steps (xp (C, b, G)), applied without forming it."""
+        return DiagonalSteps(self.multipliers(xp, st))
+
+    vjp_steps = chunk_steps
 
     def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
         # dh_t/dh_{t-1} = diag(m_t)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import State, _Cell
+from .diagonal import ComplexDiagonalSteps
 from .registry import register
 
 # the paper's experiments on long sequences (its ring initialisation, Section 3.3 and the LRA tables)
@@ -132,6 +133,12 @@ class LRUCell(_Cell):
         """The fixed recurrence's eigenvalues lambda (H/2,) complex (the real view's are lambda and conj lambda)."""
         lr, li = self.lambda_parts()
         return {"λ": torch.complex(lr.detach(), li.detach())}
+
+    def chunk_steps(self, xp: Tensor, st: State) -> ComplexDiagonalSteps:
+        """The 2 x 2 blocks of lambda, applied without forming the (H, H) Jacobian."""
+        return ComplexDiagonalSteps(self.multipliers(xp, st))
+
+    vjp_steps = chunk_steps
 
     def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
         # dh_t/dh_{t-1} = [[diag Re l, -diag Im l], [diag Im l, diag Re l]]  (rows [Re h_t; Im h_t])
