@@ -16,7 +16,7 @@ from .thin_sigma import thin_is_cheaper, thin_jacobians
 
 
 def uses_thin(config, run, lags: list[int]) -> bool:
-    if config.spectra != "fast":
+    if config.spectra != "fast" or getattr(run.cell, "diagonal", False):  # diagonal: exact and O(T H) anyway
         return False
     T, B = len(run.xp), run.xp[0].shape[0]
     b = B if config.jacobian_batch in (0, None) else min(config.jacobian_batch, B)

@@ -223,6 +223,10 @@ def jacobian_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
                 the h->h and c->c spectra stay exact
     threads     size of this call's pool for the spectra, computed while the sweep goes on (0 = every core)
     """
+    if getattr(run.cell, "diagonal", False):  # diag(m_t) steps: O(T H) from the multipliers (analysis.diagonal)
+        from .diagonal import diagonal_products
+        return diagonal_products(run, lags=lags, batch=batch, n_singular=n_singular, lyapunov_k=lyapunov_k,
+                                 progress=progress)
     threads = resolve_threads(threads)
     pool = batch_pool(threads)
     try:
