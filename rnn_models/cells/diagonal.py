@@ -91,6 +91,24 @@ class DiagonalCell(_Cell):
     gate_names = ()  # no W_hh
     diagonal = True
     rows = 1  # weight_in has rows * H rows
+    structured_products = True  # chunk_steps applies diag(m_t) without forming it
+
+    # cost (analysis.limits): a chunk keeps m_t (H floats per step); a product or VJP step is elementwise
+    @classmethod
+    def chunk_floats(cls, H: int, dense: bool = False) -> int:
+        return H * H if dense else H
+
+    @classmethod
+    def chunk_temporaries(cls, dense: bool = False) -> int:
+        return 6 if dense else 2
+
+    @classmethod
+    def product_flops(cls, H: int, dense: bool = False) -> int:
+        return 2 * H ** 3 if dense else 10 * H  # analysis.diagonal: m_t, log|m_t|, the running sum
+
+    @classmethod
+    def vjp_flops(cls, H: int) -> int:
+        return H
 
     def __init__(self, input_size: int, hidden_size: int, *, seed: int = 0, dtype: torch.dtype | None = None):
         super().__init__()

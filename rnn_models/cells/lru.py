@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import State, _Cell
-from .diagonal import ComplexDiagonalSteps
+from .diagonal import ComplexDiagonalSteps, DiagonalCell
 from .registry import register
 
 # the paper's experiments on long sequences (its ring initialisation, Section 3.3 and the LRA tables)
@@ -45,6 +45,15 @@ class LRUCell(_Cell):
     keep_gate = None
     settings = frozenset({"lru_r_min", "lru_r_max", "lru_phase_max", "lru_gamma"})
     diagonal = True
+    activation_note = "is linear (a complex diagonal recurrence, no activation)"
+    graph_per_unit = 12  # measured with benchmarks/calibrate_limits.py's harness: ~10.4 floats per step and unit
+    structured_products = True
+    chunk_floats, chunk_temporaries = DiagonalCell.chunk_floats, DiagonalCell.chunk_temporaries
+    product_flops = DiagonalCell.product_flops
+
+    @classmethod
+    def vjp_flops(cls, H: int) -> int:
+        return 3 * H  # per unit a 2 x 2 rotation-scaling block: 4 multiplies and 2 adds
 
     @classmethod
     def check_config(cls, config) -> None:

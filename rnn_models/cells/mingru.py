@@ -27,6 +27,15 @@ class MinGRUCell(DiagonalCell):
     name, label, color = "mingru", "minGRU", "#E69F00"  # Okabe-Ito orange
     keep_gate = "1-z"
     settings = frozenset()
+    activation_note = "uses a sigmoid gate and a linear recurrence"
+    gates_shown = ("1-z",)
+    gate_descriptions = {"1-z": "kept share 1 - z_t", "z": "update gate"}
+    gate_captions = {"1-z": "The minGRU's kept share 1 - z_t per unit and step: h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t, "
+                            "so a unit remembers where 1 - z_t stays near 1 (bright); it is the whole per-step "
+                            "Jacobian."}
+    flow_caption = ("In the minGRU, h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t and z_t reads x_t only: the Jacobian is "
+                    "diag(1 - z_t), so the kept-share path ∏ diag(1 - z_t) is every path and the two lines coincide.")
+    graph_per_unit = 24  # measured: ~21 floats per step and unit (benchmarks/calibrate_limits.py's harness)
     rows = 2
 
     def __init__(self, input_size: int, hidden_size: int, *, seed: int = 0, dtype: torch.dtype | None = None):
@@ -38,8 +47,8 @@ class MinGRUCell(DiagonalCell):
         x_z, h_cand = xp_t.chunk(2, dim=-1)  # 2 x (..., H)
         # z_t = sigma(Linear_z(x_t))
         z = torch.sigmoid(x_z)
-        # h_t = (1 - z_t) h_{t-1} + z_t h~_t
-        h_t = (1 - z) * h + z * h_cand
+        # h_t = (1 - z_t) h_{t-1} + z_t h~_t = h_{t-1} + z_t (h~_t - h_{t-1})   (one fused op: autograd keeps z alone)
+        h_t = torch.lerp(h, h_cand, z)
         return (h_t,), {"z": z, "1-z": 1 - z}
 
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:

@@ -28,6 +28,20 @@ class MinLSTMCell(DiagonalCell):
     name, label, color = "minlstm", "minLSTM", "#000000"  # Okabe-Ito black (its yellow is unreadable on white)
     keep_gate = "f'"
     settings = frozenset()
+    activation_note = "uses sigmoid gates and a linear recurrence"
+    gates_shown = ("f'", "f", "i")
+    gate_descriptions = {"f'": "normalized forget gate f/(f+i)", "i'": "normalized input gate i/(f+i)",
+                         "f": "forget gate", "i": "input gate"}
+    gate_captions = {
+        "f'": "The minLSTM's normalized forget gate f'_t = f_t/(f_t + i_t) per unit and step: h_t = f'_t ⊙ h_{t-1} "
+              "+ i'_t ⊙ h̃_t, so a unit remembers where f'_t stays near 1 (bright); it is the whole per-step "
+              "Jacobian.",
+        "f": "The minLSTM's forget gate f_t per unit and step (before normalization by f_t + i_t).",
+        "i": "The minLSTM's input gate i_t per unit and step (before normalization by f_t + i_t).",
+    }
+    flow_caption = ("In the minLSTM, h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h̃_t and the gates read x_t only: the Jacobian is "
+                    "diag(f'_t), so the forget path ∏ diag(f'_t) is every path and the two lines coincide.")
+    graph_per_unit = 28  # measured: ~25 floats per step and unit (benchmarks/calibrate_limits.py's harness)
     rows = 3
 
     def __init__(self, input_size: int, hidden_size: int, *, seed: int = 0, dtype: torch.dtype | None = None):
@@ -45,8 +59,8 @@ class MinLSTMCell(DiagonalCell):
     def _forward(self, xp_t: Tensor, state: State):
         (h,) = state
         g = self._gates(xp_t)
-        # h_t = f'_t h_{t-1} + i'_t h~_t
-        h_t = g["f'"] * h + g["i'"] * xp_t[..., 2 * self.hidden_size:]
+        # h_t = f'_t h_{t-1} + i'_t h~_t = h~_t + f'_t (h_{t-1} - h~_t)   (i' = 1 - f'; one fused op)
+        h_t = torch.lerp(xp_t[..., 2 * self.hidden_size:], h, g["f'"])
         return (h_t,), g
 
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:

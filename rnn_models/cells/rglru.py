@@ -41,6 +41,19 @@ class RGLRUCell(DiagonalCell):
     name, label, color = "rglru", "RG-LRU", "#56B4E9"  # Okabe-Ito sky blue
     keep_gate = "a"
     settings = frozenset()
+    activation_note = "uses sigmoid gates and a linear recurrence"
+    gates_shown = ("a", "r", "i")
+    gate_descriptions = {"a": "decay a_t = a^(c r_t)", "r": "recurrence gate", "i": "input gate"}
+    gate_captions = {
+        "a": "The RG-LRU's decay a_t = a^(c r_t) per unit and step: h_t = a_t ⊙ h_{t-1} + √(1-a_t²) ⊙ (i_t ⊙ x_t), "
+             "so a unit remembers where a_t stays near 1 (bright); a_t is the whole per-step Jacobian.",
+        "r": "The RG-LRU's recurrence gate r_t per unit and step: it sets the decay's exponent, a_t = a^(c r_t); "
+             "r_t near 0 holds the state (a_t near 1) whatever a is.",
+        "i": "The RG-LRU's input gate i_t per unit and step: how much of x_t is written into h_t.",
+    }
+    flow_caption = ("In the RG-LRU, h_t = a_t ⊙ h_{t-1} + √(1-a_t²) ⊙ (i_t ⊙ x_t) and the gates read x_t only: the "
+                    "Jacobian is diag(a_t), so the decay path ∏ diag(a_t) is every path and the two lines coincide.")
+    graph_per_unit = 30  # measured: ~28 floats per step and unit (benchmarks/calibrate_limits.py's harness)
 
     def __init__(self, input_size: int, hidden_size: int, *, seed: int = 0, dtype: torch.dtype | None = None):
         self.rows = 2 if input_size == hidden_size else 3  # (an instance attribute: read by DiagonalCell)
