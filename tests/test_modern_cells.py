@@ -82,9 +82,9 @@ def _cell(kind: str, I: int = 3, H: int = 6, seed: int = 0, **kw):
 
 
 def _states(cell, lead, seed):
+    """Projected inputs of random x_t (scale 2: into the gates' saturation) and random states, (*lead, .)."""
     g = torch.Generator().manual_seed(seed)
-    xp = torch.randn(*lead, cell.project(torch.zeros(1, cell.input_size, dtype=torch.float64)).shape[-1],
-                     generator=g, dtype=torch.float64)
+    xp = cell.project(2 * torch.randn(*lead, cell.input_size, generator=g, dtype=torch.float64)).detach()
     return xp, (torch.randn(*lead, cell.hidden_size, generator=g, dtype=torch.float64),)
 
 

