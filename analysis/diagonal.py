@@ -14,8 +14,9 @@ values |m|), carried in log10 as cumulative sums of log|m| (no underflow or over
 sigma_max is their max, sigma_min their min, the top n the largest n. The Lyapunov exponents of a product of
 diagonal steps are the time means of log|m_i| over the K steps swept (K = the largest lag, as the QR sweep of
 ``jacobians.jacobian_products``), sorted descending per sequence. Batch statistics are geometric means over the
-analysed sequences (means of the logs), per lag and per rank, as ``jacobian_products`` reports them; the carry
-path of the keep gate comes from the same ``_gate_paths``.
+analysed sequences (means of the logs), per lag and per rank, as ``jacobian_products`` reports them. The keep
+gate's path prod diag(g_t) (``jacobians._gate_paths``' quantity: log10 of its max over units) is summed in the same
+sweep.
 
 Every value is exact to rounding (no SVD of a product that lost its small singular values), so ``min_reliable``
 is True wherever sigma_min is finite (False where a step had an exact zero: the product is 0 from there on).
@@ -31,13 +32,12 @@ import torch
 
 from rnn_models.network import Run
 
-from .jacobians import LOG10E, MAX_CHUNK_BYTES, JacobianResult, _gate_paths, _stack_states
+from .jacobians import LOG10E, MAX_CHUNK_BYTES, JacobianResult, _stack_states
 
 
-def _log_abs(m: torch.Tensor) -> torch.Tensor:
-    """log|m| in float64, (C, b, H): a complex unit's value twice (its two singular values in the real view)."""
-    la = torch.log(m.abs().double())
-    return torch.cat([la, la], -1) if m.is_complex() else la
+def _twice(x: torch.Tensor, rep: int, n: int) -> torch.Tensor:
+    """Each value ``rep`` times along the last dimension (a complex unit's two equal singular values), first n."""
+    return (x.repeat_interleave(rep, dim=-1) if rep > 1 else x)[..., :n]
 
 
 @torch.no_grad()
@@ -58,36 +58,55 @@ def diagonal_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
         norm[pos[0]], low[pos[0]], top[pos[0]] = 0.0, 0.0, 0.0
     max_lag = lag_set[-1] if lag_set else 0
     chunk = max(1, min(4096, MAX_CHUNK_BYTES // max(1, 8 * b * H)))
-    cum = torch.zeros(b, H, dtype=torch.float64)  # sum of log|m| over the steps swept so far
+    # units: H real multipliers, or H/2 complex ones (each unit's |prod m| is two singular values: rep = 2)
+    rep = 2 if bool(cell.multipliers(*_stack_states(run, T - 1, T, idx)).is_complex()) else 1
+    U = H // rep
+    cum = torch.zeros(b, U, dtype=torch.float64)  # per unit, sum of log|m| over the steps swept so far
+    keep = cell.keep_gate  # its path prod diag(g): the same sweep, log g summed per unit, max over units
+    gcum = torch.zeros(b, H, dtype=torch.float64) if keep else None
+    path = np.full((K, b), np.nan) if keep else None
+    if keep and 0 in pos:
+        path[pos[0]] = 0.0
     nonfinite, k, t_hi = None, 0, T - 1  # steps t = T-1 .. 1 give lags 1 .. T-1
     while k < max_lag and nonfinite is None:
         t_lo = max(1, t_hi - chunk + 1, T - max_lag)
         xp, st = _stack_states(run, t_lo, t_hi + 1, idx)  # (C, b, .)
-        logm = _log_abs(cell.multipliers(xp, st)).flip(0)  # (C, b, H): row c is step t_hi - c, lag k + 1 + c
+        logm = torch.log(cell.multipliers(xp, st).abs().double())  # (C, b, U), steps t_lo .. t_hi
+        logg = torch.log(cell.gates(xp, st)[keep].double()) if keep else None  # (C, b, H)
+        C = logm.shape[0]
         bad = torch.isnan(logm) | (logm == math.inf)  # (log 0 = -inf is an exact zero step, not an error)
         if bool(bad.any()):
-            c = int(bad.flatten(1).any(1).nonzero()[0])
-            nonfinite = {"quantity": "jacobian_product", "lag": k + 1 + c, "timestep": t_hi - c,
-                         "sequence": int(bad[c].any(-1).nonzero()[0]), "value": "non-finite"}
-            logm = logm[:c]
-        # log sigma(P_{k+1+c}) = cum + sum_{j<=c} log|m|
-        csum = cum + logm.cumsum(0)  # (C, b, H)
-        rows = [c for c in range(csum.shape[0]) if k + 1 + c in pos]
+            s = int(bad.flatten(1).any(1).nonzero().max())  # the latest bad step: the sweep meets it first
+            nonfinite = {"quantity": "jacobian_product", "lag": k + C - s, "timestep": t_lo + s,
+                         "sequence": int(bad[s].any(-1).nonzero()[0]), "value": "non-finite"}
+            C = C - 1 - s  # the steps after it
+        # log sigma(P_{k+1+c}) = cum + sum_{j<=c} log|m_{t_hi-j}|: row c of csum is lag k + 1 + c (a loop of
+        # adds: cumsum along the first dimension of a (C, b, H) tensor is ~5x slower here)
+        csum = torch.empty(C, b, U, dtype=torch.float64)
+        gmax = torch.empty(C, b, dtype=torch.float64) if keep else None
+        for c in range(C):
+            cum = cum + logm[-1 - c]
+            csum[c] = cum
+            if keep:
+                # log || prod_{j<k} diag(g_{T-1-j}) || = max over units of sum log g
+                gcum = gcum + logg[-1 - c]
+                gmax[c] = gcum.max(-1).values
+        rows = [c for c in range(C) if k + 1 + c in pos]
         if rows:
-            L = csum[rows] * LOG10E  # (R, b, H) log10 of the singular values
+            L = csum if len(rows) == C else csum[rows]  # (R, b, U) natural log of the singular values
             at = [pos[k + 1 + c] for c in rows]
-            top[at] = L.topk(n, dim=-1).values.numpy()
+            top[at] = _twice(L.topk(-(-n // rep), dim=-1).values * LOG10E, rep, n).numpy()
             norm[at] = top[at][..., 0]
-            low[at] = L.min(-1).values.numpy()
-        if csum.shape[0]:
-            cum = csum[-1]
-        k += csum.shape[0]
+            low[at] = (L.min(-1).values * LOG10E).numpy()
+            if keep:
+                path[at] = (gmax[rows] * LOG10E).numpy()
+        k += C
         t_hi = t_lo - 1
         if progress is not None:
             progress(k / max(1, max_lag), f"Jacobian products, lag {k}/{max_lag} (diagonal)")
     nk = min(lyapunov_k, H)
     # lambda_i = (1/K) sum log|m_i|, sorted descending per sequence; then the mean per rank
-    lyap = (cum / k).sort(-1, descending=True).values[:, :nk].mean(0).numpy() if nk and k else None
+    lyap = _twice((cum / k).sort(-1, descending=True).values, rep, nk).mean(0).numpy() if nk and k else None
     res = JacobianResult(
         lag=lag_set,
         spectral_norm=norm.mean(1),
@@ -100,5 +119,7 @@ def diagonal_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
         nonfinite=nonfinite,
         method="closed-form, diagonal (O(T H) from the multipliers)",
     )
-    _gate_paths(run, res, idx, lag_set)
+    if keep:  # filed as jacobians._gate_paths files it: a memory cell's carousel, else the path of h
+        setattr(res, "cell_carousel" if getattr(cell, "c_index", None) is not None else "update_gate_path",
+                path.mean(1))
     return res

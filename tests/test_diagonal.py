@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from analysis.diagonal import diagonal_products
-from analysis.jacobians import jacobian_products, report_lags
+from analysis.jacobians import _gate_path, jacobian_products, report_lags
 from rnn_models import ModelConfig
 from rnn_models.cells import cell_type
 from rnn_models.network import run_cell
@@ -56,11 +56,19 @@ def test_equals_the_dense_route(kind, lags, batch):
     assert low.sum() >= 3  # the comparison covers some lags beyond 0
     np.testing.assert_allclose(d.min_singular_value[low], ref.min_singular_value[low], rtol=0, atol=TOL)
     assert d.min_reliable.all()  # exact: every sigma_min is finite here
-    for name in ("state_spectral_norm", "cell_full", "cell_carousel", "update_gate_path"):
-        a, r = getattr(d, name), getattr(ref, name)
-        assert (a is None) == (r is None), name
-        if a is not None:
-            np.testing.assert_allclose(a, r, rtol=0, atol=TOL)
+    assert d.state_spectral_norm is ref.state_spectral_norm is None and d.cell_full is ref.cell_full is None
+    assert d.cell_carousel is None
+    # the keep gate's path: jacobians._gate_path of the gates over the whole sequence (and the dense route's own
+    # where it files one)
+    keep = run.cell.keep_gate
+    if keep is None:
+        assert d.update_gate_path is None
+    else:
+        xp, st = torch.stack(run.xp), (torch.stack([s[0] for s in run.states[:-1]]),)
+        g = run.cell.gates(xp, st)[keep][:, :d.batch_analysed].detach()
+        np.testing.assert_allclose(d.update_gate_path, _gate_path(torch.log(g.double()), d.lag), rtol=0, atol=TOL)
+        if ref.update_gate_path is not None:
+            np.testing.assert_allclose(d.update_gate_path, ref.update_gate_path, rtol=0, atol=TOL)
     assert d.lyapunov.shape == ref.lyapunov.shape == (3,)
 
 

@@ -45,42 +45,38 @@ class DiagonalSteps:
     __call__ = jvp = vjp
 
 
-class ComplexDiagonalSteps:
-    r"""The same for a complex diagonal m_t (C, b, H/2) acting on the real view [Re h; Im h]: per unit j the
-    block [[Re m_j, -Im m_j], [Im m_j, Re m_j]] between (Re h_j, Im h_j) at t-1 and at t.
+class RotationSteps:
+    r"""The per-step Jacobians J_t = diag(a_t) + diag(b_t) rolled by H/2 columns of a complex diagonal recurrence in
+    the real view [Re h; Im h] (a = [Re m; Re m], b = [-Im m; Im m]: per unit the block [[Re m, -Im m], [Im m,
+    Re m]]), applied in O(H) per vector. With roll(x) = the halves of x swapped ([x_im; x_re]):
 
-        x J = [x_re Re m + x_im Im m,  x_im Re m - x_re Im m]     a row vector: right, left_t (J^T Q = (Q^T J)^T), vjp
-        J x = [Re m x_re - Im m x_im,  Im m x_re + Re m x_im]     a column: jvp
+        J x   = a x + b roll(x)                 jvp (the step itself)
+        x J   = a x + roll(b x)                 right (rows of P), vjp
+        J^T Q = a Q + roll(b Q) along Q's rows  left_t
     """
 
-    def __init__(self, m: Tensor):
-        self.re, self.im = m.real, m.imag  # (C, b, H/2) each
+    def __init__(self, a: Tensor, b: Tensor):
+        self.a, self.b = a, b  # (C, b, H) each
+        self.N = a.shape[-1] // 2
 
     def __len__(self) -> int:
-        return self.re.shape[0]
-
-    @staticmethod
-    def _row(x: Tensor, re: Tensor, im: Tensor, dim: int) -> Tensor:
-        x_re, x_im = x.chunk(2, dim=dim)
-        # x J = [x_re Re m + x_im Im m, x_im Re m - x_re Im m]
-        return torch.cat([x_re * re + x_im * im, x_im * re - x_re * im], dim=dim)
+        return self.a.shape[0]
 
     def right(self, c: int, P: Tensor) -> Tensor:
-        return self._row(P, self.re[c].unsqueeze(-2), self.im[c].unsqueeze(-2), -1)  # P (b, R, H)
+        a, b = self.a[c].unsqueeze(-2), self.b[c].unsqueeze(-2)  # P (b, R, H)
+        return a * P + torch.roll(b * P, self.N, dims=-1)
 
     def left_t(self, c: int, Q: Tensor) -> Tensor:
-        return self._row(Q, self.re[c].unsqueeze(-1), self.im[c].unsqueeze(-1), -2)  # Q (b, H, R)
+        a, b = self.a[c].unsqueeze(-1), self.b[c].unsqueeze(-1)  # Q (b, H, R)
+        return a * Q + torch.roll(b * Q, self.N, dims=-2)
 
     def vjp(self, c: int, v: Tensor) -> Tensor:
-        return self._row(v, self.re[c], self.im[c], -1)  # v (b, H) or (n, b, H)
+        return self.a[c] * v + torch.roll(self.b[c] * v, self.N, dims=-1)  # v (b, H) or (n, b, H)
 
     __call__ = vjp
 
     def jvp(self, c: int, V: Tensor) -> Tensor:
-        re, im = self.re[c], self.im[c]
-        v_re, v_im = V.chunk(2, dim=-1)
-        # J v = [Re m v_re - Im m v_im, Im m v_re + Re m v_im]
-        return torch.cat([re * v_re - im * v_im, im * v_re + re * v_im], dim=-1)
+        return self.a[c] * V + self.b[c] * torch.roll(V, self.N, dims=-1)
 
 
 class DiagonalCell(_Cell):

@@ -42,14 +42,17 @@ class MinGRUCell(DiagonalCell):
         super().__init__(input_size, hidden_size, seed=seed, dtype=dtype)
         self.init_weights(None, torch.Generator().manual_seed(seed))
 
-    def _forward(self, xp_t: Tensor, state: State):
+    def step(self, xp_t: Tensor, state: State) -> State:
         (h,) = state
         x_z, h_cand = xp_t.chunk(2, dim=-1)  # 2 x (..., H)
         # z_t = sigma(Linear_z(x_t))
         z = torch.sigmoid(x_z)
         # h_t = (1 - z_t) h_{t-1} + z_t h~_t = h_{t-1} + z_t (h~_t - h_{t-1})   (one fused op: autograd keeps z alone)
-        h_t = torch.lerp(h, h_cand, z)
-        return (h_t,), {"z": z, "1-z": 1 - z}
+        return (torch.lerp(h, h_cand, z),)
+
+    def _forward(self, xp_t: Tensor, state: State):
+        z = torch.sigmoid(xp_t[..., :self.hidden_size])  # (step builds no gate dict: the time loop's T calls)
+        return self.step(xp_t, state), {"z": z, "1-z": 1 - z}
 
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
         """1 - z_t (..., H) = sigma(-Linear_z(x_t))."""

@@ -56,13 +56,17 @@ class MinLSTMCell(DiagonalCell):
         s = f + i
         return {"f": f, "i": i, "f'": f / s, "i'": i / s}
 
-    def _forward(self, xp_t: Tensor, state: State):
-        (h,) = state
-        g = self._gates(xp_t)
-        # h_t = f'_t h_{t-1} + i'_t h~_t = h~_t + f'_t (h_{t-1} - h~_t)   (i' = 1 - f'; one fused op)
-        h_t = torch.lerp(xp_t[..., 2 * self.hidden_size:], h, g["f'"])
-        return (h_t,), g
-
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
         """f'_t (..., H)."""
-        return self._gates(xp_t)["f'"]
+        x_f, x_i, _ = xp_t.chunk(3, dim=-1)  # 3 x (..., H)
+        f = torch.sigmoid(x_f)
+        # f'_t = f_t / (f_t + i_t)
+        return f / (f + torch.sigmoid(x_i))
+
+    def step(self, xp_t: Tensor, state: State) -> State:
+        (h,) = state
+        # h_t = f'_t h_{t-1} + i'_t h~_t = h~_t + f'_t (h_{t-1} - h~_t)   (i' = 1 - f'; one fused op)
+        return (torch.lerp(xp_t[..., 2 * self.hidden_size:], h, self.multipliers(xp_t, state)),)
+
+    def _forward(self, xp_t: Tensor, state: State):
+        return self.step(xp_t, state), self._gates(xp_t)  # (step builds no gate dict: the time loop's T calls)
