@@ -15,13 +15,16 @@ Rows:
   cells     the four cells side by side at the same size: the whole analysis, its gradient and Jacobian stages
             (``result.timings``), and / one forward+backward of our own model (``RecurrentNetwork``'s time loop)
 
-Each number is one call after a warm-up at a small size (the long rows take seconds each; a median of repeats
-would cost minutes on shared cores). Prints one line per row; ``--json PATH`` writes them.
+The lru row is timed interleaved (analysis, loop, fft, our fwd+bwd, round after round; ``--rounds``, default 3):
+medians, and the ratios as medians of the per-round ratios (a load change between rounds cancels). The cells
+rows are one call each. A warm-up at a small size comes first. Prints one line per row; ``--json PATH`` writes
+them.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -31,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_common import fwd_bwd_ours  # noqa: E402
+from bench_common import Plan, fwd_bwd_ours, measure_interleaved, paired_ratio  # noqa: E402
 
 KINDS = ("lru", "rglru", "mingru", "minlstm")
 
@@ -85,21 +88,26 @@ def plain_lru(cell, readout, x, how: str):
     return f
 
 
-def lru_row(T: int, H: int, B: int, quiet: bool = False) -> dict:
+def lru_row(T: int, H: int, B: int, rounds: int = 3, quiet: bool = False) -> dict:
     from analysis.experiment import run_experiment
     cfg, batch, model = _built(_config("lru", T, H, B))  # the weights run_experiment builds (the same seed)
     cell, x = model.net.layers[0][0], batch.inputs
-    times = {"loop": _clock(plain_lru(cell, model.readout, x, "loop")),
-             "fft": _clock(plain_lru(cell, model.readout, x, "fft")),
-             "ours_fwd_bwd": _clock(fwd_bwd_ours(model, x))}
-    t0 = time.perf_counter()
-    res = run_experiment(_config("lru", T, H, B))
-    times["analysis"] = time.perf_counter() - t0
-    row = {"row": "lru", "T": T, "H": H, "B": B, **{f"{k}_s": v for k, v in times.items()},
-           "analysis_over_loop": times["analysis"] / times["loop"], "analysis_over_fft": times["analysis"] / times["fft"],
+    out = {}
+
+    def analysis():
+        out["res"] = run_experiment(_config("lru", T, H, B))
+
+    fns = {"analysis": analysis, "loop": plain_lru(cell, model.readout, x, "loop"),
+           "fft": plain_lru(cell, model.readout, x, "fft"), "ours_fwd_bwd": fwd_bwd_ours(model, x)}
+    m = measure_interleaved(fns, Plan(min_reps=rounds, max_reps=rounds, budget_s=0.0, once_s=math.inf))
+    times = {k: v[0] for k, v in m.items()}
+    res = out["res"]
+    row = {"row": "lru", "T": T, "H": H, "B": B, "rounds": m["analysis"][1], **{f"{k}_s": v for k, v in times.items()},
+           "analysis_over_loop": paired_ratio(m["analysis"][2], m["loop"][2]),
+           "analysis_over_fft": paired_ratio(m["analysis"][2], m["fft"][2]),
            "stages": {k: round(v, 3) for k, v in res.timings.items()}, "method": res.jac.method}
     if not quiet:
-        print(f"lru    T={T} H={H} B={B}  analysis {times['analysis']:.2f} s  plain loop fwd+bwd {times['loop']:.2f} s  "
+        print(f"lru    T={T} H={H} B={B} ({row['rounds']} rounds)  analysis {times['analysis']:.2f} s  plain loop fwd+bwd {times['loop']:.2f} s  "
               f"fft fwd+bwd {times['fft']:.2f} s  our fwd+bwd {times['ours_fwd_bwd']:.2f} s  analysis/loop "
               f"{row['analysis_over_loop']:.2f} (target <= 2)  analysis/fft {row['analysis_over_fft']:.2f}  "
               f"stages {row['stages']}", flush=True)
@@ -132,6 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--H", type=int, default=256)
     p.add_argument("--B", type=int, default=16)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the lru row (default 3)")
     p.add_argument("--skip-cells", action="store_true", help="the LRU row only")
     p.add_argument("--json", default=None, metavar="PATH")
     a = p.parse_args(argv)
@@ -140,8 +149,8 @@ def main(argv=None) -> int:
     torch.set_flush_denormal(True)
     import analysis.limits as lim
     lim.configure(lim.Limits(None, None, "benchmark"))  # the host's memory limit would refuse the long rows
-    lru_row(50, 8, 2, quiet=True)  # warm-up: imports, first calls
-    rows = [lru_row(T, H, a.B)]
+    lru_row(50, 8, 2, rounds=1, quiet=True)  # warm-up: imports, first calls
+    rows = [lru_row(T, H, a.B, a.rounds)]
     if not a.skip_cells:
         rows += cell_rows(T, H, a.B)
     if a.json:
