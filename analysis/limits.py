@@ -202,6 +202,9 @@ def cell_cost(config: ExperimentConfig, cell: str, only: str | None = None) -> C
         thin, exact = route_flops(cell, H, T, report_lags(T, config.jacobian_lags, config.num_log_lags), b, dense)
         if thin < exact:
             prod, svd = D * thin + T * D * b * 4 * S * nk * nk, 0.0
+    if kind.diagonal:  # analysis.diagonal: no product formed, no SVD, no QR, no gate stack: O(H) per step and lag
+        prod, svd, gates = T * D * b * per_step, K * D * b * H * 16.0, 0
+        memory = BASE_BYTES + states + max(graph, jac)
     if only == "gradients":
         prod = svd = 0
     steps = T * (3 * L * D * (2 if config.truncate else 1) + 1) + (0 if only == "gradients" else T * D + K * D)

@@ -42,6 +42,9 @@ CONFIGS = [
     dict(cell="lstm", seq_len=3000, hidden_size=32, batch_size=256, jacobian_batch=4, jacobian_lags="log"),
     dict(cell="rnn", seq_len=100, hidden_size=64, batch_size=16, layer_norm=True),
     dict(cell="rnn", seq_len=20000, hidden_size=32, batch_size=32, jacobian_batch=2, jacobian_lags="log"),
+    # the diagonal cells, on the backprop route (a loss at every step: autograd's graph is kept)
+    *(dict(cell=c, seq_len=2000, hidden_size=64, batch_size=64, jacobian_lags="log", loss_steps="all")
+      for c in ("lru", "rglru", "mingru", "minlstm")),
 ]
 
 

@@ -35,7 +35,7 @@ class MinGRUCell(DiagonalCell):
                             "Jacobian."}
     flow_caption = ("In the minGRU, h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t and z_t reads x_t only: the Jacobian is "
                     "diag(1 - z_t), so the kept-share path ∏ diag(1 - z_t) is every path and the two lines coincide.")
-    graph_per_unit = 24  # measured: ~21 floats per step and unit (benchmarks/calibrate_limits.py's harness)
+    graph_per_unit = 18  # measured 16 (backprop route; 15 on the chain): benchmarks/calibrate_limits.py
     rows = 2
 
     def __init__(self, input_size: int, hidden_size: int, *, seed: int = 0, dtype: torch.dtype | None = None):

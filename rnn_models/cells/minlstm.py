@@ -41,7 +41,7 @@ class MinLSTMCell(DiagonalCell):
     }
     flow_caption = ("In the minLSTM, h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h̃_t and the gates read x_t only: the Jacobian is "
                     "diag(f'_t), so the forget path ∏ diag(f'_t) is every path and the two lines coincide.")
-    graph_per_unit = 28  # measured: ~25 floats per step and unit (benchmarks/calibrate_limits.py's harness)
+    graph_per_unit = 24  # measured 22 (backprop route; 15 on the chain): benchmarks/calibrate_limits.py
     rows = 3
 
     def __init__(self, input_size: int, hidden_size: int, *, seed: int = 0, dtype: torch.dtype | None = None):
