@@ -221,7 +221,8 @@ def _gates(run, T: int) -> dict[str, np.ndarray]:
     xp = torch.stack([run.xp[t][:1] for t in range(T)])  # (T, 1, G)
     st = tuple(torch.stack([run.states[t][i][:1] for t in range(T)]) for i in range(len(run.states[0])))
     g = run.cell.gates(xp, st)
-    return {k: v[:, 0].double().numpy() for k, v in g.items() if k in run.cell.gate_names}
+    shown = set(run.cell.gate_names) | set(run.cell.gates_shown)  # W_hh's blocks, and a cell without W_hh's gates
+    return {k: v[:, 0].double().numpy() for k, v in g.items() if k in shown}
 
 
 ONLY = (None, "all", "gradients")

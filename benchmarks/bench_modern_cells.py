@@ -107,7 +107,8 @@ def lru_row(T: int, H: int, B: int, rounds: int = 3, quiet: bool = False) -> dic
            "analysis_over_fft": paired_ratio(m["analysis"][2], m["fft"][2]),
            "stages": {k: round(v, 3) for k, v in res.timings.items()}, "method": res.jac.method}
     if not quiet:
-        print(f"lru    T={T} H={H} B={B} ({row['rounds']} rounds)  analysis {times['analysis']:.2f} s  plain loop fwd+bwd {times['loop']:.2f} s  "
+        print(f"lru    T={T} H={H} B={B} ({row['rounds']} rounds)  analysis {times['analysis']:.2f} s  plain loop "
+              f"fwd+bwd {times['loop']:.2f} s  "
               f"fft fwd+bwd {times['fft']:.2f} s  our fwd+bwd {times['ours_fwd_bwd']:.2f} s  analysis/loop "
               f"{row['analysis_over_loop']:.2f} (target <= 2)  analysis/fft {row['analysis_over_fft']:.2f}  "
               f"stages {row['stages']}", flush=True)

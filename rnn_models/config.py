@@ -194,5 +194,6 @@ class ModelConfig:
         if self.layer_norm and "layer_norm" not in kind.settings:
             notes.append(f"layer_norm applies to {who('layer_norm')} only; ignored for {self.cell}")
         if not kind.gate_names and self.init not in ("default", "chrono"):
-            notes.append(f"init={self.init!r} shapes W_hh, which the {self.cell} has not; it uses its own initialization")
+            notes.append(f"init={self.init!r} shapes W_hh, which the {self.cell} has not; it uses its own "
+                         "initialization")
         return notes

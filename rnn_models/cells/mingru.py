@@ -30,9 +30,9 @@ class MinGRUCell(DiagonalCell):
     activation_note = "uses a sigmoid gate and a linear recurrence"
     gates_shown = ("1-z",)
     gate_descriptions = {"1-z": "kept share 1 - z_t", "z": "update gate"}
-    gate_captions = {"1-z": "The minGRU's kept share 1 - z_t per unit and step: h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t, "
-                            "so a unit remembers where 1 - z_t stays near 1 (bright); it is the whole per-step "
-                            "Jacobian."}
+    gate_captions = {"1-z": "The minGRU's kept share 1 - z_t per unit and step: h_t = (1 - z_t) ⊙ h_{t-1} + "
+                            "z_t ⊙ h̃_t, so a unit remembers where 1 - z_t stays near 1 (bright); it is the whole "
+                            "per-step Jacobian."}
     flow_caption = ("In the minGRU, h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t and z_t reads x_t only: the Jacobian is "
                     "diag(1 - z_t), so the kept-share path ∏ diag(1 - z_t) is every path and the two lines coincide.")
     graph_per_unit = 18  # measured 16 (backprop route; 15 on the chain): benchmarks/calibrate_limits.py

@@ -20,20 +20,21 @@ class MinLSTMCell(DiagonalCell):
         h_t = f'_t \odot h_{t-1} + i'_t \odot \tilde h_t
 
     The normalised forget gate f'_t is the whole per-step Jacobian: d h_t / d h_{t-1} = diag(f'_t), so the carry
-    path prod f'_t (``keep_gate = "f'"``) is the product itself.
+    path prod f'_t (``keep_gate = "f_norm"``) is the product itself. The gates are named f, i, f_norm (f'), i_norm
+    (i'): names that are also file names (an export writes one figure per gate).
 
     weight_in rows: [Linear_f; Linear_i; Linear_h] (3H, I). Shapes: x_t (B, I) -> xp_t (B, 3H) -> (h_t,), (B, H).
     """
 
     name, label, color = "minlstm", "minLSTM", "#000000"  # Okabe-Ito black (its yellow is unreadable on white)
-    keep_gate = "f'"
+    keep_gate = "f_norm"
     settings = frozenset()
     activation_note = "uses sigmoid gates and a linear recurrence"
-    gates_shown = ("f'", "f", "i")
-    gate_descriptions = {"f'": "normalized forget gate f/(f+i)", "i'": "normalized input gate i/(f+i)",
-                         "f": "forget gate", "i": "input gate"}
+    gates_shown = ("f_norm", "f", "i")
+    gate_descriptions = {"f_norm": "normalized forget gate f' = f/(f+i)", "f": "forget gate", "i": "input gate",
+                         "i_norm": "normalized input gate i' = i/(f+i)"}
     gate_captions = {
-        "f'": "The minLSTM's normalized forget gate f'_t = f_t/(f_t + i_t) per unit and step: h_t = f'_t ⊙ h_{t-1} "
+        "f_norm": "The minLSTM's normalized forget gate f'_t = f_t/(f_t + i_t) per unit and step: h_t = f'_t ⊙ h_{t-1} "
               "+ i'_t ⊙ h̃_t, so a unit remembers where f'_t stays near 1 (bright); it is the whole per-step "
               "Jacobian.",
         "f": "The minLSTM's forget gate f_t per unit and step (before normalization by f_t + i_t).",
@@ -54,7 +55,7 @@ class MinLSTMCell(DiagonalCell):
         f, i = torch.sigmoid(x_f), torch.sigmoid(x_i)
         # f'_t = f_t / (f_t + i_t), i'_t = i_t / (f_t + i_t)
         s = f + i
-        return {"f": f, "i": i, "f'": f / s, "i'": i / s}
+        return {"f": f, "i": i, "f_norm": f / s, "i_norm": i / s}
 
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
         """f'_t (..., H)."""

@@ -2,7 +2,6 @@
 local attention for efficient language models")."""
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,7 @@ class RGLRUCell(DiagonalCell):
     .. math::
         r_t = \sigma(W_a x_t + b_a)                                  \qquad \text{recurrence gate}
         i_t = \sigma(W_x x_t + b_x)                                  \qquad \text{input gate}
-        \log a_t = -c \, \mathrm{softplus}(-\Lambda) \odot r_t       \qquad (a_t = a^{c r_t},\ a = \sigma(\Lambda),\ c = 8)
+        \log a_t = -c \, \mathrm{softplus}(-\Lambda) \odot r_t    \quad (a_t = a^{c r_t},\ a = \sigma(\Lambda),\ c = 8)
         h_t = a_t \odot h_{t-1} + \sqrt{1 - a_t^2} \odot (i_t \odot \tilde x_t)
 
     The paper's x_t has width H (the block's own projection comes before the RG-LRU). Here the gates read x_t of
