@@ -2,7 +2,6 @@
 local attention for efficient language models")."""
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
