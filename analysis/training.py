@@ -195,11 +195,15 @@ class Trainer:
         return [self.step() for _ in range(steps) if self.stopped is None]
 
     def _spectral_radius(self) -> float | None:
-        W = self.model.net.layers[self.config.analysed_layer][0].weight_hh.detach().double()
-        if not bool(torch.isfinite(W).all()):
+        cell = self.model.net.layers[self.config.analysed_layer][0]
+        blocks = [b.detach().double() for b in cell.recurrent_blocks().values()]  # W_hh's gate blocks
+        if not all(bool(torch.isfinite(b).all()) for b in blocks):
             return None
-        H = self.config.hidden_size
-        return float(max(torch.linalg.eigvals(b).abs().max() for b in W.split(H, 0)))
+        # a cell without W_hh: the eigenvalues of its fixed recurrence (the LRU's lambda); none (None) for a
+        # recurrence whose factor depends on x_t (minGRU, minLSTM)
+        eig = [torch.linalg.eigvals(b) for b in blocks] or list(cell.recurrent_eigenvalues().values())
+        radius = max((float(e.abs().max()) for e in eig), default=None)
+        return radius if radius is not None and math.isfinite(radius) else None
 
     @torch.no_grad()
     def sample(self, n: int = 80, *, temperature: float = 1.0, seed: int = 0, prime: str | None = None) -> str:

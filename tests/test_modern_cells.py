@@ -425,3 +425,19 @@ def test_cost_estimate_counts_the_diagonal_route():
         lim.check(cfg)  # not refused
     finally:
         lim.configure(None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_trainer_runs_and_reports_the_fixed_recurrence(kind):
+    """Training steps run; the spectral radius recorded is max |lambda| (LRU), max a^c (RG-LRU) at the step's
+    weights, None for the min cells (no fixed recurrence: their factor depends on x_t)."""
+    from analysis import ExperimentConfig
+    from analysis.training import Trainer
+    t = Trainer(ExperimentConfig(cell=kind, hidden_size=6, seq_len=12, batch_size=4, task="adding", seed=1))
+    t.run(1)
+    cell = t.model.net.layers[0][0]
+    eig = cell.recurrent_eigenvalues()
+    want = max(float(v.abs().max()) for v in eig.values()) if eig else None
+    rec = t.records[0]
+    assert np.isfinite(rec.loss)
+    assert rec.spectral_radius == (pytest.approx(want, rel=1e-6) if want is not None else None)
