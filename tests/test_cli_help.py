@@ -55,7 +55,9 @@ def test_help_names_the_program_typed_and_describes_every_command(capsys):
     p = subprocess.run([sys.executable, "-m", "gdlab", "run", "--help"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0 and p.stdout.startswith("usage: python -m gdlab run "), p.stdout[:200] + p.stderr
-    assert "[--cell {rnn,lstm,gru}]" in p.stdout and "--activation {tanh,relu,sigmoid,linear}" in p.stdout
+    from rnn_models.cells import cell_names
+    assert cell_names()[:3] == ("rnn", "lstm", "gru") and len(cell_names()) >= 7  # every registered kind offered
+    assert f"[--cell {{{','.join(cell_names())}}}]" in p.stdout and "--activation {tanh,relu,sigmoid,linear}" in p.stdout
 
 
 def test_every_flag_of_every_command_has_help():
