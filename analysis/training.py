@@ -170,8 +170,7 @@ class Trainer:
                          else {"quantity": "parameter_gradient"})
         probe = None
         if n % self.radius_every == 0:  # at the weights that made this step, before its update (training_run)
-            cell = self.model.net.layers[a][0]
-            probe = probe_trace(trace.runs[a][0], cell.recurrent_blocks(), c.horizon_threshold)
+            probe = probe_trace(trace.runs[a][0], c.horizon_threshold)
         rec = StepRecord(step=n, loss=loss_v, grad_norm_before=before, grad_norm_after=after, clipped=clipped,
                          grad_norm_t=gn_t, settings=dict(self.settings), changed=self._pending, nonfinite=nonfinite,
                          probe=probe)

@@ -4,10 +4,11 @@ r"""The built-in trainer's run as a watched run: the Live training on the same t
 ||dL/dh_t|| of the analysed layer (geometric mean over the batch, from the same backward pass as the update),
 and every ``radius_every`` steps a probe made here:
 
-    probe_trace(run, weight_blocks, threshold, num_lags)
+    probe_trace(run, threshold, num_lags)
         log10 sigma_max of d h_{T-1} / d h_{T-1-k} at about ``num_lags`` log-spaced lags k, on the step's first
         sequence (the h->h block, exact svdvals), the memory horizon (first lag with sigma_max < threshold), and
-        the eigenvalues of every gate block of W_hh
+        the eigenvalues of every gate block of W_hh (a cell without W_hh: those of its fixed recurrence, the LRU's
+        lambda; none for a recurrence whose factor depends on x_t, minGRU/minLSTM)
 
 what ``Watch.probe`` records for a watched module. ``trainer_run(trainer, name)`` turns the records into the
 ``RunData`` that ``load_run`` gives, so ``analysis.figures.timeline`` draws the two alike.
@@ -32,18 +33,21 @@ def layer_name(layer: int) -> str:
 
 
 @torch.no_grad()
-def probe_trace(run, blocks: dict, threshold: float, num_lags: int = PROBE_LAGS) -> dict:
+def probe_trace(run, threshold: float, num_lags: int = PROBE_LAGS) -> dict:
     """{"lags", "log10_sigma_max", "horizon", "eigenvalues", "messages"} of one layer's forward run (its first
-    sequence) and its W_hh gate blocks ({gate: (H, H)}). Non-finite weights or states are skipped and said: LAPACK
-    must never see a NaN (it aborts the process)."""
+    sequence) and its cell's recurrence (W_hh's gate blocks, or the fixed eigenvalues of a cell without W_hh).
+    Non-finite weights or states are skipped and said: LAPACK must never see a NaN (it aborts the process)."""
     T = len(run.xp)
     lags = report_lags(T, "log", num_lags)
     out = {"lags": lags, "log10_sigma_max": None, "horizon": None, "eigenvalues": None, "messages": []}
-    Ws = {g: W.detach().double().cpu() for g, W in blocks.items()}
+    Ws = {g: W.detach().double().cpu() for g, W in run.cell.recurrent_blocks().items()}
     if all(bool(torch.isfinite(W).all()) for W in Ws.values()):
-        out["eigenvalues"] = {g: torch.linalg.eigvals(W).numpy() for g, W in Ws.items()}
-    else:
-        out["messages"].append("W_hh is not finite: eigenvalues skipped")
+        eig = {g: torch.linalg.eigvals(W) for g, W in Ws.items()} or run.cell.recurrent_eigenvalues()
+        out["eigenvalues"] = {g: e.detach().cpu().to(torch.complex128).numpy() for g, e in eig.items()}
+        if not all(np.isfinite(e).all() for e in out["eigenvalues"].values()):
+            out["eigenvalues"] = None
+    if out["eigenvalues"] is None:
+        out["messages"].append("the recurrence is not finite: eigenvalues skipped")
     states_ok = all(bool(torch.isfinite(s[:1]).all()) for st in run.states for s in st)
     if not states_ok or out["eigenvalues"] is None:
         out["messages"].append("weights or states not finite: sigma_max and horizon skipped")

@@ -69,3 +69,17 @@ def test_trainer_run_is_what_the_timeline_draws():
     np.testing.assert_allclose(np.asarray(heat.z), run.log10_grad_norm[lk].T)
     assert set(figs) == {"timeline", "eigenvalues"}
     assert len(figs["eigenvalues"].frames) == 3
+
+
+@pytest.mark.parametrize("cell", ["lru", "mingru"])
+def test_cells_without_w_hh_probe_their_fixed_recurrence(cell):
+    tr = Trainer(_config(cell))
+    lam = {g: e.detach().numpy().copy() for g, e in tr.model.net.layers[0][0].recurrent_eigenvalues().items()}
+    tr.run(1)
+    p = tr.records[0].probe
+    assert set(p["eigenvalues"]) == set(lam)  # the LRU's lambda; none for minGRU (its factor depends on x_t)
+    for g, e in lam.items():
+        np.testing.assert_allclose(p["eigenvalues"][g], e, rtol=1e-12)
+    assert p["log10_sigma_max"] is not None and p["log10_sigma_max"][0] == 0.0
+    figs = timeline_figures({"live": trainer_run(tr, "live")})
+    assert ("eigenvalues" in figs) == bool(lam)

@@ -135,7 +135,7 @@ def eigenvalue_figure(runs: dict, layer=-1) -> go.Figure:
     for j, key in enumerate(keys, start=1):
         r = runs[key]
         lk = _layer_key(r, layer)
-        gates = sorted({g for e in r.eigenvalues[lk] for g in e}, key="hifgorzn".index)
+        gates = list(dict.fromkeys(g for e in r.eigenvalues[lk] for g in e))  # the cell's own block order
         first = points(r, lk, steps[0]) if steps else {}
         for g in gates:
             ev = first.get(g, np.zeros(0, dtype=complex))
@@ -187,6 +187,6 @@ def timeline_figures(runs: dict, layer=-1) -> dict:
     if not runs:
         return {}
     figs = {"timeline": timeline_figure(runs, layer)}
-    if any(len(r.probe_steps) for r in runs.values()):
-        figs["eigenvalues"] = eigenvalue_figure(runs, layer)
+    if any(e for r in runs.values() for per_probe in r.eigenvalues.values() for e in per_probe):
+        figs["eigenvalues"] = eigenvalue_figure(runs, layer)  # not for cells with no fixed recurrence (minGRU)
     return figs
