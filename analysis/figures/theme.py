@@ -94,7 +94,7 @@ def _rgba(hex_color: str, alpha: float) -> str:
 def cell_of(key: str) -> str:
     """The cell a results/histories key belongs to ("rnn", "lstm · clip norm" -> "lstm")."""
     head = str(key).split()[0].lower() if str(key).split() else ""
-    return head if head in CELLS else cell_names()[0]  # else the first kind (the vanilla RNN)
+    return head if head in CELL_LABELS else cell_names()[0]  # else the first kind (the vanilla RNN)
 
 
 def color_of(key: str, keys=()) -> str:

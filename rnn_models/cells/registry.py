@@ -24,6 +24,19 @@ def register(cls: type) -> type:
     return cls
 
 
+_UNLISTED: dict[str, type] = {}
+
+
+def register_unlisted(cls: type) -> type:
+    """Make ``cls`` answer ``cell_type(cls.name)`` (its label, colour, settings, ...) without being a kind a
+    config may name, the network build or a list offer: ``cell_names()`` and ``CELLS`` leave it out. For a cell
+    that wraps one user object and is never built from a config (analysis.own_cell.OwnCell, "own")."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"cell name {cls.name!r} is a registered kind")
+    _UNLISTED[cls.name] = cls
+    return cls
+
+
 def cell_names() -> tuple[str, ...]:
     """Every registered kind, in registration order (rnn, lstm, gru first)."""
     return tuple(_REGISTRY)
@@ -32,7 +45,7 @@ def cell_names() -> tuple[str, ...]:
 def cell_type(name: str) -> type:
     """The class of the kind ``name``; an unknown name raises ValueError naming the allowed ones."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[name] if name in _REGISTRY else _UNLISTED[name]
     except (KeyError, TypeError):
         raise ValueError(f"cell={name!r} is not allowed: choose one of {', '.join(_REGISTRY)}") from None
 
@@ -46,9 +59,9 @@ class by_kind(Mapping):
         self.attr = attr
 
     def __getitem__(self, name: str):
-        if name not in _REGISTRY:
+        if name not in _REGISTRY and name not in _UNLISTED:
             raise KeyError(name)
-        return getattr(_REGISTRY[name], self.attr)
+        return getattr(cell_type(name), self.attr)
 
     def __iter__(self):
         return iter(tuple(_REGISTRY))
