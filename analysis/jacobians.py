@@ -322,7 +322,7 @@ def _jacobian_products(run, lags, batch, n_singular, lyapunov_k, progress, spect
         lyapunov=(lyap / max(1, k)).mean(0).numpy() if nk and k else None,
         batch_analysed=b,
         nonfinite=nonfinite,
-        method="autograd (vmap jacrev)" if cell.layer_norm else "closed-form",
+        method=getattr(cell, "jacobian_text", None) or ("autograd (vmap jacrev)" if cell.layer_norm else "closed-form"),
     )
     if fast:
         res.extras["sigma_max_estimate"] = {

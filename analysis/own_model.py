@@ -43,9 +43,10 @@ from .own_files import ARCH_FIELDS, PYTHON, FileModel, describe
 from .own_inputs import (_callable_loss, analyse_files, prepare_h0, prepare_inputs,  # noqa: F401 - re-exported
                          prepare_targets, readout_loss, run_files)
 from .progress import reporter
-from .tasks import TaskBatch, TaskSpec, task_spec
+from .tasks import TaskBatch, TaskSpec, random_readout, task_spec
 
 RECURRENT = (nn.RNN, nn.LSTM, nn.GRU)
+TORCH_CELLS = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)  # a model's own loop over one: the same closed forms, 1 layer
 NOT_SETTINGS = set(ARCH_FIELDS) | {"compare", "task", "text", "inputs_path", "state_dict_path", "targets_path",
                                    "h0_path", "module", "readout", "embedding", "batch_first"}
 
@@ -79,13 +80,14 @@ def _spec(name: str, I: int, O: int, steps: str, chance: float, kind: str) -> Ta
 # ---- the one core every front end calls -----------------------------------------------------------------
 def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=None, h0=None, loss=None,
                 notes: list[str] | None = None, progress=None, only: str | None = None,
-                views=None, provenance: dict | None = None) -> ExperimentResult:
+                views=None, provenance: dict | None = None, net=None) -> ExperimentResult:
     """Analyse the recurrent weights ``fm.rnn`` (+ ``fm.readout``) on inputs x (T, B, I) float64, time-major.
 
     The cost is estimated from these real shapes (T, B, I, the module's sizes) and checked against the host's
     limits (``LimitExceeded`` with the estimate and how to lower it); ``jacobian_detail`` auto picks the light
     settings above a size (analysis.compute_views). ``provenance`` (the files' names and sha256, the model's
-    dropout layers) is completed with what ran and kept on the result.
+    dropout layers) is completed with what ran and kept on the result. ``net``: a built network to analyse
+    instead of one loaded from ``fm.rnn`` (analysis.own_step: your own step, with its own limits check).
     """
     t0 = time.perf_counter()
     _check_only(only)
@@ -96,7 +98,7 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
     dtype = DTYPES[config.dtype]
     notes = list(fm.notes) + list(notes or [])
     # the limits on the real shapes (LimitExceeded, one line) before anything is built
-    config, detail_note, cost = check_own(config, only)
+    config, detail_note, cost = (check_own if net is None else net.check)(config, only)
     if detail_note:
         notes.append(detail_note)
     initial = prepare_h0(h0, fm.arch, B, dtype) if h0 is not None else None
@@ -108,7 +110,9 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
         if targets is not None:
             raise ConfigError("targets need a readout (the nn.Linear whose outputs they score): readout= / --readout")
         spec = task_spec("random", T, I)
-        model = TaskModel(config, spec, I).to(dtype)
+        model = TaskModel(config, spec, I).to(dtype) if net is None else OwnModel(net, (
+            random_readout(config.hidden_size, config.seed + 1, torch.float64).to(dtype)[None],
+            torch.zeros(1, dtype=dtype)))  # TaskModel's probe u . h_t
         loss_fn = None
         notes.append("loss: the random probe u . h_{T-1} (no readout given); gradients of the model's own loss "
                      "need readout + targets, or loss=")
@@ -117,7 +121,7 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
             raise ConfigError("give either loss= or readout= with targets=, not both")
         config = config.replace(loss_steps="all")
         spec = _spec("own loss", I, D * config.hidden_size, "all", 0.0, "own")
-        model = OwnModel(_net(config, I, dtype), None)
+        model = OwnModel(net or _net(config, I, dtype), None)
         loss_fn = _callable_loss(loss)
         notes.append(f"loss: your callable on the top layer's outputs (T, B, {D * config.hidden_size}) in "
                      f"{config.dtype}")
@@ -132,14 +136,15 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
         config = config.replace(loss_steps=steps)
         chance = math.log(O) if kind == "ce" else float(((tg - tg.mean((0, 1) if tg.dim() == 3 else 0)) ** 2).mean())
         spec = _spec("own readout", I, O, steps, chance, "classification" if kind == "ce" else "regression")
-        model = OwnModel(_net(config, I, dtype), (W.to(dtype), None if b is None else b.to(dtype)))
+        model = OwnModel(net or _net(config, I, dtype), (W.to(dtype), None if b is None else b.to(dtype)))
         loss_fn = readout_loss(tg, kind, steps)
         what = "cross-entropy on class ids" if kind == "ce" else "MSE on float targets"
         when = "at every step (mean over t and b)" if steps == "all" else "at the last step (mean over b)"
         chance_txt = f"ln O = {chance:.4g} (uniform prediction)" if kind == "ce" else \
             f"{chance:.4g} (the targets' variance: a constant prediction)"
         notes.append(f"loss: the readout's {what}, {when}, torch's reduction='mean'; chance level {chance_txt}")
-    model.net.load_torch_state_dict({k: v.double() for k, v in fm.rnn.items()})
+    if net is None:
+        model.net.load_torch_state_dict({k: v.double() for k, v in fm.rnn.items()})
     batch = TaskBatch(spec=spec, inputs=x.to(dtype), targets=None)
     rep = reporter(progress)
     announce(cost)
@@ -183,20 +188,22 @@ def _net(config: ExperimentConfig, I: int, dtype: torch.dtype) -> RecurrentNetwo
 
 # ---- Python: a model object ---------------------------------------------------------------------------
 def find_recurrent(model: nn.Module, module: str | None = None) -> tuple[str, nn.RNNBase]:
-    """(name, module): the model itself, the one nn.RNN/LSTM/GRU inside it, or the one named ``module``."""
+    """(name, module): the model itself, the one nn.RNN/LSTM/GRU inside it, or the one named ``module``; else the
+    one nn.RNNCell/LSTMCell/GRUCell the model loops over."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch nn.Module (an nn.RNN/LSTM/GRU or a model holding one); got "
                           f"{type(model).__name__}")
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, RECURRENT)]
+    found = found or [(n, m) for n, m in model.named_modules() if isinstance(m, TORCH_CELLS)]
     names = ", ".join(n or "(the model itself)" for n, _ in found) or "none"
     if module is not None:
         try:
             m = model.get_submodule(module)
         except AttributeError:
             raise ConfigError(f"module={module!r} is not in the model: its recurrent modules are {names}") from None
-        if not isinstance(m, RECURRENT):
-            raise ConfigError(f"module={module!r} is a {type(m).__name__}, not an nn.RNN/LSTM/GRU: the model has "
-                              f"{names}")
+        if not isinstance(m, RECURRENT + TORCH_CELLS):
+            raise ConfigError(f"module={module!r} is a {type(m).__name__}, not an nn.RNN/LSTM/GRU(Cell): the model "
+                              f"has {names}")
         return module, m
     if len(found) != 1:
         raise ConfigError(f"the model holds {len(found)} nn.RNN/LSTM/GRU modules ({names}): "
@@ -204,15 +211,25 @@ def find_recurrent(model: nn.Module, module: str | None = None) -> tuple[str, nn
     return found[0]
 
 
+def _torch_mode(rnn) -> str:
+    """torch's mode string of an nn.RNN/LSTM/GRU ("LSTM", "RNN_RELU", ...), and of its cells (which have none)."""
+    if not isinstance(rnn, TORCH_CELLS):
+        return rnn.mode
+    name = next(c for c in TORCH_CELLS if isinstance(rnn, c)).__name__[:-len("Cell")]  # LSTMCell -> LSTM
+    return f"{name}_{rnn.nonlinearity.upper()}" if hasattr(rnn, "nonlinearity") else name  # RNN_TANH / RNN_RELU
+
+
 def _module_arch(rnn: nn.RNNBase) -> tuple[dict, str]:
     if getattr(rnn, "proj_size", 0):
         raise ConfigError(f"the LSTM has proj_size={rnn.proj_size}: LSTM projections are not supported")
     if not rnn.bias:
         raise ConfigError("the module has bias=False, which this tool does not support")
-    kind = next(k for k in map(cell_type, cell_names()) if rnn.mode in k.torch_modes)  # the kind of torch's mode
+    mode = _torch_mode(rnn)
+    kind = next(k for k in map(cell_type, cell_names()) if mode in k.torch_modes)  # the kind of torch's mode
+    L, D = (1, False) if isinstance(rnn, TORCH_CELLS) else (rnn.num_layers, rnn.bidirectional)  # a cell: 1 layer
     arch = {"cell": kind.name, "input_size": rnn.input_size, "hidden_size": rnn.hidden_size,
-            "num_layers": rnn.num_layers, "bidirectional": rnn.bidirectional}
-    return arch, (kind.torch_modes[rnn.mode] or "tanh")
+            "num_layers": L, "bidirectional": D}
+    return arch, (kind.torch_modes[mode] or "tanh")
 
 
 def _named(model: nn.Module, obj, kind, what: str):
@@ -229,10 +246,14 @@ def _named(model: nn.Module, obj, kind, what: str):
 
 
 def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, h0=None, module: str | None = None,
-            embedding=None, progress=None, views=None, **settings) -> ExperimentResult:
+            embedding=None, progress=None, views=None, params=None, as_step: bool | None = None,
+            **settings) -> ExperimentResult:
     """Analyse a trained torch model under its own loss; see the module docstring for the loss and shapes.
 
-    model     an nn.RNN/LSTM/GRU, or an nn.Module holding one (``module='rnn'`` when it holds several)
+    model     an nn.RNN/LSTM/GRU, or an nn.Module holding one (``module='rnn'`` when it holds several), or
+              looping over one nn.RNNCell/LSTMCell/GRUCell; or your own step (x_t, state) -> state: an nn.Module
+              holding none of these (or any, with ``as_step=True``), a functools.partial, or a callable with
+              ``params=`` (analysis.own_step: h0 is then required, the state as the step takes it)
     inputs    (T, B, I), or (B, T, I) when the module is batch_first; token ids (T, B) with ``embedding``
     readout   an nn.Linear (or its name) on the top layer's outputs, with ``targets`` (ids -> CE, floats -> MSE)
     loss      callable(outputs (T, B, D*H)) -> scalar, instead of readout + targets
@@ -247,17 +268,26 @@ def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, 
     unknown = sorted(set(settings) - set(ExperimentConfig.__dataclass_fields__))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}: allowed settings are {', '.join(allowed)}")
+    if as_step or params is not None or (as_step is None and _is_step(model)):
+        from .own_step import analyse_step
+        if module is not None:
+            raise ConfigError(f"module={module!r} names a torch recurrent module: your own step is analysed whole")
+        return analyse_step(model, inputs, h0=h0, params=params, loss=loss, readout=readout, targets=targets,
+                            embedding=embedding, progress=progress, views=views, **settings)
     name, rnn = find_recurrent(model, module)
     arch, activation = _module_arch(rnn)
+    if isinstance(rnn, TORCH_CELLS) and h0 is not None:  # a cell's h0 is (B, H) (and c0): torch's layers' (1, B, H)
+        h0 = tuple(_unsqueezed(p) for p in h0) if isinstance(h0, (tuple, list)) else _unsqueezed(h0)
     if bad and bad[0] != "batch_first":
         raise ConfigError(f"{bad[0]}={settings[bad[0]]!r}: the model decides {bad[0]} ({arch.get(bad[0], '-')})")
     has_activation = "activation" in cell_type(arch["cell"]).settings  # the vanilla RNN's nonlinearity
     if "activation" in settings and has_activation and settings["activation"] != activation:
         raise ConfigError(f"activation={settings['activation']!r} contradicts the module's nonlinearity "
                           f"{activation!r}")
-    sd = {k: v.detach().to("cpu", torch.float64).clone() for k, v in rnn.state_dict().items()}
+    sfx = "_l0" if isinstance(rnn, TORCH_CELLS) else ""  # a cell's weight_hh is a one-layer module's weight_hh_l0
+    sd = {k + sfx: v.detach().to("cpu", torch.float64).clone() for k, v in rnn.state_dict().items()}
     assert infer_config_from_torch_state_dict(sd) == arch  # the module's attributes and its weights agree
-    batch_first = bool(rnn.batch_first)
+    batch_first = bool(getattr(rnn, "batch_first", settings.get("batch_first", False)))  # a cell: the setting's
     if "batch_first" in settings and bool(settings["batch_first"]) != batch_first:
         raise ConfigError(f"batch_first={settings['batch_first']} contradicts the module's batch_first={batch_first}")
     config = ExperimentConfig.from_dict({"activation": activation, **{k: v for k, v in settings.items()
@@ -311,6 +341,17 @@ def python_record(model: nn.Module, module, readout, embedding, targets, h0) -> 
             "h0_path": f"{PYTHON}h0" if h0 is not None else None}
 
 
+def _is_step(model) -> bool:
+    """Your own step: a callable that is not an nn.Module, or an nn.Module holding no torch recurrent module."""
+    if not isinstance(model, nn.Module):
+        return callable(model)
+    return not any(isinstance(m, RECURRENT + TORCH_CELLS) for m in model.modules())
+
+
+def _unsqueezed(p):
+    return p[None] if getattr(p, "ndim", 0) == 2 else p
+
+
 def _name_in(model: nn.Module, obj) -> str | None:
     """The module's name inside the model (or the name given)."""
     if obj is None or isinstance(obj, str):
@@ -331,6 +372,6 @@ def dropout_layers(model: nn.Module, rnn: nn.RNNBase) -> list[str]:
     none is applied here (the analysis is of the deterministic, eval-mode network)."""
     out = [f"{n or '(model)'} ({type(m).__name__}, p={m.p:g})" for n, m in model.named_modules()
            if isinstance(m, nn.modules.dropout._DropoutNd)]
-    if rnn.dropout and rnn.num_layers > 1:
+    if getattr(rnn, "dropout", 0) and rnn.num_layers > 1:
         out.append(f"{_name_in(model, rnn)}.dropout={rnn.dropout:g} between layers")
     return out

@@ -23,7 +23,9 @@ def _rows(r) -> list[tuple[str, str]]:
         hz = "not computed (no Jacobian view asked for)"
     else:
         hz = r.horizon_detail["text"].split(": ", 1)[1]
-    radius = "not computed (views without spectrum)" if not r.spectra else \
+    computed = any(v in (r.views or ()) for v in ("spectrum", "jacobians"))  # the W_hh eigensolvers ran
+    radius = ("no fixed recurrent matrix (the step's Jacobians are its own at each state)" if computed else
+              "not computed (views without spectrum)") if not r.spectra else \
         f"{r.spectra['h']['spectral_radius']:.3g}" if list(r.spectra) == ["h"] else \
         ", ".join(f"{k} {v['spectral_radius']:.3g}" for k, v in r.spectra.items())
     from .alerts import alerts

@@ -45,6 +45,9 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
                                      marker=dict(color=color, size=6, opacity=0.8, line=dict(width=0)),
                                      hovertemplate="Re=%{x:.3f}<br>Im=%{y:.3f}<extra>" + f"{label_of(key)} {block}</extra>"),
                           row=1, col=ci)
+        if not r.spectra and any(v in (r.views or ()) for v in ("spectrum", "jacobians")):  # analysis.own_cell
+            fig.add_annotation(text="no fixed recurrent matrix: the step's Jacobians<br>are its own at each state "
+                               "(Jacobian view)", x=0, y=0, showarrow=False, row=1, col=ci)
         lim = 1.1 * radius
         xa = "x" if ci == 1 else f"x{ci}"
         fig.update_xaxes(range=[-lim, lim], title_text="Re λ", zeroline=True, row=1, col=ci)

@@ -1,0 +1,368 @@
+r"""Your own recurrence: any step ``(x_t, state) -> state`` as a cell of the engine, its Jacobians by torch.func.
+
+    OwnCell.wrap(step, h0, input_size, dtype, params=None) -> OwnCell
+
+``step`` is one of
+    an ``nn.Module``               called as ``module(x_t, state)``; a float64 deep copy is analysed, the
+                                   user's module is never run, trained or changed
+    a ``functools.partial``        ``partial(f, W, b=b)``: its tensor arguments are the cell's parameters
+    a callable with ``params=``    ``{"W": W, ...}``, called as ``f(x_t, state, **params)``
+    a callable alone               called as it is (its closure's tensors are not cast: give params= instead)
+
+and ``state`` is what the step takes and returns: one tensor (B, H), or a tuple of k tensors (B, H) each. The
+first tensor is the output h_t (what a readout or loss reads, and what ||dL/dh_t|| measures); the others are
+carried state. The engine sees the state as the tuple itself, laid out as the real (B, S) row [s_0, ..., s_{k-1}],
+S = k H, so the per-step Jacobian d state_t / d state_{t-1} is (S, S) and its (H, H) top-left block is h -> h.
+Every tensor must have the same width H (the engine's layout); a complex state is refused (return
+``torch.view_as_real(h).flatten(-2)`` or ``torch.cat([h.real, h.imag], -1)`` instead).
+
+The cell's projection is the identity (xp_t = x_t: the step owns its input weights); its per-step Jacobian is
+``vmap(jacrev(step))`` over every (step, sequence) of a chunk at once (measured 8x faster than ``jacfwd`` for an
+LSTM step at H=128 on one CPU thread: the Jacobian is square, S outputs and S inputs, so neither mode has fewer
+passes, and reverse mode batches better under vmap; ``jacfwd`` where reverse mode fails for an op of the step,
+and a loop of S backward passes over the batch where vmap cannot run the step);
+vector-Jacobian products ``v J_t`` are one ``torch.func.vjp`` per step. There is no fixed recurrent matrix
+(``recurrent_blocks()`` is {}), no gates and no closed form.
+
+Shape legend::
+
+    B  batch    I  input size    k  state tensors    H  width of each    S = k H    C  steps of a chunk
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from rnn_models.cells.base import State, _Cell
+from rnn_models.cells.registry import register_unlisted
+from rnn_models.config import ConfigError
+
+COMPLEX_HINT = ("return a real view instead, torch.view_as_real(h).flatten(-2) or torch.cat([h.real, h.imag], -1) "
+                "(and give h0 the same way)")
+JAC_BYTES = 64 * 2**20  # the tangents of one vmapped Jacobian call (rows are split to stay below it)
+NOT_DIFFERENTIABLE = ("write the step in differentiable torch operations on its state (no .detach(), .numpy(), "
+                      ".item(), rounding or integer casts)")
+
+
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """A floating tensor in ``dtype``, a complex one in its complex twin (complex128 for float64); others as they are."""
+    if t.is_complex():
+        return t.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+def _as_parameter(t: Tensor, dtype: torch.dtype) -> Tensor:
+    t = _cast(t.detach().cpu(), dtype).clone()
+    return nn.Parameter(t) if (t.is_floating_point() or t.is_complex()) else t
+
+
+def _describe(obj) -> str:
+    """How messages and notes name the user's step."""
+    if isinstance(obj, functools.partial):
+        return f"functools.partial({getattr(obj.func, '__name__', type(obj.func).__name__)})"
+    if isinstance(obj, nn.Module):
+        return type(obj).__name__
+    return getattr(obj, "__qualname__", None) or type(obj).__name__
+
+
+@register_unlisted  # cell_type("own") answers for results and figures; no config names or builds it
+class OwnCell(_Cell):
+    """The user's step as an engine cell (see the module docstring). Not registered: an instance wraps one
+    user object and is never built from a config; ``step_name`` is how notes name the step."""
+
+    name, label, color = "own", "Your cell", "#CC79A7"  # Okabe-Ito reddish purple
+    gate_names = ()
+    keep_gate = None
+    settings = frozenset()
+    diagonal = False
+
+    def __init__(self, step, *, input_size: int, hidden_size: int, k: int, single: bool, dtype: torch.dtype,
+                 params: dict | None = None):
+        super().__init__()
+        self.input_size, self.hidden_size, self.layer_norm = input_size, hidden_size, False
+        self.state_names = ("h",) + tuple(f"s{i}" for i in range(1, k))
+        self.single = single  # the user's state is one tensor (not a tuple)
+        self.step_name = _describe(step)  # how notes name the user's step (the kind's label stays "Your cell")
+        self.jacobian_method = None  # set by the first call that succeeds: "jacrev", "jacfwd" or "backward"
+        self.sample_bytes = 16 * k * hidden_size * 8  # one sequence's saved step tensors (measured by validate)
+        self.params = nn.ParameterDict()
+        self.buffers_ = {}
+        if isinstance(step, nn.Module):
+            module = copy.deepcopy(step)  # the user's own module is never run or changed
+            for _, m in module.named_modules():
+                for n, p in list(m._parameters.items()):
+                    if p is not None:
+                        m._parameters[n] = _as_parameter(p, dtype)
+                for n, b in list(m._buffers.items()):
+                    if b is not None:
+                        m._buffers[n] = _cast(b.detach().cpu(), dtype)
+            module.eval()  # dropout and batch statistics off: the deterministic step is analysed
+            self.module = module
+            self._call = lambda x, s: self.module(x, s)
+        elif isinstance(step, functools.partial):
+            args = [self._hold(f"arg{i}", a, dtype) for i, a in enumerate(step.args)]
+            kws = {n: self._hold(n, a, dtype) for n, a in step.keywords.items()}
+            f = step.func
+            self._call = lambda x, s: f(*[self._get(a) for a in args], x, s, **{n: self._get(a) for n, a in kws.items()})
+        else:
+            kws = {n: self._hold(n, a, dtype) for n, a in (params or {}).items()}
+            self._call = lambda x, s: step(x, s, **{n: self._get(a) for n, a in kws.items()})
+
+    def state_size(self, H: int) -> int:  # this instance's k, not the class's default
+        return len(self.state_names) * H
+
+    def state_blocks(self, H: int) -> dict[str, slice]:
+        return {"hh": slice(0, H), **({"state": slice(0, self.state_size(H))} if len(self.state_names) > 1 else {})}
+
+    def _hold(self, name: str, value, dtype):
+        """A tensor argument becomes a parameter of the cell (cast to the analysis dtype); others stay as they are."""
+        if isinstance(value, Tensor):
+            key = name.replace(".", "_")
+            p = _as_parameter(value, dtype)
+            if isinstance(p, nn.Parameter):
+                self.params[key] = p
+            else:
+                self.buffers_[key] = p
+            return ("tensor", key)
+        return ("value", value)
+
+    def _get(self, held):
+        kind, v = held
+        if kind == "value":
+            return v
+        return self.params[v] if v in self.params else self.buffers_[v]
+
+    # ---- the step ----------------------------------------------------------------------------------------
+    def project(self, x_t: Tensor) -> Tensor:
+        # xp_t = x_t: the step owns its input weights
+        return x_t
+
+    def step(self, xp_t: Tensor, state: State) -> State:
+        """state_t = step(x_t, state_{t-1}), the user's state form in and out, checked (one line per problem)."""
+        out = self._call(xp_t, state[0] if self.single else tuple(state))
+        return check_state(out, state, self.single, "the step")
+
+    def _forward(self, xp_t: Tensor, state: State):
+        return self.step(xp_t, state), {}
+
+    def gates(self, xp_t: Tensor, state: State) -> dict[str, Tensor]:
+        return {}  # no gates: the step is opaque
+
+    def recurrent_blocks(self) -> dict[str, Tensor]:
+        return {}  # no fixed recurrent matrix: the Jacobian is the step's own at each state
+
+    def extra_repr(self) -> str:
+        return f"step={self.step_name}, input_size={self.input_size}, state={len(self.state_names)} x {self.hidden_size}"
+
+    # ---- Jacobians ---------------------------------------------------------------------------------------
+    def _flat_step(self, x1: Tensor, s1: Tensor) -> Tensor:
+        """One sequence: x (I,), state row (S,) -> state row (S,)."""
+        H = self.hidden_size
+        st = tuple(s1[i * H:(i + 1) * H].unsqueeze(0) for i in range(len(self.state_names)))  # k x (1, H)
+        return torch.cat(self.step(x1.unsqueeze(0), st), dim=-1).squeeze(0)  # (S,)
+
+    def jacobian(self, xp_t: Tensor, state: State) -> Tensor:
+        """d state_t / d state_{t-1}, (..., S, S), rows state_t, columns state_{t-1}: every leading index at once."""
+        lead = xp_t.shape[:-1]
+        x = xp_t.reshape(-1, xp_t.shape[-1])  # (N, I), N = prod(lead)
+        s = torch.cat(state, dim=-1).reshape(x.shape[0], -1)  # (N, S)
+        S = s.shape[-1]
+        # rows per call: vmap carries S tangents of every intermediate of the step (sample_bytes each)
+        n = max(1, JAC_BYTES // max(1, S * self.sample_bytes))
+        J = torch.cat([self._jacobian_rows(x[i:i + n], s[i:i + n]) for i in range(0, x.shape[0], n)])  # (N, S, S)
+        return J.reshape(*lead, S, S)
+
+    jacobian_autograd = jacobian
+
+    @property
+    def jacobian_text(self) -> str:
+        """How the per-step Jacobians were computed (JacobianResult.method)."""
+        if self.jacobian_method == "backward":
+            return "torch.autograd: one backward pass per state coordinate (vmap could not run the step)"
+        return f"torch.func: vmap({self.jacobian_method or 'jacrev'}) of your step"
+
+    def _jacobian_rows(self, x: Tensor, s: Tensor) -> Tensor:
+        methods = (self.jacobian_method,) if self.jacobian_method else ("jacrev", "jacfwd", "backward")
+        first = None
+        for m in methods:
+            try:
+                J = self._jacobian_by(m, x, s)
+            except ConfigError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the next method, or one line naming the first failure
+                first = first or e
+                continue
+            self.jacobian_method = m
+            return J
+        raise ConfigError(f"the step could not be differentiated with respect to its state ({type(first).__name__}: "
+                          f"{_first_line(first)}): {NOT_DIFFERENTIABLE}")
+
+    def _jacobian_by(self, method: str, x: Tensor, s: Tensor) -> Tensor:
+        if method in ("jacfwd", "jacrev"):
+            jac = torch.func.jacfwd if method == "jacfwd" else torch.func.jacrev
+            with torch.enable_grad(), warnings.catch_warnings():
+                # torch's forward-mode decompositions are scripted on first use: its own deprecation notice
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated",
+                                        category=DeprecationWarning)
+                return torch.func.vmap(jac(self._flat_step, argnums=1))(x, s).detach()  # (N, S, S)
+        # rows of J for every sequence at once: sequences are independent, so d(sum_n out_n[i])/ds = J[:, i, :]
+        H, k = self.hidden_size, len(self.state_names)
+        with torch.enable_grad():
+            s = s.detach().requires_grad_(True)
+            out = torch.cat(self.step(x, tuple(s[:, i * H:(i + 1) * H] for i in range(k))), -1)  # (N, S)
+            rows = []
+            for i in range(out.shape[-1]):
+                (g,) = torch.autograd.grad(out[:, i].sum(), s, retain_graph=True, allow_unused=True)
+                rows.append(torch.zeros_like(s) if g is None else g)
+        return torch.stack(rows, -2)  # (N, S, S)
+
+    def vjp_steps(self, xp: Tensor, st: State):
+        """(c, v) -> v J_c for a chunk xp (C, B, I), states (C, B, H) each, v (B, S): one torch.func.vjp per step."""
+        H, k = self.hidden_size, len(self.state_names)
+
+        def at(c: int, v: Tensor) -> Tensor:
+            def f(s: Tensor) -> Tensor:
+                return torch.cat(self.step(xp[c], tuple(s[:, i * H:(i + 1) * H] for i in range(k))), -1)  # (B, S)
+            with torch.enable_grad():
+                _, back = torch.func.vjp(f, torch.cat([x[c] for x in st], -1))
+                return back(v.to(xp.dtype))[0].detach()
+        return at
+
+
+def _first_line(e: BaseException | None) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200] if e is not None else ""
+
+
+def check_state(out, state: State, single: bool, who: str) -> State:
+    """The step's output as the engine's tuple, checked against the state it was given (same form, shapes, real
+    floating dtype); each problem one ConfigError line naming what is wrong."""
+    given = f"one tensor {tuple(state[0].shape)}" if single else \
+        f"a tuple of {len(state)} tensors {tuple(state[0].shape)}"
+    if single:
+        if not isinstance(out, Tensor):
+            raise ConfigError(f"{who} returned {_kind(out)}; the state is {given}: it must return the same")
+        out = (out,)
+    elif not isinstance(out, (tuple, list)) or len(out) != len(state):
+        raise ConfigError(f"{who} returned {_kind(out)}; the state is {given}: it must return the same")
+    for i, (o, s) in enumerate(zip(out, state)):
+        name = "the state" if single else f"state[{i}]"
+        if not isinstance(o, Tensor):
+            raise ConfigError(f"{who} returned {name} as {_kind(o)}: it must be a tensor")
+        if o.is_complex():
+            raise ConfigError(f"{who} returned a complex {name}: the analysis needs a real state; {COMPLEX_HINT}")
+        if not o.is_floating_point():
+            raise ConfigError(f"{who} returned {name} as {o.dtype}: an integer state is not differentiable; "
+                              f"{NOT_DIFFERENTIABLE}")
+        if o.shape != s.shape:
+            raise ConfigError(f"{who} returned {name} of shape {tuple(o.shape)} for a state of shape "
+                              f"{tuple(s.shape)}: a step must keep the state's shape (B, H)")
+        if o.dtype != s.dtype:
+            raise ConfigError(f"{who} returned {name} in {o.dtype} for a {s.dtype} state: its weights were not cast "
+                              "to the analysis dtype (give them with params=, as a functools.partial or an nn.Module)")
+    return tuple(out)
+
+
+def _kind(obj) -> str:
+    if isinstance(obj, Tensor):
+        return f"one tensor {tuple(obj.shape)}"
+    if isinstance(obj, (tuple, list)):
+        return f"a {type(obj).__name__} of {len(obj)}"
+    return f"a {type(obj).__name__}"
+
+
+# ---- the initial state and the first look at the step ------------------------------------------------------
+def prepare_state(h0, B: int, dtype: torch.dtype) -> tuple[State, bool]:
+    """h0 as the step takes it, one tensor (B, H) or a tuple of k tensors (B, H) -> (the engine's tuple in
+    ``dtype``, single); every problem one ConfigError line."""
+    from .own_inputs import _as_tensor
+    if h0 is None:
+        raise ConfigError("h0 is needed for your own step: the initial state as the step takes it, one tensor (B, H) "
+                          "or a tuple of them (zeros are a fine choice), so the state's shape is known")
+    single = not isinstance(h0, (tuple, list))
+    parts = (h0,) if single else tuple(h0)
+    if not parts:
+        raise ConfigError("h0 is an empty tuple: give the initial state as one tensor (B, H) or a tuple of them")
+    out = []
+    for i, p in enumerate(parts):
+        name = "h0" if single else f"h0[{i}]"
+        if isinstance(p, Tensor) and p.is_complex():
+            raise ConfigError(f"{name} is complex: the analysis needs a real state; {COMPLEX_HINT}")
+        p = _as_tensor(p, name)
+        if not p.is_floating_point():
+            raise ConfigError(f"{name} has dtype {p.dtype}: the state must be floating point")
+        if p.dim() != 2 or p.shape[0] != B:
+            raise ConfigError(f"{name} has shape {tuple(p.shape)}: each state tensor must be (B, H) with B={B}, the "
+                              "inputs' batch")
+        if not bool(torch.isfinite(p).all()):
+            raise ConfigError(f"{name} contains non-finite values (NaN/Inf)")
+        out.append(p.to(dtype))
+    widths = tuple(int(p.shape[1]) for p in out)
+    if len(set(widths)) > 1:
+        raise ConfigError(f"h0's tensors have widths {widths}: every state tensor must have the same width H (the "
+                          "engine lays the state out as k blocks of H); pad the narrower ones, or give the step one "
+                          "concatenated state tensor")
+    return tuple(out), single
+
+
+def validate(cell: OwnCell, x: Tensor, state0: State) -> list[str]:
+    """Run the step over x (T, B, I) once and differentiate its first steps; every problem one ConfigError line
+    (the time step named): the state's form, shape or dtype changing, a step autograd cannot differentiate, a
+    Jacobian that is exactly 0, a step that mixes the sequences of a batch. Returns the notes to show."""
+    T, B = x.shape[:2]
+    states = [state0]
+    with torch.no_grad():
+        for t in range(T):
+            states.append(_at(t, lambda: cell.step(x[t], states[-1])))
+    # t = 0 under autograd: the state reaches the output, and what one sequence's step saves (the vmap budget)
+    saved = [0]
+
+    def pack(v):  # the batch's own tensors (B, ...), not the weights
+        if isinstance(v, Tensor) and v.dim() and v.shape[0] == B:
+            saved[0] += v.numel() * v.element_size()
+        return v
+    s = tuple(v.detach().requires_grad_(True) for v in state0)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda v: v):
+        out = _at(0, lambda: cell.step(x[0], s), autograd=True)
+        live = [o for o in out if o.requires_grad]
+        grads = torch.autograd.grad(sum(o.sum() for o in live), s, allow_unused=True) if live else (None,)
+    if all(g is None for g in grads):
+        raise ConfigError("the step's output does not depend on its state through autograd (no gradient reaches "
+                          f"state_(t-1) from state_t at t=0): {NOT_DIFFERENTIABLE}")
+    cell.sample_bytes = max(8 * len(state0) * cell.hidden_size * x.element_size(), saved[0] // B)
+    # the Jacobians of the first steps: not all exactly 0, and the same when a sequence steps alone (vmap) as
+    # within its batch (S backward passes of the whole batch)
+    n = min(T, 4)
+    xs = x[:n]  # (n, B, I)
+    st = tuple(torch.stack([states[t][i] for t in range(n)]) for i in range(len(state0)))  # k x (n, B, H)
+    J = _at(0, lambda: cell.jacobian(xs, st), autograd=True)  # (n, B, S, S)
+    b = min(B, 2)
+    together = cell._jacobian_by("backward", x[0, :b], torch.cat([v[:b] for v in state0], -1))  # (b, S, S)
+    eps = torch.finfo(x.dtype).eps
+    if not torch.allclose(J[0, :b], together, rtol=1e4 * eps, atol=1e4 * eps * float(together.abs().max())):
+        raise ConfigError("the step mixes the sequences of a batch (its Jacobian differs when a sequence steps alone): "
+                          "the analysis needs sequences that step independently (no batch statistics)")
+    if not bool((J != 0).any()):
+        raise ConfigError(f"the Jacobian d state_t/d state_(t-1) is exactly 0 at t=0..{n - 1} for every sequence: "
+                          f"the step passes no gradient through its state; {NOT_DIFFERENTIABLE}")
+    k, H = len(state0), cell.hidden_size
+    form = "one tensor" if cell.single else f"a tuple of {k} tensors"
+    how = (f"by torch.func (vmap {cell.jacobian_method})" if cell.jacobian_method != "backward" else
+           f"by autograd ({k * H} backward passes per chunk: vmap cannot run the step)")
+    return [f"your step {cell.step_name}: the state is {form} (B, {H}), S = {k * H}; h_t is "
+            + ("the state" if k == 1 else "its first tensor") + f"; per-step Jacobians {how}"]
+
+
+def _at(t: int, fn, autograd: bool = False):
+    """fn() with its problems said as one line naming the time step."""
+    try:
+        return fn()
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("the step ", f"the step at t={t} ", 1)) from None
+    except Exception as e:  # noqa: BLE001 - the user's code: one line, its own words
+        how = f"; {NOT_DIFFERENTIABLE}" if autograd else ""
+        raise ConfigError(f"the step raised {type(e).__name__} at t={t}"
+                          + (" under autograd" if autograd else "") + f": {_first_line(e)}{how}") from None
