@@ -18,10 +18,13 @@ Cost (an estimate, checked against the host's limits before the analysis): with 
 f = 2 P + 10 S flops per sequence and step, S = k H::
 
     forward + backward   3 f T B            the chain   3 f T B
-    Jacobians            3 S f T b          (vmap jacrev: S cotangents of every step)
-    products             (2 S^3 + 4 S k^2) T b        spectra  8 K b (H^3 [+ 2 S^3 with k >= 2])
+    products             (S + n) f T b      P <- P J_t and the Lyapunov Q (n columns) by vector-Jacobian products:
+                                            a backward pass to the state per row, about one forward's flops
+                         + 4 S n^2 T b      the Lyapunov QR   (+ 2 S^3 T b where vmap cannot run the step and
+                                            the per-step Jacobians are formed)
+    spectra              8 K b (H^3 [+ S^3 with k >= 2])       as limits.cell_cost counts the built-in cells
     memory               T B (I + 2 S) e (states) + max(T B g (the autograd graph, g the bytes one step saves
-                         per sequence, measured), the chunk's Jacobians and the vmap tangents)
+                         per sequence, measured), 4 b S^2 e (P, Q) + the vmapped cotangents' budget)
 """
 from __future__ import annotations
 
@@ -101,12 +104,13 @@ def step_cost(config: ExperimentConfig, cell: OwnCell, only: str | None = None):
     nk = min(config.lyapunov_k, S)
     states = T * B * (I + 2 * S) * e
     graph = T * B * cell.sample_bytes * (2 if config.truncate else 1)
+    dense = cell.jacobian_method == "backward"  # vmap cannot run the step: its vjp may not vmap either (formed)
     step_b = b * S * S * e
-    jac = 4 * step_b + 3 * max(step_b, min(64 * step_b, MAX_CHUNK_BYTES)) + JAC_BYTES
+    jac = 4 * step_b + (3 * max(step_b, min(64 * step_b, MAX_CHUNK_BYTES)) if dense else 0) + JAC_BYTES
     fb = 3 * f * T * B * (2 if config.truncate else 1)
     chain = 3 * f * T * B
-    prod = T * b * (3 * S * f + 2 * S ** 3 + 4 * S * nk * nk)
-    svd = K * SVD_FLOPS * b * (H ** 3 + (2 * S ** 3 if k >= 2 else 0))
+    prod = T * b * ((S + nk) * f + 4 * S * nk * nk + (2 * S ** 3 if dense else 0))
+    svd = K * SVD_FLOPS * b * (H ** 3 + (S ** 3 if k >= 2 else 0))  # h -> h svdvals, the whole state's sigma_max
     if only == "gradients":
         jac, prod, svd = 0, 0, 0
     steps = T * (4 + (2 if config.truncate else 0)) + (0 if only == "gradients" else T + K)
@@ -214,8 +218,7 @@ def analyse_step(step, inputs, *, h0=None, params: dict | None = None, loss=None
             else (None if readout is None else type(readout).__name__),
             "embedding": None if embedding is None else (embedding if isinstance(embedding, str) else "nn.Embedding"),
             "dropout": drops, "step": cell.step_name, "state": f"{len(state0)} x (B, {H})",
-            "jacobians": f"torch.func vmap {cell.jacobian_method}" if cell.jacobian_method != "backward" else
-            "autograd, one backward pass per state coordinate"}
+            "jacobians": "vector-Jacobian products of your step (torch.func.vjp)"}
     return analyse_own(config, fm, x, targets=targets, loss=loss, progress=progress, views=views, provenance=prov,
                        net=OwnNetwork(cell, state0))
 

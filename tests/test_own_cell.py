@@ -180,6 +180,8 @@ def test_per_step_jacobians_equal_the_closed_forms(kind, single_thread):
 def reference(step, x, state0, loss_of_h, lags=(1, 2, 5)):
     """(geometric mean over the batch of ||dL/dh_t|| (T,), {lag: mean_b log10 sigma_max of the h -> h block},
     {lag: mean_b log10 sigma_max of the whole state}) by autograd on an independent loop of ``step``."""
+    state0 = tuple(s.clone().requires_grad_(True) for s in state0) if isinstance(state0, tuple) else \
+        state0.clone().requires_grad_(True)  # every h_t then carries a graph, whatever the weights
     hs, states = [], [state0]
     state = state0
     for t in range(x.shape[0]):
@@ -276,6 +278,43 @@ def test_published_cells_equal_float64_autograd(which, single_thread):
                           lags=())
     _close(r2.grad.grad_norm, gm2, 1e-11, what="grad_norm (readout)")
     assert all(p.dtype == torch.float32 for p in step.parameters())  # the user's module is never cast
+
+
+class OldStyleClip(torch.autograd.Function):
+    """clamp(a, -2, 2) as an autograd.Function without setup_context: torch.func's transforms refuse it."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return a.clamp(-2, 2)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * (a.abs() < 2).to(g.dtype)
+
+
+@pytest.mark.parametrize("which", ["item", "function"])
+def test_steps_vmap_cannot_run_equal_float64_autograd(which, single_thread):
+    """float() of a tensor (vmap cannot run the step's forward, its vjp is fine) and an old-style autograd.Function
+    (torch.func refuses it: the Jacobians are formed by S backward passes, the products dense)."""
+    p = _W(15)
+    if which == "item":
+        def step(x, h, W, U):
+            scale = 1.0 if float(x[..., 0].sum()) > -1e9 else 0.0  # a Python number from a tensor
+            return scale * torch.tanh(x @ W + h @ U)
+    else:
+        def step(x, h, W, U):
+            return torch.tanh(OldStyleClip.apply(x @ W + h @ U))
+    x, h0, _, _ = _data(16)
+    r = analyze(step, x, h0=h0, params=p, **F64)
+    gm, hh, _ = reference(functools.partial(lambda x, h, W, U: step(x, h, W, U), W=p["W"], U=p["U"]), x, h0,
+                          _probe_loss(), lags=(1, 4))
+    _close(r.grad.grad_norm, gm, what="grad_norm")
+    for lag in hh:
+        _close(r.jac.spectral_norm[lag], hh[lag], what=f"sigma_max lag {lag}")
+    assert "autograd" in " ".join(r.notes)
+    assert r.jac.method.startswith("per-step Jacobians" if which == "function" else "torch.func")
 
 
 # ---- bad input: one line naming what is wrong ---------------------------------------------------------------
@@ -389,7 +428,7 @@ def test_views_json_and_summary_of_an_own_step(tmp_path, single_thread):
     d = json.loads(json.dumps(r.to_dict()))
     assert d["config"]["cell"] == "own" and d["grad_norm"] == pytest.approx(list(r.grad.grad_norm), rel=1e-12)
     assert "no fixed recurrent matrix" in repr(r) and "your step gru_step" in repr(r)
-    assert r.provenance["step"] == "gru_step" and r.provenance["jacobians"] == "torch.func vmap jacrev"
+    assert r.provenance["step"] == "gru_step" and r.jac.method.startswith("torch.func: vector-Jacobian products")
     zipped = view_zip(r.figures("jacobians"), r.config.to_dict(), formats=("json",))
     assert len(zipped) > 1000
 
@@ -468,3 +507,42 @@ def test_limits_and_light_settings_from_the_step_estimate(monkeypatch):
     r = analyze(step, x, h0=h0, params=p, **F64)
     assert r.config.jacobian_detail == "light" and r.config.jacobian_batch == 4 and r.jac.batch_analysed == B
     assert r.config.spectra == "exact" and any(n.startswith("light Jacobian settings") for n in r.notes)
+
+
+MEMORY_CHILD = r"""
+import sys, torch
+torch.set_num_threads(1)
+from analysis import analyze
+from analysis.compute_views import ESTIMATE_SINK
+def hwm():
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) * 1024
+H, T, B, I = 96, 192, 8, 16
+g = torch.Generator().manual_seed(0)
+p = {n: torch.randn(*s, generator=g) / s[-1] ** 0.5 for n, s in
+     (("W_ih", (4 * H, I)), ("W_hh", (4 * H, H)), ("b_ih", (4 * H,)), ("b_hh", (4 * H,)))}
+def step(x, state, W_ih, W_hh, b_ih, b_hh):
+    h, c = state
+    i, f, gg, o = (x @ W_ih.T + b_ih + h @ W_hh.T + b_hh).chunk(4, -1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+    return torch.sigmoid(o) * torch.tanh(c), c
+x, z = torch.randn(T, B, I, generator=g), torch.zeros(B, H)
+analyze(step, x[:2], h0=(z, z), params=p, jacobian_detail="exact")
+base, costs = hwm(), []
+ESTIMATE_SINK.set(costs.append)
+analyze(step, x, h0=(z, z), params=p, jacobian_detail="exact")
+print(hwm() - base, costs[0].memory_bytes)
+"""
+
+
+def test_memory_estimate_is_above_the_measured_peak():
+    """The step's memory estimate (analysis.own_step.step_cost, with its 64 MB base) is not below the peak RSS
+    growth of the analysis, measured in a fresh process (VmHWM after a warm-up run)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD], cwd=root, capture_output=True, text=True,
+                         timeout=300, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    grown, estimate = map(float, out.stdout.split())
+    assert grown <= estimate, (grown / 2**20, estimate / 2**20)
