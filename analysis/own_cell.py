@@ -51,7 +51,8 @@ NOT_DIFFERENTIABLE = ("write the step in differentiable torch operations on its 
 
 
 def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
-    """A floating tensor in ``dtype``, a complex one in its complex twin (complex128 for float64); others as they are."""
+    """A floating tensor in ``dtype``, a complex one in its complex twin (complex128 for float64), others as
+    they are."""
     if t.is_complex():
         return t.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
     return t.to(dtype) if t.is_floating_point() else t
@@ -114,7 +115,8 @@ class OwnCell(_Cell):
             args = [self._hold(f"arg{i}", a, dtype) for i, a in enumerate(step.args)]
             kws = {n: self._hold(n, a, dtype) for n, a in step.keywords.items()}
             f = step.func
-            self._call = lambda x, s: f(*[self._get(a) for a in args], x, s, **{n: self._get(a) for n, a in kws.items()})
+            self._call = lambda x, s: f(*[self._get(a) for a in args], x, s,
+                                        **{n: self._get(a) for n, a in kws.items()})
         else:
             kws = {n: self._hold(n, a, dtype) for n, a in (params or {}).items()}
             self._call = lambda x, s: step(x, s, **{n: self._get(a) for n, a in kws.items()})
@@ -163,7 +165,8 @@ class OwnCell(_Cell):
         return {}  # no fixed recurrent matrix: the Jacobian is the step's own at each state
 
     def extra_repr(self) -> str:
-        return f"step={self.step_name}, input_size={self.input_size}, state={len(self.state_names)} x {self.hidden_size}"
+        return (f"step={self.step_name}, input_size={self.input_size}, "
+                f"state={len(self.state_names)} x {self.hidden_size}")
 
     # ---- Jacobians ---------------------------------------------------------------------------------------
     def _flat_step(self, x1: Tensor, s1: Tensor) -> Tensor:
@@ -341,97 +344,3 @@ def _kind(obj) -> str:
     if isinstance(obj, (tuple, list)):
         return f"a {type(obj).__name__} of {len(obj)}"
     return f"a {type(obj).__name__}"
-
-
-# ---- the initial state and the first look at the step ------------------------------------------------------
-def prepare_state(h0, B: int, dtype: torch.dtype) -> tuple[State, bool]:
-    """h0 as the step takes it, one tensor (B, H) or a tuple of k tensors (B, H) -> (the engine's tuple in
-    ``dtype``, single); every problem one ConfigError line."""
-    from .own_inputs import _as_tensor
-    if h0 is None:
-        raise ConfigError("h0 is needed for your own step: the initial state as the step takes it, one tensor (B, H) "
-                          "or a tuple of them (zeros are a fine choice), so the state's shape is known")
-    single = not isinstance(h0, (tuple, list))
-    parts = (h0,) if single else tuple(h0)
-    if not parts:
-        raise ConfigError("h0 is an empty tuple: give the initial state as one tensor (B, H) or a tuple of them")
-    out = []
-    for i, p in enumerate(parts):
-        name = "h0" if single else f"h0[{i}]"
-        if isinstance(p, Tensor) and p.is_complex():
-            raise ConfigError(f"{name} is complex: the analysis needs a real state; {COMPLEX_HINT}")
-        p = _as_tensor(p, name)
-        if not p.is_floating_point():
-            raise ConfigError(f"{name} has dtype {p.dtype}: the state must be floating point")
-        if p.dim() != 2 or p.shape[0] != B:
-            raise ConfigError(f"{name} has shape {tuple(p.shape)}: each state tensor must be (B, H) with B={B}, the "
-                              "inputs' batch")
-        if not bool(torch.isfinite(p).all()):
-            raise ConfigError(f"{name} contains non-finite values (NaN/Inf)")
-        out.append(p.to(dtype))
-    widths = tuple(int(p.shape[1]) for p in out)
-    if len(set(widths)) > 1:
-        raise ConfigError(f"h0's tensors have widths {widths}: every state tensor must have the same width H (the "
-                          "engine lays the state out as k blocks of H); pad the narrower ones, or give the step one "
-                          "concatenated state tensor")
-    return tuple(out), single
-
-
-def validate(cell: OwnCell, x: Tensor, state0: State) -> list[str]:
-    """Run the step over x (T, B, I) once and differentiate its first steps; every problem one ConfigError line
-    (the time step named): the state's form, shape or dtype changing, a step autograd cannot differentiate, a
-    Jacobian that is exactly 0, a step that mixes the sequences of a batch. Returns the notes to show."""
-    T, B = x.shape[:2]
-    states = [state0]
-    with torch.no_grad():
-        for t in range(T):
-            states.append(_at(t, lambda: cell.step(x[t], states[-1])))
-    # t = 0 under autograd: the state reaches the output, and what one sequence's step saves (the vmap budget)
-    saved = [0]
-
-    def pack(v):  # the batch's own tensors (B, ...), not the weights
-        if isinstance(v, Tensor) and v.dim() and v.shape[0] == B:
-            saved[0] += v.numel() * v.element_size()
-        return v
-    s = tuple(v.detach().requires_grad_(True) for v in state0)
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda v: v):
-        out = _at(0, lambda: cell.step(x[0], s), autograd=True)
-        live = [o for o in out if o.requires_grad]
-        grads = torch.autograd.grad(sum(o.sum() for o in live), s, allow_unused=True) if live else (None,)
-    if all(g is None for g in grads):
-        raise ConfigError("the step's output does not depend on its state through autograd (no gradient reaches "
-                          f"state_(t-1) from state_t at t=0): {NOT_DIFFERENTIABLE}")
-    cell.sample_bytes = max(8 * len(state0) * cell.hidden_size * x.element_size(), saved[0] // B)
-    # the Jacobians of the first steps: not all exactly 0, and the same when a sequence steps alone (vmap) as
-    # within its batch (S backward passes of the whole batch)
-    n = min(T, 4)
-    xs = x[:n]  # (n, B, I)
-    st = tuple(torch.stack([states[t][i] for t in range(n)]) for i in range(len(state0)))  # k x (n, B, H)
-    J = _at(0, lambda: cell.jacobian(xs, st), autograd=True)  # (n, B, S, S)
-    b = min(B, 2)
-    together = cell._jacobian_by("backward", x[0, :b], torch.cat([v[:b] for v in state0], -1))  # (b, S, S)
-    eps = torch.finfo(x.dtype).eps
-    if not torch.allclose(J[0, :b], together, rtol=1e4 * eps, atol=1e4 * eps * float(together.abs().max())):
-        raise ConfigError("the step mixes the sequences of a batch (its Jacobian differs when a sequence steps alone): "
-                          "the analysis needs sequences that step independently (no batch statistics)")
-    if not bool((J != 0).any()):
-        raise ConfigError(f"the Jacobian d state_t/d state_(t-1) is exactly 0 at t=0..{n - 1} for every sequence: "
-                          f"the step passes no gradient through its state; {NOT_DIFFERENTIABLE}")
-    k, H = len(state0), cell.hidden_size
-    form = "one tensor" if cell.single else f"a tuple of {k} tensors"
-    how = (f"vmap({cell.jacobian_method})" if cell.jacobian_method != "backward" else
-           f"autograd, {k * H} backward passes per chunk (vmap cannot run the step)")
-    return [f"your step {cell.step_name}: the state is {form} (B, {H}), S = {k * H}; h_t is "
-            + ("the state" if k == 1 else "its first tensor") + f"; its Jacobians where formed by {how}"]
-
-
-def _at(t: int, fn, autograd: bool = False):
-    """fn() with its problems said as one line naming the time step."""
-    try:
-        return fn()
-    except ConfigError as e:
-        raise ConfigError(str(e).replace("the step ", f"the step at t={t} ", 1)) from None
-    except Exception as e:  # noqa: BLE001 - the user's code: one line, its own words
-        how = f"; {NOT_DIFFERENTIABLE}" if autograd else ""
-        raise ConfigError(f"the step raised {type(e).__name__} at t={t}"
-                          + (" under autograd" if autograd else "") + f": {_first_line(e)}{how}") from None

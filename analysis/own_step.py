@@ -7,8 +7,14 @@ The step becomes an ``analysis.own_cell.OwnCell`` (a deep copy in the analysis d
 changed) in a one-layer network that starts from h0, and goes through the same core as a trained nn.RNN/LSTM/GRU
 (``own_model.analyse_own``): the loss (probe, readout + targets, or a callable on the outputs h_t), ||dL/dh_t|| by
 one backward pass (and the exact log-space chain of vector-Jacobian products where float backprop underflows),
-the Jacobian products d state_{T-1} / d state_{T-1-k} with their spectra and Lyapunov exponents from the per-step
-Jacobians of torch.func, and the same result, views and exports. There is no W_hh: the spectrum view says so.
+the Jacobian products d state_{T-1} / d state_{T-1-k} with their spectra and Lyapunov exponents from the step's
+vector-Jacobian products (torch.func), and the same result, views and exports. There is no W_hh: the spectrum view
+says so.
+
+First (``validate``) the step is run once over the inputs and its first Jacobians are formed: a state whose form,
+shape or dtype changes, a step autograd cannot differentiate (or whose Jacobian is exactly 0), a complex state,
+state tensors of different widths and a step that mixes the sequences of a batch are each one ConfigError line
+naming the time step.
 
 The configuration records ``cell="own"`` (``OwnStepConfig``): the settings of the built-in cells (activation, init,
 layer norm, ...) and the architecture fields are the step's own and refused here; the analysis settings
@@ -38,13 +44,107 @@ from rnn_models.config import ConfigError, ModelConfig, shown
 from rnn_models.network import RecurrentNetwork
 
 from .config import ExperimentConfig
-from .own_cell import JAC_BYTES, OwnCell, prepare_state, validate
+from .own_cell import COMPLEX_HINT, JAC_BYTES, NOT_DIFFERENTIABLE, OwnCell, State, _first_line
 
 # what the step decides (architecture) or what applies to the built-in cells only
 STEP_DECIDES = ("cell", "compare", "hidden_size", "input_size", "num_layers", "bidirectional")
 BUILT_IN_ONLY = ("activation", "init", "init_scale", "layer_norm", "peephole", "forget_bias", "layer")
 FILE_FIELDS = ("task", "text", "inputs_path", "state_dict_path", "targets_path", "h0_path", "module", "readout",
                "embedding")
+
+
+# ---- the initial state and the first look at the step ------------------------------------------------------
+def prepare_state(h0, B: int, dtype: torch.dtype) -> tuple[State, bool]:
+    """h0 as the step takes it, one tensor (B, H) or a tuple of k tensors (B, H) -> (the engine's tuple in
+    ``dtype``, single); every problem one ConfigError line."""
+    from .own_inputs import _as_tensor
+    if h0 is None:
+        raise ConfigError("h0 is needed for your own step: the initial state as the step takes it, one tensor (B, H) "
+                          "or a tuple of them (zeros are a fine choice), so the state's shape is known")
+    single = not isinstance(h0, (tuple, list))
+    parts = (h0,) if single else tuple(h0)
+    if not parts:
+        raise ConfigError("h0 is an empty tuple: give the initial state as one tensor (B, H) or a tuple of them")
+    out = []
+    for i, p in enumerate(parts):
+        name = "h0" if single else f"h0[{i}]"
+        if isinstance(p, Tensor) and p.is_complex():
+            raise ConfigError(f"{name} is complex: the analysis needs a real state; {COMPLEX_HINT}")
+        p = _as_tensor(p, name)
+        if not p.is_floating_point():
+            raise ConfigError(f"{name} has dtype {p.dtype}: the state must be floating point")
+        if p.dim() != 2 or p.shape[0] != B:
+            raise ConfigError(f"{name} has shape {tuple(p.shape)}: each state tensor must be (B, H) with B={B}, the "
+                              "inputs' batch")
+        if not bool(torch.isfinite(p).all()):
+            raise ConfigError(f"{name} contains non-finite values (NaN/Inf)")
+        out.append(p.to(dtype))
+    widths = tuple(int(p.shape[1]) for p in out)
+    if len(set(widths)) > 1:
+        raise ConfigError(f"h0's tensors have widths {widths}: every state tensor must have the same width H (the "
+                          "engine lays the state out as k blocks of H); pad the narrower ones, or give the step one "
+                          "concatenated state tensor")
+    return tuple(out), single
+
+
+def validate(cell: OwnCell, x: Tensor, state0: State) -> list[str]:
+    """Run the step over x (T, B, I) once and differentiate its first steps; every problem one ConfigError line
+    (the time step named): the state's form, shape or dtype changing, a step autograd cannot differentiate, a
+    Jacobian that is exactly 0, a step that mixes the sequences of a batch. Returns the notes to show."""
+    T, B = x.shape[:2]
+    states = [state0]
+    with torch.no_grad():
+        for t in range(T):
+            states.append(_at(t, lambda: cell.step(x[t], states[-1])))
+    # t = 0 under autograd: the state reaches the output, and what one sequence's step saves (the vmap budget)
+    saved = [0]
+
+    def pack(v):  # the batch's own tensors (B, ...), not the weights
+        if isinstance(v, Tensor) and v.dim() and v.shape[0] == B:
+            saved[0] += v.numel() * v.element_size()
+        return v
+    s = tuple(v.detach().requires_grad_(True) for v in state0)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda v: v):
+        out = _at(0, lambda: cell.step(x[0], s), autograd=True)
+        live = [o for o in out if o.requires_grad]
+        grads = torch.autograd.grad(sum(o.sum() for o in live), s, allow_unused=True) if live else (None,)
+    if all(g is None for g in grads):
+        raise ConfigError("the step's output does not depend on its state through autograd (no gradient reaches "
+                          f"state_(t-1) from state_t at t=0): {NOT_DIFFERENTIABLE}")
+    cell.sample_bytes = max(8 * len(state0) * cell.hidden_size * x.element_size(), saved[0] // B)
+    # the Jacobians of the first steps: not all exactly 0, and the same when a sequence steps alone (vmap) as
+    # within its batch (S backward passes of the whole batch)
+    n = min(T, 4)
+    xs = x[:n]  # (n, B, I)
+    st = tuple(torch.stack([states[t][i] for t in range(n)]) for i in range(len(state0)))  # k x (n, B, H)
+    J = _at(0, lambda: cell.jacobian(xs, st), autograd=True)  # (n, B, S, S)
+    b = min(B, 2)
+    together = cell._jacobian_by("backward", x[0, :b], torch.cat([v[:b] for v in state0], -1))  # (b, S, S)
+    eps = torch.finfo(x.dtype).eps
+    if not torch.allclose(J[0, :b], together, rtol=1e4 * eps, atol=1e4 * eps * float(together.abs().max())):
+        raise ConfigError("the step mixes the sequences of a batch (its Jacobian differs when a sequence steps alone): "
+                          "the analysis needs sequences that step independently (no batch statistics)")
+    if not bool((J != 0).any()):
+        raise ConfigError(f"the Jacobian d state_t/d state_(t-1) is exactly 0 at t=0..{n - 1} for every sequence: "
+                          f"the step passes no gradient through its state; {NOT_DIFFERENTIABLE}")
+    k, H = len(state0), cell.hidden_size
+    form = "one tensor" if cell.single else f"a tuple of {k} tensors"
+    how = (f"vmap({cell.jacobian_method})" if cell.jacobian_method != "backward" else
+           f"autograd, {k * H} backward passes per chunk (vmap cannot run the step)")
+    return [f"your step {cell.step_name}: the state is {form} (B, {H}), S = {k * H}; h_t is "
+            + ("the state" if k == 1 else "its first tensor") + f"; its Jacobians where formed by {how}"]
+
+
+def _at(t: int, fn, autograd: bool = False):
+    """fn() with its problems said as one line naming the time step."""
+    try:
+        return fn()
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("the step ", f"the step at t={t} ", 1)) from None
+    except Exception as e:  # noqa: BLE001 - the user's code: one line, its own words
+        how = f"; {NOT_DIFFERENTIABLE}" if autograd else ""
+        raise ConfigError(f"the step raised {type(e).__name__} at t={t}"
+                          + (" under autograd" if autograd else "") + f": {_first_line(e)}{how}") from None
 
 
 @dataclass(frozen=True)
@@ -167,7 +267,8 @@ def analyse_step(step, inputs, *, h0=None, params: dict | None = None, loss=None
     from .own_inputs import prepare_inputs
     from .own_model import _name_in, analyse_own
     if not callable(step):
-        raise ConfigError(f"the step must be an nn.Module or a callable (x_t, state) -> state; got {type(step).__name__}")
+        raise ConfigError(f"the step must be an nn.Module or a callable (x_t, state) -> state; got "
+                          f"{type(step).__name__}")
     if params is not None and (not isinstance(params, dict) or not all(isinstance(n, str) for n in params)):
         raise ConfigError(f"params must be a dict of name -> tensor, passed to the step as keywords; got "
                           f"{type(params).__name__}")
@@ -202,8 +303,9 @@ def analyse_step(step, inputs, *, h0=None, params: dict | None = None, loss=None
     notes = validate(cell, x.to(dtype), state0)
     fm = FileModel(module=cell.step_name, rnn={}, arch={"cell": OwnCell.name, "hidden_size": H, "input_size": I,
                                                     "num_layers": 1, "bidirectional": False})
-    fm.notes += notes + ([spectra_note] if spectra_note else []) + ["W_hh spectra: none, your step has no fixed recurrent matrix (its Jacobians are its own at "
-                         "each state: the Jacobian view)"]
+    fm.notes += notes + ([spectra_note] if spectra_note else []) + [
+        "W_hh spectra: none, your step has no fixed recurrent matrix (its Jacobians are its own at each state: the "
+        "Jacobian view)"]
     if readout is not None:
         lin = _tensor_of(readout, nn.Linear, "readout", step)
         if lin.in_features != H:
@@ -214,8 +316,9 @@ def analyse_step(step, inputs, *, h0=None, params: dict | None = None, loss=None
              if isinstance(m, nn.modules.dropout._DropoutNd)] if isinstance(step, nn.Module) else []
     if drops:
         fm.notes.append("dropout found and not applied (the step is analysed in eval mode): " + ", ".join(drops))
-    prov = {"source": "python", "module": cell.step_name, "readout": _name_in(step, readout) if isinstance(step, nn.Module)
-            else (None if readout is None else type(readout).__name__),
+    prov = {"source": "python", "module": cell.step_name,
+            "readout": _name_in(step, readout) if isinstance(step, nn.Module) else
+            (None if readout is None else type(readout).__name__),
             "embedding": None if embedding is None else (embedding if isinstance(embedding, str) else "nn.Embedding"),
             "dropout": drops, "step": cell.step_name, "state": f"{len(state0)} x (B, {H})",
             "jacobians": "vector-Jacobian products of your step (torch.func.vjp)"}

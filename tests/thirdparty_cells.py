@@ -36,7 +36,8 @@ class LayerNormLSTMCell(nn.Module):
     def forward(self, input: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         hx, cx = state
         # gates = LN_i(x W_ih^T) + LN_h(h W_hh^T)
-        gates = self.layernorm_i(torch.mm(input, self.weight_ih.t())) + self.layernorm_h(torch.mm(hx, self.weight_hh.t()))
+        gates = (self.layernorm_i(torch.mm(input, self.weight_ih.t()))
+                 + self.layernorm_h(torch.mm(hx, self.weight_hh.t())))
         ingate, forgetgate, cellgate, outgate = gates.chunk(4, 1)
         # c' = LN_c(sigmoid(f) c + sigmoid(i) tanh(g))
         cy = self.layernorm_c(torch.sigmoid(forgetgate) * cx + torch.sigmoid(ingate) * torch.tanh(cellgate))
