@@ -48,7 +48,10 @@ from .own_cell import COMPLEX_HINT, JAC_BYTES, NOT_DIFFERENTIABLE, OwnCell, Stat
 
 # what the step decides (architecture) or what applies to the built-in cells only
 STEP_DECIDES = ("cell", "compare", "hidden_size", "input_size", "num_layers", "bidirectional")
-BUILT_IN_ONLY = ("activation", "init", "init_scale", "layer_norm", "peephole", "forget_bias", "layer")
+# the built-in cells' own settings: ModelConfig's fields beyond the sizes and the seed (activation, init, layer
+# norm, peephole, forget bias, the LRU's ring, ...), and the layer of a stack (the step is one layer)
+BUILT_IN_ONLY = tuple(sorted(set(ModelConfig.__dataclass_fields__) - set(STEP_DECIDES) - {"seed", "chrono_tmax"}
+                             | {"layer"}))
 FILE_FIELDS = ("task", "text", "inputs_path", "state_dict_path", "targets_path", "h0_path", "module", "readout",
                "embedding")
 
