@@ -136,6 +136,10 @@ class _Cell(nn.Module):
     gate_descriptions  gate -> what it is called in words ("f": "forget gate")
     gate_captions      gate -> a sentence on what its per-unit activity shows (the gates in ``gates_shown``)
     flow_caption       a sentence on the keep gate's path against the full Jacobian (cells with a keep gate)
+    recurrent_params  the parameters acting on the previous state (analysis.param_sensitivity's default theta);
+                  None: every parameter (a cell that does not say)
+    unitwise_params   parameters each of whose entries moves one entry of h at most (a diagonal recurrence's
+                  lambda, its biases): ||dh/dp . 1|| = ||dh/dp||_F, one tangent is exact
 
     Cost model (analysis.limits, analysis.thin_sigma), per kind; the defaults are a dense S x S step:
     graph_per_unit  autograd's saved floats per step and unit (calibrated: benchmarks/calibrate_limits.py)
@@ -163,6 +167,8 @@ class _Cell(nn.Module):
     flow_caption: str = ""
     graph_per_unit: int = 40
     structured_products: bool = False
+    recurrent_params: tuple[str, ...] | None = None
+    unitwise_params: frozenset[str] = frozenset()
 
     hidden_size: int
     input_size: int

@@ -31,6 +31,7 @@ class GRUCell(_Cell):
     gate_names = ("r", "z", "n")
     keep_gate = "z"
     settings = frozenset({"chrono", "layer_norm"})
+    recurrent_params = ("weight_hh", "bias_hh")
     activation_note = "uses sigmoid/tanh gates"
     gates_shown = ("z", "r")
     torch_modes = {"GRU": None}

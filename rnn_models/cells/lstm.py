@@ -42,6 +42,7 @@ class LSTMCell(_Cell):
     gate_names = ("i", "f", "g", "o")
     keep_gate = "f"
     settings = frozenset({"peephole", "forget_bias", "chrono", "layer_norm"})
+    recurrent_params = ("weight_hh", "bias_hh")
     activation_note = "uses sigmoid/tanh gates"
     c_index = 1
     gates_shown = ("f", "i", "o")

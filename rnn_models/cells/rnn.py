@@ -29,6 +29,7 @@ class RNNCell(_Cell):
     noun = "the vanilla RNN"
     gate_names = ("h",)
     settings = frozenset({"activation", "layer_norm"})
+    recurrent_params = ("weight_hh", "bias_hh")
     gamma_bound = True
     torch_modes = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}
     graph_per_unit = 8

@@ -1,0 +1,389 @@
+r"""Sensitivity of the hidden state to the recurrent parameters: the curse of memory (Zucchet & Orvieto, NeurIPS
+2024, "Recurrent neural networks: vanishing and exploding gradients are not the end of the story").
+
+For one layer's run (``Trace.runs[l][d]``), at every step t::
+
+    S_t = mean_b || d h_t / d theta ||_F^2        (theta: the recurrent parameters, every block summed)
+    E_t = mean_b || h_t ||^2                      (h: the state's first entry, the layer output)
+    log10 S_t,  log10 E_t,  log10 S_t / E_t
+
+As memory grows (lambda -> 1) S_t explodes even where d h_T / d h_t does not: for the scalar linear recurrence
+h_t = lambda h_{t-1} + x_t with unit white noise, E_t -> 1 / (1 - lambda^2) and
+S_t = E[(dh_t/dlambda)^2] -> (1 + lambda^2) / (1 - lambda^2)^3, so S/E grows as (1 - lambda^2)^-2.
+
+Method: forward mode. d h_t / d theta . v for every t comes from one pass of the tangent recurrence
+
+    u_t = (d step / d state) u_{t-1} + (d step / d theta) v,      u_0 = 0 (the initial state does not depend on theta)
+
+(``torch.func.jvp`` of one step through ``functional_call``, vmapped over tangents and sequences), evaluated at
+the states the run visited, in float64 whatever the run's dtype. Per parameter block, with n entries:
+
+    unit-wise   each entry of h depends on at most one entry of the block (declared by the cell:
+                ``unitwise_params``): || J 1 ||^2 = || J ||_F^2, one tangent, exact
+    basis       n <= exact_max: the tangents e_1..e_n, sum_j || J e_j ||^2 = || J ||_F^2, exact
+    Hutchinson  larger blocks: K Rademacher tangents per sequence, E || J v ||^2 = || J ||_F^2, unbiased; the
+                relative standard error of S_t is estimated from the spread over the K tangents
+
+Every tangent is renormalised after each step (u <- u / max|u|, its log10 scale carried per tangent and
+sequence, the source term scaled to match), so S_t is exact in log space where it would overflow float64;
+a non-finite state or tangent is reported where it first appears (``nonfinite``), later steps are NaN.
+
+Shapes::
+
+    T steps   B sequences   S_i state entries (H)   N tangents of one chunk   n entries of one block
+    run.xp    T x (B, G)    run.states  T + 1 tuples of (B, S_i)     u  tuple of (N, B, S_i)
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jvp, vmap
+
+DEFAULT_K = 8  # Rademacher tangents per sequence (Hutchinson)
+EXACT_MAX = 256  # blocks up to this many entries are exact by a tangent basis
+CHUNK_BYTES = 64 * 2**20  # the tangents of one chunk (u, v and the step's temporaries)
+LN10 = math.log(10.0)
+
+
+@dataclass
+class SensitivityResult:
+    """log10 values in time order (t = 0..T-1: h_t is the state after reading x_t).
+
+    blocks: {name: {"numel", "method", "log10_sensitivity" (T,), "rel_se" (T,) or None}} per parameter block.
+    rel_se: (T,) relative standard error of S_t (the Hutchinson blocks' spread; None where every block is exact).
+    """
+
+    t: np.ndarray
+    log10_sensitivity: np.ndarray
+    log10_state_energy: np.ndarray
+    log10_ratio: np.ndarray
+    method: str
+    params: list[str]
+    blocks: dict = field(default_factory=dict)
+    rel_se: np.ndarray | None = None
+    nonfinite: dict | None = None
+    sequences: int = 0
+    k: int = DEFAULT_K
+
+    @property
+    def last_log10_ratio(self) -> float:
+        """log10 S_{T-1} / E_{T-1} (the Atlas metric ``param_sensitivity``); NaN where not finite."""
+        return float(self.log10_ratio[-1])
+
+    def to_dict(self) -> dict:
+        """The JSON form: log10 values and their plain twins (None where not finite: JSON has no NaN)."""
+        return {
+            "t": [int(v) for v in self.t],
+            "log10_sensitivity": _json(self.log10_sensitivity),
+            "log10_state_energy": _json(self.log10_state_energy),
+            "log10_ratio": _json(self.log10_ratio),
+            "sensitivity": _json(_pow10(self.log10_sensitivity)),
+            "state_energy": _json(_pow10(self.log10_state_energy)),
+            "rel_se": None if self.rel_se is None else _json(self.rel_se),
+            "method": self.method,
+            "params": list(self.params),
+            "blocks": {k: {"numel": b["numel"], "method": b["method"],
+                           "log10_sensitivity": _json(b["log10_sensitivity"]),
+                           "rel_se": None if b["rel_se"] is None else _json(b["rel_se"])}
+                       for k, b in self.blocks.items()},
+            "sequences": self.sequences,
+            "nonfinite": self.nonfinite,
+            "note": "S_t = mean over sequences of ||dh_t/dtheta||_F^2 (theta: params), E_t = mean ||h_t||^2",
+        }
+
+
+def _json(a) -> list:
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(a, dtype=float).ravel()]
+
+
+def _pow10(a) -> np.ndarray:
+    with np.errstate(over="ignore", under="ignore"):
+        return np.power(10.0, np.asarray(a, dtype=float))
+
+
+# ---- which parameters --------------------------------------------------------------------------------------
+def default_params(cell: nn.Module) -> list[str]:
+    """The cell's recurrent parameters (``recurrent_params``, e.g. weight_hh and bias_hh); all its parameters
+    when it declares none (a cell the user gives)."""
+    names = [n for n, _ in cell.named_parameters()]
+    declared = getattr(cell, "recurrent_params", None)
+    return names if declared is None else [n for n in declared if n in names]
+
+
+def _check_params(cell: nn.Module, params) -> list[str]:
+    names = [n for n, _ in cell.named_parameters()]
+    if params is None:
+        return default_params(cell)
+    params = [params] if isinstance(params, str) else list(params)
+    bad = [p for p in params if p not in names]
+    if bad or not params:
+        raise ValueError(f"params={bad[0] if bad else params!r} is not a parameter of this "
+                         f"{type(cell).__name__}: choose from {', '.join(names)}")
+    return list(dict.fromkeys(params))
+
+
+class _Step(nn.Module):
+    """One step as a module, so ``functional_call`` can swap a parameter: (input, state) -> state.
+    With ``project`` the input is x_t and the step projects it (parameters acting through cell.project)."""
+
+    def __init__(self, cell: nn.Module, project: bool):
+        super().__init__()
+        self.cell, self.project = cell, project
+
+    def forward(self, inp: Tensor, state: tuple = (), only_project: bool = False):
+        if only_project:
+            return self.cell.project(inp)
+        # state_t = step(project(x_t), state_{t-1})    or    step(xp_t, state_{t-1})
+        return tuple(self.cell.step(self.cell.project(inp) if self.project else inp, state))
+
+
+def _acts_through_input(cell: nn.Module, names: list[str]) -> bool:
+    """True when one of ``names`` enters ``cell.project`` (autograd connectivity of a probe input, not a value)."""
+    probe = torch.zeros(1, cell.input_size, dtype=torch.float64)
+    with torch.enable_grad():
+        p = {f"cell.{n}": dict(cell.named_parameters())[n].detach().clone().requires_grad_(True) for n in names}
+        xp = functional_call(_Step(cell, True), p, (probe,), kwargs={"only_project": True})
+    return bool(xp.requires_grad)
+
+
+def layer_input(runs: list, layer: int, x: Tensor) -> Tensor:
+    """The input sequence of ``layer`` in time order (T, B, I): x for layer 0, else the layer below's
+    [h_fwd; h_bwd] (what ``RecurrentNetwork.forward`` fed it)."""
+    if layer == 0:
+        return x
+    outs = [torch.stack(r.h_in_time_order(), 0) for r in runs[layer - 1]]  # D x (T, B, H)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+
+
+# ---- log10 helpers -----------------------------------------------------------------------------------------
+def _log10_sum(a: Tensor, dim) -> Tensor:
+    """log10 sum 10^a over ``dim`` (exact for values far outside float64's range)."""
+    return torch.logsumexp(a * LN10, dim) / LN10
+
+
+def _log10_mean(a: Tensor, dims: tuple[int, ...]) -> Tensor:
+    n = math.prod(a.shape[d] for d in dims)
+    return (torch.logsumexp(a * LN10, dims) - math.log(n)) / LN10
+
+
+def _log10_sq_norm(u: Tensor) -> Tensor:
+    """log10 ||u||^2 over the last dimension, scaled by its largest entry (no overflow or underflow): (...,)."""
+    m = u.abs().amax(-1)
+    safe = torch.where(m > 0, m, torch.ones_like(m))
+    with torch.no_grad():
+        out = 2 * torch.log10(safe) + torch.log10(((u / safe.unsqueeze(-1)) ** 2).sum(-1))
+    return torch.where(m > 0, out, torch.full_like(out, -math.inf))
+
+
+def log10_state_energy(hs: Tensor) -> Tensor:
+    """log10 mean_b ||h_t||^2 for hs (T, B, H): (T,)."""
+    return _log10_mean(_log10_sq_norm(hs.to(torch.float64)), (1,))
+
+
+# ---- the tangent recurrence --------------------------------------------------------------------------------
+def _tangent_pass(step: _Step, name: str, p0: Tensor, V: Tensor, per_seq: bool, inputs: list, states: list,
+                  tick=None) -> tuple[Tensor, dict | None]:
+    """log10 || d h_t / d theta . v ||^2 for each tangent v of the chunk, sequence and step: (N, B, T).
+
+    V (N, *shape) shared by every sequence, or (N, B, *shape) one per sequence (``per_seq``). The tangent state
+    is renormalised every step; its log10 scale ``ls`` (N, B) multiplies the source term (d step/d theta) v.
+    """
+    N, T = V.shape[0], len(inputs)
+    B = states[0][0].shape[0]
+    key = f"cell.{name}"
+
+    def one(v, c, u, inp, s):
+        # one sequence, one tangent: (d step / d theta) (c v) + (d step / d state) u
+        def f(p, s_):
+            out = functional_call(step, {key: p}, (inp.unsqueeze(0), tuple(q.unsqueeze(0) for q in s_)))
+            return tuple(q.squeeze(0) for q in out)
+        return jvp(f, (p0, s), (v * c, u))[1]
+
+    g = vmap(vmap(one, in_dims=(0 if per_seq else None, 0, 0, 0, 0)), in_dims=(0, 0, 0, None, None))
+    u = tuple(torch.zeros(N, B, s.shape[-1], dtype=torch.float64) for s in states[0])
+    ls = torch.zeros(N, B, dtype=torch.float64)
+    out = torch.empty(N, B, T, dtype=torch.float64)
+    bad = None
+    for s in range(T):
+        # u_t = J_state u_{t-1} + J_theta v 10^{-ls}    (u_t = d state_t/d theta . v, scaled by 10^{-ls})
+        u = g(V, torch.pow(10.0, -ls), u, inputs[s], states[s])
+        # renormalise: r = max |u| over the whole state, per tangent and sequence; ls += log10 r
+        r = torch.stack([q.abs().amax(-1) for q in u]).amax(0)  # (N, B)
+        if bad is None and not bool(torch.isfinite(r).all()):
+            n_b = (~torch.isfinite(r)).nonzero()[0]
+            bad = {"step": s, "sequence": int(n_b[1])}
+        r = torch.where((r > 0) & torch.isfinite(r), r, torch.ones_like(r))
+        u = tuple(q / r.unsqueeze(-1) for q in u)
+        ls = ls + torch.log10(r)
+        # log10 ||d h_t/d theta . v||^2 = log10 ||u_h||^2 + 2 ls
+        out[:, :, s] = _log10_sq_norm(u[0]) + 2 * ls
+        if tick is not None:
+            tick(N)
+    return out, bad
+
+
+def _chunks(n: int, size: int):
+    for i in range(0, n, size):
+        yield i, min(n, i + size)
+
+
+def _chunk_size(per_tangent_bytes: float, budget: float = CHUNK_BYTES) -> int:
+    return max(1, int(budget // max(per_tangent_bytes, 1.0)))
+
+
+def _block(step: _Step, name: str, p0: Tensor, mode: str, k: int, gen: torch.Generator, inputs: list,
+           states: list, tick) -> tuple[Tensor, Tensor | None, dict | None]:
+    """(log10 S_t^block (T,), log10 of its squared standard error (T,) or None when exact, nonfinite)."""
+    n = p0.numel()
+    B = states[0][0].shape[0]
+    S = sum(s.shape[-1] for s in states[0])
+    per_tangent = B * (4 * S + 2 * n) * 8  # u, its temporaries, v and v*c for every sequence
+    bad = None
+    if mode in ("unitwise", "basis"):
+        total = None  # log10 sum_j ||J e_j||^2 per sequence: (B, T)
+        count = 1 if mode == "unitwise" else n
+        for i0, i1 in _chunks(count, _chunk_size(per_tangent)):
+            if mode == "unitwise":  # the all-ones tangent: ||J 1||^2 = ||J||_F^2
+                V = torch.ones((1,) + tuple(p0.shape), dtype=torch.float64)
+            else:  # e_{i0}..e_{i1-1}
+                V = torch.zeros(i1 - i0, n, dtype=torch.float64)
+                V[torch.arange(i1 - i0), torch.arange(i0, i1)] = 1.0
+                V = V.view((i1 - i0,) + tuple(p0.shape))
+            logx, b = _tangent_pass(step, name, p0, V, False, inputs, states, tick)
+            bad = bad or b
+            part = _log10_sum(logx, 0)  # (B, T)
+            total = part if total is None else _log10_sum(torch.stack([total, part]), 0)
+        return _log10_mean(total, (0,)), None, bad
+    # Hutchinson: K Rademacher tangents per sequence, V (K, B, *shape) drawn a chunk at a time
+    per_tangent = B * (4 * S + 3 * n) * 8
+    parts = []
+    for i0, i1 in _chunks(k, _chunk_size(per_tangent)):
+        V = torch.randint(0, 2, (i1 - i0, B) + tuple(p0.shape), generator=gen).to(torch.float64) * 2 - 1
+        logx, b = _tangent_pass(step, name, p0, V, True, inputs, states, tick)
+        bad = bad or b
+        parts.append(logx)
+    logx = torch.cat(parts, 0)  # (K, B, T): log10 ||J_b v_kb||^2
+    est = _log10_mean(logx, (0, 1))  # (T,)
+    return est, _log10_sq_se(logx), bad
+
+
+def _log10_sq_se(logx: Tensor) -> Tensor:
+    """log10 of the squared standard error of mean_{k,b} X_kb as an estimate of mean_b E_k X_kb:
+    SE^2 = sum_b var_k(X_kb) / (K B^2), var_k unbiased over the K tangents of sequence b. (T,)"""
+    K, B = logx.shape[:2]
+    m = logx.amax(0, keepdim=True)  # (1, B, T)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    y = torch.pow(10.0, logx - m)  # (K, B, T) in [0, 1]
+    var = y.var(0, correction=1) if K > 1 else torch.full_like(y[0], math.inf)  # (B, T)
+    log_var = torch.log10(var) + 2 * m[0]  # (B, T); a zero variance is -inf
+    return _log10_sum(log_var, 0) - math.log10(K * B * B)
+
+
+# ---- the public entry --------------------------------------------------------------------------------------
+def param_sensitivity(run, *, x: Tensor | None = None, params=None, k: int = DEFAULT_K,
+                      exact_max: int = EXACT_MAX, seed: int = 0, progress=None) -> SensitivityResult:
+    """S_t, E_t and their ratio for one run (``Trace.runs[l][d]``; see the module docstring).
+
+    x          the run's input in time order (T, B, I) (``layer_input``); needed only when a parameter in
+               ``params`` acts through ``cell.project`` (weight_ih, bias_ih...), else the run's xp is used
+    params     parameter names of the cell (default ``default_params``: its recurrent parameters)
+    k          Rademacher tangents per sequence for blocks above ``exact_max`` entries (not unit-wise)
+    seed       seed of the Rademacher tangents
+    progress   optional callback (fraction, what); it may raise to stop
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k={k!r} must be an integer >= 2 (Rademacher tangents per sequence)")
+    if isinstance(exact_max, bool) or not isinstance(exact_max, int) or exact_max < 0:
+        raise ValueError(f"exact_max={exact_max!r} must be an integer >= 0")
+    cell = copy.deepcopy(run.cell).to(torch.float64).requires_grad_(False)
+    names = _check_params(cell, params)
+    through = _acts_through_input(cell, names)
+    T = len(run.xp)
+    if through:
+        if x is None:
+            raise ValueError(f"params {', '.join(names)}: one acts through the input projection, so x (the run's "
+                             "input, (T, B, I)) is needed")
+        seq = x.detach().to(torch.float64)
+        inputs = list((seq.flip(0) if run.reverse else seq).unbind(0))  # processing order
+    else:
+        inputs = [v.detach().to(torch.float64) for v in run.xp]
+    states = [tuple(s.detach().to(torch.float64) for s in st) for st in run.states]
+    step = _Step(cell, through)
+    unitwise = set(getattr(cell, "unitwise_params", ()) or ())
+    pdict = dict(cell.named_parameters())
+    gen = torch.Generator().manual_seed(int(seed))
+
+    modes = {}
+    for n in names:
+        numel = pdict[n].numel()
+        modes[n] = "unitwise" if n in unitwise else "basis" if numel <= exact_max else "hutchinson"
+    # progress: tangent-steps done of (tangents of every block) x T
+    work = T * sum(1 if modes[n] == "unitwise" else pdict[n].numel() if modes[n] == "basis" else k for n in names)
+    done = [0, 0]
+
+    def tick(n_tangents: int) -> None:
+        done[0] += n_tangents
+        done[1] += 1
+        if progress is not None and done[1] % 16 == 0:
+            progress(min(1.0, done[0] / work), "parameter sensitivity (forward-mode JVPs)")
+
+    blocks, logs, sq_se, bad = {}, [], [], None
+    for n in names:
+        est, se2, b = _block(step, n, pdict[n].detach(), modes[n], k, gen, inputs, states, tick)
+        bad = bad or (b and {**b, "param": n})
+        rel = None if se2 is None else torch.pow(10.0, 0.5 * se2 - est)
+        method = {"unitwise": "exact (unit-wise, one all-ones tangent)",
+                  "basis": f"exact (tangent basis, {pdict[n].numel()} tangents)",
+                  "hutchinson": f"estimate (Hutchinson, K={k})"}[modes[n]]
+        blocks[n] = {"numel": pdict[n].numel(), "method": method, "log10_sensitivity": est.numpy(),
+                     "rel_se": None if rel is None else rel.numpy()}
+        logs.append(est)
+        if se2 is not None:
+            sq_se.append(se2)
+    log_s = _log10_sum(torch.stack(logs), 0)  # (T,) sum over the blocks
+    rel_se = None
+    if sq_se:
+        rel_se = torch.pow(10.0, 0.5 * _log10_sum(torch.stack(sq_se), 0) - log_s)
+    hs = torch.stack([st[0] for st in states[1:]], 0)  # (T, B, H) processing order
+    log_e = log10_state_energy(hs)
+    nonfinite = _nonfinite(states, T, run.reverse) or (bad and {
+        "quantity": "param_sensitivity", "param": bad["param"], "sequence": bad["sequence"],
+        "timestep": T - 1 - bad["step"] if run.reverse else bad["step"]})
+    order = (lambda a: a.flip(0)) if run.reverse else (lambda a: a)
+    log_s, log_e = order(log_s), order(log_e)
+    if nonfinite is not None:  # everything from the first bad step on is not a number
+        t0 = nonfinite["timestep"]
+        sl = slice(0, t0 + 1) if run.reverse else slice(t0, None)
+        log_s, log_e = log_s.clone(), log_e.clone()
+        log_s[sl] = math.nan
+        log_e[sl] = math.nan
+    for b in blocks.values():
+        b["log10_sensitivity"] = order(torch.from_numpy(b["log10_sensitivity"])).numpy()
+        if b["rel_se"] is not None:
+            b["rel_se"] = order(torch.from_numpy(b["rel_se"])).numpy()
+    estimated = [n for n in names if modes[n] == "hutchinson"]
+    method = "exact" if not estimated else (
+        f"estimate (Hutchinson, K={k})" + (f": {', '.join(estimated)}; exact: "
+                                           f"{', '.join(n for n in names if n not in estimated)}"
+                                           if len(estimated) < len(names) else ""))
+    with np.errstate(invalid="ignore"):
+        ratio = (log_s - log_e).numpy()
+    return SensitivityResult(t=np.arange(T), log10_sensitivity=log_s.numpy(), log10_state_energy=log_e.numpy(),
+                             log10_ratio=ratio, method=method, params=names, blocks=blocks,
+                             rel_se=None if rel_se is None else order(rel_se).numpy(), nonfinite=nonfinite,
+                             sequences=states[0][0].shape[0], k=k)
+
+
+def _nonfinite(states: list, T: int, reverse: bool) -> dict | None:
+    """The first step whose state is not finite (the run itself overflowed), in time order, or None."""
+    for s in range(T):
+        ok = torch.stack([torch.isfinite(v).all(-1) for v in states[s + 1]]).all(0)  # (B,)
+        if not bool(ok.all()):
+            return {"quantity": "hidden_state", "timestep": T - 1 - s if reverse else s,
+                    "sequence": int((~ok).nonzero()[0])}
+    return None
