@@ -30,10 +30,11 @@ def cell_workers(config, n_cells: int) -> int:
     return max(1, min(n_cells, resolve_threads(config.threads) // max(1, torch.get_num_threads())))
 
 
-def run_comparison(config, *, progress: Progress | Reporter | None = None, only: str | None = None) -> dict:
+def run_comparison(config, *, progress: Progress | Reporter | None = None, only: str | None = None,
+                   views=None) -> dict:
     """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell.
 
-    ``progress`` and ``only`` as in ``run_experiment``; the bar covers every cell.
+    ``progress``, ``only`` and ``views`` as in ``run_experiment``; the bar covers every cell.
     """
     from .experiment import _check_only, run_experiment
 
@@ -45,11 +46,12 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
         out = {}
         for i, cell in enumerate(cells):
             stage = rep.stage(i / len(cells), (i + 1) / len(cells), f"{cell.upper()} · ")
-            out[cell] = run_experiment(config.for_cell(cell), progress=stage, only=only)
+            out[cell] = run_experiment(config.for_cell(cell), progress=stage, only=only, views=views)
         return out
+    from .experiment import choose
     from .limits import check
     for cell in cells:  # every cell within the host's limits before any starts
-        check(config.for_cell(cell), only=only)
+        check(config.for_cell(cell), only=only, views=choose(only, views)[1])
 
     state = {cell: (0.0, WAITING) for cell in cells}
     stop = threading.Event()
@@ -60,7 +62,7 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
                 raise Cancelled("stopped: the caller cancelled, or another cell failed")
             state[cell] = (fraction, what)
 
-        result = run_experiment(config.for_cell(cell), progress=cb, only=only)
+        result = run_experiment(config.for_cell(cell), progress=cb, only=only, views=views)
         state[cell] = (1.0, "done")
         return result
 

@@ -9,7 +9,11 @@ Views (``analyze(..., views=...)``, ``run_experiment(..., views=...)``, ``python
                  the Jacobian products, most of the cost
     spectrum     W_hh eigenvalues and singular values per gate block, and the Lyapunov exponents (so: jacobians)
     cell-state   the LSTM's dc_{T-1}/dc_{T-1-k} next to the carousel, and the gates (so: jacobians)
-    all          every view (the default)
+    sensitivity  S_t = mean ||dh_t/dtheta||_F^2 over the recurrent parameters next to E_t = mean ||h_t||^2
+                 (analysis.param_sensitivity: forward-mode, one pass per tangent): opt-in, computed only when
+                 named (or with "all"), never by default
+    all          every view
+    (unset)      every view but the opt-in ones (OPT_IN): the default of run_experiment, analyze and the CLI
 
 ``gradients`` and ``activations`` alone skip the Jacobian products and the W_hh eigensolvers: about one forward +
 backward pass (``benchmarks/bench_own_model_lm.py`` measures the ratio).
@@ -29,7 +33,9 @@ from contextvars import ContextVar
 
 from rnn_models.config import ConfigError
 
-VIEW_NAMES = ("gradients", "activations", "jacobians", "spectrum", "cell-state")
+VIEW_NAMES = ("gradients", "activations", "jacobians", "spectrum", "cell-state", "sensitivity")
+OPT_IN = ("sensitivity",)  # computed only when asked for: the default analysis costs what it did
+DEFAULT_VIEWS = tuple(v for v in VIEW_NAMES if v not in OPT_IN)
 ALIASES = {"gradient-flow": "gradients", "all": None}
 NEEDS_JACOBIANS = ("jacobians", "spectrum", "cell-state")
 NEEDS_WEIGHT_SPECTRA = ("spectrum",)
@@ -66,7 +72,7 @@ def only_for(views: tuple[str, ...]) -> str | None:
 
 
 def views_for_only(only: str | None) -> tuple[str, ...]:
-    return ("gradients", "activations") if only == "gradients" else VIEW_NAMES
+    return ("gradients", "activations") if only == "gradients" else DEFAULT_VIEWS
 
 
 def light(config):

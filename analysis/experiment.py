@@ -137,6 +137,7 @@ class ExperimentResult:
     timings: dict = field(default_factory=dict)
     views: tuple[str, ...] = ()  # what was computed (analysis.compute_views)
     provenance: dict = field(default_factory=dict)  # what actually ran (analysis.provenance.run_record)
+    param_sensitivity: object | None = None  # analysis.param_sensitivity.SensitivityResult (view "sensitivity")
 
     @property
     def nonfinite(self) -> dict | None:
@@ -254,7 +255,7 @@ def run_experiment(config: ExperimentConfig, *, progress: Progress | Reporter | 
         from .own_files import with_file_arch
         config, _ = resolve_detail(config, own_model=False, only=only)
         # LimitExceeded (a ConfigError) before anything is allocated, on a state_dict file's own sizes (metadata)
-        announce(check(with_file_arch(config), only=only))
+        announce(check(with_file_arch(config), only=only, views=views))
     return _run_experiment(config, reporter(progress), only, views)
 
 
@@ -302,10 +303,12 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     a = config.analysed_layer
     t1 = time.perf_counter()
     grads_only = only == "gradients"
+    sens = "sensitivity" in views  # the opt-in view: the bar's last part when asked for
     rep(0.02, "forward and backward pass: ||dL/dh_t||", force=True)
     trace, grad, truncated, underflow_note = gradient_stage(config, batch, model, loss_fn=loss_fn, initial=initial,
                                                             loss_steps=loss_steps,
-                                                            progress=rep.stage(0.02, 0.9 if grads_only else 0.15))
+                                                            progress=rep.stage(0.02, (0.3 if sens else 0.9)
+                                                                               if grads_only else 0.15))
     t2 = time.perf_counter()
     T = batch.inputs.shape[0]
     lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
@@ -313,11 +316,16 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     jac = jac_b = None
     if not grads_only:
         # the Jacobian products dominate the cost: they get most of the bar (the backward direction its half)
-        hi = 0.95
+        hi = 0.6 if sens else 0.95
         mid = (0.15 + hi) / 2 if config.bidirectional else hi
         jac = spectra_of(runs[a][0], config, lags, rep.stage(0.15, mid))  # exact, or thin where cheaper (fast)
         if config.bidirectional:
             jac_b = spectra_of(runs[a][1], config, lags, rep.stage(mid, hi, "backward direction: "))
+    sensitivity, ts = None, time.perf_counter()
+    if sens:  # d h_t / d theta by forward-mode JVPs (analysis.param_sensitivity)
+        from .param_sensitivity import sensitivity_stage
+        sensitivity = sensitivity_stage(config, runs, batch.inputs, rep.stage(0.3 if grads_only else 0.6, 0.96))
+    ts = time.perf_counter() - ts
     rep(0.96, "W_hh spectra and gate activity", force=True)
     t3 = time.perf_counter()
     cell = model.net.layers[a][0]
@@ -345,17 +353,20 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
         memory_horizon=None if jac is None else _memory_horizon(jac, config.horizon_threshold), notes=notes,
     )
     res.views = views
+    res.param_sensitivity = sensitivity
     from .provenance import run_record
     res.provenance = run_record(res)
     res.timings = {"setup_s": t1 - t0, "gradients_s": t2 - t1, "jacobians_s": t3 - t2,
-                   "total_s": time.perf_counter() - t0}
+                   "total_s": time.perf_counter() - t0,
+                   **({"sensitivity_s": ts} if sens else {})}
     rep(1.0, "done", force=True)
     return res
 
 
 def run_comparison(config: ExperimentConfig, *, progress: Progress | Reporter | None = None,
-                   only: str | None = None) -> dict[str, ExperimentResult]:
+                   only: str | None = None, views=None) -> dict[str, ExperimentResult]:
     """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell; the cells
-    run side by side where cores allow (analysis.comparison). ``progress`` and ``only`` as in ``run_experiment``."""
+    run side by side where cores allow (analysis.comparison). ``progress``, ``only`` and ``views`` as in
+    ``run_experiment``."""
     from .comparison import run_comparison as run
-    return run(config, progress=progress, only=only)
+    return run(config, progress=progress, only=only, views=views)

@@ -214,10 +214,16 @@ def cell_cost(config: ExperimentConfig, cell: str, only: str | None = None) -> C
     return Cost(memory, flops, parts)
 
 
-def estimate(config: ExperimentConfig, variant: dict | None = None, only: str | None = None) -> Cost:
-    """The cost of analysing every cell of ``config`` (and of its variant, when given)."""
+def estimate(config: ExperimentConfig, variant: dict | None = None, only: str | None = None,
+             views: tuple[str, ...] | None = None) -> Cost:
+    """The cost of analysing every cell of ``config`` (and of its variant, when given); ``views`` with
+    "sensitivity" adds ``analysis.param_sensitivity.sensitivity_cost`` (an opt-in view: not in the default)."""
     configs = [config] + ([config.replace(**variant)] if variant else [])
     costs = [cell_cost(c, cell, only) for c in configs for cell in c.cells]
+    if views is not None and "sensitivity" in views:
+        from .param_sensitivity import sensitivity_cost
+        more = [sensitivity_cost(c, cell, _sizes(c)[0]) for c in configs for cell in c.cells]
+        costs = [Cost(c.memory_bytes + m, c.flops + f, {**c.parts, "sensitivity": f}) for c, (m, f) in zip(costs, more)]
     top = max(costs, key=lambda c: c.memory_bytes)
     return Cost(top.memory_bytes, sum(c.flops for c in costs), top.parts)
 
@@ -295,11 +301,11 @@ def _field(who: str) -> str:
 
 
 def check(config: ExperimentConfig, variant: dict | None = None, limits: Limits | None = None, *,
-          only: str | None = None) -> Cost:
+          only: str | None = None, views: tuple[str, ...] | None = None) -> Cost:
     """Raise LimitExceeded if analysing ``config`` (and its variant) would exceed the limits; else its Cost."""
     limits = current() if limits is None else limits
-    cost = estimate(config, variant, only)
-    _raise_if_over(cost, limits, config, variant, "this analysis", lambda c, v: estimate(c, v, only))
+    cost = estimate(config, variant, only, views)
+    _raise_if_over(cost, limits, config, variant, "this analysis", lambda c, v: estimate(c, v, only, views))
     return cost
 
 

@@ -98,7 +98,7 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
     dtype = DTYPES[config.dtype]
     notes = list(fm.notes) + list(notes or [])
     # the limits on the real shapes (LimitExceeded, one line) before anything is built
-    config, detail_note, cost = (check_own if net is None else net.check)(config, only)
+    config, detail_note, cost = check_own(config, only, views) if net is None else net.check(config, only)
     if detail_note:
         notes.append(detail_note)
     initial = prepare_h0(h0, fm.arch, B, dtype) if h0 is not None else None
@@ -154,14 +154,14 @@ def analyse_own(config: ExperimentConfig, fm: FileModel, x: Tensor, *, targets=N
     return res
 
 
-def check_own(config: ExperimentConfig, only: str | None):
+def check_own(config: ExperimentConfig, only: str | None, views=None):
     """(config as it runs, detail note, Cost): the Jacobian detail resolved, then the host's limits checked on
     the real shapes; over a limit: LimitExceeded naming the estimate and how to lower it for a user's model."""
     from .compute_views import resolve_detail
     from .limits import LimitExceeded, check
     config, note = resolve_detail(config, own_model=True, only=only)
     try:
-        cost = check(config, only=only)
+        cost = check(config, only=only, views=views)
     except LimitExceeded as e:
         raise LimitExceeded(
             f"{e} (T={config.seq_len} and B={config.batch_size} are your inputs' shape: fewer steps or sequences "

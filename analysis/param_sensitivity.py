@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,11 @@ DEFAULT_K = 8  # Rademacher tangents per sequence (Hutchinson)
 EXACT_MAX = 256  # blocks up to this many entries are exact by a tangent basis
 CHUNK_BYTES = 64 * 2**20  # the tangents of one chunk (u, v and the step's temporaries)
 LN10 = math.log(10.0)
+# forward-mode AD's dual levels are process-wide (torch.autograd.forward_ad), not per thread: two threads in
+# torch.func.jvp at once break each other ("no level exists"), so the tangent passes of one process run one at a
+# time (the cells of a comparison, the dashboard's sessions); a waiting caller's progress says so
+_FORWARD_AD = threading.Lock()
+WAIT_POLL_S = 0.2
 
 
 @dataclass
@@ -302,6 +308,16 @@ def param_sensitivity(run, *, x: Tensor | None = None, params=None, k: int = DEF
         raise ValueError(f"exact_max={exact_max!r} must be an integer >= 0")
     cell = copy.deepcopy(run.cell).to(torch.float64).requires_grad_(False)
     names = _check_params(cell, params)
+    while not _FORWARD_AD.acquire(timeout=WAIT_POLL_S):
+        if progress is not None:  # may raise (a cancelled run): nothing held yet
+            progress(0.0, "parameter sensitivity: waiting for another forward-mode pass (one at a time)")
+    try:
+        return _sensitivity(run, cell, names, x, k, exact_max, seed, progress)
+    finally:
+        _FORWARD_AD.release()
+
+
+def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> SensitivityResult:
     through = _acts_through_input(cell, names)
     T = len(run.xp)
     if through:
@@ -336,54 +352,104 @@ def param_sensitivity(run, *, x: Tensor | None = None, params=None, k: int = DEF
     for n in names:
         est, se2, b = _block(step, n, pdict[n].detach(), modes[n], k, gen, inputs, states, tick)
         bad = bad or (b and {**b, "param": n})
-        rel = None if se2 is None else torch.pow(10.0, 0.5 * se2 - est)
-        method = {"unitwise": "exact (unit-wise, one all-ones tangent)",
-                  "basis": f"exact (tangent basis, {pdict[n].numel()} tangents)",
-                  "hutchinson": f"estimate (Hutchinson, K={k})"}[modes[n]]
-        blocks[n] = {"numel": pdict[n].numel(), "method": method, "log10_sensitivity": est.numpy(),
-                     "rel_se": None if rel is None else rel.numpy()}
+        blocks[n] = {"numel": pdict[n].numel(), "method": METHODS[modes[n]].format(n=pdict[n].numel(), k=k),
+                     "log10_sensitivity": est,
+                     "rel_se": None if se2 is None else torch.pow(10.0, 0.5 * se2 - est)}
         logs.append(est)
         if se2 is not None:
             sq_se.append(se2)
-    log_s = _log10_sum(torch.stack(logs), 0)  # (T,) sum over the blocks
-    rel_se = None
-    if sq_se:
-        rel_se = torch.pow(10.0, 0.5 * _log10_sum(torch.stack(sq_se), 0) - log_s)
-    hs = torch.stack([st[0] for st in states[1:]], 0)  # (T, B, H) processing order
-    log_e = log10_state_energy(hs)
-    nonfinite = _nonfinite(states, T, run.reverse) or (bad and {
-        "quantity": "param_sensitivity", "param": bad["param"], "sequence": bad["sequence"],
-        "timestep": T - 1 - bad["step"] if run.reverse else bad["step"]})
-    order = (lambda a: a.flip(0)) if run.reverse else (lambda a: a)
-    log_s, log_e = order(log_s), order(log_e)
-    if nonfinite is not None:  # everything from the first bad step on is not a number
-        t0 = nonfinite["timestep"]
-        sl = slice(0, t0 + 1) if run.reverse else slice(t0, None)
-        log_s, log_e = log_s.clone(), log_e.clone()
-        log_s[sl] = math.nan
-        log_e[sl] = math.nan
+    log_s = _log10_sum(torch.stack(logs), 0)  # (T,) sum over the blocks, processing order
+    # the standard error of the sum: the estimated blocks' errors in quadrature
+    rel_se = torch.pow(10.0, 0.5 * _log10_sum(torch.stack(sq_se), 0) - log_s) if sq_se else None
+    log_e = log10_state_energy(torch.stack([st[0] for st in states[1:]], 0))  # (T, B, H) -> (T,)
+    step_bad = _first_nonfinite_state(states)
+    nonfinite = None
+    if step_bad is not None:  # the run itself overflowed
+        nonfinite = {"quantity": "hidden_state", "timestep": step_bad[0], "sequence": step_bad[1]}
+    elif bad is not None:
+        step_bad = (bad["step"], bad["sequence"])
+        nonfinite = {"quantity": "param_sensitivity", "param": bad["param"], "timestep": bad["step"],
+                     "sequence": bad["sequence"]}
+
+    def timed(a: Tensor | None) -> np.ndarray | None:
+        """Processing order -> time order, NaN from the first non-finite step on."""
+        if a is None:
+            return None
+        a = a.clone()
+        if step_bad is not None:
+            a[step_bad[0]:] = math.nan
+        return (a.flip(0) if run.reverse else a).numpy()
+
+    if nonfinite is not None and run.reverse:
+        nonfinite["timestep"] = T - 1 - nonfinite["timestep"]
     for b in blocks.values():
-        b["log10_sensitivity"] = order(torch.from_numpy(b["log10_sensitivity"])).numpy()
-        if b["rel_se"] is not None:
-            b["rel_se"] = order(torch.from_numpy(b["rel_se"])).numpy()
+        b["log10_sensitivity"], b["rel_se"] = timed(b["log10_sensitivity"]), timed(b["rel_se"])
     estimated = [n for n in names if modes[n] == "hutchinson"]
-    method = "exact" if not estimated else (
-        f"estimate (Hutchinson, K={k})" + (f": {', '.join(estimated)}; exact: "
-                                           f"{', '.join(n for n in names if n not in estimated)}"
-                                           if len(estimated) < len(names) else ""))
+    exact = [n for n in names if n not in estimated]
+    method = "exact" if not estimated else f"estimate (Hutchinson, K={k})" + (
+        f": {', '.join(estimated)}; exact: {', '.join(exact)}" if exact else "")
+    log_s, log_e = timed(log_s), timed(log_e)
     with np.errstate(invalid="ignore"):
-        ratio = (log_s - log_e).numpy()
-    return SensitivityResult(t=np.arange(T), log10_sensitivity=log_s.numpy(), log10_state_energy=log_e.numpy(),
-                             log10_ratio=ratio, method=method, params=names, blocks=blocks,
-                             rel_se=None if rel_se is None else order(rel_se).numpy(), nonfinite=nonfinite,
-                             sequences=states[0][0].shape[0], k=k)
+        ratio = log_s - log_e
+    return SensitivityResult(t=np.arange(T), log10_sensitivity=log_s, log10_state_energy=log_e, log10_ratio=ratio,
+                             method=method, params=names, blocks=blocks, rel_se=timed(rel_se),
+                             nonfinite=nonfinite, sequences=states[0][0].shape[0], k=k)
 
 
-def _nonfinite(states: list, T: int, reverse: bool) -> dict | None:
-    """The first step whose state is not finite (the run itself overflowed), in time order, or None."""
-    for s in range(T):
+METHODS = {"unitwise": "exact (unit-wise, one all-ones tangent)", "basis": "exact (tangent basis, {n} tangents)",
+           "hutchinson": "estimate (Hutchinson, K={k})"}
+
+
+def _first_nonfinite_state(states: list) -> tuple[int, int] | None:
+    """(processing step, sequence) of the first state that is not finite (the run overflowed), or None."""
+    for s in range(len(states) - 1):
         ok = torch.stack([torch.isfinite(v).all(-1) for v in states[s + 1]]).all(0)  # (B,)
         if not bool(ok.all()):
-            return {"quantity": "hidden_state", "timestep": T - 1 - s if reverse else s,
-                    "sequence": int((~ok).nonzero()[0])}
+            return s, int((~ok).nonzero()[0])
     return None
+# ---- in an analysis: the stage and its cost ----------------------------------------------------------------
+def sensitivity_stage(config, runs: list, x: Tensor, progress=None) -> SensitivityResult:
+    """The analysed layer's forward direction of an analysis (``analysis.experiment``): its recurrent
+    parameters, the Rademacher tangents seeded by ``config.seed``."""
+    a = config.analysed_layer
+    return param_sensitivity(runs[a][0], x=layer_input(runs, a, x), seed=config.seed, progress=progress)
+
+
+STEP_OVERHEAD = 20  # one vmapped jvp step costs ~20x an engine loop step's overhead (limits.STEP_FLOPS): ~4 ms
+# measured (loaded 2-core machine, one thread; torch.func's first use in a process adds ~1.3 s more)
+JVP_FACTOR = 6  # flops per parameter entry, tangent and step: the tangent's matmuls, the renormalisation
+
+
+def sensitivity_cost(config, cell: str, input_size: int, k: int = DEFAULT_K,
+                     exact_max: int = EXACT_MAX) -> tuple[float, float]:
+    """(bytes, flops) of ``sensitivity_stage`` for one cell of ``config`` without running it: the cell is built on
+    the meta device (its parameter shapes only). Per block of n entries, N tangents (1 unit-wise, n by basis, K
+    Hutchinson), each for B sequences and T steps::
+
+        flops = T B sum_blocks N (JVP_FACTOR P + 2 n [Hutchinson: a tangent per sequence]) + T chunks STEP_OVERHEAD
+                STEP_FLOPS,      P = the cell's parameter entries
+        bytes = the float64 states (T B S 8), a chunk's tangents (<= 3 CHUNK_BYTES), the K B T Hutchinson logs
+    """
+    from rnn_models.cells import cell_type
+
+    from .limits import STEP_FLOPS
+    T, B, H = config.seq_len, config.batch_size, config.hidden_size
+    D = 2 if config.bidirectional else 1
+    I = input_size if config.analysed_layer == 0 else D * H
+    with torch.device("meta"):
+        c = cell_type(cell).from_config(I, H, config.model_config(I, cell), torch.float64)
+    P = sum(p.numel() for p in c.parameters())
+    S = len(c.state_names) * H
+    unitwise = set(getattr(c, "unitwise_params", ()) or ())
+    pdict = dict(c.named_parameters())
+    flops, mem, chunks = 0.0, T * B * S * 8.0, 0
+    for name in default_params(c):
+        n = pdict[name].numel()
+        hutch = name not in unitwise and n > exact_max
+        N = 1 if name in unitwise else k if hutch else n
+        flops += T * B * N * (JVP_FACTOR * P + (2 * n if hutch else 0))
+        per_tangent = B * (4 * S + (3 if hutch else 2) * n) * 8
+        chunks += math.ceil(N / _chunk_size(per_tangent))
+        mem = max(mem, T * B * S * 8.0 + min(N * per_tangent, max(CHUNK_BYTES, per_tangent)) * 1.5
+                  + (k * B * T * 8 if hutch else 0))
+    return mem, flops + T * chunks * STEP_OVERHEAD * STEP_FLOPS

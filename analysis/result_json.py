@@ -123,6 +123,7 @@ def result_to_dict(r: ExperimentResult) -> dict:
         "memory_horizon_detail": r.horizon_detail,
         "horizon_threshold": c.horizon_threshold,
         "saturation": r.saturation,
+        "param_sensitivity": r.param_sensitivity.to_dict() if r.param_sensitivity is not None else None,
         "nonfinite": r.nonfinite,
         "notes": r.notes,
         "timings": r.timings,
