@@ -168,6 +168,8 @@ def _summary(d: dict) -> str:
         (d.get("memory_horizon_detail") or {}).get("text", f"memory horizon: {d['memory_horizon']}") if j else
         "memory horizon: not computed (--views)",
         f"spectral radius of W_hh: {d['spectral_radius']}",
+    ] + ([f"parameter sensitivity log10 S_T-1/E_T-1: {d['param_sensitivity']['log10_ratio'][-1]!s} "
+          f"({d['param_sensitivity']['method']})"] if d.get("param_sensitivity") else []) + [
         f"non-finite: {d['nonfinite']}",
     ] + [f"note: {n}" for n in d["notes"]]
     return "\n".join(lines)
@@ -243,13 +245,13 @@ def cmd_export(args) -> int:
         from .presets import PRESETS
         variant = PRESETS[args.preset].variant if args.preset else None
         deck = write_deck(config, args.pptx, preset=args.preset, variant=variant,
-                          progress=scaled(bar, 0.0, 0.5) if both else bar)
+                          progress=scaled(bar, 0.0, 0.5) if both else bar, views=args.views)
         if not both:
             bar.close()
         print(deck)
     if args.out:
         paths = export_all(config, args.out, formats=tuple(args.formats.split(",")),
-                           progress=scaled(bar, 0.5, 1.0) if both else bar)
+                           progress=scaled(bar, 0.5, 1.0) if both else bar, views=args.views)
         bar.close()
         for p in paths:
             print(p)
@@ -276,7 +278,8 @@ def build_parser(prog: str = "python -m analysis") -> argparse.ArgumentParser:
     p_run.add_argument("--json", default=None, metavar="PATH", help="write the result JSON here")
     p_run.add_argument("--views", default=None, metavar="VIEWS",
                        help="what to compute, comma-separated: gradients, activations, jacobians, spectrum, "
-                            "cell-state, all (default all; gradients alone costs about one forward+backward)")
+                            "cell-state, sensitivity, all (default: all but sensitivity, which is opt-in; "
+                            "gradients alone costs about one forward+backward)")
     p_train = command("train", "train step by step, one line per step (--train-steps, default 100)")
     add_config_flags(p_train)
     p_train.add_argument("--json", default=None, metavar="PATH", help="write the training history JSON here")
@@ -295,6 +298,8 @@ def build_parser(prog: str = "python -m analysis") -> argparse.ArgumentParser:
                        help="comma-separated, from png,svg,pdf,csv,json (default: all of them)")
     p_exp.add_argument("--pptx", default=None, metavar="FILE.pptx",
                        help="write a slide deck: a title slide, then one 16:9 slide per figure of every view")
+    p_exp.add_argument("--views", default=None, metavar="VIEWS",
+                       help="what to compute and draw, as run --views (e.g. all: the opt-in sensitivity too)")
     from .sweep_cli import add_sweep_parser
     add_sweep_parser(sub, add_config_flags)
     return parser

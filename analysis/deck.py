@@ -291,7 +291,7 @@ def _ran_text(provenance: dict | None) -> str:
 
 
 def write_deck(config, path: str, *, preset: str | None = None, variant: dict | None = None,
-               scale: float = DEFAULT_SCALE, progress=None) -> str:
+               scale: float = DEFAULT_SCALE, progress=None, views=None) -> str:
     """Analyse ``config`` (every view, as ``export_all`` does; the preset's variant too when given), write
     the deck to ``path`` and return it. The analysis is the first 30 % of ``progress``, the slides the rest."""
     if not str(path).lower().endswith(".pptx"):
@@ -305,7 +305,7 @@ def write_deck(config, path: str, *, preset: str | None = None, variant: dict | 
         raise ExportUnavailable("the slide deck needs PNG images: " + hint)
     records: dict = {}
     views = view_figures_of(config, scaled(progress, 0.0, 0.3), variant=variant,
-                            variant_label=variant_label(variant) if variant else "", records=records)
+                            variant_label=variant_label(variant) if variant else "", records=records, views=views)
     data = deck_bytes(views, config, title=title, lines=lines, scale=scale, progress=scaled(progress, 0.3, 1.0),
                       provenance={k: v["provenance"] for k, v in records.items()})
     with open(path, "wb") as fh:

@@ -179,10 +179,10 @@ class ExperimentResult:
         return result_to_dict(self)
 
     def figures(self, view: str, histories: dict | None = None) -> dict:
-        """The dashboard's plotly figures of one view ({name: go.Figure}); views: analysis.figures.VIEWS."""
-        from .figures import VIEWS, view_figures
-        if view not in VIEWS:
-            raise ValueError(f"view={view!r} is not known: choose one of {', '.join(VIEWS)}")
+        """The dashboard's plotly figures of one view ({name: go.Figure}); views: analysis.figures.ALL_VIEWS."""
+        from .figures import ALL_VIEWS, view_figures
+        if view not in ALL_VIEWS:
+            raise ValueError(f"view={view!r} is not known: choose one of {', '.join(ALL_VIEWS)}")
         return view_figures(view, {self.config.cell: self}, histories=histories)
 
     def __repr__(self) -> str:

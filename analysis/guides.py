@@ -16,6 +16,7 @@ VIEW_TITLES = {
     "training": "Live training",
     "activations": "Activations",
     "atlas": "Atlas",
+    "sensitivity": "Sensitivity",
 }
 
 VIEW_GUIDES = {
@@ -49,6 +50,12 @@ VIEW_GUIDES = {
         "One configuration says whether a network forgets; the Atlas says where it starts to, as a setting moves. "
         "Each point is a full analysis at one value of the axis for each seed; the line is the mean over seeds, "
         "the band their min–max. Two axes give a line per value of the shorter one, or a heatmap."),
+    "sensitivity": (
+        "Zucchet & Orvieto (2024): vanishing and exploding ∂h_T/∂h_t are not the whole story, because as a "
+        "recurrence's memory grows (eigenvalues λ → 1) the state's sensitivity to the recurrent parameters, "
+        "‖∂h_t/∂θ‖², explodes faster than the state itself, as (1−λ²)⁻³ against 1/(1−λ²) for h_t = λh_{t-1} + x_t, "
+        "even where ∂h_T/∂h_t stays below 1. Dividing by ‖h_t‖² (the ratio, what a normalisation does) still "
+        "leaves (1−λ²)⁻²: normalised inputs and reparameterised diagonal recurrences (the LRU) are what tame it."),
 }
 
 

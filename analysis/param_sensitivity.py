@@ -328,7 +328,9 @@ def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> Sensitivi
         inputs = list((seq.flip(0) if run.reverse else seq).unbind(0))  # processing order
     else:
         inputs = [v.detach().to(torch.float64) for v in run.xp]
-    states = [tuple(s.detach().to(torch.float64) for s in st) for st in run.states]
+    # fresh tensors, never views: forward AD gives a view's whole base a tangent (one (T, B, S) tangent per step
+    # and tangent when a state is a slice of the run's stacked states: 30x slower, measured)
+    states = [tuple(s.detach().to(torch.float64).clone() for s in st) for st in run.states]
     step = _Step(cell, through)
     unitwise = set(getattr(cell, "unitwise_params", ()) or ())
     pdict = dict(cell.named_parameters())
@@ -350,7 +352,7 @@ def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> Sensitivi
 
     blocks, logs, sq_se, bad = {}, [], [], None
     for n in names:
-        est, se2, b = _block(step, n, pdict[n].detach(), modes[n], k, gen, inputs, states, tick)
+        est, se2, b = _block(step, n, pdict[n].detach().clone(), modes[n], k, gen, inputs, states, tick)
         bad = bad or (b and {**b, "param": n})
         blocks[n] = {"numel": pdict[n].numel(), "method": METHODS[modes[n]].format(n=pdict[n].numel(), k=k),
                      "log10_sensitivity": est,
@@ -415,7 +417,7 @@ def sensitivity_stage(config, runs: list, x: Tensor, progress=None) -> Sensitivi
     return param_sensitivity(runs[a][0], x=layer_input(runs, a, x), seed=config.seed, progress=progress)
 
 
-STEP_OVERHEAD = 20  # one vmapped jvp step costs ~20x an engine loop step's overhead (limits.STEP_FLOPS): ~4 ms
+STEP_OVERHEAD = 10  # one vmapped jvp step costs ~10x an engine loop step's overhead (limits.STEP_FLOPS): ~2 ms
 # measured (loaded 2-core machine, one thread; torch.func's first use in a process adds ~1.3 s more)
 JVP_FACTOR = 6  # flops per parameter entry, tangent and step: the tangent's matmuls, the renormalisation
 

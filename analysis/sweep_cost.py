@@ -17,7 +17,7 @@ from __future__ import annotations
 
 
 from .limits import Cost, LimitExceeded, Limits, _mb, _seconds, current, estimate, training_cost
-from .sweep_points import ANALYSIS_METRICS, TRAINING_METRICS
+from .sweep_points import ANALYSIS_METRICS, TRAINING_METRICS, point_views
 
 HOW = ("raise it with GDLAB_MAX_GFLOP / GDLAB_MAX_MEMORY_MB (or GDLAB_LIMITS=off) where it runs, or --no-limits "
        "on the command line")
@@ -27,7 +27,7 @@ def point_cost(config, metrics) -> Cost:
     """One point's cost: the analysis (if an analysis metric is asked) plus its training (if a training one is)."""
     costs = []
     if any(m in ANALYSIS_METRICS for m in metrics):
-        costs.append(estimate(config))
+        costs.append(estimate(config, views=point_views(metrics)))
     if any(m in TRAINING_METRICS for m in metrics):
         costs.append(training_cost(config, config.train_steps))
     return Cost(max(c.memory_bytes for c in costs), sum(c.flops for c in costs))

@@ -11,6 +11,10 @@ Metrics (all of the network at initialization, except the training ones):
                             read "beyond T-1", and says so in ``notes``)
     grad_ratio              log10 ||dL/dh_0|| - log10 ||dL/dh_{T-1}||  (< 0 vanishing, > 0 exploding)
     spectral_radius         max |lambda(W_hh)| (gated cells: the largest over the gate blocks)
+    param_sensitivity       log10 S_{T-1} / E_{T-1}: the last state's sensitivity to the recurrent parameters,
+                            mean ||dh/dtheta||_F^2, over its energy mean ||h||^2 (analysis.param_sensitivity;
+                            Zucchet & Orvieto 2024: grows as (1 - lambda^2)^-2 as memory lambda -> 1). Opt-in
+                            (OPT_IN_METRICS): a point computes it only when asked, by forward-mode JVPs
     final_loss              mean training loss of the last min(10, N) of N = train_steps steps
     final_loss_over_chance  final_loss / the task's chance-level loss (< 1: learned something)
 
@@ -29,7 +33,11 @@ from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
 
-ANALYSIS_METRICS = ("lyapunov_max", "memory_horizon", "grad_ratio", "spectral_radius")
+ANALYSIS_METRICS = ("lyapunov_max", "memory_horizon", "grad_ratio", "spectral_radius", "param_sensitivity")
+OPT_IN_METRICS = ("param_sensitivity",)  # not in a sweep unless named (the dashboard's custom sweep: a checkbox)
+# the views (analysis.compute_views) each analysis metric reads
+METRIC_VIEWS = {"lyapunov_max": "jacobians", "memory_horizon": "jacobians", "grad_ratio": "gradients",
+                "spectral_radius": "spectrum", "param_sensitivity": "sensitivity"}
 TRAINING_METRICS = ("final_loss", "final_loss_over_chance")
 METRICS = ANALYSIS_METRICS + TRAINING_METRICS
 FINAL_LOSS_WINDOW = 10
@@ -39,6 +47,7 @@ METRIC_LABELS = {
     "memory_horizon": "memory horizon (steps)",
     "grad_ratio": "log10 ||dL/dh_0|| / ||dL/dh_T-1||",
     "spectral_radius": "spectral radius of W_hh",
+    "param_sensitivity": "log10 ||dh/dθ||² / ||h||² at T-1",
     "final_loss": "final training loss",
     "final_loss_over_chance": "final loss / chance loss",
 }
@@ -51,9 +60,17 @@ def _finite(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def point_views(metrics) -> tuple[str, ...] | None:
+    """The views a point computes: None (the default analysis, as before) unless an opt-in metric is asked, then
+    exactly the views its metrics read."""
+    if not any(m in OPT_IN_METRICS for m in metrics):
+        return None
+    return tuple(dict.fromkeys(METRIC_VIEWS[m] for m in metrics if m in METRIC_VIEWS))
+
+
 def _analysis_metrics(config: ExperimentConfig, metrics: list[str], point: dict) -> None:
     from .experiment import run_experiment
-    r = run_experiment(config)
+    r = run_experiment(config, views=point_views(metrics))
     notes = point["notes"]
     if r.nonfinite:
         point["status"] = "nonfinite"
@@ -80,6 +97,14 @@ def _analysis_metrics(config: ExperimentConfig, metrics: list[str], point: dict)
             notes.append("grad_ratio undefined: ||dL/dh_0|| is 0 (underflow or a cut path)")
     if "spectral_radius" in metrics:
         point["spectral_radius"] = _finite(max(v["spectral_radius"] for v in r.spectra.values()))
+    if "param_sensitivity" in metrics:
+        ps = r.param_sensitivity
+        point["param_sensitivity"] = _finite(ps.last_log10_ratio)
+        if ps.nonfinite and point["status"] == "ok":
+            point["status"] = "nonfinite"
+            point["reason"] = f"non-finite value: {ps.nonfinite}"
+        if ps.rel_se is not None:
+            notes.append(f"param_sensitivity: {ps.method}, relative standard error {ps.rel_se[-1]:.2g} at T-1")
 
 
 def _training_metrics(config: ExperimentConfig, metrics: list[str], point: dict) -> None:

@@ -188,7 +188,8 @@ def _is_training_view(view: str) -> bool:
 
 
 def view_figures_of(config, progress=None, *, variant: dict | None = None,
-                    variant_label: str = "", records: dict | None = None) -> dict[str, dict[str, go.Figure]]:
+                    variant_label: str = "", records: dict | None = None,
+                    views=None) -> dict[str, dict[str, go.Figure]]:
     """Every view's figures of ``config``: {file-safe view name: {file-safe figure name: figure}}.
 
     Runs ``run_experiment`` for each cell of ``config.cells`` (and, with ``variant``, for each cell of
@@ -219,7 +220,7 @@ def view_figures_of(config, progress=None, *, variant: dict | None = None,
     results = {}
     for key, cfg in runs:
         tick(f"analysing {key} ({done + 1}/{steps})")
-        results[key] = run_experiment(cfg)
+        results[key] = run_experiment(cfg, views=views)  # views: None = the default ones (compute_views)
         if records is not None:
             records[key] = {"config": results[key].config.to_dict(), "provenance": results[key].provenance}
         done += 1
@@ -233,7 +234,7 @@ def view_figures_of(config, progress=None, *, variant: dict | None = None,
             done += 1
     tick("drawing the figures")
     views = {}
-    for view in figures.VIEWS:
+    for view in figures.ALL_VIEWS:  # an opt-in view that was not computed draws nothing
         if _is_training_view(view) and histories is None:
             continue
         figs = figures.view_figures(view, results, histories=histories)
@@ -242,7 +243,7 @@ def view_figures_of(config, progress=None, *, variant: dict | None = None,
     return views
 
 
-def export_all(config, out_dir: str, formats=FORMATS, progress=None) -> list[str]:
+def export_all(config, out_dir: str, formats=FORMATS, progress=None, views=None) -> list[str]:
     """Every view's figures of ``config`` (``view_figures_of``) into ``out_dir/<view>/<name>.<fmt>``, plus
     ``out_dir/config.json`` and ``out_dir/figures.zip`` (the same files, ``<view>/<name>.<fmt>`` and
     config.json). Returns the paths written.
@@ -258,8 +259,8 @@ def export_all(config, out_dir: str, formats=FORMATS, progress=None) -> list[str
         if not ok:
             raise ExportUnavailable(hint)
     records: dict = {}
-    views = view_figures_of(config, scaled(progress, 0.0, 0.3), records=records)
-    files = _render_files(views, formats, scaled(progress, 0.3, 1.0))
+    drawn = view_figures_of(config, scaled(progress, 0.0, 0.3), records=records, views=views)
+    files = _render_files(drawn, formats, scaled(progress, 0.3, 1.0))
     files["config.json"] = (json.dumps(exported_config(config, records), indent=2, allow_nan=False)
                             + "\n").encode("utf-8")
 

@@ -36,6 +36,7 @@ from .jacobians import (  # noqa: F401 - re-exported: ``from analysis.figures im
     jacobian_figures,
     pascanu_bound,
 )
+from .sensitivity import sensitivity_figures
 from .spectrum import (  # noqa: F401 - re-exported: ``from analysis.figures import ...`` keeps working
     spectrum_figures,
 )
@@ -83,7 +84,10 @@ _BUILDERS = {
     "cell-state": cell_state_figures,
     "training": training_figures,
     "activations": activation_figures,
+    "sensitivity": sensitivity_figures,  # opt-in (OPT_IN_VIEWS): figures only where the result computed it
 }
+OPT_IN_VIEWS = ("sensitivity",)  # views whose figures need an opt-in computation (analysis.compute_views.OPT_IN)
+ALL_VIEWS = VIEWS + OPT_IN_VIEWS  # what exports and decks draw (an opt-in view not computed draws nothing)
 
 
 def view_figures(view: str, results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
@@ -93,7 +97,7 @@ def view_figures(view: str, results: dict, histories: dict | None = None) -> dic
     (gradient-flow: step x timestep heatmap; spectrum: spectral radius over training).
     """
     if view not in _BUILDERS:
-        raise ValueError(f"view={view!r} is not known: choose one of {', '.join(VIEWS)}")
+        raise ValueError(f"view={view!r} is not known: choose one of {', '.join(ALL_VIEWS)}")
     return _BUILDERS[view](results, histories or None)
 
 
@@ -165,5 +169,5 @@ def slide_layout(fig: go.Figure) -> go.Figure:
     return fig
 
 
-__all__ = ["VIEWS", "SLIDE_W", "SLIDE_H", "MODEBAR_CONFIG", "CELL_COLORS", "view_figures", "slide_layout",
+__all__ = ["VIEWS", "ALL_VIEWS", "OPT_IN_VIEWS", "SLIDE_W", "SLIDE_H", "MODEBAR_CONFIG", "CELL_COLORS", "view_figures", "slide_layout",
            "apply_display", "config_meta", "pascanu_bound", "describe_nonfinite", "pow10", "layer_name", "visible"]

@@ -14,7 +14,7 @@ import streamlit as st
 from analysis.atlas_presets import ATLAS_PRESETS, DEFAULT_ATLAS
 from analysis.figures.atlas import atlas_figure
 from analysis.sweep import make_plan
-from analysis.sweep_points import ANALYSIS_METRICS, METRIC_LABELS, TRAINING_METRICS
+from analysis.sweep_points import ANALYSIS_METRICS, METRIC_LABELS, OPT_IN_METRICS, TRAINING_METRICS
 from rnn_models.config import ConfigError
 
 from analysis.guides import VIEW_GUIDES
@@ -66,7 +66,10 @@ def _custom(ctx):
     seeds = c[4].number_input("seeds", 1, 20, 2, key="atlas_seeds")
     vary = (f"{f1}={s1}",) + ((f"{f2}={s2}",) if f2 != "none" else ())
     trained = base.train_steps > 0 and base.task != "random"
-    metrics = ANALYSIS_METRICS + (TRAINING_METRICS if trained else ())
+    sens = st.checkbox("Also the parameter sensitivity log10 ‖∂h/∂θ‖²/‖h‖² (forward-mode: slower)",
+                       key="atlas_sensitivity")
+    metrics = tuple(m for m in ANALYSIS_METRICS if sens or m not in OPT_IN_METRICS) + \
+        (TRAINING_METRICS if trained else ())
     if not trained:
         st.caption("Training metrics (final loss) need a task with targets and Training → steps > 0 in the sidebar.")
     return base, vary, int(seeds), metrics
