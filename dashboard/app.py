@@ -37,6 +37,7 @@ from analysis import __version__  # noqa: E402
 from analysis.figures import VIEWS, view_figures  # noqa: E402
 from dashboard.exporting import deck_button, provenance_of  # noqa: E402
 from dashboard.views import atlas as atlas_view  # noqa: E402
+from dashboard.views import sensitivity as sensitivity_view  # noqa: E402
 from dashboard.views import training as training_view  # noqa: E402
 
 
@@ -250,14 +251,16 @@ def _page(settings, results: dict, own: bool = False) -> None:
 
     atlas = atlas_view.deck_figures()  # the sweep drawn last in the Atlas tab (read now, in the script run)
     trained = sum(len(h.get("step", [])) for h in (histories or {}).values())  # a built deck holds these steps
+    sens = None if own else sensitivity_view.deck_figures(sensitivity_view.stamp_of(ctx))  # drawn in its tab
 
     drawn: dict = {}  # the results the deck was drawn from: their provenance goes into the notes
 
     def deck_views() -> dict:  # called at click time: the full results, never partial; the Atlas when it has run
         drawn["results"] = full = compute.full_results(s.config, s.variant, s.variant_label) if pending else results
-        return {**_all_views(full, histories), **({"atlas": atlas[2]} if atlas else {})}
+        return {**_all_views(full, histories), **({"sensitivity": sens} if sens else {}),
+                **({"atlas": atlas[2]} if atlas else {})}
     deck_button("all_views", deck_views, settings, "Slide deck of all views (.pptx)", "gradient-dynamics.pptx",
-                config=cfg, stamp=f"{cfg.to_json()}|{s.variant}|{atlas[3] if atlas else ''}|{trained}",
+                config=cfg, stamp=f"{cfg.to_json()}|{s.variant}|{atlas[3] if atlas else ''}|{trained}|{bool(sens)}",
                 provenance=lambda: provenance_of(drawn.get("results", results)))
     if atlas is None:
         st.caption("The Atlas joins the deck of all views once a sweep has been drawn in its tab.")

@@ -233,6 +233,20 @@ def test_charlm_text_preset_falls_below_ten():
                    for w in words) >= 2, words
 
 
+def test_curse_of_memory_preset_sensitivity_outgrows_the_state():
+    """r = 0.99 vs 0.9: the gradient does not explode (it vanishes less), the sensitivity to W_hh, b_hh grows
+    ~2.4 decades, the state's size ~0.9, the ratio ~1.5 (numbers in analysis.presets)."""
+    p = PRESETS["curse-of-memory"]
+    far, near = (run_experiment(p.config.replace(**over), views="gradients,sensitivity")
+                 for over in ({}, p.variant))
+    for r in (far, near):
+        assert r.grad.grad_norm[0] < r.grad.grad_norm[-1]  # no explosion back in time
+    S, E, Q = ((f.param_sensitivity.__dict__[k][-1] - n.param_sensitivity.__dict__[k][-1]) for k in
+               ("log10_sensitivity", "log10_state_energy", "log10_ratio") for f, n in [(far, near)])
+    assert 2.0 < S < 2.8 and 0.6 < E < 1.2 and 1.1 < Q < 1.9 and S > 2 * E
+    assert far.param_sensitivity.rel_se[-1] < 0.1  # W_hh (32 x 32) is a Hutchinson estimate, a few percent
+
+
 EFFECT_CHECKS = {
     "default": test_default_preset_one_collapses_the_others_hold,
     "vanishing-tanh": test_vanishing_preset,
@@ -247,4 +261,5 @@ EFFECT_CHECKS = {
     "stacked": test_stacked_preset_vanishes_through_depth_and_time,
     "charlm-hello": test_charlm_hello_preset_learns_to_perplexity_one,
     "charlm-text": test_charlm_text_preset_starts_at_the_vocabulary_size,
+    "curse-of-memory": test_curse_of_memory_preset_sensitivity_outgrows_the_state,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import activations, atlas, cell_state, gradient_flow, jacobians, spectrum, timeline, training
+from . import activations, atlas, cell_state, gradient_flow, jacobians, sensitivity, spectrum, timeline, training
 
 
 @dataclass
@@ -18,7 +18,7 @@ class Context:
     own: bool = False  # results of an uploaded model (figures from ctx.results, not from the config)
 
 
-TABS = (gradient_flow, jacobians, spectrum, cell_state, training, activations, atlas, timeline)
+TABS = (gradient_flow, jacobians, spectrum, cell_state, training, activations, sensitivity, atlas, timeline)
 
 
 def needs_full(module) -> bool:
