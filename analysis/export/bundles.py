@@ -198,6 +198,8 @@ def view_figures_of(config, progress=None, *, variant: dict | None = None,
     ``config.train_steps > 0`` (each cell trained for ``train_steps`` steps by ``analysis.training.Trainer``;
     its ``history()`` per cell is passed as ``histories``). A bad config raises ConfigError before any work.
     ``records`` (a dict, filled when given): {run key: {"config": what ran, "provenance": analysis.provenance}}.
+    ``views`` (analysis.compute_views): None = the default views; given, only those are computed and drawn (e.g.
+    "all": the opt-in sensitivity view too).
     """
     from .. import figures
     from ..experiment import run_experiment
@@ -233,9 +235,15 @@ def view_figures_of(config, progress=None, *, variant: dict | None = None,
             histories[cell] = tr.history()
             done += 1
     tick("drawing the figures")
+    computed = None  # views given: draw only those (the engine's "gradients" is the figures' "gradient-flow")
+    if views is not None:
+        from ..compute_views import parse_views
+        computed = {"gradient-flow" if v == "gradients" else v for v in parse_views(views)}
     views = {}
     for view in figures.ALL_VIEWS:  # an opt-in view that was not computed draws nothing
         if _is_training_view(view) and histories is None:
+            continue
+        if computed is not None and view not in computed and not _is_training_view(view):
             continue
         figs = figures.view_figures(view, results, histories=histories)
         if figs:
