@@ -403,3 +403,22 @@ def test_the_tab_refuses_a_heavy_request_in_one_line():
 def _figure_names(at) -> list:
     import json
     return [json.loads(c.proto.spec)["layout"].get("meta", {}).get("figure") for c in at.get("plotly_chart")]
+
+
+def test_a_kind_the_user_registers_gets_all_its_parameters_exactly():
+    """A kind that declares no recurrent_params (test_registry's toy two-state cell, no W_hh, its input projection
+    P x + b a parameter too): theta = every parameter, the ones inside cell.project through the layer's input."""
+    from test_registry import Elman2Cell
+
+    from analysis.experiment import TaskModel, resolve
+    from rnn_models.cells import registry
+    registry.register(Elman2Cell)
+    try:
+        cfg = ExperimentConfig(**{**TINY, "cell": "elman2"})
+        ps = run_experiment(cfg, views="sensitivity").param_sensitivity
+        assert ps.params == ["A", "K", "N", "P", "b"] and ps.method == "exact"
+        c, batch, _ = resolve(cfg)
+        model = TaskModel(c, batch.spec, c.input_size).to(torch.float64)
+        np.testing.assert_allclose(ps.log10_sensitivity, _reference(model.net, batch.inputs, ps.params), atol=1e-10)
+    finally:
+        registry._REGISTRY.pop("elman2", None)
