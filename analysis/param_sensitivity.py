@@ -11,12 +11,10 @@ As memory grows (lambda -> 1) S_t explodes even where d h_T / d h_t does not: fo
 h_t = lambda h_{t-1} + x_t with unit white noise, E_t -> 1 / (1 - lambda^2) and
 S_t = E[(dh_t/dlambda)^2] -> (1 + lambda^2) / (1 - lambda^2)^3, so S/E grows as (1 - lambda^2)^-2.
 
-Method: forward mode. d h_t / d theta . v for every t comes from one pass of the tangent recurrence
-
-    u_t = (d step / d state) u_{t-1} + (d step / d theta) v,      u_0 = 0 (the initial state does not depend on theta)
-
-(``torch.func.jvp`` of one step through ``functional_call``, vmapped over tangents and sequences), evaluated at
-the states the run visited, in float64 whatever the run's dtype. Per parameter block, with n entries:
+Method: forward mode (``analysis.tangent_pass``). d h_t / d theta . v for every t comes from one pass of the
+tangent recurrence u_t = (d step / d state) u_{t-1} + (d step / d theta) v (u = 0 before the first step: the
+initial state does not depend on theta), evaluated at the states the run visited, in float64 whatever the run's
+dtype; one pass per tangent direction, not one backward per parameter. Per parameter block, with n entries:
 
     unit-wise   each entry of h depends on at most one entry of the block (declared by the cell:
                 ``unitwise_params``): || J 1 ||^2 = || J ||_F^2, one tangent, exact
@@ -24,8 +22,7 @@ the states the run visited, in float64 whatever the run's dtype. Per parameter b
     Hutchinson  larger blocks: K Rademacher tangents per sequence, E || J v ||^2 = || J ||_F^2, unbiased; the
                 relative standard error of S_t is estimated from the spread over the K tangents
 
-Every tangent is renormalised after each step (u <- u / max|u|, its log10 scale carried per tangent and
-sequence, the source term scaled to match), so S_t is exact in log space where it would overflow float64;
+Every tangent is renormalised after each step, so S_t is exact in log space where it would overflow float64;
 a non-finite state or tangent is reported where it first appears (``nonfinite``), later steps are NaN.
 
 Shapes::
@@ -37,23 +34,18 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jvp, vmap
+
+from .tangent_pass import (CHUNK_BYTES, FORWARD_AD, Step, acts_through_input, block, chunk_size, log10_mean,
+                           log10_sq_norm, log10_sum)
 
 DEFAULT_K = 8  # Rademacher tangents per sequence (Hutchinson)
 EXACT_MAX = 256  # blocks up to this many entries are exact by a tangent basis
-CHUNK_BYTES = 64 * 2**20  # the tangents of one chunk (u, v and the step's temporaries)
-LN10 = math.log(10.0)
-# forward-mode AD's dual levels are process-wide (torch.autograd.forward_ad), not per thread: two threads in
-# torch.func.jvp at once break each other ("no level exists"), so the tangent passes of one process run one at a
-# time (the cells of a comparison, the dashboard's sessions); a waiting caller's progress says so
-_FORWARD_AD = threading.Lock()
-WAIT_POLL_S = 0.2
+WAIT_POLL_S = 0.2  # a caller waiting for another's forward-mode pass reports progress this often
 
 
 @dataclass
@@ -133,30 +125,6 @@ def _check_params(cell: nn.Module, params) -> list[str]:
     return list(dict.fromkeys(params))
 
 
-class _Step(nn.Module):
-    """One step as a module, so ``functional_call`` can swap a parameter: (input, state) -> state.
-    With ``project`` the input is x_t and the step projects it (parameters acting through cell.project)."""
-
-    def __init__(self, cell: nn.Module, project: bool):
-        super().__init__()
-        self.cell, self.project = cell, project
-
-    def forward(self, inp: Tensor, state: tuple = (), only_project: bool = False):
-        if only_project:
-            return self.cell.project(inp)
-        # state_t = step(project(x_t), state_{t-1})    or    step(xp_t, state_{t-1})
-        return tuple(self.cell.step(self.cell.project(inp) if self.project else inp, state))
-
-
-def _acts_through_input(cell: nn.Module, names: list[str]) -> bool:
-    """True when one of ``names`` enters ``cell.project`` (autograd connectivity of a probe input, not a value)."""
-    probe = torch.zeros(1, cell.input_size, dtype=torch.float64)
-    with torch.enable_grad():
-        p = {f"cell.{n}": dict(cell.named_parameters())[n].detach().clone().requires_grad_(True) for n in names}
-        xp = functional_call(_Step(cell, True), p, (probe,), kwargs={"only_project": True})
-    return bool(xp.requires_grad)
-
-
 def layer_input(runs: list, layer: int, x: Tensor) -> Tensor:
     """The input sequence of ``layer`` in time order (T, B, I): x for layer 0, else the layer below's
     [h_fwd; h_bwd] (what ``RecurrentNetwork.forward`` fed it)."""
@@ -166,128 +134,11 @@ def layer_input(runs: list, layer: int, x: Tensor) -> Tensor:
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
 
 
-# ---- log10 helpers -----------------------------------------------------------------------------------------
-def _log10_sum(a: Tensor, dim) -> Tensor:
-    """log10 sum 10^a over ``dim`` (exact for values far outside float64's range)."""
-    return torch.logsumexp(a * LN10, dim) / LN10
-
-
-def _log10_mean(a: Tensor, dims: tuple[int, ...]) -> Tensor:
-    n = math.prod(a.shape[d] for d in dims)
-    return (torch.logsumexp(a * LN10, dims) - math.log(n)) / LN10
-
-
-def _log10_sq_norm(u: Tensor) -> Tensor:
-    """log10 ||u||^2 over the last dimension, scaled by its largest entry (no overflow or underflow): (...,)."""
-    m = u.abs().amax(-1)
-    safe = torch.where(m > 0, m, torch.ones_like(m))
-    with torch.no_grad():
-        out = 2 * torch.log10(safe) + torch.log10(((u / safe.unsqueeze(-1)) ** 2).sum(-1))
-    return torch.where(m > 0, out, torch.full_like(out, -math.inf))
-
 
 def log10_state_energy(hs: Tensor) -> Tensor:
     """log10 mean_b ||h_t||^2 for hs (T, B, H): (T,)."""
-    return _log10_mean(_log10_sq_norm(hs.to(torch.float64)), (1,))
+    return log10_mean(log10_sq_norm(hs.to(torch.float64)), (1,))
 
-
-# ---- the tangent recurrence --------------------------------------------------------------------------------
-def _tangent_pass(step: _Step, name: str, p0: Tensor, V: Tensor, per_seq: bool, inputs: list, states: list,
-                  tick=None) -> tuple[Tensor, dict | None]:
-    """log10 || d h_t / d theta . v ||^2 for each tangent v of the chunk, sequence and step: (N, B, T).
-
-    V (N, *shape) shared by every sequence, or (N, B, *shape) one per sequence (``per_seq``). The tangent state
-    is renormalised every step; its log10 scale ``ls`` (N, B) multiplies the source term (d step/d theta) v.
-    """
-    N, T = V.shape[0], len(inputs)
-    B = states[0][0].shape[0]
-    key = f"cell.{name}"
-
-    def one(v, c, u, inp, s):
-        # one sequence, one tangent: (d step / d theta) (c v) + (d step / d state) u
-        def f(p, s_):
-            out = functional_call(step, {key: p}, (inp.unsqueeze(0), tuple(q.unsqueeze(0) for q in s_)))
-            return tuple(q.squeeze(0) for q in out)
-        return jvp(f, (p0, s), (v * c, u))[1]
-
-    g = vmap(vmap(one, in_dims=(0 if per_seq else None, 0, 0, 0, 0)), in_dims=(0, 0, 0, None, None))
-    u = tuple(torch.zeros(N, B, s.shape[-1], dtype=torch.float64) for s in states[0])
-    ls = torch.zeros(N, B, dtype=torch.float64)
-    out = torch.empty(N, B, T, dtype=torch.float64)
-    bad = None
-    for s in range(T):
-        # u_t = J_state u_{t-1} + J_theta v 10^{-ls}    (u_t = d state_t/d theta . v, scaled by 10^{-ls})
-        u = g(V, torch.pow(10.0, -ls), u, inputs[s], states[s])
-        # renormalise: r = max |u| over the whole state, per tangent and sequence; ls += log10 r
-        r = torch.stack([q.abs().amax(-1) for q in u]).amax(0)  # (N, B)
-        if bad is None and not bool(torch.isfinite(r).all()):
-            n_b = (~torch.isfinite(r)).nonzero()[0]
-            bad = {"step": s, "sequence": int(n_b[1])}
-        r = torch.where((r > 0) & torch.isfinite(r), r, torch.ones_like(r))
-        u = tuple(q / r.unsqueeze(-1) for q in u)
-        ls = ls + torch.log10(r)
-        # log10 ||d h_t/d theta . v||^2 = log10 ||u_h||^2 + 2 ls
-        out[:, :, s] = _log10_sq_norm(u[0]) + 2 * ls
-        if tick is not None:
-            tick(N)
-    return out, bad
-
-
-def _chunks(n: int, size: int):
-    for i in range(0, n, size):
-        yield i, min(n, i + size)
-
-
-def _chunk_size(per_tangent_bytes: float, budget: float = CHUNK_BYTES) -> int:
-    return max(1, int(budget // max(per_tangent_bytes, 1.0)))
-
-
-def _block(step: _Step, name: str, p0: Tensor, mode: str, k: int, gen: torch.Generator, inputs: list,
-           states: list, tick) -> tuple[Tensor, Tensor | None, dict | None]:
-    """(log10 S_t^block (T,), log10 of its squared standard error (T,) or None when exact, nonfinite)."""
-    n = p0.numel()
-    B = states[0][0].shape[0]
-    S = sum(s.shape[-1] for s in states[0])
-    per_tangent = B * (4 * S + 2 * n) * 8  # u, its temporaries, v and v*c for every sequence
-    bad = None
-    if mode in ("unitwise", "basis"):
-        total = None  # log10 sum_j ||J e_j||^2 per sequence: (B, T)
-        count = 1 if mode == "unitwise" else n
-        for i0, i1 in _chunks(count, _chunk_size(per_tangent)):
-            if mode == "unitwise":  # the all-ones tangent: ||J 1||^2 = ||J||_F^2
-                V = torch.ones((1,) + tuple(p0.shape), dtype=torch.float64)
-            else:  # e_{i0}..e_{i1-1}
-                V = torch.zeros(i1 - i0, n, dtype=torch.float64)
-                V[torch.arange(i1 - i0), torch.arange(i0, i1)] = 1.0
-                V = V.view((i1 - i0,) + tuple(p0.shape))
-            logx, b = _tangent_pass(step, name, p0, V, False, inputs, states, tick)
-            bad = bad or b
-            part = _log10_sum(logx, 0)  # (B, T)
-            total = part if total is None else _log10_sum(torch.stack([total, part]), 0)
-        return _log10_mean(total, (0,)), None, bad
-    # Hutchinson: K Rademacher tangents per sequence, V (K, B, *shape) drawn a chunk at a time
-    per_tangent = B * (4 * S + 3 * n) * 8
-    parts = []
-    for i0, i1 in _chunks(k, _chunk_size(per_tangent)):
-        V = torch.randint(0, 2, (i1 - i0, B) + tuple(p0.shape), generator=gen).to(torch.float64) * 2 - 1
-        logx, b = _tangent_pass(step, name, p0, V, True, inputs, states, tick)
-        bad = bad or b
-        parts.append(logx)
-    logx = torch.cat(parts, 0)  # (K, B, T): log10 ||J_b v_kb||^2
-    est = _log10_mean(logx, (0, 1))  # (T,)
-    return est, _log10_sq_se(logx), bad
-
-
-def _log10_sq_se(logx: Tensor) -> Tensor:
-    """log10 of the squared standard error of mean_{k,b} X_kb as an estimate of mean_b E_k X_kb:
-    SE^2 = sum_b var_k(X_kb) / (K B^2), var_k unbiased over the K tangents of sequence b. (T,)"""
-    K, B = logx.shape[:2]
-    m = logx.amax(0, keepdim=True)  # (1, B, T)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    y = torch.pow(10.0, logx - m)  # (K, B, T) in [0, 1]
-    var = y.var(0, correction=1) if K > 1 else torch.full_like(y[0], math.inf)  # (B, T)
-    log_var = torch.log10(var) + 2 * m[0]  # (B, T); a zero variance is -inf
-    return _log10_sum(log_var, 0) - math.log10(K * B * B)
 
 
 # ---- the public entry --------------------------------------------------------------------------------------
@@ -308,17 +159,17 @@ def param_sensitivity(run, *, x: Tensor | None = None, params=None, k: int = DEF
         raise ValueError(f"exact_max={exact_max!r} must be an integer >= 0")
     cell = copy.deepcopy(run.cell).to(torch.float64).requires_grad_(False)
     names = _check_params(cell, params)
-    while not _FORWARD_AD.acquire(timeout=WAIT_POLL_S):
+    while not FORWARD_AD.acquire(timeout=WAIT_POLL_S):
         if progress is not None:  # may raise (a cancelled run): nothing held yet
             progress(0.0, "parameter sensitivity: waiting for another forward-mode pass (one at a time)")
     try:
         return _sensitivity(run, cell, names, x, k, exact_max, seed, progress)
     finally:
-        _FORWARD_AD.release()
+        FORWARD_AD.release()
 
 
 def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> SensitivityResult:
-    through = _acts_through_input(cell, names)
+    through = acts_through_input(cell, names)
     T = len(run.xp)
     if through:
         if x is None:
@@ -331,7 +182,7 @@ def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> Sensitivi
     # fresh tensors, never views: forward AD gives a view's whole base a tangent (one (T, B, S) tangent per step
     # and tangent when a state is a slice of the run's stacked states: 30x slower, measured)
     states = [tuple(s.detach().to(torch.float64).clone() for s in st) for st in run.states]
-    step = _Step(cell, through)
+    step = Step(cell, through)
     unitwise = set(getattr(cell, "unitwise_params", ()) or ())
     pdict = dict(cell.named_parameters())
     gen = torch.Generator().manual_seed(int(seed))
@@ -352,7 +203,7 @@ def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> Sensitivi
 
     blocks, logs, sq_se, bad = {}, [], [], None
     for n in names:
-        est, se2, b = _block(step, n, pdict[n].detach().clone(), modes[n], k, gen, inputs, states, tick)
+        est, se2, b = block(step, n, pdict[n].detach().clone(), modes[n], k, gen, inputs, states, tick)
         bad = bad or (b and {**b, "param": n})
         blocks[n] = {"numel": pdict[n].numel(), "method": METHODS[modes[n]].format(n=pdict[n].numel(), k=k),
                      "log10_sensitivity": est,
@@ -360,9 +211,9 @@ def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> Sensitivi
         logs.append(est)
         if se2 is not None:
             sq_se.append(se2)
-    log_s = _log10_sum(torch.stack(logs), 0)  # (T,) sum over the blocks, processing order
+    log_s = log10_sum(torch.stack(logs), 0)  # (T,) sum over the blocks, processing order
     # the standard error of the sum: the estimated blocks' errors in quadrature
-    rel_se = torch.pow(10.0, 0.5 * _log10_sum(torch.stack(sq_se), 0) - log_s) if sq_se else None
+    rel_se = torch.pow(10.0, 0.5 * log10_sum(torch.stack(sq_se), 0) - log_s) if sq_se else None
     log_e = log10_state_energy(torch.stack([st[0] for st in states[1:]], 0))  # (T, B, H) -> (T,)
     step_bad = _first_nonfinite_state(states)
     nonfinite = None
@@ -451,7 +302,7 @@ def sensitivity_cost(config, cell: str, input_size: int, k: int = DEFAULT_K,
         N = 1 if name in unitwise else k if hutch else n
         flops += T * B * N * (JVP_FACTOR * P + (2 * n if hutch else 0))
         per_tangent = B * (4 * S + (3 if hutch else 2) * n) * 8
-        chunks += math.ceil(N / _chunk_size(per_tangent))
+        chunks += math.ceil(N / chunk_size(per_tangent))
         mem = max(mem, T * B * S * 8.0 + min(N * per_tangent, max(CHUNK_BYTES, per_tangent)) * 1.5
                   + (k * B * T * 8 if hutch else 0))
     return mem, flops + T * chunks * STEP_OVERHEAD * STEP_FLOPS
