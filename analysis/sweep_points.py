@@ -70,7 +70,8 @@ def point_views(metrics) -> tuple[str, ...] | None:
 
 def _analysis_metrics(config: ExperimentConfig, metrics: list[str], point: dict) -> None:
     from .experiment import run_experiment
-    r = run_experiment(config, views=point_views(metrics))
+    views = point_views(metrics)
+    r = run_experiment(config) if views is None else run_experiment(config, views=views)  # the default: as before
     notes = point["notes"]
     if r.nonfinite:
         point["status"] = "nonfinite"

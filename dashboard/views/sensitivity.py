@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import streamlit as st
 
 from analysis.config import ExperimentConfig
@@ -82,8 +83,12 @@ def render(ctx) -> None:
         return
     figs = view_figures(VIEW, results)
     methods = {r.param_sensitivity.method for r in results.values()}
+    errs = [float(np.nanmax(r.param_sensitivity.rel_se)) for r in results.values()
+            if r.param_sensitivity.rel_se is not None and np.isfinite(r.param_sensitivity.rel_se).any()]
     st.caption("Method: " + "; ".join(sorted(methods)) + ". Forward mode (one tangent pass per direction), "
-               "float64, exact in log10 where it passes float64's range.")
+               "float64, exact in log10 where it passes float64's range."
+               + (f" Relative standard error of the estimate at most {max(errs):.1%} (band: ±2 standard errors)."
+                  if errs else ""))
     draw(VIEW, figs)
     export_all(VIEW, figs, ctx)
     st.session_state[DECK] = (stamp_of(ctx), figs)
