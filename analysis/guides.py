@@ -55,7 +55,8 @@ VIEW_GUIDES = {
         "recurrence's memory grows (eigenvalues λ → 1) the state's sensitivity to the recurrent parameters, "
         "‖∂h_t/∂θ‖², explodes faster than the state itself, as (1−λ²)⁻³ against 1/(1−λ²) for h_t = λh_{t-1} + x_t, "
         "even where ∂h_T/∂h_t stays below 1. Dividing by ‖h_t‖² (the ratio, what a normalisation does) still "
-        "leaves (1−λ²)⁻²: normalised inputs and reparameterised diagonal recurrences (the LRU) are what tame it."),
+        "leaves (1−λ²)⁻²: the remedies are normalised inputs and reparameterised diagonal recurrences (the LRU's "
+        "γ and λ = exp(−exp(ν) + iθ); its phase θ stays sensitive, see the curse-of-memory preset)."),
 }
 
 

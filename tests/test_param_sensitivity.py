@@ -199,7 +199,8 @@ def test_two_threads_at_once_give_the_serial_numbers():
     runs = []
     for cell in ("rnn", "gru", "lstm"):
         net = _net(cell, H=5)
-        runs.append(net(torch.randn(20, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(9))).runs[0][0])
+        x = torch.randn(20, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+        runs.append(net(x).runs[0][0])
     alone = [param_sensitivity(r).log10_sensitivity for r in runs]
     got, errors = {}, []
 
@@ -422,3 +423,21 @@ def test_a_kind_the_user_registers_gets_all_its_parameters_exactly():
         np.testing.assert_allclose(ps.log10_sensitivity, _reference(model.net, batch.inputs, ps.params), atol=1e-10)
     finally:
         registry._REGISTRY.pop("elman2", None)
+
+
+def test_the_lru_declares_unitwise_blocks_and_they_are_exact():
+    """The LRU's nu_log, theta_log, gamma_log move one complex unit each (declared unitwise_params): one all-ones
+    tangent per block equals float64 autograd; its default theta is lambda's (nu_log, theta_log), which act
+    through cell.project (the step's coefficients), so the layer's input is needed."""
+    net = RecurrentNetwork(ModelConfig(cell="lru", hidden_size=6, input_size=3, seed=2), dtype=torch.float64)
+    x = torch.randn(9, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    run = net(x).runs[0][0]
+    with pytest.raises(ValueError, match="input projection"):
+        param_sensitivity(run)
+    r = param_sensitivity(run, x=x)
+    assert r.params == ["nu_log", "theta_log"] and r.method == "exact"
+    assert all(b["method"].startswith("exact (unit-wise") for b in r.blocks.values())
+    np.testing.assert_allclose(r.log10_sensitivity, _reference(net, x, r.params), atol=1e-10)
+    g = param_sensitivity(run, x=x, params=["gamma_log", "B_re"])  # B_re is not unit-wise: a tangent basis
+    assert g.blocks["B_re"]["method"] == "exact (tangent basis, 9 tangents)"
+    np.testing.assert_allclose(g.log10_sensitivity, _reference(net, x, ["gamma_log", "B_re"]), atol=1e-10)

@@ -100,7 +100,8 @@ def sensitivity_figures(results: dict, histories: dict | None = None) -> dict[st
                          "a normalisation of h does): it still grows with memory, as (1−λ²)⁻² for a linear "
                          "recurrence with eigenvalue λ, where ‖∂h_T/∂h_t‖ ≤ 1. Normalising the input (the LRU's "
                          "γ = √(1−|λ|²)) keeps E_t fixed, and a reparameterised diagonal recurrence "
-                         "(λ = exp(−exp(ν) + iθ)) tames the sensitivity to its own parameters.")
+                         "(λ = exp(−exp(ν) + iθ)) tames the sensitivity to its modulus ν (not to its phase θ: "
+                         "the per-parameter lines of the other figure).")
     figs["sensitivity_ratio"] = fig
     return figs
 

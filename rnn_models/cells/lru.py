@@ -50,6 +50,9 @@ class LRUCell(_Cell):
     keep_gate = None
     settings = frozenset({"lru_r_min", "lru_r_max", "lru_phase_max", "lru_gamma"})
     diagonal = True
+    # the recurrence's own parameters (lambda); each entry moves one complex unit (Re h_j, Im h_j) only
+    recurrent_params = ("nu_log", "theta_log")
+    unitwise_params = frozenset({"nu_log", "theta_log", "gamma_log"})
     activation_note = "is linear (a complex diagonal recurrence, no activation)"
     graph_per_unit = 15  # measured 14 (backprop route; 8 on the chain): benchmarks/calibrate_limits.py
     structured_products = True
