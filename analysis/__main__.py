@@ -85,6 +85,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    if getattr(args, "step_state", None):
+        raise ConfigError("--step-state gives the weights of a --step module: give --step FILE.py:NAME too")
     base = {}
     if getattr(args, "preset", None):
         from .presets import PRESETS
@@ -179,7 +181,7 @@ def cmd_run(args) -> int:
     from .compute_views import ESTIMATE_SINK, PRINT_ABOVE_SECONDS, estimate_seconds, estimate_text
     from .experiment import run_experiment
     from .progress import StderrBar
-    config = config_from_args(args)
+    config = config_from_args(args) if not args.step else None  # --step: your own recurrence (analysis.step_cli)
     bar = StderrBar()
 
     def say(cost):  # before a run longer than ~10 s: the estimate on its own line
@@ -188,7 +190,11 @@ def cmd_run(args) -> int:
 
     token = ESTIMATE_SINK.set(say)
     try:
-        d = run_experiment(config, progress=bar, views=args.views).to_dict()
+        if config is None:
+            from .step_cli import step_result
+            d = step_result(args, bar, args.views).to_dict()
+        else:
+            d = run_experiment(config, progress=bar, views=args.views).to_dict()
     finally:
         ESTIMATE_SINK.reset(token)
         bar.close()
@@ -197,7 +203,8 @@ def cmd_run(args) -> int:
         _write_atomic(args.json, text)
         print(f"wrote {args.json} ({d['timings']['total_s']:.2f} s)")
     else:
-        print(_summary(d))
+        from .step_cli import step_summary
+        print(_summary(d) if config is not None else step_summary(d, _summary))
     return 0
 
 
@@ -233,7 +240,13 @@ def cmd_export(args) -> int:
     from .export import export_all, scaled
     if not args.out and not args.pptx:
         raise ValueError("export needs --out DIR (figure files) and/or --pptx FILE.pptx (a slide deck)")
-    config = config_from_args(args)
+    results = None
+    if args.step:  # your own recurrence, analysed first: its figures are drawn from the result
+        from .step_cli import step_result
+        results = {"own": step_result(args, views=args.views)}
+        config = results["own"].config
+    else:
+        config = config_from_args(args)
     if args.out:
         from .export.bundles import _check_out_dir
         _check_out_dir(args.out)  # before the deck is written
@@ -245,13 +258,13 @@ def cmd_export(args) -> int:
         from .presets import PRESETS
         variant = PRESETS[args.preset].variant if args.preset else None
         deck = write_deck(config, args.pptx, preset=args.preset, variant=variant,
-                          progress=scaled(bar, 0.0, 0.5) if both else bar, views=args.views)
+                          progress=scaled(bar, 0.0, 0.5) if both else bar, views=args.views, results=results)
         if not both:
             bar.close()
         print(deck)
     if args.out:
         paths = export_all(config, args.out, formats=tuple(args.formats.split(",")),
-                           progress=scaled(bar, 0.5, 1.0) if both else bar, views=args.views)
+                           progress=scaled(bar, 0.5, 1.0) if both else bar, views=args.views, results=results)
         bar.close()
         for p in paths:
             print(p)
@@ -275,6 +288,8 @@ def build_parser(prog: str = "python -m analysis") -> argparse.ArgumentParser:
 
     p_run = command("run", "analyse one configuration: a summary, or the result JSON with --json")
     add_config_flags(p_run)
+    from .step_cli import add_step_flags
+    add_step_flags(p_run)
     p_run.add_argument("--json", default=None, metavar="PATH", help="write the result JSON here")
     p_run.add_argument("--views", default=None, metavar="VIEWS",
                        help="what to compute, comma-separated: gradients, activations, jacobians, spectrum, "
@@ -293,6 +308,7 @@ def build_parser(prog: str = "python -m analysis") -> argparse.ArgumentParser:
                          help="charlm: characters per sample (default: 80)")
     p_exp = command("export", "export the figures of one configuration (--out DIR) and/or a slide deck (--pptx)")
     add_config_flags(p_exp)
+    add_step_flags(p_exp)
     p_exp.add_argument("--out", default=None, metavar="DIR", help="write every figure's files here")
     p_exp.add_argument("--formats", default="png,svg,pdf,csv,json", metavar="FMT,FMT",
                        help="comma-separated, from png,svg,pdf,csv,json (default: all of them)")

@@ -291,9 +291,10 @@ def _ran_text(provenance: dict | None) -> str:
 
 
 def write_deck(config, path: str, *, preset: str | None = None, variant: dict | None = None,
-               scale: float = DEFAULT_SCALE, progress=None, views=None) -> str:
+               scale: float = DEFAULT_SCALE, progress=None, views=None, results: dict | None = None) -> str:
     """Analyse ``config`` (every view, as ``export_all`` does; the preset's variant too when given), write
-    the deck to ``path`` and return it. The analysis is the first 30 % of ``progress``, the slides the rest."""
+    the deck to ``path`` and return it. The analysis is the first 30 % of ``progress``, the slides the rest.
+    ``results``: analysed already (your own step, ``--step``), drawn as they are."""
     if not str(path).lower().endswith(".pptx"):
         raise ValueError(f"--pptx {path!r}: the file name must end in .pptx")
     folder = os.path.dirname(os.path.abspath(path))
@@ -305,7 +306,8 @@ def write_deck(config, path: str, *, preset: str | None = None, variant: dict | 
         raise ExportUnavailable("the slide deck needs PNG images: " + hint)
     records: dict = {}
     views = view_figures_of(config, scaled(progress, 0.0, 0.3), variant=variant,
-                            variant_label=variant_label(variant) if variant else "", records=records, views=views)
+                            variant_label=variant_label(variant) if variant else "", records=records, views=views,
+                            results=results)
     data = deck_bytes(views, config, title=title, lines=lines, scale=scale, progress=scaled(progress, 0.3, 1.0),
                       provenance={k: v["provenance"] for k, v in records.items()})
     with open(path, "wb") as fh:

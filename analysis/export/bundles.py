@@ -173,11 +173,11 @@ def _check_out_dir(out_dir) -> str:
     return path
 
 
-def exported_config(config, records: dict) -> dict:
+def exported_config(config, records: dict, given: bool = False) -> dict:
     """config.json of an export: {"config": what ran, "provenance": {run: analysis.provenance record}}; ``--config``
     reads it back. A user's model (files) records the resolved config (its T, B, loss steps, architecture and
     Jacobian detail, as the files decided); a task's config is the one given (the same numbers when re-run)."""
-    own = bool(config.state_dict_path and config.task == "random")
+    own = bool(config.state_dict_path and config.task == "random") or given  # given: results analysed already
     first = next(iter(records.values()), None)
     out = first["config"] if own and first is not None else config.to_dict()
     return {"config": _plain(out), "provenance": _plain({k: v["provenance"] for k, v in records.items()})}
@@ -187,9 +187,9 @@ def _is_training_view(view: str) -> bool:
     return "train" in str(view).lower()
 
 
-def view_figures_of(config, progress=None, *, variant: dict | None = None,
-                    variant_label: str = "", records: dict | None = None,
-                    views=None) -> dict[str, dict[str, go.Figure]]:
+def view_figures_of(config, progress=None, *, variant: dict | None = None, variant_label: str = "",
+                    records: dict | None = None, views=None,
+                    results: dict | None = None) -> dict[str, dict[str, go.Figure]]:
     """Every view's figures of ``config``: {file-safe view name: {file-safe figure name: figure}}.
 
     Runs ``run_experiment`` for each cell of ``config.cells`` (and, with ``variant``, for each cell of
@@ -200,26 +200,32 @@ def view_figures_of(config, progress=None, *, variant: dict | None = None,
     ``records`` (a dict, filled when given): {run key: {"config": what ran, "provenance": analysis.provenance}}.
     ``views`` (analysis.compute_views): None = the default views; given, only those are computed and drawn (e.g.
     "all": the opt-in sensitivity view too).
+    ``results``: {key: ExperimentResult} analysed already (your own step, ``--step``): drawn as they are, nothing
+    run or trained.
     """
     from .. import figures
     from ..experiment import run_experiment
 
     trainers = None
+    if results is not None:
+        config = config.replace(train_steps=0)  # nothing to run: the given results are drawn
     if config.train_steps > 0:
         from ..training import Trainer
         trainers = {cell: Trainer(config.for_cell(cell)) for cell in config.cells}  # bad settings fail here
-    runs = [(cell, config.for_cell(cell)) for cell in config.cells]
+    runs = [(cell, config.for_cell(cell)) for cell in config.cells] if results is None else []
     if variant:
         other = config.replace(**variant)  # a bad variant fails here
         runs += [(f"{cell} · {variant_label}", other.for_cell(cell)) for cell in other.cells]
-    steps = len(runs) + (len(trainers) if trainers else 0)
+    steps = max(1, len(runs) + (len(trainers) if trainers else 0))
     done = 0
 
     def tick(msg):
         if progress is not None:
             progress(done / steps, msg)
 
-    results = {}
+    results = dict(results or {})
+    if records is not None:
+        records.update({k: {"config": r.config.to_dict(), "provenance": r.provenance} for k, r in results.items()})
     for key, cfg in runs:
         tick(f"analysing {key} ({done + 1}/{steps})")
         results[key] = run_experiment(cfg, views=views)  # views: None = the default ones (compute_views)
@@ -251,14 +257,16 @@ def view_figures_of(config, progress=None, *, variant: dict | None = None,
     return views
 
 
-def export_all(config, out_dir: str, formats=FORMATS, progress=None, views=None) -> list[str]:
+def export_all(config, out_dir: str, formats=FORMATS, progress=None, views=None,
+               results: dict | None = None) -> list[str]:
     """Every view's figures of ``config`` (``view_figures_of``) into ``out_dir/<view>/<name>.<fmt>``, plus
     ``out_dir/config.json`` and ``out_dir/figures.zip`` (the same files, ``<view>/<name>.<fmt>`` and
     config.json). Returns the paths written.
 
     Everything is computed and rendered in memory first: a bad ``out_dir`` or ``formats`` (ValueError), a bad
     config (ConfigError) or a missing Chromium for png/svg/pdf (ExportUnavailable) raise before anything is
-    written. ``progress``: analysis up to 30 %, then images rendered / total.
+    written. ``progress``: analysis up to 30 %, then images rendered / total. ``results``: analysed already
+    (``view_figures_of``), and config.json records what they ran.
     """
     formats = _check_formats(formats)
     out_dir = _check_out_dir(out_dir)
@@ -267,9 +275,10 @@ def export_all(config, out_dir: str, formats=FORMATS, progress=None, views=None)
         if not ok:
             raise ExportUnavailable(hint)
     records: dict = {}
-    drawn = view_figures_of(config, scaled(progress, 0.0, 0.3), records=records, views=views)
+    drawn = view_figures_of(config, scaled(progress, 0.0, 0.3), records=records, views=views, results=results)
     files = _render_files(drawn, formats, scaled(progress, 0.3, 1.0))
-    files["config.json"] = (json.dumps(exported_config(config, records), indent=2, allow_nan=False)
+    files["config.json"] = (json.dumps(exported_config(config, records, given=results is not None), indent=2,
+                                       allow_nan=False)
                             + "\n").encode("utf-8")
 
     zipped = _zip(files)
