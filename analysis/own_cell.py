@@ -110,16 +110,22 @@ class OwnCell(_Cell):
                         m._buffers[n] = _cast(b.detach().cpu(), dtype)
             module.eval()  # dropout and batch statistics off: the deterministic step is analysed
             self.module = module
-            self._call = lambda x, s: self.module(x, s)
+            self._how = (None, (), {})  # self.module(x, s)
         elif isinstance(step, functools.partial):
             args = [self._hold(f"arg{i}", a, dtype) for i, a in enumerate(step.args)]
             kws = {n: self._hold(n, a, dtype) for n, a in step.keywords.items()}
-            f = step.func
-            self._call = lambda x, s: f(*[self._get(a) for a in args], x, s,
-                                        **{n: self._get(a) for n, a in kws.items()})
+            self._how = (step.func, args, kws)  # f(*args, x, s, **kws)
         else:
             kws = {n: self._hold(n, a, dtype) for n, a in (params or {}).items()}
-            self._call = lambda x, s: step(x, s, **{n: self._get(a) for n, a in kws.items()})
+            self._how = (step, [], kws)  # step(x, s, **params)
+
+    def _call(self, x: Tensor, s):
+        """The user's step on this cell's own copies of its tensors (a method, not a closure: a deep copy of the
+        cell, as param_sensitivity makes, then runs on the copy's parameters)."""
+        f, args, kws = self._how
+        if f is None:
+            return self.module(x, s)
+        return f(*[self._get(a) for a in args], x, s, **{n: self._get(a) for n, a in kws.items()})
 
     def state_size(self, H: int) -> int:  # this instance's k, not the class's default
         return len(self.state_names) * H

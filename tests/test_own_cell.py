@@ -546,3 +546,41 @@ def test_memory_estimate_is_above_the_measured_peak():
     assert out.returncode == 0, out.stderr[-2000:]
     grown, estimate = map(float, out.stdout.split())
     assert grown <= estimate, (grown / 2**20, estimate / 2**20)
+
+
+# ---- the sensitivity view of an own step (analysis.param_sensitivity on a deep copy of the cell) ------------------
+@pytest.mark.parametrize("form", ["params", "module"])
+def test_sensitivity_of_an_own_step_equals_float64_autograd(form, single_thread):
+    """S_t = mean_b ||dh_t/d theta||_F^2 over every parameter of the step (an own step declares no recurrent
+    parameters), against torch.autograd.functional.jacobian of an independent loop; the step runs on the
+    analysis's copy of its weights (a closure over the first copy's would leave the tangents out)."""
+    p = _W(21)
+    x, h0, _, _ = _data(22)
+    if form == "params":
+        r = analyze(lambda x, h, W, U: torch.tanh(x @ W + h @ U), x, h0=h0, params=p, views="sensitivity", **F64)
+        assert r.param_sensitivity.params == ["params.W", "params.U"]
+    else:
+        step = ScaledGRU().double()
+        p = {n: v.detach() for n, v in step.gru.named_parameters()}
+        r = analyze(step, x, h0=h0, as_step=True, views="sensitivity", **F64)
+        assert r.param_sensitivity.params == [f"module.gru.{n}" for n in p]
+
+    def hs(*flat):  # every h_t (T, B, H) as a function of the parameters
+        if form == "params":
+            W, U = flat
+            h, out = h0, []
+            for t in range(T):
+                h = torch.tanh(x[t] @ W + h @ U)
+                out.append(h)
+            return torch.stack(out)
+        ref = ScaledGRU().double()
+        out = torch.func.functional_call(ref, {f"gru.{n}": v for n, v in zip(p, flat)}, (x[0], h0))
+        h, outs = out, [out]
+        for t in range(1, T):
+            h = torch.func.functional_call(ref, {f"gru.{n}": v for n, v in zip(p, flat)}, (x[t], h))
+            outs.append(h)
+        return torch.stack(outs)
+    J = torch.autograd.functional.jacobian(hs, tuple(p.values()))  # each (T, B, H, *shape)
+    sq = sum(j.reshape(T, B, -1).pow(2).sum(-1) for j in J)  # (T, B)
+    want = torch.log10(sq.mean(1)).numpy()
+    np.testing.assert_allclose(r.param_sensitivity.log10_sensitivity, want, rtol=0, atol=1e-10)
