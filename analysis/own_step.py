@@ -135,7 +135,7 @@ def validate(cell: OwnCell, x: Tensor, state0: State) -> list[str]:
     how = (f"vmap({cell.jacobian_method})" if cell.jacobian_method != "backward" else
            f"autograd, {k * H} backward passes per chunk (vmap cannot run the step)")
     return [f"your step {cell.step_name}: the state is {form} (B, {H}), S = {k * H}; h_t is "
-            + ("the state" if k == 1 else "its first tensor") + f"; its Jacobians where formed by {how}"]
+            + ("the state" if k == 1 else "its first tensor") + f"; its Jacobians were formed by {how}"]
 
 
 def _at(t: int, fn, autograd: bool = False):

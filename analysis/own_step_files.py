@@ -39,6 +39,8 @@ from .own_files import read_array_file, read_file, read_state_dict
 HELP = ("your own recurrence: NAME in your Python file FILE.py, an nn.Module subclass (made with no arguments), an "
         "instance, or a step function (x_t, state) -> state. Importing FILE.py RUNS ITS CODE, as python FILE.py "
         "would: name only your own files")
+# the dashboard's step, named by whoever starts the server (gdlab dashboard --step / --step-state / --h0)
+STEP_ENV, STATE_ENV, H0_ENV = "GDLAB_STEP", "GDLAB_STEP_STATE", "GDLAB_STEP_H0"
 RAISED = re.compile(r"^the step raised (\w+) at t=(\d+)( under autograd)?: (.*)$", re.S)
 
 
@@ -49,7 +51,7 @@ class LoadedStep:
     step: object  # the nn.Module / callable
     path: str  # the file, absolute
     name: str  # NAME in it
-    digest: str  # sha256 of the file (and of the state file): the dashboard's cache key
+    digest: str  # sha256 of the file, NAME (and the state file): the dashboard's cache key
     files: dict = field(default_factory=dict)  # {flag: path} read
 
     @property
@@ -143,6 +145,7 @@ def load_step(spec: str, state: str | None = None, *, flag: str = "--step",
         raise ConfigError(f"{flag} {spec!r}: {name} is a {type(obj).__name__}: give an nn.Module subclass, an "
                           "instance, or a step function (x_t, state) -> state")
     digest = hashlib.sha256(data)
+    digest.update(f"\0{name}".encode())  # the same file's other NAME is another step
     files = {flag: path}
     if state is not None:
         if not isinstance(obj, nn.Module):
@@ -269,5 +272,5 @@ def analyse_loaded(loaded: LoadedStep, x, h0, *, seeded_inputs: bool = False, **
     return r
 
 
-__all__ = ["HELP", "LoadedStep", "load_step", "split_spec", "step_h0", "read_h0", "task_inputs", "analyse_loaded",
-           "user_error"]
+__all__ = ["HELP", "STEP_ENV", "STATE_ENV", "H0_ENV", "LoadedStep", "load_step", "split_spec", "step_h0", "read_h0",
+           "task_inputs", "analyse_loaded", "user_error"]

@@ -276,8 +276,8 @@ JVP_FACTOR = 6  # flops per parameter entry, tangent and step: the tangent's mat
 def sensitivity_cost(config, cell: str, input_size: int, k: int = DEFAULT_K,
                      exact_max: int = EXACT_MAX) -> tuple[float, float]:
     """(bytes, flops) of ``sensitivity_stage`` for one cell of ``config`` without running it: the cell is built on
-    the meta device (its parameter shapes only). Per block of n entries, N tangents (1 unit-wise, n by basis, K
-    Hutchinson), each for B sequences and T steps::
+    the meta device (its parameter shapes only), or given built (an nn.Module: your own step's cell). Per block
+    of n entries, N tangents (1 unit-wise, n by basis, K Hutchinson), each for B sequences and T steps::
 
         flops = T B sum_blocks N (JVP_FACTOR P + 2 n [Hutchinson: a tangent per sequence]) + T chunks STEP_OVERHEAD
                 STEP_FLOPS,      P = the cell's parameter entries
@@ -289,8 +289,11 @@ def sensitivity_cost(config, cell: str, input_size: int, k: int = DEFAULT_K,
     T, B, H = config.seq_len, config.batch_size, config.hidden_size
     D = 2 if config.bidirectional else 1
     I = input_size if config.analysed_layer == 0 else D * H
-    with torch.device("meta"):
-        c = cell_type(cell).from_config(I, H, config.model_config(I, cell), torch.float64)
+    if isinstance(cell, nn.Module):  # a built cell (your own step's OwnCell): its own parameters
+        c = cell
+    else:
+        with torch.device("meta"):
+            c = cell_type(cell).from_config(I, H, config.model_config(I, cell), torch.float64)
     P = sum(p.numel() for p in c.parameters())
     S = len(c.state_names) * H
     unitwise = set(getattr(c, "unitwise_params", ()) or ())

@@ -28,7 +28,7 @@ from analysis.guides import describe  # noqa: E402
 from analysis.config import ExperimentConfig  # noqa: E402
 from analysis.figures import CELL_LABELS, label_of  # noqa: E402
 from analysis.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
-from dashboard import controls, own_model  # noqa: E402
+from dashboard import controls, own_model, own_step  # noqa: E402
 from dashboard import compute  # noqa: E402
 from dashboard.compute import analyse  # noqa: E402
 from dashboard import background  # noqa: E402
@@ -153,6 +153,10 @@ def main() -> None:
     if own is not None:  # an uploaded model: that one model in every view
         background.drop(_session())
         return _page(settings, own, own=True)
+    mine = _step(settings)  # Your cell (the server's --step), when chosen: {"own": result}, else {}
+    if mine and own_step.alone():
+        background.drop(_session())
+        return _page(settings, mine, own=True)
     s = settings
     try:
         keep = compute.full_key(s.config, s.variant, s.variant_label)
@@ -179,7 +183,7 @@ def main() -> None:
                 + (f" · variant (lighter colour): {settings.variant_label}" if settings.variant_label else ""))
     changed = " *(settings changed since this preset was chosen)*" if cfg != preset.config else ""
     st.info("**What to look for.** " + "  \n".join(preset.lines) + changed)
-    _page(settings, results)
+    _page(settings, {**results, **mine})
 
 
 def _own(settings):
@@ -189,6 +193,18 @@ def _own(settings):
     except ValueError as e:  # ConfigError included: one line
         st.error(f"Your model cannot be analysed: {' '.join(str(e).split())}. Showing the preset instead.")
     return None
+
+
+def _step(settings) -> dict:
+    """Your cell's results when it is chosen, else {}; a step that cannot be analysed: one line, the rest goes on."""
+    if not own_step.chosen():
+        return {}
+    try:
+        return own_step.results(settings.config)
+    except ValueError as e:  # ConfigError / LimitExceeded: one line
+        alone = " Showing the built-in cells instead." if own_step.alone() else ""
+        st.error(f"Your cell cannot be analysed: {' '.join(str(e).split())}.{alone}")
+    return {}
 
 
 def _horizons(results: dict, cfg, pending: bool) -> None:
@@ -236,7 +252,9 @@ def _page(settings, results: dict, own: bool = False) -> None:
     t0 = time.perf_counter()
     cfg = next(iter(results.values())).config if own else settings.config
     pending = not own and compute.partial(results)
-    if own:
+    if own_step.OWN in results:
+        own_step.header(results, alone=own)
+    elif own:
         own_model.header(results)
     _horizons(results, cfg, pending)
     later = st.empty() if pending else None
@@ -251,12 +269,14 @@ def _page(settings, results: dict, own: bool = False) -> None:
 
     atlas = atlas_view.deck_figures()  # the sweep drawn last in the Atlas tab (read now, in the script run)
     trained = sum(len(h.get("step", [])) for h in (histories or {}).values())  # a built deck holds these steps
-    sens = None if own else sensitivity_view.deck_figures(sensitivity_view.stamp_of(ctx))  # drawn in its tab
+    sens = None if own and own_step.OWN not in results else \
+        sensitivity_view.deck_figures(sensitivity_view.stamp_of(ctx))  # drawn in its tab
 
     drawn: dict = {}  # the results the deck was drawn from: their provenance goes into the notes
 
     def deck_views() -> dict:  # called at click time: the full results, never partial; the Atlas when it has run
-        drawn["results"] = full = compute.full_results(s.config, s.variant, s.variant_label) if pending else results
+        drawn["results"] = full = {**compute.full_results(s.config, s.variant, s.variant_label), **{
+            k: r for k, r in results.items() if k == own_step.OWN}} if pending else results
         return {**_all_views(full, histories), **({"sensitivity": sens} if sens else {}),
                 **({"atlas": atlas[2]} if atlas else {})}
     deck_button("all_views", deck_views, settings, "Slide deck of all views (.pptx)", "gradient-dynamics.pptx",

@@ -53,8 +53,38 @@ def _add_dashboard(parser: argparse.ArgumentParser) -> None:
                         "'local' for a Ray on this machine); sets GDLAB_RAY_ADDRESS for the server")
     p.add_argument("--runs", metavar="DIR", help="a folder of run directories written by analysis.watch: the "
                    "Timeline tab lists them")
+    p.add_argument("--step", metavar="FILE.py:NAME", default=None,
+                   help="offer 'Your cell' beside the built-in cells: NAME in your Python file FILE.py, an nn.Module "
+                        "subclass (made with no arguments), an instance or a step function (x_t, state) -> state, "
+                        "on the sidebar's task's inputs. The server imports FILE.py: THAT RUNS ITS CODE; name only "
+                        "your own files. Visitors can choose the cell, never name a file")
+    p.add_argument("--step-state", metavar="FILE.pt", default=None,
+                   help="weights for the --step module (torch.save(step.state_dict(), PATH), read weights-only)")
+    p.add_argument("--h0", metavar="FILE", default=None,
+                   help="the --step's initial state (.pt/.npy; (B, H) or one row for every sequence; a .pt tuple "
+                        "for a tuple state); default zeros (B, hidden_size)")
     p.add_argument("streamlit_args", nargs=argparse.REMAINDER, metavar="-- STREAMLIT_ARGS",
                    help="further streamlit options after --, e.g. -- --theme.base dark")
+
+
+def _step_env(args: argparse.Namespace) -> None:
+    """--step, --step-state and --h0 as the server's environment (read by dashboard/own_step.py), absolute paths;
+    the form FILE.py:NAME and the files checked here (one ConfigError line), the file imported by the server."""
+    from analysis.own_files import read_file
+    from analysis.own_step_files import H0_ENV, STATE_ENV, STEP_ENV, split_spec
+    if args.step is None:
+        if args.step_state or args.h0:
+            from rnn_models.config import ConfigError
+            raise ConfigError(f"{'--step-state' if args.step_state else '--h0'} goes with --step FILE.py:NAME")
+        return
+    path, name = split_spec(args.step)
+    for flag, p in (("--step", path), ("--step-state", args.step_state), ("--h0", args.h0)):
+        if p is not None:
+            read_file(p, flag)  # a regular file within the size limit, else one line naming it
+    os.environ[STEP_ENV] = f"{os.path.abspath(path)}:{name}"
+    for key, p in ((STATE_ENV, args.step_state), (H0_ENV, args.h0)):
+        if p is not None:
+            os.environ[key] = os.path.abspath(p)
 
 
 def main(argv=None, prog: str | None = None) -> int:
@@ -77,6 +107,11 @@ def main(argv=None, prog: str | None = None) -> int:
             print(f"error: --runs {args.runs!r} is not a directory", file=sys.stderr)
             return 2
         os.environ["GDLAB_RUNS"] = os.path.abspath(args.runs)  # read by dashboard/views/timeline.py
+    try:
+        _step_env(args)
+    except ValueError as e:  # ConfigError: one line
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     cmd = dashboard_command(args)
     if os.name == "posix":  # become streamlit: signals (Ctrl+C, kill) reach the server itself
         sys.stdout.flush()

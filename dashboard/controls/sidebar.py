@@ -82,9 +82,12 @@ def sidebar() -> Settings:
         title = "" if not chosen else chosen.title if chosen.title.endswith((".", "?", "!")) else chosen.title + "."
         st.caption((f"**{title}** " if title else "") + "Its two lines of what to look for are shown above the charts.")
 
-        st.multiselect("Cells to compare (1-3)", list(CELLS), key="cell_compare", max_selections=3,
-                       format_func=lambda c: CELL_NAMES[c],
-                       help="Analysed side by side on the same data and seed.")
+        from dashboard import own_step  # "Your cell": the step this server was started with, if any
+        st.multiselect("Cells to compare (1-3)", list(CELLS) + own_step.choices(), key="cell_compare",
+                       max_selections=3, format_func=lambda c: CELL_NAMES[c],
+                       help="Analysed side by side on the same data and seed." + (
+                           " Your cell: the step this server was started with (gdlab dashboard --step), on the "
+                           "task's inputs." if own_step.offered() else ""))
         cells = [c for c in CELLS if c in (ss.get("cell_compare") or [])]
         gated = [CELL_NAMES[c] for c in cells if "activation" not in cell_type(c).settings]
 

@@ -137,6 +137,9 @@ def state_to_config() -> ExperimentConfig:
     """The widgets' config; ConfigError (one line naming the field) if they are invalid together."""
     ss = st.session_state
     cells = [c for c in CELLS if c in (ss.get("cell_compare") or [])]
+    if not cells and "own" in (ss.get("cell_compare") or []):  # Your cell alone (dashboard/own_step.py): the
+        # settings keep the last good cells (drawn only if your cell cannot be analysed)
+        cells = list(ExperimentConfig.from_json(ss["last_good"]).cells) if ss.get("last_good") else [CELLS[0]]
     if not cells:
         raise ConfigError(f"cells: choose at least one of {', '.join(CELL_NAMES.values())} to analyse")
     d = {}

@@ -19,7 +19,13 @@ def render(ctx) -> None:
     guide(GUIDE)
     figs = figures(VIEW, ctx)
     gated = [k for k, r in ctx.results.items() if cell_type(r.config.cell).keep_gate is not None]  # LSTM, GRU
-    if not gated:
+    own = [k for k, r in ctx.results.items() if r.config.cell == "own"]  # Your cell (dashboard/own_step.py)
+    if own:
+        st.caption("Your cell: a step given as code has no gates or keep path this view could name; the Jacobians "
+                   "of its whole state (its carried tensors too) are in the Jacobians view.")
+        if len(own) == len(ctx.results):
+            return
+    if not gated and len(own) < len(ctx.results):
         st.info("This view is about gated cells (the LSTM's c_t and f_t, the GRU's z_t). A vanilla RNN has no cell "
                 "state: below are its hidden states h_t and saturation. Add an LSTM or GRU in the sidebar.")
     gate_names = [n for n in figs if n.startswith("gates_")]

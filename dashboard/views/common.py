@@ -23,7 +23,7 @@ def figures(view: str, ctx, *, uses_history: bool = False) -> dict:
     """The view's figures (a fresh copy: display options may change them); cached unless histories are drawn.
 
     From the gradient pass alone while the full analysis is pending (views that need no Jacobian products)."""
-    if (uses_history and ctx.histories) or getattr(ctx, "own", False):
+    if (uses_history and ctx.histories) or getattr(ctx, "own", False) or "own" in ctx.results:  # "own": Your cell
         return view_figures(view, ctx.results, ctx.histories)
     import json
     s = ctx.settings

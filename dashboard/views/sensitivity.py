@@ -58,7 +58,9 @@ def results_of(ctx) -> dict:
     from analysis.figures import label_of
     bar = st.empty()
     try:
-        return {key: _one(r.config, bar, label_of(key)) for key, r in ctx.results.items()}
+        from .. import own_step  # Your cell (the server's --step): its own estimate and path
+        return {key: own_step.sensitivity(ctx.settings.config) if key == own_step.OWN else
+                _one(r.config, bar, label_of(key)) for key, r in ctx.results.items()}
     finally:
         bar.empty()
 
@@ -71,7 +73,7 @@ def deck_figures(stamp: str) -> dict | None:
 
 def render(ctx) -> None:
     guide(GUIDE)
-    if getattr(ctx, "own", False):
+    if getattr(ctx, "own", False) and "own" not in ctx.results:  # an upload ("own": Your cell is drawn)
         st.info("The sensitivity of an uploaded model is computed by the Python API and the command line: "
                 "analysis.analyze(model, x, views='sensitivity') or python -m analysis run --views sensitivity "
                 "--load-state-dict model.pt --inputs x.npy.")

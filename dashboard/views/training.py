@@ -192,6 +192,10 @@ def _reset():
 # ---- the tab ------------------------------------------------------------------------------------------------
 def render(ctx) -> None:
     guide(GUIDE)
+    if getattr(ctx.config, "cell", None) == "own":  # Your cell alone (dashboard/own_step.py)
+        st.info("Live training trains the built-in cells: choose one beside Your cell in the sidebar. Your cell is "
+                "analysed with the weights its file gives.")
+        return
     ss = st.session_state
     cfg = controls.training_task_control(ctx.config)
     configs = trainer_configs(cfg, ctx.settings.preset)
