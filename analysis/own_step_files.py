@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 from rnn_models.config import ConfigError
 
-from .own_files import read_array_file, read_file, read_state_dict
+from .own_files import read_array, read_file, read_state_dict
+from .provenance import file_record
 
 HELP = ("your own recurrence: NAME in your Python file FILE.py, an nn.Module subclass (made with no arguments), an "
         "instance, or a step function (x_t, state) -> state. Importing FILE.py RUNS ITS CODE, as python FILE.py "
@@ -52,7 +53,7 @@ class LoadedStep:
     path: str  # the file, absolute
     name: str  # NAME in it
     digest: str  # sha256 of the file, NAME (and the state file): the dashboard's cache key
-    files: dict = field(default_factory=dict)  # {flag: path} read
+    files: dict = field(default_factory=dict)  # {role: analysis.provenance.file_record} of the files read
 
     @property
     def label(self) -> str:
@@ -146,7 +147,7 @@ def load_step(spec: str, state: str | None = None, *, flag: str = "--step",
                           "instance, or a step function (x_t, state) -> state")
     digest = hashlib.sha256(data)
     digest.update(f"\0{name}".encode())  # the same file's other NAME is another step
-    files = {flag: path}
+    files = {"step": file_record(f"{os.path.basename(path)}:{name}", data)}
     if state is not None:
         if not isinstance(obj, nn.Module):
             raise ConfigError(f"{state_flag} loads weights into an nn.Module step; {name} is a "
@@ -155,7 +156,7 @@ def load_step(spec: str, state: str | None = None, *, flag: str = "--step",
         raw = read_file(state, state_flag)
         _load_weights(obj, raw, f"{state_flag} {state!r}")
         digest.update(hashlib.sha256(raw).digest())
-        files[state_flag] = state
+        files["step_state"] = file_record(os.path.basename(state), raw)
     return LoadedStep(step=obj, path=path, name=name, digest=digest.hexdigest(), files=files)
 
 
@@ -205,9 +206,19 @@ def step_h0(loaded: LoadedStep, h0, B: int, where: str = "--h0"):
     return parts[0] if single else tuple(parts)
 
 
-def read_h0(path: str | None, where: str = "--h0"):
+def read_arrays(path: str | None, where: str, files: dict | None = None, role: str | None = None):
+    """The tensor (or tuple) of an array file (.npy / .pt), or None; its file_record into ``files[role]``."""
+    if path is None:
+        return None
+    data = read_file(path, where)
+    if files is not None:
+        files[role or where.lstrip("-")] = file_record(os.path.basename(path), data)
+    return read_array(data, f"{where}={path!r}", os.path.splitext(path)[1])
+
+
+def read_h0(path: str | None, where: str = "--h0", files: dict | None = None):
     """The tensor (or tuple) of an h0 file, or None."""
-    return None if path is None else read_array_file(path, where)
+    return read_arrays(path, where, files, "h0")
 
 
 def task_inputs(config, loaded: LoadedStep) -> tuple[Tensor, str]:
@@ -249,11 +260,11 @@ def user_error(e: BaseException, loaded: LoadedStep, I: int | None = None) -> Co
     return ConfigError(f"{type(e).__name__} in your step {loaded.label} during the analysis{where}: {_first(e)}")
 
 
-def analyse_loaded(loaded: LoadedStep, x, h0, *, seeded_inputs: bool = False, **kw):
+def analyse_loaded(loaded: LoadedStep, x, h0, *, seeded_inputs: bool = False, files: dict | None = None, **kw):
     """``analysis.own_step.analyse_step`` of the loaded step; ConfigError (one line) for every problem, an
     exception raised by the user's code included (``user_error``). LimitExceeded and the host's own errors
     (MemoryError) pass as they are. ``seeded_inputs``: x is a task's seeded batch (the provenance says the seed
-    draws it)."""
+    draws it); ``files``: the other files read ({role: file_record}), named in the provenance with the step's."""
     from .limits import LimitExceeded
     from .own_step import analyse_step
     try:
@@ -265,7 +276,8 @@ def analyse_loaded(loaded: LoadedStep, x, h0, *, seeded_inputs: bool = False, **
             raise
         I = int(x.shape[-1]) if getattr(x, "dim", lambda: 0)() == 3 else None
         raise user_error(e, loaded, I) from None
-    r.provenance = {**(r.provenance or {}), "step_file": loaded.label, "step_sha256": loaded.digest}
+    r.provenance = {**(r.provenance or {}), "step_file": loaded.label, "step_sha256": loaded.digest,
+                    "files": {**loaded.files, **(files or {})}}
     if seeded_inputs:
         r.provenance.update(seeds_matter=True, seed_role="the seed draws the task's inputs and the probe's "
                                                          "direction u")
@@ -273,4 +285,4 @@ def analyse_loaded(loaded: LoadedStep, x, h0, *, seeded_inputs: bool = False, **
 
 
 __all__ = ["HELP", "STEP_ENV", "STATE_ENV", "H0_ENV", "LoadedStep", "load_step", "split_spec", "step_h0", "read_h0",
-           "task_inputs", "analyse_loaded", "user_error"]
+           "read_arrays", "task_inputs", "analyse_loaded", "user_error"]

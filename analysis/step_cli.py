@@ -20,7 +20,7 @@ import dataclasses
 from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
-from .own_step_files import HELP, analyse_loaded, load_step, read_h0, step_h0
+from .own_step_files import HELP, analyse_loaded, load_step, read_arrays, read_h0, step_h0
 
 NOT_WITH_STEP = {"seq_len": "the inputs decide T", "batch_size": "the inputs decide B",
                  "state_dict_path": "your step holds its own weights (--step-state FILE.pt loads them)",
@@ -59,19 +59,18 @@ def _given(args) -> dict:
 
 def step_result(args, progress=None, views=None):
     """The ExperimentResult of ``--step`` with the flags of ``args`` (every problem one ConfigError line)."""
-    from .own_files import read_array_file
     given = _given(args)
     loaded = load_step(args.step, args.step_state)
-    x = read_array_file(given.pop("inputs_path"), "--inputs")
+    files: dict = {}  # the arrays read, named with their sha256 in the provenance
+    x = read_arrays(given.pop("inputs_path"), "--inputs", files)
     if isinstance(x, tuple):
         raise ConfigError("--inputs holds a tuple: the inputs are one array (T, B, I)")
     B = int(x.shape[0 if given.get("batch_first") else 1]) if x.dim() >= 2 else 1
-    h0 = step_h0(loaded, read_h0(given.pop("h0_path", None)), B)
-    tg = given.pop("targets_path", None)
-    targets = read_array_file(tg, "--targets") if tg else None
+    h0 = step_h0(loaded, read_h0(given.pop("h0_path", None), files=files), B)
+    targets = read_arrays(given.pop("targets_path", None), "--targets", files)
     if isinstance(targets, tuple):
         raise ConfigError("--targets holds a tuple: the targets are one array")
-    return analyse_loaded(loaded, x, h0, targets=targets, readout=given.pop("readout", None),
+    return analyse_loaded(loaded, x, h0, files=files, targets=targets, readout=given.pop("readout", None),
                           embedding=given.pop("embedding", None), progress=progress, views=views, **given)
 
 

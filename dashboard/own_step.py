@@ -83,7 +83,7 @@ def _load():
         if _LOADED.get("key") != key:
             _LOADED.clear()
             loaded = load_step(spec, state)
-            _LOADED.update(key=key, value=(loaded, read_h0(h0, "--h0")))
+            _LOADED.update(key=key, value=(loaded, read_h0(h0, "--h0", loaded.files)))
         return _LOADED["value"]
 
 

@@ -267,3 +267,23 @@ def test_help_says_importing_runs_the_file(cli_inproc):
     p = cli_inproc("run", "--help")
     text = " ".join(p.stdout.split())
     assert "--step FILE.py:NAME" in text and "RUNS ITS CODE" in text and "--step-state FILE.pt" in text
+
+
+def test_export_step_slide_deck(files, cli_inproc, monkeypatch):
+    """--pptx with --step: one slide per figure of the step's result, its notes naming the step file (the
+    images stand in for kaleido's: the slides' contents are not what this checks)."""
+    import io
+
+    from pptx import Presentation
+
+    from analysis import deck
+    from conftest import white_png
+    monkeypatch.setattr(deck, "render", lambda jobs, scale, on_done: [white_png(16, 9) for _ in jobs])
+    p = cli_inproc("export", "--step", f"{files}/cell.py:Cell", "--inputs", files / "x.npy", "--views", "gradients",
+                   "--pptx", files / "d.pptx")
+    assert p.returncode == 0, p.stderr
+    slides = Presentation(io.BytesIO((files / "d.pptx").read_bytes())).slides
+    notes = [s.notes_slide.notes_text_frame.text for s in slides if s.has_notes_slide]
+    title = " ".join(sh.text_frame.text for sh in slides[0].shapes if sh.has_text_frame)
+    assert "Your cell" in title and len(slides) >= 2
+    assert all("step: cell.py:Cell sha256 " in n and "inputs: x.npy sha256 " in n for n in notes), notes[:1]
