@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from analysis.config import ExperimentConfig
+from analysis.own_cell import OwnCell
 from rnn_models.cells import by_kind
 from rnn_models.config import CELLS, ConfigError, shown
 
@@ -137,7 +138,7 @@ def state_to_config() -> ExperimentConfig:
     """The widgets' config; ConfigError (one line naming the field) if they are invalid together."""
     ss = st.session_state
     cells = [c for c in CELLS if c in (ss.get("cell_compare") or [])]
-    if not cells and "own" in (ss.get("cell_compare") or []):  # Your cell alone (dashboard/own_step.py): the
+    if not cells and OwnCell.name in (ss.get("cell_compare") or []):  # Your cell alone (dashboard/own_step.py): the
         # settings keep the last good cells (drawn only if your cell cannot be analysed)
         cells = list(ExperimentConfig.from_json(ss["last_good"]).cells) if ss.get("last_good") else [CELLS[0]]
     if not cells:

@@ -5,7 +5,7 @@ import streamlit as st
 
 from ..controls import gate_choice
 from analysis.guides import VIEW_GUIDES
-from rnn_models.cells import cell_type
+from rnn_models.cells import cell_names, cell_type
 
 from .common import draw, export_all, figures, guide
 
@@ -19,7 +19,8 @@ def render(ctx) -> None:
     guide(GUIDE)
     figs = figures(VIEW, ctx)
     gated = [k for k, r in ctx.results.items() if cell_type(r.config.cell).keep_gate is not None]  # LSTM, GRU
-    own = [k for k, r in ctx.results.items() if r.config.cell == "own"]  # Your cell (dashboard/own_step.py)
+    # a kind no config builds (Your cell, dashboard/own_step.py): a step given as code, opaque to this view
+    own = [k for k, r in ctx.results.items() if r.config.cell not in cell_names()]
     if own:
         st.caption("Your cell: a step given as code has no gates or keep path this view could name; the Jacobians "
                    "of its whole state (its carried tensors too) are in the Jacobians view.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.figures import view_figures
+from analysis.own_cell import OwnCell
 
 from ..compute import analyse, analysis_key, partial
 from ..exporting import chart, deck_button, provenance_of, zip_button
@@ -23,7 +24,7 @@ def figures(view: str, ctx, *, uses_history: bool = False) -> dict:
     """The view's figures (a fresh copy: display options may change them); cached unless histories are drawn.
 
     From the gradient pass alone while the full analysis is pending (views that need no Jacobian products)."""
-    if (uses_history and ctx.histories) or getattr(ctx, "own", False) or "own" in ctx.results:  # "own": Your cell
+    if (uses_history and ctx.histories) or getattr(ctx, "own", False) or OwnCell.name in ctx.results:  # Your cell
         return view_figures(view, ctx.results, ctx.histories)
     import json
     s = ctx.settings

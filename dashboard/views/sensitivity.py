@@ -17,6 +17,7 @@ from analysis.config import ExperimentConfig
 from analysis.figures import view_figures
 from analysis.guides import VIEW_GUIDES
 from analysis.limits import check
+from analysis.own_cell import OwnCell
 
 from .. import scheduler
 from ..compute import analysis_key, visitor
@@ -73,7 +74,7 @@ def deck_figures(stamp: str) -> dict | None:
 
 def render(ctx) -> None:
     guide(GUIDE)
-    if getattr(ctx, "own", False) and "own" not in ctx.results:  # an upload ("own": Your cell is drawn)
+    if getattr(ctx, "own", False) and OwnCell.name not in ctx.results:  # an upload (Your cell is drawn)
         st.info("The sensitivity of an uploaded model is computed by the Python API and the command line: "
                 "analysis.analyze(model, x, views='sensitivity') or python -m analysis run --views sensitivity "
                 "--load-state-dict model.pt --inputs x.npy.")

@@ -14,6 +14,7 @@ from analysis.figures import label_of, view_figures
 from analysis.guides import VIEW_GUIDES
 from analysis.limits import LimitExceeded
 from analysis.presets import PRESETS
+from rnn_models.cells import cell_names
 from rnn_models.config import ConfigError
 
 from .. import compute, controls, scheduler, training_door
@@ -192,7 +193,7 @@ def _reset():
 # ---- the tab ------------------------------------------------------------------------------------------------
 def render(ctx) -> None:
     guide(GUIDE)
-    if getattr(ctx.config, "cell", None) == "own":  # Your cell alone (dashboard/own_step.py)
+    if ctx.config.cell not in cell_names():  # a kind no config builds: Your cell alone (dashboard/own_step.py)
         st.info("Live training trains the built-in cells: choose one beside Your cell in the sidebar. Your cell is "
                 "analysed with the weights its file gives.")
         return
