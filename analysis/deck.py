@@ -308,6 +308,10 @@ def write_deck(config, path: str, *, preset: str | None = None, variant: dict | 
     views = view_figures_of(config, scaled(progress, 0.0, 0.3), variant=variant,
                             variant_label=variant_label(variant) if variant else "", records=records, views=views,
                             results=results)
+    ran = [v["config"] for v in records.values() if v.get("config")]
+    if (config.state_dict_path or config.inputs_path) and len(ran) == 1:
+        from .config import ExperimentConfig
+        title, lines = heading(ExperimentConfig.from_dict(ran[0]), preset, variant)  # a file's own T, B, loss
     data = deck_bytes(views, config, title=title, lines=lines, scale=scale, progress=scaled(progress, 0.3, 1.0),
                       provenance={k: v["provenance"] for k, v in records.items()})
     with open(path, "wb") as fh:

@@ -60,11 +60,17 @@ VIEW_GUIDES = {
 }
 
 
+def _name(path: str) -> str:
+    """A file's name without its folder ('python:inputs' as it is): what a slide or summary may show."""
+    return path if path.startswith("python:") else path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def describe(cfg) -> str:
     """One line: the cells and the settings that matter, e.g. "RNN (tanh), LSTM · task adding · T=100 · ..."."""
     cells = ", ".join(f"{cell_type(c).label} ({cfg.activation})" if "activation" in cell_type(c).settings
                       else cell_type(c).label for c in cfg.cells)  # the RNN's activation, the gated cells' name
-    extra = [f"init {cfg.init}" + (f" ×{cfg.init_scale:g}" if cfg.init not in ("default", "chrono") else "")]
+    extra = [] if cfg.state_dict_path else [  # loaded weights: no init made them
+        f"init {cfg.init}" + (f" ×{cfg.init_scale:g}" if cfg.init not in ("default", "chrono") else "")]
     if cfg.forget_bias is not None:
         extra.append(f"b_f={cfg.forget_bias:g}")
     if cfg.layer_norm:
@@ -75,8 +81,14 @@ def describe(cfg) -> str:
         extra.append("bidirectional")
     if cfg.truncate:
         extra.append(f"truncated BPTT k={cfg.truncate}")
-    task = cfg.task + (f" ({'hello' if cfg.text == 'hello' else 'sonnets'})" if cfg.task == "charlm" else "")
-    return (f"{cells} · task {task} · T={cfg.seq_len} · H={cfg.hidden_size} · B={cfg.batch_size} · seed "
+    task = "task " + cfg.task + (f" ({'hello' if cfg.text == 'hello' else 'sonnets'})" if cfg.task == "charlm" else "")
+    if cfg.inputs_path:  # a user's files: their inputs and loss, not a task (the task field is unused)
+        task = f"inputs {_name(cfg.inputs_path)} · " + (
+            f"loss on {_name(cfg.targets_path)} through {cfg.readout or 'the readout'} ({cfg.loss_steps} steps)"
+            if cfg.targets_path else f"random probe loss ({cfg.loss_steps} steps)")
+    if cfg.state_dict_path:
+        task = f"weights {_name(cfg.state_dict_path)}" + (f" ({cfg.module})" if cfg.module else "") + " · " + task
+    return (f"{cells} · {task} · T={cfg.seq_len} · H={cfg.hidden_size} · B={cfg.batch_size} · seed "
             f"{cfg.seed} · {cfg.dtype} · " + " · ".join(extra))
 
 

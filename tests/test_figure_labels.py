@@ -309,3 +309,28 @@ def test_the_cell_state_gradient_figure_draws_the_total_and_the_carry_path_each_
     assert "a loss term at every step" in fig.layout.xaxis.title.text
     alone = run_comparison(ExperimentConfig(compare=("rnn", "gru"), **SMALL))
     assert "cell_grad" not in view_figures("cell-state", alone)
+
+
+def test_thin_route_draws_what_it_computed_and_the_horizon_says_its_resolution():
+    """A light analysis on the thin route finds sigma_max alone: no sigma_min line claiming values, the singular
+    values panel draws sigma_1 = sigma_max (never an empty panel) and says so; a horizon between two log-spaced
+    lags is labelled as the interval, as the page's horizon line says it."""
+    from analysis.experiment import run_experiment
+    r = run_experiment(ExperimentConfig(cell="lstm", seq_len=200, hidden_size=8, batch_size=4, seed=0,
+                                        jacobian_lags="log", num_log_lags=8))
+    d = r.horizon_detail
+    assert d["lag"] is not None and d["after_lag"] < d["lag"] - 1  # the crossing lies between two reported lags
+    figs = view_figures("jacobians", {"lstm": r})
+    names = [t.name for t in figs["jacobian_spectral_norm"].data]
+    assert any(f"horizon between k={d['after_lag'] + 1} and {d['lag']}" in n for n in names), names
+    assert any(t.meta and t.meta.get("role") == "min_singular_value" for t in figs["jacobian_spectral_norm"].data)
+    # the same result as the thin route leaves it: sigma_min and the singular values not computed
+    r.jac.extras["sigma_max_estimate"] = {"not_computed": ["min_singular_value", "singular_values"]}
+    r.jac.singular_values = np.full_like(r.jac.singular_values[:, :1], np.nan)
+    r.jac.min_singular_value = np.full_like(r.jac.min_singular_value, np.nan)
+    figs = view_figures("jacobians", {"lstm": r})
+    roles = [t.meta.get("role") for t in figs["jacobian_spectral_norm"].data if t.meta]
+    assert "min_singular_value" not in roles and "σ_min is not drawn" in caption_of(figs["jacobian_spectral_norm"])
+    sv = figs["jacobian_singular_values"]
+    np.testing.assert_allclose(np.log10(np.asarray(sv.data[0].y, float)), r.jac.spectral_norm)
+    assert any("only σ<sub>1</sub> = σ<sub>max</sub> computed" in a.text for a in sv.layout.annotations)

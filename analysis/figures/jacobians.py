@@ -122,6 +122,30 @@ def _free_slot(fig: go.Figure, x0: float, n_chars: int, rng, taken: list) -> int
     return 0
 
 
+def _not_computed(j) -> list[str]:
+    """The JacobianResult fields a route left out (the thin sigma_max route: sigma_min and the singular values)."""
+    return list((j.extras.get("sigma_max_estimate") or {}).get("not_computed", []))
+
+
+def _singular_values(j) -> np.ndarray:
+    """(K, n) log10 top singular values; where the route computed sigma_max alone, that one column
+    (sigma_1 = sigma_max), never a column of NaN drawn as an empty panel."""
+    if "singular_values" in _not_computed(j):
+        return np.asarray(j.spectral_norm, float)[:, None]
+    return np.asarray(j.singular_values, float)
+
+
+def _horizon_text(r, lag) -> str:
+    """'horizon k=16', 'horizon between k=13 and 16' (log-spaced lags), or 'no horizon within N lags'."""
+    d = r.horizon_detail or {}
+    hz, prev = r.memory_horizon, d.get("after_lag")
+    if hz is None:
+        return f"no horizon within {int(lag.max()) if lag.size else 0} lags"
+    if prev is not None and prev < hz - 1:
+        return f"horizon between k={prev + 1} and {hz}"
+    return f"horizon k={hz}"
+
+
 def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
     meta = config_meta(results)
     view = "jacobians"
@@ -134,21 +158,22 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
         j = r.jac
         lag = np.asarray(j.lag)
         hz = r.memory_horizon
-        hz_text = f"horizon k={hz}" if hz is not None else f"no horizon within {int(lag.max()) if lag.size else 0} lags"
+        hz_text = _horizon_text(r, lag)
         direction = " forward direction" if r.jac_backward is not None else ""
         fig.add_trace(go.Scatter(x=lag, y=pow10(j.spectral_norm), name=f"{lab} σ<sub>max</sub>{direction}  ({hz_text})",
                                  legendgroup=key, line=dict(color=color, width=2.5),
                                  meta={"role": "spectral_norm", "cell": key},
                                  hovertemplate="k=%{x}<br>σ_max=%{y:.3e}<extra>" + lab + "</extra>"))
         rel = np.asarray(j.min_reliable, dtype=bool)
-        symbols = np.where(rel, "circle", "circle-open")
-        text = np.where(rel, "reliable", "unreliable: below float resolution")
-        fig.add_trace(go.Scatter(x=lag, y=pow10(j.min_singular_value), mode="lines+markers",
-                                 name=f"{lab} σ<sub>min</sub>  (hollow: unreliable)",
-                                 legendgroup=key, line=dict(color=color, width=1.2, dash="dot"),
-                                 marker=dict(symbol=symbols, size=5, color=color, line=dict(color=color, width=1)),
-                                 text=text, meta={"role": "min_singular_value", "cell": key},
-                                 hovertemplate="k=%{x}<br>σ_min=%{y:.3e}<br>%{text}<extra>" + lab + "</extra>"))
+        if "min_singular_value" not in _not_computed(j):  # the thin route finds sigma_max alone: no sigma_min line
+            symbols = np.where(rel, "circle", "circle-open")
+            text = np.where(rel, "reliable", "unreliable: below float resolution")
+            fig.add_trace(go.Scatter(x=lag, y=pow10(j.min_singular_value), mode="lines+markers",
+                                     name=f"{lab} σ<sub>min</sub>  (hollow: unreliable)",
+                                     legendgroup=key, line=dict(color=color, width=1.2, dash="dot"),
+                                     marker=dict(symbol=symbols, size=5, color=color, line=dict(color=color, width=1)),
+                                     text=text, meta={"role": "min_singular_value", "cell": key},
+                                     hovertemplate="k=%{x}<br>σ_min=%{y:.3e}<br>%{text}<extra>" + lab + "</extra>"))
         ranges += [j.spectral_norm, np.where(rel, j.min_singular_value, np.nan)]
         if r.jac_backward is not None:
             jb = r.jac_backward
@@ -174,7 +199,7 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
                                                else "dash"), meta={"role": "bound", "cell": key},
                                      hovertemplate="k=%{x}<br>bound=%{y:.3e}<extra>Pascanu bound</extra>"))
         if hz is not None:
-            marks.append((hz, f"{lab} horizon k={hz}", color))
+            marks.append((hz, f"{lab} {hz_text}", color))
         thresholds.add(float(r.config.horizon_threshold))
     for th in thresholds:
         _hline(fig, th, f"horizon threshold {th:g}", log=True)
@@ -191,7 +216,11 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
                  + layer_note(results), meta, view, "jacobian_spectral_norm", height=520, legend_bottom=True,
                  caption="σ_max of ∂h_{T-1}/∂h_{T-1-k} is the most a change k steps back can still move the last "
                          "state; σ_min the least (hollow points are below float resolution). The memory horizon is "
-                         "the first lag where σ_max falls under the threshold."
+                         "the first lag where σ_max falls under the threshold (between two reported lags when the "
+                         "lags are log-spaced)."
+                         + ("" if not any("min_singular_value" in _not_computed(r.jac) for r in results.values())
+                            else " σ_min is not drawn where only σ_max was computed (light detail: the thin route; "
+                                 "jacobian_detail='exact' computes it).")
                          + (" For the vanilla RNN the dashed line is the bound (γ·σ_max(W_hh))^k that no lag can "
                             "exceed." if rnn_bound else ""))
     figs = {"jacobian_spectral_norm": fig}
@@ -204,9 +233,15 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
     for ci, key in enumerate(keys, start=1):
         r = results[key]
         color = color_of(key, results)
-        sv = np.asarray(r.jac.singular_values, float)
+        sv = _singular_values(r.jac)
         lag = np.asarray(r.jac.lag)
         all_sv.append(sv)
+        if "singular_values" in _not_computed(r.jac):
+            ax = "" if ci == 1 else ci
+            fig.add_annotation(text="only σ<sub>1</sub> = σ<sub>max</sub> computed (light detail, thin route);<br>"
+                                    "jacobian_detail='exact' computes the top n", xref=f"x{ax} domain",
+                               yref=f"y{ax} domain", x=0.98, y=0.98, xanchor="right", yanchor="top", showarrow=False,
+                               align="right", font=dict(size=11, color=color), bgcolor="rgba(255,255,255,0.8)")
         n = sv.shape[1] if sv.ndim == 2 else 0
         for i in range(n):
             fig.add_trace(go.Scatter(x=lag, y=pow10(sv[:, i]), name=f"{label_of(key)} σ<sub>{i + 1}</sub>",
@@ -219,7 +254,7 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
     rng = _log_range(*all_sv)
     tol = max(math.log10(1.05), 0.015 * (rng[1] - rng[0])) if rng else math.log10(1.05)
     for ci, key in enumerate(keys, start=1):
-        sv = np.asarray(results[key].jac.singular_values, float)
+        sv = _singular_values(results[key].jac)
         groups = overlapping(sv, results[key].jac.lag, tol)
         if not groups:
             continue
