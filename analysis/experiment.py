@@ -219,8 +219,8 @@ def _saturation(config: ExperimentConfig, gates: dict, hidden: np.ndarray) -> di
 
 @torch.no_grad()
 def _gates(run, T: int) -> dict[str, np.ndarray]:
-    xp = torch.stack([run.xp[t][:1] for t in range(T)])  # (T, 1, G)
-    st = tuple(torch.stack([run.states[t][i][:1] for t in range(T)]) for i in range(len(run.states[0])))
+    xp, st = run.stacked(0, T)  # (T, B, G), states before each step (T, B, H) each
+    xp, st = xp[:, :1], tuple(s[:, :1] for s in st)  # the first sequence
     g = run.cell.gates(xp, st)
     shown = set(run.cell.gate_names) | set(run.cell.gates_shown)  # W_hh's blocks, and a cell without W_hh's gates
     return {k: v[:, 0].double().numpy() for k, v in g.items() if k in shown}
@@ -330,7 +330,7 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
     t3 = time.perf_counter()
     cell = model.net.layers[a][0]
     gates = _gates(runs[a][0], T)
-    hidden = torch.stack([s[0][0] for s in runs[a][0].states[1:]]).double().numpy()  # (T, H)
+    hidden = runs[a][0].state_series(0)[:, 0].double().numpy()  # (T, H)
     notes = list(notes) + config.model_config(config.input_size).inapplicable()
     notes[:0] = input_notes(model, batch.inputs, initial)  # non-finite weights / inputs, named (analysis.finite)
     if underflow_note:

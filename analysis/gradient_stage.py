@@ -153,5 +153,7 @@ def _exact_log_grad_norms(config: ExperimentConfig, trace, grad: GradientResult,
 
 
 def _detached(run: Run) -> Run:
+    if run.state_stack is not None:  # computed without a graph (no detach needed): keep the stacks
+        return run
     return Run(cell=run.cell, xp=[x.detach() for x in run.xp],
                states=[tuple(s.detach() for s in st) for st in run.states], reverse=run.reverse)

@@ -76,8 +76,8 @@ def _first_nonfinite_forward(trace: Trace) -> dict | None:
     """Where the forward pass first overflowed (layer, direction, time step), or None; one sync per run."""
     for l, runs in enumerate(trace.runs):
         for d, run in enumerate(runs):
-            finite = torch.stack([torch.isfinite(torch.stack(st, 0)).flatten(1).all(1).all()
-                                  for st in run.states[1:]])  # (T,) processing order
+            finite = torch.stack([torch.isfinite(run.state_series(i)).flatten(1).all(1)
+                                  for i in range(len(run.states[0]))]).all(0)  # (T,) processing order
             if not bool(finite.all()):
                 s = int((~finite).nonzero()[0])
                 t = len(run.xp) - 1 - s if run.reverse else s

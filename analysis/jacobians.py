@@ -71,9 +71,7 @@ class JacobianResult:
 def _stack_states(run: Run, t0: int, t1: int, idx: Tensor):
     """States before steps t0..t1-1 and their inputs, for the analysed sequences: (C, b, .)."""
     if idx.numel() == run.xp[0].shape[0]:  # every sequence (idx is arange(b)): no gather per step
-        xp = torch.stack(run.xp[t0:t1], 0)  # (C, B, G)
-        st = tuple(torch.stack([run.states[t][i] for t in range(t0, t1)], 0) for i in range(len(run.states[0])))
-        return xp, st
+        return run.stacked(t0, t1)  # (C, B, G), (C, B, H) each
     xp = torch.stack([run.xp[t][idx] for t in range(t0, t1)], 0)  # (C, b, G)
     st = tuple(torch.stack([run.states[t][i][idx] for t in range(t0, t1)], 0) for i in range(len(run.states[0])))
     return xp, st

@@ -32,16 +32,48 @@ class Run:
     xp      list of T projected inputs, each (B, G)
     states  list of T + 1 state tuples; states[0] is the initial state, states[s + 1] follows input s
     reverse True for the backward direction: processing step s is time T - 1 - s
+    xp_stack, state_stack  optional: the same tensors stacked, xp (T, B, G) and per state entry (T + 1, B, H)
+            (a run computed at once, ``_Cell.run_states``: then xp and states are views of these), so consumers
+            slice them rather than stack T tensors (``stacked``, ``state_series``); an entry of xp or states
+            replaced since (a test that plants a NaN) makes those stack the lists again
     """
 
     cell: _Cell
     xp: list[Tensor]
     states: list[State]
     reverse: bool
+    xp_stack: Tensor | None = None
+    state_stack: tuple[Tensor, ...] | None = None
+
+    def __post_init__(self):
+        # the list entries the stacks hold (identity: an entry replaced later is seen)
+        self._views = (tuple(self.xp), tuple(self.states)) if self.xp_stack is not None else None
+
+    def _stacks_hold(self, t0: int, t1: int) -> bool:
+        """The stacks hold xp[t0:t1] and states[t0:t1 + 1] as the lists have them now."""
+        if self._views is None or len(self.xp) != len(self._views[0]):
+            return False
+        return (all(a is b for a, b in zip(self.xp[t0:t1], self._views[0][t0:t1]))
+                and all(a is b for a, b in zip(self.states[t0:t1 + 1], self._views[1][t0:t1 + 1])))
 
     def h_in_time_order(self) -> list[Tensor]:
         hs = [s[0] for s in self.states[1:]]
         return hs[::-1] if self.reverse else hs
+
+    def stacked(self, t0: int = 0, t1: int | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """(xp, states before each step) for processing steps t0..t1-1: (C, B, G) and per state entry (C, B, H)
+        (slices of the stacks where the run has them, else stacked here)."""
+        t1 = len(self.xp) if t1 is None else t1
+        if self._stacks_hold(t0, t1):
+            return self.xp_stack[t0:t1], tuple(s[t0:t1] for s in self.state_stack)
+        xp = torch.stack(self.xp[t0:t1], 0)  # (C, B, G)
+        return xp, tuple(torch.stack([st[i] for st in self.states[t0:t1]], 0) for i in range(len(self.states[0])))
+
+    def state_series(self, i: int = 0) -> Tensor:
+        """State entry i after every step, (T, B, H), in processing order."""
+        if self._stacks_hold(0, len(self.xp)):
+            return self.state_stack[i][1:]
+        return torch.stack([st[i] for st in self.states[1:]], 0)
 
 
 @dataclass
@@ -97,7 +129,7 @@ class RecurrentNetwork(nn.Module):
                 layer_runs.append(run_cell(cell, seq, state0, views=views, reverse=(d == 1),
                                            detach_every=detach_every))
             runs.append(layer_runs)
-            outs = [torch.stack(r.h_in_time_order(), 0) for r in layer_runs]  # D x (T, B, H)
+            outs = [r.state_series(0).flip(0) if r.reverse else r.state_series(0) for r in layer_runs]  # D x (T, B, H)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)  # (T, B, D*H)
         return Trace(outputs=layer_in, runs=runs)
 
@@ -141,8 +173,17 @@ def run_cell(cell: _Cell, x: Tensor, state0: State, *, views: bool = False, reve
     crosses those boundaries (truncated BPTT in windows of k ending at the last step).
     """
     T = x.shape[0]
-    # project every input at once, then split: indexing one big tensor per step makes the backward O(T^2)
-    xp = list(cell.project(x).unbind(0))  # T x (B, G)
+    xp_all = cell.project(x)  # (T, B, G) every input at once
+    if not (views or detach_every or torch.is_grad_enabled()):
+        # no graph wanted: the kind's whole-run route where it has one (a linear recurrence's scan)
+        stack = cell.run_states(xp_all, state0)  # per state entry (T + 1, B, H)
+        if stack is not None:
+            states = list(zip(*(s.unbind(0) for s in stack)))  # T + 1 state tuples (views)
+            return Run(cell=cell, xp=list(xp_all.unbind(0)), states=states, reverse=reverse, xp_stack=xp_all,
+                       state_stack=tuple(stack))
+    # split the projections: indexing one big tensor per step makes the backward O(T^2)
+    xp = list(xp_all.unbind(0))  # T x (B, G)
+    step = cell.stepper()
     state = tuple(s.view_as(s) for s in state0) if views else state0
     states = [state]
     for s, xp_t in enumerate(xp):
@@ -150,7 +191,7 @@ def run_cell(cell: _Cell, x: Tensor, state0: State, *, views: bool = False, reve
         if detach_every and s > 0 and (T - s) % detach_every == 0:
             # the next step reads stop_gradient(h_{s-1}); h_{s-1} itself still feeds its own outputs
             prev = tuple(v.detach() for v in state)
-        state = cell.step(xp_t, prev)
+        state = step(xp_t, prev)
         if views:
             state = tuple(s.view_as(s) for s in state)
         states.append(state)

@@ -254,6 +254,20 @@ class _Cell(nn.Module):
     def step(self, xp_t: Tensor, state: State) -> State:
         return self._forward(xp_t, state)[0]
 
+    def stepper(self):
+        """``step`` for one time loop: a callable ``(xp_t, state) -> state`` equal to ``self.step``; a kind whose
+        step would rebuild something constant over the loop (the LRU's lambda) builds it once here."""
+        return self.step
+
+    def run_states(self, xp: Tensor, state0: State) -> tuple[Tensor, ...] | None:
+        """Every state of a whole run at once, without an autograd graph, or None (the caller loops ``step``).
+
+        xp (T, B, G) every projected input, state0 the state before the first step; returns one (T + 1, B, H)
+        tensor per state entry, index 0 holding state0 and index s + 1 the state after input s: the same numbers
+        as T calls of ``step`` (to float rounding). A kind with a faster route than a loop of ``step`` (a linear
+        recurrence as one multiply-add per step) gives it here."""
+        return None
+
     def gates(self, xp_t: Tensor, state: State) -> dict[str, Tensor]:
         """The gate activations of one step (empty for the vanilla RNN's pre-activation)."""
         return self._forward(xp_t, state)[1]
@@ -296,6 +310,12 @@ class _Cell(nn.Module):
         """name -> the complex eigenvalues of a fixed elementwise recurrence (a diagonal cell's lambda), or {}:
         then the spectra are those of ``recurrent_blocks``."""
         return {}
+
+    def fixed_multipliers(self) -> Tensor | None:
+        """m (U,) where a diagonal kind's d h_t / d h_{t-1} = diag(m) is the same at every step and for every
+        sequence (the LRU's lambda: complex, one per unit); None where it depends on the input or the state. Then
+        the products and the gradient chain are powers of m (analysis.diagonal, analysis.diagonal_chain)."""
+        return None
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, hidden_size={self.hidden_size}, layer_norm={self.layer_norm}"

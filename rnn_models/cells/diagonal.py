@@ -79,6 +79,22 @@ class RotationSteps:
         return self.a[c] * V + self.b[c] * torch.roll(V, self.N, dims=-1)
 
 
+def linear_scan(a: Tensor, u: Tensor, h0: Tensor) -> Tensor:
+    r"""h_t = a_t h_{t-1} + u_t for t = 0 .. T-1 from h_{-1} = h0, elementwise, one multiply-add per step (the time
+    loop of a linear diagonal recurrence without a cell step's other work); real or complex.
+
+    a (T, B, U), or (U,) the same at every step;  u (T, B, U);  h0 (B, U)  ->  (T + 1, B, U), h0 first.
+    """
+    out = torch.empty((u.shape[0] + 1, *u.shape[1:]), dtype=torch.result_type(u, a), device=u.device)
+    out[0] = h0
+    h, hs = out[0], out[1:].unbind(0)
+    fixed = a.dim() < u.dim()
+    for t, u_t in enumerate(u.unbind(0)):
+        # h_t = a_t h_{t-1} + u_t
+        h = torch.addcmul(u_t, a if fixed else a[t], h, out=hs[t])
+    return out
+
+
 class DiagonalCell(_Cell):
     """Base of the cells whose recurrence is elementwise; subclasses define ``rows`` (G // H), ``_forward`` and
     ``multipliers``."""
@@ -130,6 +146,18 @@ class DiagonalCell(_Cell):
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
         """m_t (..., H) with d h_t / d h_{t-1} = diag(m_t)."""
         raise NotImplementedError(f"{type(self).__name__}.multipliers")
+
+    def linear_terms(self, xp: Tensor) -> tuple[Tensor, Tensor]:
+        """(a, u), each (..., H), with h_t = a_t h_{t-1} + u_t: the recurrence is linear in h (the gates read x_t
+        only), a_t = m_t."""
+        raise NotImplementedError(f"{type(self).__name__}.linear_terms")
+
+    @torch.no_grad()
+    def run_states(self, xp: Tensor, state0: State) -> tuple[Tensor]:
+        """Every h_t of a run, (T + 1, B, H) with state0 first: ``linear_terms`` of every step at once, then one
+        multiply-add per step (``linear_scan``)."""
+        a, u = self.linear_terms(xp)  # (T, B, H) each
+        return (linear_scan(a, u, state0[0]),)
 
     def recurrent_eigenvalues(self) -> dict[str, Tensor]:
         """No fixed recurrence matrix: the factor m_t depends on x_t."""

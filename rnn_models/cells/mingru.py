@@ -54,6 +54,12 @@ class MinGRUCell(DiagonalCell):
         z = torch.sigmoid(xp_t[..., :self.hidden_size])  # (step builds no gate dict: the time loop's T calls)
         return self.step(xp_t, state), {"z": z, "1-z": 1 - z}
 
+    def linear_terms(self, xp: Tensor) -> tuple[Tensor, Tensor]:
+        """(1 - z_t, z_t h~_t), each (..., H): h_t = (1 - z_t) h_{t-1} + z_t h~_t."""
+        x_z, h_cand = xp.chunk(2, dim=-1)  # 2 x (..., H)
+        # 1 - z_t = sigma(-Linear_z(x_t)) (exact where z_t ~ 1), z_t h~_t
+        return torch.sigmoid(-x_z), torch.sigmoid(x_z) * h_cand
+
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
         """1 - z_t (..., H) = sigma(-Linear_z(x_t))."""
         return torch.sigmoid(-xp_t[..., :self.hidden_size])

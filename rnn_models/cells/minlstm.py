@@ -64,6 +64,11 @@ class MinLSTMCell(DiagonalCell):
         # f'_t = f_t / (f_t + i_t)
         return f / (f + torch.sigmoid(x_i))
 
+    def linear_terms(self, xp: Tensor) -> tuple[Tensor, Tensor]:
+        """(f'_t, i'_t h~_t), each (..., H): h_t = f'_t h_{t-1} + i'_t h~_t."""
+        g = self._gates(xp)
+        return g["f_norm"], g["i_norm"] * xp[..., 2 * self.hidden_size:]
+
     def step(self, xp_t: Tensor, state: State) -> State:
         (h,) = state
         # h_t = f'_t h_{t-1} + i'_t h~_t = h~_t + f'_t (h_{t-1} - h~_t)   (i' = 1 - f'; one fused op)

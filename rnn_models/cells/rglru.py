@@ -89,6 +89,13 @@ class RGLRUCell(DiagonalCell):
         h_t = a * h + torch.sqrt(-torch.expm1(2 * log_a)) * (i * xp_t[..., 2 * H:])
         return (h_t,), {"r": r, "i": i, "a": a}
 
+    def linear_terms(self, xp: Tensor) -> tuple[Tensor, Tensor]:
+        """(a_t, sqrt(1 - a_t^2) (i_t x~_t)), each (..., H): h_t = a_t h_{t-1} + the second."""
+        H = self.hidden_size
+        log_a, _ = self._log_a(xp)
+        # the step's own terms (``_forward``): a_t, sqrt(1 - a_t^2) (i_t x~_t)
+        return torch.exp(log_a), torch.sqrt(-torch.expm1(2 * log_a)) * (torch.sigmoid(xp[..., H:2 * H]) * xp[..., 2 * H:])
+
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
         """a_t (..., H): d h_t / d h_{t-1} = diag(a_t)."""
         return torch.exp(self._log_a(xp_t)[0])
