@@ -94,7 +94,8 @@ class RGLRUCell(DiagonalCell):
         H = self.hidden_size
         log_a, _ = self._log_a(xp)
         # the step's own terms (``_forward``): a_t, sqrt(1 - a_t^2) (i_t x~_t)
-        return torch.exp(log_a), torch.sqrt(-torch.expm1(2 * log_a)) * (torch.sigmoid(xp[..., H:2 * H]) * xp[..., 2 * H:])
+        i = torch.sigmoid(xp[..., H:2 * H])
+        return torch.exp(log_a), torch.sqrt(-torch.expm1(2 * log_a)) * (i * xp[..., 2 * H:])
 
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
         """a_t (..., H): d h_t / d h_{t-1} = diag(a_t)."""
