@@ -24,6 +24,7 @@ import torch
 from rnn_models.network import Run
 
 from .config import ExperimentConfig
+from .diagonal_chain import fixed_multiplier_log_grad_norms
 from .gradients import (GradientResult, _first_nonfinite_forward, _underflow_floor, gradient_norms,
                         log_grad_norm_chain, log_grad_norm_chain_stacked, probe_loss, step_losses)
 from .tasks import TaskBatch
@@ -31,6 +32,8 @@ from .tasks import TaskBatch
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CHAIN_METHOD = ("log10 exact: the renormalized chain dL/dstate_{t-1} = dL/dstate_t J_t from the last step "
                 "(vector-Jacobian products, no backprop)")
+FIXED_METHOD = ("log10 exact: ||dL/dh_{T-1} J^(T-1-t)|| in closed form from the fixed per-step Jacobian diag(m) "
+                "(sums of powers of |m|, no backprop)")
 
 
 def gradient_stage(config: ExperimentConfig, batch: TaskBatch, model, *, loss_fn=None, initial=None,
@@ -85,8 +88,12 @@ def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progre
     has_c = run.cell.c_index is not None  # a memory cell c_t (the LSTM's): its two gradients too
     if has_c:
         logs, logs_carry, logs_c = log_grad_norm_chain(run, v_last, cell_logs=True, progress=progress)
-    else:
-        logs = log_grad_norm_chain(run, v_last, progress=progress)
+        method = CHAIN_METHOD
+    else:  # a fixed per-step Jacobian (the LRU's lambda): its powers in closed form (analysis.diagonal_chain)
+        logs = fixed_multiplier_log_grad_norms(run, v_last)
+        method = CHAIN_METHOD if logs is None else FIXED_METHOD
+        if logs is None:
+            logs = log_grad_norm_chain(run, v_last, progress=progress)
     ok = torch.isfinite(logs) | (logs == -math.inf)
     if not bool(ok.all()) or float(logs.max()) > math.log10(torch.finfo(dtype).max) - 1:
         return None  # NaN, or a norm float backprop would overflow: the backprop route says where
@@ -99,7 +106,7 @@ def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progre
     res = GradientResult(grad_norm=grad_norm, grad_norm_band=band.numpy(), per_layer=grad_norm[None].copy(),
                          per_direction=grad_norm[None].copy(), cell_grad_norm=cell, cell_carry_grad_norm=carry,
                          loss=float(probe.detach().double().mean()), nonfinite=None, last_state_grad=v_last,
-                         log10_grad_norm=log_mean.numpy(), method=CHAIN_METHOD, top_last_grad=g.detach())
+                         log10_grad_norm=log_mean.numpy(), method=method, top_last_grad=g.detach())
     return trace, res
 
 
