@@ -72,11 +72,19 @@ class GradientResult:
     cell_carry_grad_norm: np.ndarray | None = None  # (T,) the carry path of dL/dc_t alone (LSTM; 0 at T-1)
 
 
+def _finite_rows(x: Tensor) -> Tensor:
+    """(T,) bool: every value of x[t] (T, ...) is finite. A row's sum is finite only if all its values are (a NaN
+    or an inf anywhere makes it NaN or inf), so the sums decide unless one is not finite (NaN, inf, or an overflow
+    of the sum itself): then the values are tested one by one."""
+    ok = torch.isfinite(x.flatten(1).sum(1))
+    return ok if bool(ok.all()) else torch.isfinite(x).flatten(1).all(1)
+
+
 def _first_nonfinite_forward(trace: Trace) -> dict | None:
     """Where the forward pass first overflowed (layer, direction, time step), or None; one sync per run."""
     for l, runs in enumerate(trace.runs):
         for d, run in enumerate(runs):
-            finite = torch.stack([torch.isfinite(run.state_series(i)).flatten(1).all(1)
+            finite = torch.stack([_finite_rows(run.state_series(i))
                                   for i in range(len(run.states[0]))]).all(0)  # (T,) processing order
             if not bool(finite.all()):
                 s = int((~finite).nonzero()[0])

@@ -13,6 +13,7 @@ from .registry import register
 
 # the paper's experiments on long sequences (its ring initialisation, Section 3.3 and the LRA tables)
 R_MIN, R_MAX, PHASE_MAX = 0.9, 0.999, 6.28
+_SCAN_CHUNK = 256  # steps per chunk of run_states
 _OPEN = 1e-12  # u1, u2 ~ U[0, 1] are kept in [1e-12, 1 - 1e-12], so nu_log and theta_log stay finite
 
 
@@ -132,12 +133,12 @@ class LRUCell(_Cell):
         return torch.cat([lr, lr]), torch.cat([-li, li])
 
     def project(self, x_t: Tensor) -> Tensor:
-        # u_t = gamma * (B_re + i B_im) x_t, as [Re; Im]
-        u = torch.cat([F.linear(x_t, self.B_re), F.linear(x_t, self.B_im)], dim=-1)  # (..., H)
+        # u_t = gamma * (B_re + i B_im) x_t, as [Re; Im]: one GEMM with [gamma B_re; gamma B_im] (H, I)
+        W = torch.cat([self.B_re, self.B_im])  # (H, I)
         if self.gamma_log is not None:
             g = torch.exp(self.gamma_log)  # (H/2,)
-            u = u * torch.cat([g, g])
-        return u
+            W = W * torch.cat([g, g]).unsqueeze(-1)
+        return F.linear(x_t, W)  # (..., H)
 
     def _forward(self, xp_t: Tensor, state: State):
         return self.stepper()(xp_t, state), {}
@@ -159,10 +160,22 @@ class LRUCell(_Cell):
         """Every h_t of a run as one complex multiply-add per step: h_t = lambda h_{t-1} + u_t in C^{H/2}, then the
         real view [Re h; Im h]; (T + 1, B, H) with h_{-1} = state0 first."""
         (h0,) = state0
-        N = self.hidden_size // 2
-        u = torch.complex(xp[..., :N], xp[..., N:])  # (T, B, N)
-        hc = linear_scan(self.fixed_multipliers(), u, torch.complex(h0[..., :N], h0[..., N:]))  # (T + 1, B, N)
-        return (torch.cat([hc.real, hc.imag], dim=-1),)  # (T + 1, B, H)
+        T, N = xp.shape[0], self.hidden_size // 2
+        lam = self.fixed_multipliers()  # (N,)
+        out = xp.new_empty(T + 1, *xp.shape[1:])  # (T + 1, B, H) real views [Re h; Im h]
+        out[0] = h0
+        # in chunks of C steps (complex buffers that stay in cache, not three more copies of the whole run)
+        C = _SCAN_CHUNK
+        u = torch.empty(min(C, T), *xp.shape[1:-1], N, dtype=lam.dtype)  # (C, B, N) complex
+        h = torch.complex(h0[..., :N], h0[..., N:])  # (B, N)
+        for t0 in range(0, T, C):
+            n = min(C, T - t0)
+            torch.complex(xp[t0:t0 + n, ..., :N], xp[t0:t0 + n, ..., N:], out=u[:n])
+            hc = linear_scan(lam, u[:n], h)  # (n + 1, B, N), h first
+            out[t0 + 1:t0 + n + 1, ..., :N] = hc[1:].real
+            out[t0 + 1:t0 + n + 1, ..., N:] = hc[1:].imag
+            h = hc[-1]
+        return (out,)
 
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
         """lambda at each step: complex (..., H/2) (the same at every step: expanded, not copied); the state's
