@@ -161,7 +161,7 @@ class LRUCell(_Cell):
         real view [Re h; Im h]; (T + 1, B, H) with h_{-1} = state0 first."""
         (h0,) = state0
         T, N = xp.shape[0], self.hidden_size // 2
-        lam = self.fixed_multipliers()  # (N,)
+        lam = torch.complex(*self.lambda_parts())  # (N,)
         out = xp.new_empty(T + 1, *xp.shape[1:])  # (T + 1, B, H) real views [Re h; Im h]
         out[0] = h0
         # in chunks of C steps (complex buffers that stay in cache, not three more copies of the whole run)
@@ -180,7 +180,7 @@ class LRUCell(_Cell):
     def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
         """lambda at each step: complex (..., H/2) (the same at every step: expanded, not copied); the state's
         complex form is multiplied by it."""
-        return self.fixed_multipliers().expand(*xp_t.shape[:-1], self.hidden_size // 2)
+        return torch.complex(*self.lambda_parts()).expand(*xp_t.shape[:-1], self.hidden_size // 2)
 
     def fixed_multipliers(self) -> Tensor:
         """lambda (H/2,) complex: d h_t / d h_{t-1} at every step and for every sequence."""
