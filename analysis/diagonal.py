@@ -21,6 +21,10 @@ sweep.
 Every value is exact to rounding (no SVD of a product that lost its small singular values), so ``min_reliable``
 is True wherever sigma_min is finite (False where a step had an exact zero: the product is 0 from there on).
 
+Where every step's multipliers are the same m (``cell.fixed_multipliers()``: the LRU's lambda), the sums are
+formulas, log sigma_i(P_k) = k log|m_i| for every sequence, and the Lyapunov exponents are log|m_i| (O(K H), no
+sweep; without the sweep's k roundings).
+
 Memory: one chunk of multipliers (C, b, H) and the running sum (b, H). Shapes: b sequences analysed, H hidden size.
 """
 from __future__ import annotations

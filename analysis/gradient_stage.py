@@ -6,7 +6,9 @@ Two routes, the same numbers (to float rounding):
                  a no-grad forward pass, dL/dstate_{T-1} from the readout alone, then the renormalized
                  vector-Jacobian chain  dL/dstate_{t-1} = dL/dstate_t J_t  down to t = 0
                  (``gradients.log_grad_norm_chain``): one backward's worth of GEMMs, exact in log space at
-                 every t, no autograd graph kept; ||dL/dc_t|| (LSTM) comes from the same vectors
+                 every t, no autograd graph kept; ||dL/dc_t|| (LSTM) comes from the same vectors. A cell whose
+                 J_t is one fixed diag(m) (the LRU's lambda, ``cell.fixed_multipliers``) gets
+                 ||dL/dh_{T-1} J^(T-1-t)|| in closed form instead (``analysis.diagonal_chain``, ``FIXED_METHOD``)
     backprop     every other case: one ``torch.autograd.grad`` over the views of every state
                  (``gradients.gradient_norms``), then the exact chain below where float backprop nears
                  underflow (``_exact_log_grad_norms``)
