@@ -112,19 +112,12 @@ def test_stacks_step_aside_for_a_replaced_entry():
     assert bool(torch.isnan(xp[4, 1]).all()) and not bool(torch.isnan(run.xp_stack).any())
 
 
-def test_lru_stepper_equals_step():
-    cell = _cell("lru")
-    xp, h = cell.project(_x(5, 2, 3)), torch.randn(5, 2, 6, dtype=F64)
-    torch.testing.assert_close(cell.stepper()(xp, (h,))[0], cell.step(xp, (h,))[0], rtol=0, atol=0)
-    a, b = cell.coefficients()
-    lam = torch.complex(*cell.lambda_parts())
-    hc = torch.complex(h[..., :3], h[..., 3:]) * lam + torch.complex(xp[..., :3], xp[..., 3:])  # lambda h + u
-    torch.testing.assert_close(cell.step(xp, (h,))[0], torch.cat([hc.real, hc.imag], -1), rtol=1e-14, atol=1e-14)
-
-
-def _lru_run(T: int, B: int, modulus, seed: int = 0, H: int = 8):
+def _lru_run(T: int, B: int, modulus, seed: int = 0, H: int = 8, nu: dict | None = None):
+    """A run of a float64 LRU; ``nu`` {unit: nu_log} set before it (8.0: lambda = exp(-e^8) = 0 in float64)."""
     cell, x = _cell("lru", 3, H, seed=seed, modulus=modulus), _x(T, B, 3, seed + 1)
     with torch.no_grad():
+        for i, v in (nu or {}).items():
+            cell.nu_log[i] = v
         return run_cell(cell, x, cell.init_state(B))
 
 
@@ -167,18 +160,14 @@ def test_fixed_chain_far_below_float64():
 def test_fixed_chain_zero_units_zero_gradients_and_nan():
     """A unit with lambda = 0 (it counts at t = T-1 only), a sequence whose gradient is 0 (log -inf), a unit with
     a different speed: as the step chain; a NaN lambda: None (the step chain runs and reports)."""
-    run = _lru_run(50, 3, (0.3, 0.95), seed=6)
-    with torch.no_grad():
-        run.cell.nu_log[1] = 8.0  # |lambda_1| = exp(-e^8) = 0 in float64
+    run = _lru_run(50, 3, (0.3, 0.95), seed=6, nu={1: 8.0})
     assert float(run.cell.fixed_multipliers()[1].abs().detach()) == 0.0
     v = torch.randn(3, 8, generator=torch.Generator().manual_seed(2), dtype=F64)
     v[2] = 0.0
     fast, step = fixed_multiplier_log_grad_norms(run, v), log_grad_norm_chain(run, v)
     assert bool((fast[:, 2] == -math.inf).all()) and bool((step[:, 2] == -math.inf).all())
     np.testing.assert_allclose(fast[:, :2].numpy(), step[:, :2].numpy(), rtol=0, atol=1e-12)
-    with torch.no_grad():
-        run.cell.nu_log[0] = math.nan
-    assert fixed_multiplier_log_grad_norms(run, v) is None
+    assert fixed_multiplier_log_grad_norms(_lru_run(50, 3, (0.3, 0.95), seed=6, nu={0: math.nan}), v) is None
 
 
 def _both(cfg):
@@ -227,16 +216,13 @@ def test_fixed_products_equal_the_sweep(T, modulus, lags, batch, n):
 
 
 def test_fixed_products_zero_and_nan_multipliers_as_the_sweep():
-    run = _lru_run(20, 2, (0.3, 0.9), seed=8)
+    run = _lru_run(20, 2, (0.3, 0.9), seed=8, nu={2: 8.0})  # lambda_2 = 0: sigma_min(P_k) = 0 for k >= 1
     kw = dict(lags=list(range(20)), n_singular=4, lyapunov_k=4)
-    with torch.no_grad():
-        run.cell.nu_log[2] = 8.0  # lambda_2 = 0: sigma_min(P_k) = 0 for k >= 1
     d, ref = diagonal_products(run, **kw), _sweep(run, **kw)
     np.testing.assert_array_equal(d.min_singular_value, ref.min_singular_value)
     np.testing.assert_array_equal(d.min_reliable, ref.min_reliable)
     np.testing.assert_allclose(d.spectral_norm, ref.spectral_norm, rtol=1e-12, atol=1e-12)
-    with torch.no_grad():
-        run.cell.nu_log[0] = math.nan
+    run = _lru_run(20, 2, (0.3, 0.9), seed=8, nu={2: 8.0, 0: math.nan})
     d, ref = diagonal_products(run, **kw), _sweep(run, **kw)
     assert d.nonfinite == ref.nonfinite == {"quantity": "jacobian_product", "lag": 1, "timestep": 19, "sequence": 0,
                                             "value": "non-finite"}
