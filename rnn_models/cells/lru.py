@@ -128,11 +128,12 @@ class LRUCell(_Cell):
         return mod * torch.cos(arg), mod * torch.sin(arg)
 
     def project(self, x_t: Tensor) -> Tensor:
-        # u_t = gamma * (B_re + i B_im) x_t, as [Re; Im]
-        u = torch.cat([F.linear(x_t, self.B_re), F.linear(x_t, self.B_im)], dim=-1)  # (..., H)
+        # u_t = gamma * (B_re + i B_im) x_t, as [Re; Im]: one GEMM with [gamma B_re; gamma B_im] (H, I)
+        W = torch.cat([self.B_re, self.B_im])  # (H, I)
         if self.gamma_log is not None:
             g = torch.exp(self.gamma_log)  # (H/2,)
-            u = u * torch.cat([g, g])
+            W = W * torch.cat([g, g]).unsqueeze(-1)
+        u = F.linear(x_t, W)  # (..., H)
         lr, li = self.lambda_parts()
         H = self.hidden_size
         xp = u.new_empty(*u.shape[:-1], 3 * H)  # (..., 3H) written in place: a cat of broadcasts costs 2x more
