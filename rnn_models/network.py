@@ -183,6 +183,7 @@ def run_cell(cell: _Cell, x: Tensor, state0: State, *, views: bool = False, reve
                        state_stack=tuple(stack))
     # split the projections: indexing one big tensor per step makes the backward O(T^2)
     xp = list(xp_all.unbind(0))  # T x (B, G)
+    step = cell.stepper()
     state = tuple(s.view_as(s) for s in state0) if views else state0
     states = [state]
     for s, xp_t in enumerate(xp):
@@ -190,7 +191,7 @@ def run_cell(cell: _Cell, x: Tensor, state0: State, *, views: bool = False, reve
         if detach_every and s > 0 and (T - s) % detach_every == 0:
             # the next step reads stop_gradient(h_{s-1}); h_{s-1} itself still feeds its own outputs
             prev = tuple(v.detach() for v in state)
-        state = cell.step(xp_t, prev)
+        state = step(xp_t, prev)
         if views:
             state = tuple(s.view_as(s) for s in state)
         states.append(state)

@@ -112,6 +112,16 @@ def test_stacks_step_aside_for_a_replaced_entry():
     assert bool(torch.isnan(xp[4, 1]).all()) and not bool(torch.isnan(run.xp_stack).any())
 
 
+def test_lru_stepper_equals_step():
+    cell = _cell("lru")
+    xp, h = cell.project(_x(5, 2, 3)), torch.randn(5, 2, 6, dtype=F64)
+    torch.testing.assert_close(cell.stepper()(xp, (h,))[0], cell.step(xp, (h,))[0], rtol=0, atol=0)
+    a, b = cell.coefficients()
+    lam = torch.complex(*cell.lambda_parts())
+    hc = torch.complex(h[..., :3], h[..., 3:]) * lam + torch.complex(xp[..., :3], xp[..., 3:])  # lambda h + u
+    torch.testing.assert_close(cell.step(xp, (h,))[0], torch.cat([hc.real, hc.imag], -1), rtol=1e-14, atol=1e-14)
+
+
 def _lru_run(T: int, B: int, modulus, seed: int = 0, H: int = 8, nu: dict | None = None):
     """A run of a float64 LRU; ``nu`` {unit: nu_log} set before it (8.0: lambda = exp(-e^8) = 0 in float64)."""
     cell, x = _cell("lru", 3, H, seed=seed, modulus=modulus), _x(T, B, 3, seed + 1)

@@ -428,14 +428,13 @@ def test_a_kind_the_user_registers_gets_all_its_parameters_exactly():
 
 def test_the_lru_declares_unitwise_blocks_and_they_are_exact():
     """The LRU's nu_log, theta_log, gamma_log move one complex unit each (declared unitwise_params): one all-ones
-    tangent per block equals float64 autograd; its default theta is lambda's (nu_log, theta_log), which act
-    through cell.project (the step's coefficients), so the layer's input is needed."""
+    tangent per block equals float64 autograd; its default theta is lambda's (nu_log, theta_log), which act in the
+    step (lambda is not in the projected input u_t), so the run alone suffices (x changes nothing)."""
     net = RecurrentNetwork(ModelConfig(cell="lru", hidden_size=6, input_size=3, seed=2), dtype=torch.float64)
     x = torch.randn(9, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
     run = net(x).runs[0][0]
-    with pytest.raises(ValueError, match="input projection"):
-        param_sensitivity(run)
     r = param_sensitivity(run, x=x)
+    np.testing.assert_allclose(param_sensitivity(run).log10_sensitivity, r.log10_sensitivity, rtol=0, atol=1e-12)
     assert r.params == ["nu_log", "theta_log"] and r.method == "exact"
     assert all(b["method"].startswith("exact (unit-wise") for b in r.blocks.values())
     np.testing.assert_allclose(r.log10_sensitivity, _reference(net, x, r.params), atol=1e-10)

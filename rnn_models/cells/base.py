@@ -254,6 +254,11 @@ class _Cell(nn.Module):
     def step(self, xp_t: Tensor, state: State) -> State:
         return self._forward(xp_t, state)[0]
 
+    def stepper(self):
+        """``step`` for one time loop: a callable ``(xp_t, state) -> state`` equal to ``self.step``; a kind whose
+        step would rebuild something constant over the loop (the LRU's lambda) builds it once here."""
+        return self.step
+
     def run_states(self, xp: Tensor, state0: State) -> tuple[Tensor, ...] | None:
         """Every state of a whole run at once, without an autograd graph, or None (the caller loops ``step``).
 

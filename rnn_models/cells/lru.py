@@ -38,14 +38,13 @@ class LRUCell(_Cell):
     [[Re lambda_j, -Im lambda_j], [Im lambda_j, Re lambda_j]] between (Re h_j, Im h_j) at t-1 and at t; its
     singular values are both |lambda_j|. ``multipliers`` gives lambda itself (complex, (..., H/2)).
 
-    ``project`` also hands every step the recurrence's coefficients, so the T steps do not rebuild lambda from
-    (nu, theta) each time (3x faster): xp_t = [u_t; a; b] (B, 3H) with u_t = [Re(gamma B x_t); Im(gamma B x_t)],
-    a = [Re lambda; Re lambda], b = [-Im lambda; Im lambda], and the step is h_t = a h + b roll(h, H/2) + u_t
-    (roll swaps the halves: [Im h; Re h]). The coefficients are constant over t and the batch (broadcast).
-    Without a graph the whole run is one complex multiply-add per step (``run_states``); ``fixed_multipliers``
-    is lambda: every product over time is a power of it.
+    The recurrence's coefficients are constant over t and the batch, so they are not in the projected input:
+    xp_t = u_t = [Re(gamma B x_t); Im(gamma B x_t)] (B, H), and a step is h_t = a h + b roll(h, H/2) + u_t with
+    a = [Re lambda; Re lambda], b = [-Im lambda; Im lambda] (``coefficients``; roll swaps the halves: [Im h; Re h]).
+    A time loop builds a and b once (``stepper``); without a graph the whole run is one complex multiply-add per
+    step (``run_states``). ``fixed_multipliers`` is lambda: every product over time is a power of it.
 
-    Shapes: x_t (B, I) -> xp_t (B, 3H) -> state (h_t,), h_t (B, H).
+    Shapes: x_t (B, I) -> xp_t (B, H) -> state (h_t,), h_t (B, H); T steps: xp (T, B, H).
     """
 
     name, label, color = "lru", "LRU", "#CC79A7"  # Okabe-Ito reddish purple
@@ -127,37 +126,43 @@ class LRUCell(_Cell):
         mod, arg = torch.exp(-torch.exp(self.nu_log)), torch.exp(self.theta_log)
         return mod * torch.cos(arg), mod * torch.sin(arg)
 
+    def coefficients(self) -> tuple[Tensor, Tensor]:
+        """(a, b), each (H,): a = [Re l; Re l], b = [-Im l; Im l], so lambda h = a h + b roll(h, H/2) in the real
+        view."""
+        lr, li = self.lambda_parts()
+        return torch.cat([lr, lr]), torch.cat([-li, li])
+
     def project(self, x_t: Tensor) -> Tensor:
         # u_t = gamma * (B_re + i B_im) x_t, as [Re; Im]: one GEMM with [gamma B_re; gamma B_im] (H, I)
         W = torch.cat([self.B_re, self.B_im])  # (H, I)
         if self.gamma_log is not None:
             g = torch.exp(self.gamma_log)  # (H/2,)
             W = W * torch.cat([g, g]).unsqueeze(-1)
-        u = F.linear(x_t, W)  # (..., H)
-        lr, li = self.lambda_parts()
-        H = self.hidden_size
-        xp = u.new_empty(*u.shape[:-1], 3 * H)  # (..., 3H) written in place: a cat of broadcasts costs 2x more
-        xp[..., :H] = u
-        # a = [Re l; Re l], b = [-Im l; Im l], broadcast to every step
-        xp[..., H:2 * H] = torch.cat([lr, lr])
-        xp[..., 2 * H:] = torch.cat([-li, li])
-        return xp
+        return F.linear(x_t, W)  # (..., H)
 
     def _forward(self, xp_t: Tensor, state: State):
-        (h,) = state
-        u, a, b = xp_t.split(self.hidden_size, dim=-1)  # 3 x (..., H)
-        # h_t = lambda h_{t-1} + u_t:  [Re; Im] = [Re l Re h - Im l Im h; Re l Im h + Im l Re h] + u_t
-        h_t = a * h + b * torch.roll(h, self.hidden_size // 2, dims=-1) + u
-        return (h_t,), {}
+        return self.stepper()(xp_t, state), {}
+
+    def stepper(self):
+        """The step with a and b built once (a time loop's T steps share them; autograd reaches lambda through
+        them)."""
+        a, b = self.coefficients()  # (H,) each
+        N = self.hidden_size // 2
+
+        def step(xp_t: Tensor, state: State) -> State:
+            (h,) = state
+            # h_t = lambda h_{t-1} + u_t:  [Re; Im] = [Re l Re h - Im l Im h; Re l Im h + Im l Re h] + u_t
+            return (a * h + b * torch.roll(h, N, dims=-1) + xp_t,)
+        return step
 
     @torch.no_grad()
     def run_states(self, xp: Tensor, state0: State) -> tuple[Tensor]:
         """Every h_t of a run as one complex multiply-add per step: h_t = lambda h_{t-1} + u_t in C^{H/2}, then the
-        real view [Re h; Im h]; (T + 1, B, H) with h_{-1} = state0 first (lambda as ``project`` writes it)."""
+        real view [Re h; Im h]; (T + 1, B, H) with h_{-1} = state0 first."""
         (h0,) = state0
-        T, H, N = xp.shape[0], self.hidden_size, self.hidden_size // 2
+        T, N = xp.shape[0], self.hidden_size // 2
         lam = torch.complex(*self.lambda_parts())  # (N,)
-        out = xp.new_empty(T + 1, *xp.shape[1:-1], H)  # (T + 1, B, H) real views [Re h; Im h]
+        out = xp.new_empty(T + 1, *xp.shape[1:])  # (T + 1, B, H) real views [Re h; Im h]
         out[0] = h0
         # in chunks of C steps (complex buffers that stay in cache, not three more copies of the whole run)
         C = _SCAN_CHUNK
@@ -165,22 +170,21 @@ class LRUCell(_Cell):
         h = torch.complex(h0[..., :N], h0[..., N:])  # (B, N)
         for t0 in range(0, T, C):
             n = min(C, T - t0)
-            # u_t = xp_t[:H] as complex
-            torch.complex(xp[t0:t0 + n, ..., :N], xp[t0:t0 + n, ..., N:H], out=u[:n])
+            torch.complex(xp[t0:t0 + n, ..., :N], xp[t0:t0 + n, ..., N:], out=u[:n])
             hc = linear_scan(lam, u[:n], h)  # (n + 1, B, N), h first
             out[t0 + 1:t0 + n + 1, ..., :N] = hc[1:].real
             out[t0 + 1:t0 + n + 1, ..., N:] = hc[1:].imag
             h = hc[-1]
         return (out,)
 
+    def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
+        """lambda at each step: complex (..., H/2) (the same at every step: expanded, not copied); the state's
+        complex form is multiplied by it."""
+        return torch.complex(*self.lambda_parts()).expand(*xp_t.shape[:-1], self.hidden_size // 2)
+
     def fixed_multipliers(self) -> Tensor:
         """lambda (H/2,) complex: d h_t / d h_{t-1} at every step and for every sequence."""
         return torch.complex(*self.lambda_parts())
-
-    def multipliers(self, xp_t: Tensor, state: State) -> Tensor:
-        """lambda at each step (read from xp_t): complex (..., H/2); the state's complex form is multiplied by it."""
-        H, N = self.hidden_size, self.hidden_size // 2
-        return torch.complex(xp_t[..., H:H + N], xp_t[..., 2 * H + N:])  # (Re l, Im l)
 
     def recurrent_eigenvalues(self) -> dict[str, Tensor]:
         """The fixed recurrence's eigenvalues lambda (H/2,) complex (the real view's are lambda and conj lambda)."""
@@ -188,15 +192,17 @@ class LRUCell(_Cell):
         return {"λ": torch.complex(lr.detach(), li.detach())}
 
     def chunk_steps(self, xp: Tensor, st: State) -> RotationSteps:
-        """The 2 x 2 blocks of lambda (a and b of xp), applied without forming the (H, H) Jacobian."""
-        _, a, b = xp.split(self.hidden_size, dim=-1)  # (C, b, H) each
-        return RotationSteps(a, b)
+        """The 2 x 2 blocks of lambda (a and b, expanded to (C, b, H)), applied without forming the (H, H)
+        Jacobian."""
+        a, b = self.coefficients()
+        shape = (*xp.shape[:-1], self.hidden_size)
+        return RotationSteps(a.expand(shape), b.expand(shape))
 
     vjp_steps = chunk_steps
 
     def _jacobian_closed_form(self, xp_t: Tensor, state: State) -> Tensor:
         # dh_t/dh_{t-1} = diag(a) + diag(b) rolled by H/2 columns = [[diag Re l, -diag Im l], [diag Im l, diag Re l]]
-        _, a, b = xp_t.split(self.hidden_size, dim=-1)  # (..., H) each
+        a, b = (c.expand(*xp_t.shape[:-1], self.hidden_size) for c in self.coefficients())  # (..., H) each
         return torch.diag_embed(a) + torch.diag_embed(b).roll(self.hidden_size // 2, dims=-1)  # (..., H, H)
 
     def extra_repr(self) -> str:
