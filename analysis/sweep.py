@@ -270,8 +270,12 @@ ProgressFn = Callable[[int, int, float | None, dict | None], None]
 
 def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max",), *, executor: str = "local",
           workers: int = 1, ray_address: str | None = None, resume: str | None = None,
-          progress: ProgressFn | None = None) -> dict:
+          progress: ProgressFn | None = None, point_fn=evaluate_point, task_extra: dict | None = None,
+          cost_fn=None) -> dict:
     """Run the grid (see the module docstring). ``progress(done, total, eta_s, last_point)`` after each point.
+
+    ``point_fn(task)`` evaluates a point (a module-level function; ``task_extra`` is added to every task) and
+    ``cost_fn(config, metrics)`` estimates one (``analysis.step_sweep``: your own step's points and costs).
 
     Bad input raises ConfigError (one line) before anything runs, and so does a whole estimate over the host's
     limits (``LimitExceeded``, see ``analysis.sweep_cost.check_sweep``); a failing point is recorded, never raised.
@@ -288,7 +292,8 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
     n_total, n_before = len(keys), len(keys) - len(todo)
     if todo:  # the whole estimate (every point x seed still to run) against the host's limits, before any runs
         from .sweep_cost import check_sweep
-        check_sweep(plan, todo, workers if executor == "local" and isinstance(workers, int) else 1)
+        check_sweep(plan, todo, workers if executor == "local" and isinstance(workers, int) else 1,
+                    cost_fn=cost_fn)
     ex = make_executor(executor, workers, ray_address) if todo else None  # bad arguments: nothing written yet
     writer = None
     try:
@@ -296,9 +301,9 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
         if progress:
             progress(n_before, n_total, None, None)
         if ex is not None:
-            tasks = [{"config": plan.point_config(k).to_dict(), "metrics": list(plan.metrics), "key": k}
-                     for k in todo]
-            for i, (j, point) in enumerate(ex.run(evaluate_point, tasks), 1):
+            tasks = [{"config": plan.point_config(k).to_dict(), "metrics": list(plan.metrics), "key": k,
+                      **(task_extra or {})} for k in todo]
+            for i, (j, point) in enumerate(ex.run(point_fn, tasks), 1):
                 if isinstance(point, WorkerError):
                     point = _failed(todo[j], plan.metrics, f"the worker died: {point}")
                 results[key_id(todo[j])] = point

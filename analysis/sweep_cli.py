@@ -31,6 +31,11 @@ def add_sweep_parser(sub, add_config_flags) -> None:
     p.add_argument("--figure", default=None, metavar="PATH",
                    help="also draw the first metric's phase diagram to PATH (.png, .svg, .pdf or .json)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    from .step_cli import add_step_flags
+    add_step_flags(p)  # your own step: analysis/step_sweep.py
+    step = next(a for a in p._actions if a.dest == "step")
+    step.help += ("; a sweep of it varies seq_len, batch_size (the task's inputs) or analysis settings, and each "
+                  "worker process (--workers N) imports FILE.py again: it RUNS THE FILE'S CODE in every worker")
 
 
 def _clock(s: float) -> str:
@@ -76,7 +81,14 @@ def _table(d: dict) -> str:
 
 def cmd_sweep(args, config_from_args, write_atomic) -> int:
     from .sweep import sweep
-    config = config_from_args(args)
+    if args.step:  # your own step (analysis.step_sweep)
+        from functools import partial
+
+        from .step_sweep import config_of_args, step_sweep
+        config, spec = config_of_args(args)
+        sweep = partial(step_sweep, spec.pop("step"), **spec)
+    else:
+        config = config_from_args(args)
     fig_fmt = _figure_format(args.figure)
     try:
         d = sweep(config, args.vary, seeds=args.seeds, metrics=args.metrics, executor=args.executor,

@@ -33,9 +33,10 @@ def point_cost(config, metrics) -> Cost:
     return Cost(max(c.memory_bytes for c in costs), sum(c.flops for c in costs))
 
 
-def sweep_cost(plan, keys=None, workers: int = 1) -> Cost:
+def sweep_cost(plan, keys=None, workers: int = 1, cost_fn=None) -> Cost:
     """The whole cost of running ``keys`` (default: every point of ``plan``, an ``analysis.sweep.Plan``) with
-    ``workers`` processes side by side. ``parts``: ``points`` (how many), ``point_gflop_max`` and
+    ``workers`` processes side by side (``cost_fn(config, metrics)``: a point's Cost, default ``point_cost``).
+    ``parts``: ``points`` (how many), ``point_gflop_max`` and
     ``point_memory_max`` (bytes) of the costliest point, and ``costliest`` (its axis values, as 'field=value')."""
     keys = plan.keys() if keys is None else keys
     counts: dict[tuple, int] = {}
@@ -44,7 +45,8 @@ def sweep_cost(plan, keys=None, workers: int = 1) -> Cost:
         counts[combo] = counts.get(combo, 0) + 1
     flops, mems, top = 0.0, [], (None, -1.0)
     for combo, n in counts.items():
-        c = point_cost(plan.config.replace(**{a.field: v for a, v in zip(plan.axes, combo)}), plan.metrics)
+        c = (cost_fn or point_cost)(plan.config.replace(**{a.field: v for a, v in zip(plan.axes, combo)}),
+                                    plan.metrics)
         flops += n * c.flops
         mems += [c.memory_bytes] * min(n, max(1, workers))
         if c.flops > top[1]:
@@ -62,11 +64,11 @@ def _shape(plan, n: int) -> str:
     return f"this sweep ({n} runs: {axes} x {s} seed{'s' if s != 1 else ''})"
 
 
-def check_sweep(plan, keys=None, workers: int = 1, limits: Limits | None = None) -> Cost:
+def check_sweep(plan, keys=None, workers: int = 1, limits: Limits | None = None, cost_fn=None) -> Cost:
     """Raise LimitExceeded (one line: the total in GFLOP and MB, the limit, how to lower it) if the whole sweep
     is over the host's limits; else its Cost (see ``sweep_cost``)."""
     limits = current() if limits is None else limits
-    cost = sweep_cost(plan, keys, workers)
+    cost = sweep_cost(plan, keys, workers, cost_fn)
     p = cost.parts
     what = _shape(plan, p["points"])
     total = (f"{cost.gflop:,.0f} GFLOP in all (estimate, ~{_seconds(cost.flops)} on one core) and "

@@ -72,6 +72,11 @@ def _analysis_metrics(config: ExperimentConfig, metrics: list[str], point: dict)
     from .experiment import run_experiment
     views = point_views(metrics)
     r = run_experiment(config) if views is None else run_experiment(config, views=views)  # the default: as before
+    result_metrics(r, config, metrics, point)
+
+
+def result_metrics(r, config: ExperimentConfig, metrics: list[str], point: dict) -> None:
+    """The analysis metrics of a result ``r`` (an ExperimentResult) into ``point`` (and its status and notes)."""
     notes = point["notes"]
     if r.nonfinite:
         point["status"] = "nonfinite"
