@@ -1,0 +1,151 @@
+"""``sweep --step FILE.py:NAME``: sweeps over your own step (analysis/step_sweep.py).
+
+Each point of the command (inline and in a pool of 2 worker processes, which import the file themselves) must
+equal ``analyze(step, x, h0=..., seed=s)`` called here on the same step and the same inputs (the task's seeded
+batch, or the --inputs file) to 1e-12; a field that does not go with a step exits 2 with one line naming it, and a
+sweep over the host's limits exits 2 naming its total before any point runs.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from analysis import analyze
+from analysis.tasks import make_batch
+
+I, H = 3, 5
+
+STEP_FILE = '''
+import torch
+from torch import nn
+
+
+class Cell(nn.Module):
+    """h' = tanh(x W + h U + b)."""
+    input_size, hidden_size = 3, 5
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.W = nn.Parameter(torch.randn(3, 5, generator=g) / 2)
+        self.U = nn.Parameter(torch.randn(5, 5, generator=g) * 0.6)
+        self.b = nn.Parameter(torch.zeros(5))
+
+    def forward(self, x, h):
+        return torch.tanh(x @ self.W + h @ self.U + self.b)
+'''
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "cell.py").write_text(STEP_FILE)
+    g = torch.Generator().manual_seed(3)
+    np.save(tmp_path / "x.npy", torch.randn(12, 2, I, generator=g, dtype=torch.float64).numpy())
+    torch.save(0.2 * torch.randn(2, H, generator=g, dtype=torch.float64), tmp_path / "h0.pt")
+    return tmp_path
+
+
+def _cell(folder):
+    """The step file imported here, independently of the command's loader."""
+    spec = importlib.util.spec_from_file_location("user_cell_sweep_test", folder / "cell.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Cell()
+
+
+def _metrics(r) -> dict:
+    """The metrics of an analyze() result, read here from its arrays."""
+    logs = np.log10(np.asarray(r.grad.grad_norm, float))
+    out = {"lyapunov_max": float(r.jac.lyapunov[0]), "memory_horizon": r.memory_horizon,
+           "grad_ratio": float(logs[0] - logs[-1])}
+    if r.param_sensitivity is not None:
+        out["param_sensitivity"] = float(r.param_sensitivity.last_log10_ratio)
+    return out
+
+
+def _check(points, want_of, metrics):
+    assert points
+    for p in points:
+        assert p["status"] == "ok", p
+        want = want_of(p)
+        for m in metrics:
+            if want[m] is None:
+                assert p[m] is None, (m, p)
+            elif isinstance(want[m], int):
+                assert p[m] == want[m], (m, p)
+            else:
+                assert math.isclose(p[m], want[m], rel_tol=0, abs_tol=1e-12), (m, p[m], want[m])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_task_inputs_points_equal_analyze(folder, cli_inproc, workers):
+    """seq_len and batch_size vary the task's seeded inputs; 2 seeds; inline and a process pool of 2."""
+    out = folder / "s.json"
+    metrics = ["memory_horizon", "grad_ratio", "lyapunov_max"]
+    r = cli_inproc("sweep", "--step", f"{folder}/cell.py:Cell", "--vary", "seq_len=20:40:2", "--vary",
+                   "batch_size=2,3", "--seeds", 2, "--metrics", ",".join(metrics), "--workers", workers, "--quiet",
+                   "--json", out)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["config"]["cell"] == "own" and d["step"]["step_file"] == "cell.py:Cell"
+    assert len(d["points"]) == 2 * 2 * 2 and {p["seq_len"] for p in d["points"]} == {20, 40}
+    cell = _cell(folder)
+
+    def want(p):
+        x = make_batch("random", p["seq_len"], p["batch_size"], seed=p["seed"], input_size=I,
+                       dtype=torch.float64).inputs
+        return _metrics(analyze(cell, x, h0=torch.zeros(p["batch_size"], H, dtype=torch.float64), seed=p["seed"]))
+    _check(d["points"], want, metrics)
+
+
+def test_inputs_file_h0_and_sensitivity_equal_analyze(folder, cli_inproc):
+    """With --inputs and --h0 only analysis settings vary (horizon_threshold here); param_sensitivity too."""
+    out = folder / "s.json"
+    metrics = ["memory_horizon", "grad_ratio", "param_sensitivity"]
+    r = cli_inproc("sweep", "--step", f"{folder}/cell.py:Cell", "--inputs", folder / "x.npy", "--h0",
+                   folder / "h0.pt", "--vary", "horizon_threshold=0.1,0.01", "--seeds", 2, "--metrics",
+                   ",".join(metrics), "--quiet", "--json", out)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert any("change only the random probe" in n for n in d["notes"])
+    cell, x = _cell(folder), torch.from_numpy(np.load(folder / "x.npy"))
+    h0 = torch.load(folder / "h0.pt")
+
+    def want(p):
+        return _metrics(analyze(cell, x, h0=h0, seed=p["seed"], horizon_threshold=p["horizon_threshold"],
+                                views=("jacobians", "gradients", "sensitivity")))
+    _check(d["points"], want, metrics)
+    assert d["points"][0]["memory_horizon"] < d["points"][-1]["memory_horizon"]  # a lower threshold: later
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--vary", "hidden_size=4,8"], "--vary hidden_size"),
+    (["--vary", "init_scale=0.5:2:3"], "--vary init_scale"),
+    (["--vary", "cell=rnn,lstm"], "--vary cell"),
+    (["--vary", "seed=1,2"], "--vary seed"),
+    (["--vary", "seq_len=10,20", "--inputs", "X"], "--vary seq_len"),
+    (["--vary", "seq_len=10,20", "--activation", "relu"], "--activation"),
+    (["--vary", "seq_len=10,20", "--train-steps", "5"], "--train-steps"),
+    (["--vary", "seq_len=10,20", "--metrics", "spectral_radius"], "spectral_radius"),
+    (["--vary", "seq_len=10,20", "--metrics", "final_loss"], "final_loss"),
+    (["--vary", "seq_len=10,20", "--executor", "ray"], "--executor ray"),
+])
+def test_bad_fields_exit_2_with_one_line(folder, cli_inproc, args, names):
+    args = [str(folder / "x.npy") if a == "X" else a for a in args]
+    r = cli_inproc("sweep", "--step", f"{folder}/cell.py:Cell", "--quiet", *args)
+    assert r.returncode == 2
+    line = r.stderr.strip()
+    assert "\n" not in line and names in line and "Traceback" not in line, line
+
+
+def test_over_the_limits_exits_2_naming_the_total(folder, cli_inproc):
+    out = folder / "s.json"
+    r = cli_inproc("sweep", "--step", f"{folder}/cell.py:Cell", "--vary", "seq_len=100:400:4", "--seeds", 3,
+                   "--quiet", "--json", out, env={"GDLAB_MAX_GFLOP": "0.001"})
+    assert r.returncode == 2 and not out.exists()
+    assert "12 runs" in r.stderr and "GFLOP in all" in r.stderr and "\n" not in r.stderr.strip(), r.stderr
