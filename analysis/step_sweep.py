@@ -23,6 +23,7 @@ and checked against the host's limits before the first point runs.
 """
 from __future__ import annotations
 
+import os
 import time
 import traceback
 
@@ -86,10 +87,19 @@ def check_metrics(metrics) -> None:
                               f"choose from {', '.join(STEP_METRICS)}")
 
 
+def _stamp(path: str | None):
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size) if st else None
+
+
 def _load(spec: dict):
     """(LoadedStep, h0 file's tensor or None, inputs file's tensor or None), once per process and spec."""
-    from .own_step_files import load_step, read_arrays, read_h0
-    key = (spec["step"], spec.get("state"), spec.get("h0"), spec.get("inputs"))
+    from .own_step_files import load_step, read_arrays, read_h0, split_spec
+    files = (split_spec(spec["step"])[0], spec.get("state"), spec.get("h0"), spec.get("inputs"))
+    key = (spec["step"], *files[1:], *(_stamp(f) for f in files))  # again when a file changes
     if key not in _LOADED:
         loaded = load_step(spec["step"], spec.get("state"))
         h0 = read_h0(spec.get("h0"), "--h0", loaded.files)
@@ -194,7 +204,7 @@ def step_sweep(step: str, config: ExperimentConfig, vary, *, state: str | None =
     """``sweep`` over your step FILE.py:NAME (the module docstring); ``config`` holds the task and the analysis
     settings. The result is ``sweep``'s, its config's cell ``"own"``, and ``"step"``: the file, NAME and sha256."""
     from .sweep import sweep
-    if executor != "local":
+    if isinstance(executor, str) and executor != "local":
         raise ConfigError("--executor ray does not apply with --step: the file is on this machine; the points run "
                           "in local processes (--workers N)")
     check_axes(vary, inputs is not None)

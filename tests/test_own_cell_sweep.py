@@ -149,3 +149,46 @@ def test_over_the_limits_exits_2_naming_the_total(folder, cli_inproc):
                    "--quiet", "--json", out, env={"GDLAB_MAX_GFLOP": "0.001"})
     assert r.returncode == 2 and not out.exists()
     assert "12 runs" in r.stderr and "GFLOP in all" in r.stderr and "\n" not in r.stderr.strip(), r.stderr
+
+
+def _atlas(monkeypatch, folder=None):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+    for k in ("GDLAB_STEP", "GDLAB_STEP_STATE", "GDLAB_STEP_H0"):
+        monkeypatch.delenv(k, raising=False)
+    if folder is not None:
+        monkeypatch.setenv("GDLAB_STEP", f"{folder}/cell.py:Cell")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=120)
+    for k, v in {"seq_len": "12", "batch_size": "3", "task": "random", "dtype": "float64", "compare": "rnn"}.items():
+        at.query_params[k] = v
+    at.run()
+    at.session_state["view"] = "Atlas"
+    return at.run()
+
+
+def test_atlas_offers_your_cell_and_draws_analyze_numbers(folder, monkeypatch):
+    at = _atlas(monkeypatch)
+    assert "own" not in at.selectbox(key="atlas").options and "Your cell" not in at.selectbox(key="atlas").options
+    at = _atlas(monkeypatch, folder)
+    assert "Your cell" in at.selectbox(key="atlas").options
+    at.selectbox(key="atlas").set_value("own").run()
+    at.text_input(key="atlas_own_s1_seq_len").set_value("12,24").run()
+    at.number_input(key="atlas_own_seeds").set_value(1).run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    assert at.button(key="atlas_run").label == "Run the sweep of your cell (2 runs)"
+    at.button(key="atlas_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["layout"].get("meta", {}).get("view") == "atlas")
+    d = spec["layout"]["meta"]["sweep"]
+    assert d["axes"] == {"seq_len": [12, 24]} and d["metrics"] == ["lyapunov_max", "memory_horizon", "grad_ratio"]
+    cell = _cell(folder)
+
+    def want(p):
+        x = make_batch("random", p["seq_len"], 3, seed=p["seed"], input_size=I, dtype=torch.float64).inputs
+        return _metrics(analyze(cell, x, h0=torch.zeros(3, H, dtype=torch.float64), seed=p["seed"],
+                                dtype="float64"))
+    _check(d["points"], want, d["metrics"])
+    at.selectbox(key="atlas_own_f1").set_value("batch_size").run()  # another axis: its own button
+    assert not at.exception and at.button(key="atlas_run").label.startswith("Run the sweep of your cell")

@@ -6,6 +6,7 @@ point per slot (dashboard/sweeps.py), with a progress bar and its place in line,
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections import OrderedDict
 
@@ -19,7 +20,8 @@ from rnn_models.config import ConfigError
 
 from analysis.guides import VIEW_GUIDES
 
-from .. import background, sweeps
+from .. import background, own_step, sweeps
+from . import atlas_own
 from ..exporting import MIME, chart, deck_button, zip_button
 from .common import guide
 
@@ -89,7 +91,10 @@ def _session() -> str:
 def _run(plan, vary, key: str) -> dict | None:
     """Start (or watch) the sweep's background job and draw its progress until it ends; its result, or None
     (the reason drawn) when it stopped."""
-    job = sweeps.start(_session(), plan, vary, key)
+    return _watch(sweeps.start(_session(), plan, vary, key))
+
+
+def _watch(job) -> dict | None:
     bar = st.progress(0.0, text="Sweep: starting")
     while not job.poll(0.25):
         bar.progress(job.fraction, text=job.text[:300])
@@ -108,7 +113,9 @@ def _heading(d: dict, choice: str) -> tuple[str, list[str]]:
     from analysis.config import ExperimentConfig
     from analysis.guides import describe
     axes = " × ".join(f"{f} ({len(v)} values)" for f, v in d["axes"].items())
-    base = f"Sweep: {axes} × {len(d['seeds'])} seeds · base: " + describe(ExperimentConfig.from_dict(d["config"]))
+    base = f"Sweep: {axes} × {len(d['seeds'])} seeds · base: " + (
+        f"your cell {d['step']['step_file']} on the task's inputs" if "step" in d else
+        describe(ExperimentConfig.from_dict(d["config"])))
     if choice in ATLAS_PRESETS:
         p = ATLAS_PRESETS[choice]
         return f"Atlas: {p.title}", list(p.lines) + [base]
@@ -157,10 +164,14 @@ class _ConfigView:
 
 def render(ctx) -> None:
     guide(GUIDE)
-    names = list(ATLAS_PRESETS) + [CUSTOM]
+    names = list(ATLAS_PRESETS) + [CUSTOM] + own_step.choices()  # + "own" when the server names a step
     # the option values are the URL's (?atlas=irnn): a format_func would put the long titles into the link
     choice = st.selectbox("Atlas preset (edge-of-chaos, forget-bias, irnn, adding-vs-T, or custom axes)", names,
-                          index=names.index(DEFAULT_ATLAS), key="atlas", bind="query-params")
+                          index=names.index(DEFAULT_ATLAS), key="atlas", bind="query-params",
+                          format_func=lambda n: "Your cell" if n == atlas_own.OWN else n)
+    if choice == atlas_own.OWN:
+        st.markdown("**Your cell: a sweep of your own step**")
+        return atlas_own.render(ctx, sys.modules[__name__])
     st.markdown(f"**{ATLAS_PRESETS[choice].title if choice in ATLAS_PRESETS else 'Custom: the sidebar settings, your axes'}**")
     if choice == CUSTOM:
         base, vary, seeds, metrics = _custom(ctx)
