@@ -31,11 +31,13 @@ def add_sweep_parser(sub, add_config_flags) -> None:
     p.add_argument("--figure", default=None, metavar="PATH",
                    help="also draw the first metric's phase diagram to PATH (.png, .svg, .pdf or .json)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    from .own_step_files import HELP
     from .step_cli import add_step_flags
     add_step_flags(p)  # your own step: analysis/step_sweep.py
-    step = next(a for a in p._actions if a.dest == "step")
-    step.help += ("; a sweep of it varies seq_len, batch_size (the task's inputs) or analysis settings, and each "
-                  "worker process (--workers N) imports FILE.py again: it RUNS THE FILE'S CODE in every worker")
+    next(a for a in p._actions if a.dest == "step").help = (
+        HELP + "; sweeps it on the task's inputs (vary seq_len, batch_size) or on --inputs FILE, from --h0 FILE "
+        "(else zeros), varying analysis settings. Each worker process (--workers N) imports FILE.py again: the "
+        "sweep RUNS THE FILE'S CODE in every worker")
 
 
 def _clock(s: float) -> str:
