@@ -207,6 +207,8 @@ def step_sweep(step: str, config: ExperimentConfig, vary, *, state: str | None =
     if isinstance(executor, str) and executor != "local":
         raise ConfigError("--executor ray does not apply with --step: the file is on this machine; the points run "
                           "in local processes (--workers N)")
+    if kw.get("resume"):  # a resume file's header names the config, not the step: another step's points would pass
+        raise ConfigError("--resume does not apply with --step yet: its file would not say which step ran")
     check_axes(vary, inputs is not None)
     check_metrics(metrics)
     spec = {"step": step, "state": state, "h0": h0, "inputs": inputs}

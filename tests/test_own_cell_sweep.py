@@ -134,6 +134,7 @@ def test_inputs_file_h0_and_sensitivity_equal_analyze(folder, cli_inproc):
     (["--vary", "seq_len=10,20", "--metrics", "spectral_radius"], "spectral_radius"),
     (["--vary", "seq_len=10,20", "--metrics", "final_loss"], "final_loss"),
     (["--vary", "seq_len=10,20", "--executor", "ray"], "--executor ray"),
+    (["--vary", "seq_len=10,20", "--resume", "r.jsonl"], "--resume"),
 ])
 def test_bad_fields_exit_2_with_one_line(folder, cli_inproc, args, names):
     args = [str(folder / "x.npy") if a == "X" else a for a in args]
