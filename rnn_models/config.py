@@ -187,7 +187,7 @@ class ModelConfig:
         if "forget_bias" not in kind.settings and self.forget_bias is not None:
             notes.append(f"forget_bias applies to {who('forget_bias')} only; ignored for {self.cell}")
         if "chrono" not in kind.settings and self.init == "chrono":
-            notes.append(f"init='chrono' applies to gated cells only; the {self.cell} uses the default init")
+            notes.append(f"init='chrono' applies to {who('chrono')} only; the {self.cell} uses the default init")
         for f in ("lru_r_min", "lru_r_max", "lru_phase_max", "lru_gamma"):
             if getattr(self, f) != ModelConfig.__dataclass_fields__[f].default and f not in kind.settings:
                 notes.append(f"{f} applies to {who(f)} only; ignored for {self.cell}")

@@ -414,3 +414,60 @@ def test_choosing_the_hello_preset_sets_its_text_and_pace():
     assert at.session_state["hidden_size"] == 3
     assert at.session_state["train_steps_per_tick"] == PRESETS["charlm-hello"].train["steps_per_tick"]
     assert "task charlm (hello)" in " ".join(m.value for m in at.markdown)
+
+
+# ---- the registered kinds in the sidebar: every one offered, the LRU's settings bound to the URL -----------------
+def test_every_registered_kind_is_offered_and_the_lru_settings_follow_the_url():
+    from rnn_models.cells import cell_names, cell_type
+    at = ok(app(compare="lru,mingru", lru_r_min="0.5", lru_r_max="0.95", lru_phase_max="3.14", lru_gamma="false",
+                **SMALL))
+    assert list(at.multiselect(key="cell_compare").options) == [cell_type(c).label for c in cell_names()]
+    assert len(cell_names()) >= 7
+    cfg = figure(at, "grad_norm")["layout"]["meta"]["config"]
+    assert cfg["compare"] == ["lru", "mingru"]
+    assert (cfg["lru_r_min"], cfg["lru_r_max"], cfg["lru_phase_max"], cfg["lru_gamma"]) == (0.5, 0.95, 3.14, False)
+    assert at.number_input(key="lru_r_min").value == 0.5 and at.checkbox(key="lru_gamma").value is False
+    notes = " ".join(c.value for c in at.sidebar.caption)
+    assert "the LRU and the minGRU have no W_hh: init and init_scale do not apply to them" in notes
+    assert "activation applies to the RNN only: no RNN is selected" in notes
+    # a widget change reaches the figures and the URL
+    at.number_input(key="lru_r_max").set_value(0.99).run()
+    ok(at)
+    assert figure(at, "grad_norm")["layout"]["meta"]["config"]["lru_r_max"] == 0.99
+    assert at.query_params["lru_r_max"] in ("0.99", ["0.99"])
+    # r_min >= r_max: one line naming the fields and the ring, the last good settings kept
+    at.number_input(key="lru_r_min").set_value(0.995).run()
+    ok(at)
+    assert "lru_r_min=0.995 must be below lru_r_max=0.99" in messages(at) and len(at.error) == 1
+    assert figure(at, "grad_norm")["layout"]["meta"]["config"]["lru_r_min"] == 0.5
+    at.number_input(key="lru_r_min").set_value(0.9).run()
+    ok(at)
+    assert not messages(at)
+    # an odd H cannot be split into complex units: said in one line
+    at.slider(key="hidden_size").set_value(7).run()
+    assert "hidden_size=7 must be even for cell='lru'" in messages(at)
+    # no kind with LRU settings selected: the widgets are not drawn, their values are kept for later
+    at.slider(key="hidden_size").set_value(6).run()
+    at.multiselect(key="cell_compare").set_value(["gru"]).run()
+    ok(at)
+    assert not [n for n in at.number_input if n.key == "lru_r_min"]
+    assert at.session_state["lru_r_min"] == 0.9
+
+
+@pytest.mark.parametrize("compare, expected", [
+    ("rnn,lstm,gru", "activation applies to the RNN only; the LSTM and the GRU use sigmoid/tanh gates"),
+    ("rnn,lru,mingru", "activation applies to the RNN only; the LRU is linear (a complex diagonal recurrence, no "
+                       "activation); the minGRU uses a sigmoid gate and a linear recurrence"),
+    ("rglru,minlstm", "activation applies to the RNN only: no RNN is selected"),
+])
+def test_the_activation_note_says_what_each_selected_kind_uses(compare, expected):
+    at = ok(app(compare=compare, **SMALL))
+    assert expected in [c.value.replace(":orange[", "").rstrip("]") for c in at.sidebar.caption]
+
+
+def test_setting_notes_name_the_kinds_that_take_them():
+    at = ok(app(compare="rnn,lru", init="chrono", layer_norm="true", **SMALL))
+    notes = [c.value for c in at.sidebar.caption]
+    assert ":orange[chrono applies to the LSTM and the GRU only: the RNN uses the default init]" in notes
+    assert "layer norm applies to the RNN, the LSTM and the GRU only" in notes  # some selected cell takes it: grey
+    assert "the LRU has no W_hh: init and init_scale do not apply to it" in notes  # init chrono: the default's grey

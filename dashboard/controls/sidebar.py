@@ -1,6 +1,8 @@
 """The sidebar: every engine setting as a widget (keys = config field names) -> Settings."""
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 from analysis.config import (
@@ -32,19 +34,39 @@ def _having(setting: str) -> list[str]:
     return [cell_type(c).label for c in cell_names() if setting in cell_type(c).settings]
 
 
+def _listed(items: list[str], last: str = "and") -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}" if items else ""
+
+
 def _only(setting: str) -> str:
-    """"the LSTM", "the RNN and the GRU": who a setting applies to."""
-    return " and ".join(f"the {n}" for n in _having(setting))
+    """"the LSTM", "the RNN, the LSTM and the GRU": who a setting applies to."""
+    return _listed([f"the {n}" for n in _having(setting)])
 
 
 def _any(setting: str) -> str:
-    """"LSTM", "RNN or GRU": none of these is selected."""
-    return " or ".join(_having(setting))
+    """"LSTM", "RNN, LSTM or GRU": none of these is selected."""
+    return _listed(_having(setting), "or")
 
 
 def _selected(setting: str, cells: list[str]) -> bool:
     """Some selected cell takes the setting."""
     return any(setting in cell_type(c).settings for c in cells)
+
+
+def _instead(cells: list[str]) -> str:
+    """What the selected kinds without ``activation`` use instead, grouped by their ``activation_note``: "the LSTM
+    and the GRU use sigmoid/tanh gates; the LRU is linear (...)"."""
+    groups: dict[str, list[str]] = {}
+    for c in cells:
+        groups.setdefault(cell_type(c).activation_note, []).append(f"the {cell_type(c).label}")
+    out = []
+    for note, who in groups.items():
+        verb, _, rest = note.partition(" ")
+        if len(who) > 1:  # "uses" -> "use", "is" -> "are"
+            verb = {"is": "are", "has": "have"}.get(verb, verb[:-1] if verb.endswith("s") else verb)
+        out.append(f"{_listed(who)} {verb} {rest}")
+    return "; ".join(out)
 
 
 TEXT_NAMES = {"shipped": "shipped: Shakespeare's sonnets (V = 60)", "hello": "hello (V = 4: h, e, l, o)"}
@@ -63,6 +85,23 @@ def layer_control() -> None:
                  disabled=L == 1, help="Numbered from 0 as the API, JSON and --layer count. Layer 0 reads x_t; the "
                                        "loss reads the top layer L-1. The Jacobians "
                                        "∂h_{T-1}/∂h_{T-1-k}, the gate maps and W_hh are those of this layer.")
+
+def lru_controls() -> None:
+    """The settings of the kinds that declare ``lru_*`` (the LRU's ring initialisation and its normalisation),
+    drawn when such a kind is selected; keys = the config fields, so the URL carries them as any other."""
+    who = _any("lru_r_min")
+    st.caption(f"**{who}**: λ = r e^(iφ), r drawn uniformly in area on the ring r_min ≤ |λ| ≤ r_max, "
+               "φ ~ U[0, phase max] (Orvieto et al. 2023)")
+    c = st.columns(2)
+    c[0].number_input("r_min", min_value=0.0, max_value=1.0, step=0.001, format="%.4f", key="lru_r_min",
+                      help=f"{who}: the ring's inner radius, 0 <= r_min < r_max.")
+    c[1].number_input("r_max", min_value=0.0, max_value=1.0, step=0.001, format="%.4f", key="lru_r_max",
+                      help=f"{who}: the ring's outer radius, r_min < r_max <= 1. |λ|^k bounds the gradient's decay "
+                           "over k steps: r_max near 1 keeps it.")
+    st.number_input("phase max φ_max", min_value=0.0, max_value=2 * math.pi, step=0.1, format="%.3f",
+                    key="lru_phase_max", help=f"{who}: arg λ ~ U[0, φ_max], 0 < φ_max <= 2π.")
+    st.checkbox("γ normalisation", key="lru_gamma",
+                help=f"{who}: the input is scaled by γ = √(1 − |λ|²), so E||h||² stays O(1) as |λ| → 1.")
 
 def _note(text: str, active: bool = True) -> None:
     """A caption saying a setting does not apply; orange when the user actually set it."""
@@ -83,13 +122,17 @@ def sidebar() -> Settings:
         st.caption((f"**{title}** " if title else "") + "Its two lines of what to look for are shown above the charts.")
 
         from dashboard import own_step  # "Your cell": the step this server was started with, if any
+        diagonal = [CELL_NAMES[c] for c in CELLS if cell_type(c).diagonal]
         st.multiselect("Cells to compare (1-3)", list(CELLS) + own_step.choices(), key="cell_compare",
                        max_selections=3, format_func=lambda c: CELL_NAMES[c],
                        help="Analysed side by side on the same data and seed." + (
+                           f" {', '.join(diagonal)}: diagonal recurrences without W_hh (∂h_t/∂h_(t-1) is diagonal: "
+                           "linear in h, gates that read x_t only)." if diagonal else "") + (
                            " Your cell: the step this server was started with (gdlab dashboard --step), on the "
                            "task's inputs." if own_step.offered() else ""))
         cells = [c for c in CELLS if c in (ss.get("cell_compare") or [])]
-        gated = [CELL_NAMES[c] for c in cells if "activation" not in cell_type(c).settings]
+        others = [c for c in cells if "activation" not in cell_type(c).settings]
+        no_whh = [c for c in cells if not cell_type(c).gate_names]  # no W_hh: init and init_scale do not apply
 
         with st.expander("Model", expanded=True):
             st.selectbox("Activation φ (RNN)", list(ACTIVATIONS), key="activation",
@@ -99,18 +142,25 @@ def sidebar() -> Settings:
             if not _selected("activation", cells):
                 _note(f"activation applies to {_only('activation')} only: no {_any('activation')} is selected",
                       custom)
-            elif gated:
-                _note(f"activation applies to {_only('activation')} only; {', '.join(gated)} use sigmoid gates and "
-                      "tanh", custom)
+            elif others:
+                _note(f"activation applies to {_only('activation')} only; {_instead(others)}", custom)
             st.selectbox("Initialization of W_hh", list(INITS), key="init")
-            plain = [CELL_NAMES[c] for c in cells if "chrono" not in cell_type(c).settings]
+            plain = [CELL_NAMES[c] for c in cells if "chrono" not in cell_type(c).settings and c not in no_whh]
             if ss.get("init") == "chrono" and plain:
-                _note(f"chrono applies to gated cells only: the {', '.join(plain)} "
+                _note(f"chrono applies to {_only('chrono')} only: {_listed([f'the {n}' for n in plain])} "
                       f"{'uses' if len(plain) == 1 else 'use'} the default init")
             st.number_input("init_scale", min_value=0.0, max_value=100.0, step=0.1, key="init_scale",
                             format="%.3f")
             st.caption(f"init_scale: {INIT_SCALE_MEANING.get(ss.get('init'), '')}")
+            if no_whh:
+                names = _listed([f"the {CELL_NAMES[c]}" for c in no_whh])
+                _note(f"{names} {'has' if len(no_whh) == 1 else 'have'} no W_hh: init and init_scale do not "
+                      f"apply to {'it' if len(no_whh) == 1 else 'them'}",
+                      ss.get("init") not in ("default", "chrono") or float(ss.get("init_scale") or 0) != 1.0)
             st.checkbox("Layer norm", key="layer_norm", help="Ba et al. 2016, on the summed pre-activation.")
+            if ss.get("layer_norm") and not all("layer_norm" in cell_type(c).settings for c in cells):
+                _note(f"layer norm applies to {_only('layer_norm')} only",
+                      not _selected("layer_norm", cells))
             st.checkbox("Peepholes (LSTM)", key="peephole")
             if ss.get("peephole") and not _selected("peephole", cells):
                 _note(f"peepholes apply to {_only('peephole')} only: no {_any('peephole')} is selected")
@@ -121,6 +171,8 @@ def sidebar() -> Settings:
                 _note(f"forget-gate bias applies to {_only('forget_bias')} only: no {_any('forget_bias')} is selected")
             elif ss.get("forget_bias_on") and not all("forget_bias" in cell_type(c).settings for c in cells):
                 _note(f"forget-gate bias applies to {_only('forget_bias')} only", False)
+            if _selected("lru_r_min", cells):
+                lru_controls()
             st.slider("Hidden size H", 1, max(512, int(ss.get("hidden_size") or 1)), key="hidden_size")
             st.number_input("Layers", min_value=1, max_value=16, step=1, key="num_layers")
             layer_control()
