@@ -53,6 +53,18 @@ batch 16 unless said, Jacobian spectra over the first 4 sequences; numbers measu
                       (+1.5); the scalar closed forms (Zucchet & Orvieto 2024) give +3.0, +1.0 and +2.0. The LRU's
                       E stays 1.16 vs 1.17 (gamma), its sensitivity to nu_log 0.90 vs 0.83 (the exp(-exp(nu))
                       parameterisation), but to theta_log (the phase) 5.81 vs 3.87 (+1.9: not tamed).
+    lru-t2000         LRU (ring 0.9 <= |lambda| <= 0.999) vs LSTM vs GRU (default init), T=2000, H=64, B=16,
+                      Jacobians of 4 sequences at 42 log-spaced lags (light settings: ~5 s on 2 cores, ~180 GFLOP
+                      and ~400 MB estimated): log10 ||dL/dh_0|| / ||dL/dh_1999|| = -4.4 (LRU), -399 (LSTM), -368
+                      (GRU); the LRU's slope over t = 0..1000 is log10 max|lambda| = log10 0.9962 per step and its
+                      sigma_max at lag k is max|lambda|^k (to 1e-13 in log10); memory horizon (1e-3) ~1800 (reported
+                      1999: crossed between the log-spaced lags 1695 and 1999) vs 17 and 20. With init=chrono the
+                      LSTM's ratio is 10^-4.4 and the GRU's 10^-0.65.
+    mingru            minGRU vs GRU, default init, variant W_hh at spectral radius 5: the minGRU's
+                      ||dL/dh_0|| / ||dL/dh_99|| = 10^-24.0 in both runs (horizon 15), its Jacobian's sigma_max
+                      equals the kept-share path prod (1 - z_t) (to 3e-7 in log10) and never exceeds 1; the GRU's
+                      10^-18.8 (horizon 18), its sigma_max at lag 99 10^-17.9 vs the update-gate path 10^-25.1;
+                      with spectral radius 5 the GRU explodes: 10^+6.4, sigma_max 10^8.5 at lag 99.
     charlm-text       tanh RNN and LSTM, H=128, T=64, B=32, Adam lr 0.005 on the sonnets (V=60): perplexity ~60
                       at step 0, ~10 by step 90-100 (RNN 10.0, LSTM 10.6), 5.4 (RNN) and 6.2 (LSTM) at step 300;
                       samples at temperature 0.8 hold words ("the", "thou", "And") and line breaks by step ~150.
@@ -174,9 +186,27 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
        "(light). ∂h_T/∂h_t never explodes (norm r^k), yet from 0.9 to 0.99 the RNN's sensitivity to W_hh and b_hh, "
        "log10 ‖∂h_T/∂θ‖², rises ~2.4 decades while its size log10 ‖h_T‖² rises ~0.9.",
        "Zucchet & Orvieto (2024): for h_t = λh_{t-1} + x_t, E[h²] = 1/(1−λ²) but E[(∂h/∂λ)²] = (1+λ²)/(1−λ²)³. "
-       "The LRU's γ normalisation keeps its size flat and its λ = exp(−exp(ν)) keeps ∂h/∂ν flat, but its phase "
-       "θ still gains ~1.9 decades (the per-parameter lines, in the legend).",
+       "The LRU's γ normalisation keeps its size flat and its |λ| = exp(−exp(ν)) keeps ∂h/∂ν flat, but its phase "
+       "parameter θ still gains ~1.9 decades (the per-parameter lines, in the legend).",
        variant={"init_scale": 0.9, "lru_r_min": 0.895, "lru_r_max": 0.9}),
+    _p("lru-t2000", "LRU vs LSTM vs GRU at T = 2000",
+       ExperimentConfig(cell="lru", compare=("lru", "lstm", "gru"), task="random", seq_len=2000, hidden_size=64,
+                        batch_size=16, seed=0, jacobian_batch=4, jacobian_lags="log"),
+       "Gradient flow (log axis): over 2000 steps the LRU's ‖∂L/∂h_t‖ falls only ~4.4 decades, a straight line "
+       "whose slope far back is log10 of its largest |λ| (0.996, drawn from the ring 0.9 ≤ |λ| ≤ 0.999); the LSTM's and "
+       "GRU's fall ~400 and ~370 decades, ~0.2 per step (exact in log space, far below float32's range).",
+       "Jacobians: the LRU's ∂h_T/∂h_{T−k} has singular values exactly |λ_j|^k (linear, no W_hh mixing the units): "
+       "its memory horizon (max|λ|^k < 10^−3) is ~1,800 steps, the LSTM's 17 and the GRU's 20 at the default init (chrono "
+       "init holds theirs too). Light settings: H = 64, Jacobians of 4 sequences at log-spaced lags."),
+    _p("mingru", "minGRU: gates without a hidden-state nonlinearity",
+       ExperimentConfig(cell="mingru", compare=("mingru", "gru"), task="random", **_BASE),
+       "The minGRU's gate reads x_t alone: h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ h̃_t, so ∂h_t/∂h_{t−1} = diag(1 − z_t): "
+       "each unit's gradient is scaled by its own 1 − z_t < 1, it can vanish but never explode, and the full "
+       "Jacobian is the kept-share path (Jacobians: the two lines coincide).",
+       "The GRU's gates read h_{t−1} through W_hh: at lag 99 its Jacobian is ~7 decades above the gate path ∏ z_t, "
+       "and with W_hh at spectral radius 5 (light) its gradient grows ~10^6 over 100 steps; the minGRU has no W_hh "
+       "(its light line is its dark one), and how long it remembers is set by x_t alone: here ~0.24 decades lost per step.",
+       variant={"init": "spectral", "init_scale": 5.0}),
     _p("charlm-hello", "Character-level LM on \"hello\" (h, e, l, o)",
        ExperimentConfig(cell="rnn", hidden_size=3, task="charlm", text="hello", seq_len=20, batch_size=16, seed=0,
                         jacobian_batch=4, lr=0.03, train_steps=150),

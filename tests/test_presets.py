@@ -256,6 +256,64 @@ def test_curse_of_memory_preset_sensitivity_outgrows_the_state():
     assert far["lru"].param_sensitivity.method == "exact"  # unit-wise blocks: one tangent each
 
 
+def _lambda_max(config) -> float:
+    """max_j |lambda_j| of the LRU the engine builds for ``config`` (the same seed, the same weights)."""
+    from analysis.experiment import TaskModel, resolve
+    c, batch, _ = resolve(config.for_cell("lru"))
+    cell = TaskModel(c, batch.spec, c.input_size).net.layers[0][0]
+    return float(cell.recurrent_eigenvalues()["λ"].abs().max())
+
+
+def test_lru_t2000_preset_the_lru_holds_the_gated_cells_decay():
+    """T = 2000: the LRU's gradient falls ~4.4 decades, far back at log10 max|lambda| per step, its sigma_max at
+    lag k is max|lambda|^k; the LSTM's and GRU's fall ~400 and ~370 decades (log space), horizons 17 and 20;
+    chrono init holds theirs (numbers in analysis.presets)."""
+    from analysis import limits
+    p = PRESETS["lru-t2000"]
+    c = p.config
+    assert c.cells == ("lru", "lstm", "gru") and c.seq_len == 2000 and c.jacobian_lags == "log"
+    cost = limits.estimate(c)  # light settings: well inside the default host limits
+    assert cost.memory_bytes < limits.DEFAULT_MAX_MEMORY_MB * 2**20 / 2 and cost.flops < 1e9 * limits.DEFAULT_MAX_GFLOP / 5
+    r = run_comparison(c)
+    lam = _lambda_max(c)
+    assert 0.99 < lam <= 0.999
+    lg = {k: r[k].grad.log10_grad_norm for k in r}
+    lru = lg["lru"] - lg["lru"][-1]
+    assert -5 < lru[0] < -4  # ~4.4 decades over 2000 steps
+    np.testing.assert_allclose((lru[1000] - lru[0]) / 1000, -math.log10(lam), rtol=1e-3)  # the slope far back
+    L = np.asarray(r["lru"].jac.lag)
+    np.testing.assert_allclose(r["lru"].jac.spectral_norm, L * math.log10(lam), atol=1e-9)  # |lambda|^k exactly
+    assert 1500 < 3 / -math.log10(lam) < 2000 and r["lru"].memory_horizon >= 1500  # the horizon ~1,800
+    for cell, lo, hi, horizon in (("lstm", -430, -370, 17), ("gru", -400, -340, 20)):
+        d = lg[cell] - lg[cell][-1]
+        assert lo < d[0] < hi, (cell, d[0])  # ~0.2 decades per step
+        assert np.isfinite(d).all() and r[cell].grad.grad_norm[0] == 0  # exact in log space, 0 in float32
+        assert abs(r[cell].memory_horizon - horizon) <= 3
+    chrono = run_comparison(c.replace(init="chrono", compare=("lstm", "gru"), cell="lstm", **FAST))
+    for cell in ("lstm", "gru"):  # chrono init holds the gated cells' gradient too
+        d = chrono[cell].grad.log10_grad_norm
+        assert d[0] - d[-1] > -6, cell
+
+
+def test_mingru_preset_diagonal_jacobian_cannot_explode():
+    """minGRU vs GRU: the minGRU's Jacobian is the kept-share path prod(1 - z_t) <= 1 and the same with any W_hh
+    init (it has none); the GRU's full Jacobian is ~7 decades above its gate path, and with W_hh at spectral radius 5
+    it explodes (numbers in analysis.presets)."""
+    p = PRESETS["mingru"]
+    assert p.config.cells == ("mingru", "gru") and p.variant == {"init": "spectral", "init_scale": 5.0}
+    base, big = run_comparison(p.config), run_comparison(p.config.replace(**p.variant))
+    m, g = base["mingru"], base["gru"]
+    assert -26 < math.log10(ratio(m)) < -22 and m.memory_horizon is not None  # vanishes: ~0.24 decades per step
+    np.testing.assert_allclose(m.jac.spectral_norm, m.jac.update_gate_path, atol=1e-5)  # every path is the gate's
+    assert m.jac.spectral_norm.max() <= 1e-6  # sigma_max <= 1 at every lag: diag(1 - z_t), 0 < 1 - z_t < 1
+    np.testing.assert_array_equal(big["mingru"].grad.grad_norm, m.grad.grad_norm)  # no W_hh: the variant is moot
+    assert "exploding" not in kinds(alerts(big["mingru"]))
+    assert 5 < g.jac.spectral_norm[-1] - g.jac.update_gate_path[-1] < 9  # W_hh paths: ~7 decades above prod z_t
+    assert math.log10(ratio(g)) > -21 and "vanishing" in kinds(alerts(g))
+    gb = big["gru"]
+    assert ratio(gb) > 1e5 and gb.jac.spectral_norm[-1] > 6 and "exploding" in kinds(alerts(gb))
+
+
 EFFECT_CHECKS = {
     "default": test_default_preset_one_collapses_the_others_hold,
     "vanishing-tanh": test_vanishing_preset,
@@ -271,4 +329,6 @@ EFFECT_CHECKS = {
     "charlm-hello": test_charlm_hello_preset_learns_to_perplexity_one,
     "charlm-text": test_charlm_text_preset_starts_at_the_vocabulary_size,
     "curse-of-memory": test_curse_of_memory_preset_sensitivity_outgrows_the_state,
+    "lru-t2000": test_lru_t2000_preset_the_lru_holds_the_gated_cells_decay,
+    "mingru": test_mingru_preset_diagonal_jacobian_cannot_explode,
 }
