@@ -18,6 +18,8 @@ dtype; one pass per tangent direction, not one backward per parameter. Per param
 
     unit-wise   each entry of h depends on at most one entry of the block (declared by the cell:
                 ``unitwise_params``): || J 1 ||^2 = || J ||_F^2, one tangent, exact
+    unit rows   row r of the block moves unit r mod H of h only (``unit_rows``: a diagonal cell's input weights):
+                n / H tangents, each 1 on a block of H rows at one column, exact (n / H <= exact_max)
     basis       n <= exact_max: the tangents e_1..e_n, sum_j || J e_j ||^2 = || J ||_F^2, exact
     Hutchinson  larger blocks: K Rademacher tangents per sequence, E || J v ||^2 = || J ||_F^2, unbiased; the
                 relative standard error of S_t is estimated from the spread over the K tangents
@@ -183,16 +185,12 @@ def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> Sensitivi
     # and tangent when a state is a slice of the run's stacked states: 30x slower, measured)
     states = [tuple(s.detach().to(torch.float64).clone() for s in st) for st in run.states]
     step = Step(cell, through)
-    unitwise = set(getattr(cell, "unitwise_params", ()) or ())
     pdict = dict(cell.named_parameters())
     gen = torch.Generator().manual_seed(int(seed))
-
-    modes = {}
-    for n in names:
-        numel = pdict[n].numel()
-        modes[n] = "unitwise" if n in unitwise else "basis" if numel <= exact_max else "hutchinson"
+    H = getattr(cell, "hidden_size", states[0][0].shape[-1])  # the period of a unit-rows block
+    modes = {n: _mode(cell, n, pdict[n].shape, H, exact_max) for n in names}
     # progress: tangent-steps done of (tangents of every block) x T
-    work = T * sum(1 if modes[n] == "unitwise" else pdict[n].numel() if modes[n] == "basis" else k for n in names)
+    work = T * sum(_tangents(modes[n], pdict[n].numel(), H, k) for n in names)
     done = [0, 0]
 
     def tick(n_tangents: int) -> None:
@@ -203,9 +201,10 @@ def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> Sensitivi
 
     blocks, logs, sq_se, bad = {}, [], [], None
     for n in names:
-        est, se2, b = block(step, n, pdict[n].detach().clone(), modes[n], k, gen, inputs, states, tick)
+        est, se2, b = block(step, n, pdict[n].detach().clone(), modes[n], k, gen, inputs, states, tick, H)
         bad = bad or (b and {**b, "param": n})
-        blocks[n] = {"numel": pdict[n].numel(), "method": METHODS[modes[n]].format(n=pdict[n].numel(), k=k),
+        blocks[n] = {"numel": pdict[n].numel(),
+                     "method": METHODS[modes[n]].format(n=_tangents(modes[n], pdict[n].numel(), H, k), k=k),
                      "log10_sensitivity": est,
                      "rel_se": None if se2 is None else torch.pow(10.0, 0.5 * se2 - est)}
         logs.append(est)
@@ -250,7 +249,23 @@ def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> Sensitivi
 
 
 METHODS = {"unitwise": "exact (unit-wise, one all-ones tangent)", "basis": "exact (tangent basis, {n} tangents)",
+           "rows": "exact (unit rows, {n} tangents)",
            "hutchinson": "estimate (Hutchinson, K={k})"}
+
+
+def _mode(cell, name: str, shape, H: int, exact_max: int) -> str:
+    """How a block is measured: unit-wise (one tangent), unit rows (n / H tangents), a basis, or Hutchinson."""
+    n = math.prod(shape)
+    if name in set(getattr(cell, "unitwise_params", ()) or ()):
+        return "unitwise"
+    if name in set(getattr(cell, "unit_rows", ()) or ()) and shape and shape[0] % H == 0 and n // H <= exact_max:
+        return "rows"
+    return "basis" if n <= exact_max else "hutchinson"
+
+
+def _tangents(mode: str, n: int, H: int, k: int) -> int:
+    """Tangents per sequence (Hutchinson) or shared by the sequences (the exact modes) of a block of n entries."""
+    return {"unitwise": 1, "rows": n // max(H, 1), "basis": n}.get(mode, k)
 
 
 def _first_nonfinite_state(states: list) -> tuple[int, int] | None:
@@ -296,13 +311,13 @@ def sensitivity_cost(config, cell: str, input_size: int, k: int = DEFAULT_K,
             c = cell_type(cell).from_config(I, H, config.model_config(I, cell), torch.float64)
     P = sum(p.numel() for p in c.parameters())
     S = len(c.state_names) * H
-    unitwise = set(getattr(c, "unitwise_params", ()) or ())
     pdict = dict(c.named_parameters())
     flops, mem, chunks = 0.0, T * B * S * 8.0, 0
     for name in default_params(c):
         n = pdict[name].numel()
-        hutch = name not in unitwise and n > exact_max
-        N = 1 if name in unitwise else k if hutch else n
+        mode = _mode(c, name, pdict[name].shape, H, exact_max)
+        hutch = mode == "hutchinson"
+        N = _tangents(mode, n, H, k)
         flops += T * B * N * (JVP_FACTOR * P + (2 * n if hutch else 0))
         per_tangent = B * (4 * S + (3 if hutch else 2) * n) * 8
         chunks += math.ceil(N / chunk_size(per_tangent))

@@ -131,20 +131,34 @@ def chunk_size(per_tangent_bytes: float, budget: float = CHUNK_BYTES) -> int:
     return max(1, int(budget // max(per_tangent_bytes, 1.0)))
 
 
+def row_tangents(shape: tuple, H: int, i0: int, i1: int) -> Tensor:
+    """Tangents i0..i1-1 of a unit-rows block (shape (G, *rest), row r moving unit r mod H only): tangent
+    q = g R + c (R = prod(rest)) is 1 on rows g H..(g+1) H - 1 at flat column c, so no two of its entries move the
+    same unit and ||J v_q||^2 = the sum of its entries' ||J e||^2; the G R / H tangents cover every entry once."""
+    R = math.prod(shape[1:])
+    V = torch.zeros(i1 - i0, shape[0] // H, H, R, dtype=torch.float64)  # (N, G/H, H, R)
+    q = torch.arange(i0, i1)
+    V[torch.arange(i1 - i0), q // R, :, q % R] = 1.0
+    return V.view((i1 - i0,) + tuple(shape))
+
+
 def block(step: Step, name: str, p0: Tensor, mode: str, k: int, gen: torch.Generator, inputs: list,
-           states: list, tick) -> tuple[Tensor, Tensor | None, dict | None]:
-    """(log10 S_t^block (T,), log10 of its squared standard error (T,) or None when exact, nonfinite)."""
+           states: list, tick, H: int = 0) -> tuple[Tensor, Tensor | None, dict | None]:
+    """(log10 S_t^block (T,), log10 of its squared standard error (T,) or None when exact, nonfinite).
+    ``H``: the period of a unit-rows block (mode "rows")."""
     n = p0.numel()
     B = states[0][0].shape[0]
     S = sum(s.shape[-1] for s in states[0])
     per_tangent = B * (4 * S + 2 * n) * 8  # u, its temporaries, v and v*c for every sequence
     bad = None
-    if mode in ("unitwise", "basis"):
+    if mode in ("unitwise", "basis", "rows"):
         total = None  # log10 sum_j ||J e_j||^2 per sequence: (B, T)
-        count = 1 if mode == "unitwise" else n
+        count = 1 if mode == "unitwise" else n // H if mode == "rows" else n
         for i0, i1 in _chunks(count, chunk_size(per_tangent)):
             if mode == "unitwise":  # the all-ones tangent: ||J 1||^2 = ||J||_F^2
                 V = torch.ones((1,) + tuple(p0.shape), dtype=torch.float64)
+            elif mode == "rows":  # ones on a block of H rows at one column: sum_q ||J v_q||^2 = ||J||_F^2
+                V = row_tangents(tuple(p0.shape), H, i0, i1)
             else:  # e_{i0}..e_{i1-1}
                 V = torch.zeros(i1 - i0, n, dtype=torch.float64)
                 V[torch.arange(i1 - i0), torch.arange(i0, i1)] = 1.0

@@ -441,3 +441,53 @@ def test_the_lru_declares_unitwise_blocks_and_they_are_exact():
     g = param_sensitivity(run, x=x, params=["gamma_log", "B_re"])  # B_re is not unit-wise: a tangent basis
     assert g.blocks["B_re"]["method"] == "exact (tangent basis, 9 tangents)"
     np.testing.assert_allclose(g.log10_sensitivity, _reference(net, x, ["gamma_log", "B_re"]), atol=1e-10)
+
+
+@pytest.mark.parametrize("kind, I, params, methods", [
+    ("rglru", 3, ["Lambda", "weight_in", "bias_in"], ["unit-wise", "unit rows, 9 tangents", "unit rows, 3 tangents"]),
+    ("rglru", 6, ["Lambda", "weight_in", "bias_in"], ["unit-wise", "unit rows, 12 tangents", "unit rows, 2 tangents"]),
+    ("mingru", 3, ["weight_in", "bias_in"], ["unit rows, 6 tangents", "unit rows, 2 tangents"]),
+    ("minlstm", 3, ["weight_in", "bias_in"], ["unit rows, 9 tangents", "unit rows, 3 tangents"]),
+])
+def test_the_diagonal_cells_declare_their_blocks_and_they_are_exact(kind, I, params, methods):
+    """RG-LRU, minGRU, minLSTM: their recurrent parameters (the RG-LRU's Lambda, unit-wise; the gates' rows of
+    weight_in and bias_in) and row r of weight_in / bias_in moving unit r mod H only (unit_rows): G/H tangents per
+    column equal float64 autograd, with the input projection's parameters through the layer's input; an upper layer
+    of a bidirectional stack too (its input is the layer below's [h_fwd; h_bwd], width 2H)."""
+    net = RecurrentNetwork(ModelConfig(cell=kind, hidden_size=6, input_size=I, seed=3), dtype=torch.float64)
+    x = torch.randn(9, 4, I, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    run = net(x).runs[0][0]
+    r = param_sensitivity(run, x=x)
+    assert r.params == params and r.method == "exact" and r.rel_se is None
+    assert [b["method"].removeprefix("exact (").split(",")[0] if "unit-wise" in b["method"]
+            else b["method"].removeprefix("exact (").rstrip(")") for b in r.blocks.values()] == methods
+    np.testing.assert_allclose(r.log10_sensitivity, _reference(net, x, r.params), atol=1e-10)
+    for name, b in r.blocks.items():
+        np.testing.assert_allclose(b["log10_sensitivity"], _reference(net, x, [name]), atol=1e-10)
+    deep = RecurrentNetwork(ModelConfig(cell=kind, hidden_size=4, input_size=I, num_layers=2, bidirectional=True,
+                                        seed=5), dtype=torch.float64)
+    tr = deep(x)
+    up = param_sensitivity(tr.runs[1][1], x=layer_input(tr.runs, 1, x))  # 2H = 8 inputs, processed from T-1 down
+    assert up.method == "exact"
+    np.testing.assert_allclose(up.log10_sensitivity, _reference(deep, x, up.params, layer=1, d=1), atol=1e-10)
+
+
+def test_unit_rows_blocks_fall_back_where_they_would_not_pay_and_the_cost_counts_their_tangents(monkeypatch):
+    """exact_max caps the unit-rows tangents as it caps a basis (then Hutchinson); the cost estimate counts n / H
+    tangents for a unit-rows block: (16 + 2) / (512 + 64) of a tangent basis's for a minGRU with H = 32, I = 8."""
+    from analysis.param_sensitivity import sensitivity_cost
+    from rnn_models.cells import cell_type
+    net = RecurrentNetwork(ModelConfig(cell="mingru", hidden_size=6, input_size=3, seed=3), dtype=torch.float64)
+    x = torch.randn(7, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(13))
+    run = net(x).runs[0][0]
+    r = param_sensitivity(run, x=x, exact_max=4)  # 6 tangents > 4: weight_in by Hutchinson; bias_in's 2 rows exact
+    assert r.blocks["weight_in"]["method"].startswith("estimate (Hutchinson")
+    assert r.blocks["bias_in"]["method"] == "exact (unit rows, 2 tangents)"
+    cfg = ExperimentConfig(cell="mingru", seq_len=50, hidden_size=32, batch_size=4)
+    rows = sensitivity_cost(cfg, "mingru", 8, exact_max=10_000)[1]
+    monkeypatch.setattr(cell_type("mingru"), "unit_rows", frozenset())
+    basis = sensitivity_cost(cfg, "mingru", 8, exact_max=10_000)[1]  # every entry a tangent
+    from analysis.limits import STEP_FLOPS
+    from analysis.param_sensitivity import STEP_OVERHEAD
+    loop = 50 * 2 * STEP_OVERHEAD * STEP_FLOPS  # T steps of one chunk per block: the same in both
+    assert 0.95 * 18 / 576 < (rows - loop) / (basis - loop) < 1.05 * 18 / 576

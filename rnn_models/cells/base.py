@@ -140,6 +140,9 @@ class _Cell(nn.Module):
                   None: every parameter (a cell that does not say)
     unitwise_params   parameters each of whose entries moves one entry of h at most (a diagonal recurrence's
                   lambda, its biases): ||dh/dp . 1|| = ||dh/dp||_F, one tangent is exact
+    unit_rows     parameters whose row r moves unit r mod H of h only (the input weights of a recurrence whose
+                  gates read x_t alone): the entries of one block of H rows and one column move distinct units, so
+                  numel / H tangents (ones on such a block and column) are exact
 
     Cost model (analysis.limits, analysis.thin_sigma), per kind; the defaults are a dense S x S step:
     graph_per_unit  autograd's saved floats per step and unit (calibrated: benchmarks/calibrate_limits.py)
@@ -169,6 +172,7 @@ class _Cell(nn.Module):
     structured_products: bool = False
     recurrent_params: tuple[str, ...] | None = None
     unitwise_params: frozenset[str] = frozenset()
+    unit_rows: frozenset[str] = frozenset()
 
     hidden_size: int
     input_size: int

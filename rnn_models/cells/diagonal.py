@@ -104,6 +104,9 @@ class DiagonalCell(_Cell):
     diagonal = True
     rows = 1  # weight_in has rows * H rows
     structured_products = True  # chunk_steps applies diag(m_t) without forming it
+    # row r of weight_in / bias_in is a pre-activation of unit r mod H, which only h_t[r mod H] reads (the gates read
+    # x_t alone and the recurrence is elementwise): analysis.param_sensitivity is exact with G/H tangents per column
+    unit_rows = frozenset({"weight_in", "bias_in"})
 
     # cost (analysis.limits): a chunk keeps m_t (H floats per step); a product or VJP step is elementwise
     @classmethod

@@ -27,6 +27,9 @@ class MinGRUCell(DiagonalCell):
     name, label, color = "mingru", "minGRU", "#E69F00"  # Okabe-Ito orange
     keep_gate = "1-z"
     settings = frozenset()
+    # the kept share 1 - z_t = sigma(-(W_z x_t + b_z)) is set by rows of weight_in and bias_in (shared with the
+    # candidate's): no parameter multiplies h_{t-1} itself
+    recurrent_params = ("weight_in", "bias_in")
     activation_note = "uses a sigmoid gate and a linear recurrence"
     gates_shown = ("1-z",)
     gate_descriptions = {"1-z": "kept share 1 - z_t", "z": "update gate"}

@@ -29,6 +29,8 @@ class MinLSTMCell(DiagonalCell):
     name, label, color = "minlstm", "minLSTM", "#000000"  # Okabe-Ito black (its yellow is unreadable on white)
     keep_gate = "f_norm"
     settings = frozenset()
+    # f'_t = f_t / (f_t + i_t) is set by rows of weight_in and bias_in (shared with the candidate's)
+    recurrent_params = ("weight_in", "bias_in")
     activation_note = "uses sigmoid gates and a linear recurrence"
     gates_shown = ("f_norm", "f", "i")
     gate_descriptions = {"f_norm": "normalized forget gate f' = f/(f+i)", "f": "forget gate", "i": "input gate",

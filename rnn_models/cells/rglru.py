@@ -39,6 +39,10 @@ class RGLRUCell(DiagonalCell):
     name, label, color = "rglru", "RG-LRU", "#56B4E9"  # Okabe-Ito sky blue
     keep_gate = "a"
     settings = frozenset()
+    # a_t = sigmoid(Lambda)^(c r_t): Lambda, and the recurrence gate's rows of weight_in and bias_in (shared with the
+    # input gate's and the value's); Lambda_j moves unit j only: one tangent
+    recurrent_params = ("Lambda", "weight_in", "bias_in")
+    unitwise_params = frozenset({"Lambda"})
     activation_note = "uses sigmoid gates and a linear recurrence"
     gates_shown = ("a", "r", "i")
     gate_descriptions = {"a": "decay a_t = a^(c r_t)", "r": "recurrence gate", "i": "input gate"}
