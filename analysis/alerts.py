@@ -43,6 +43,19 @@ def _who(result) -> str:
     return f"{kind.label} ({c.activation})" if "activation" in kind.settings else kind.label
 
 
+def _first(result, t0: float) -> str:
+    """||dL/dh_0|| / ||dL/dh_{T-1}|| as "1.6e-22"; from the exact log10 chain where the float ratio underflowed to 0
+    (T = 2000: "4.0e-400", not "0.0e+00")."""
+    lg = getattr(result.grad, "log10_grad_norm", None)
+    if t0 > 0 or lg is None or not (math.isfinite(lg[0]) and math.isfinite(lg[-1])):
+        return f"{t0:.1e}"
+    e = float(lg[0] - lg[-1])  # log10 of the ratio
+    m, x = 10 ** (e - math.floor(e)), math.floor(e)
+    if round(m, 1) >= 10:  # 9.96 -> "1.0e(x+1)"
+        m, x = m / 10, x + 1
+    return f"{m:.1f}e{x:+03d}"
+
+
 def _gradient_alerts(result, who: str) -> list[Alert]:
     g = np.asarray(result.grad.grad_norm, dtype=float)
     T = len(g)
@@ -58,10 +71,10 @@ def _gradient_alerts(result, who: str) -> list[Alert]:
     if small.size:
         t = int(small.max())  # the latest step (smallest lag) where it is already below
         lag = T - 1 - t
-        t0 = ratio[0]
+        t0 = _first(result, ratio[0])
         out.append(Alert("warning", (
             f"{who}: the gradient vanishes. At t={t} (lag {lag} before the last step) ||dL/dh_t|| is below one "
-            f"millionth of its value at the last step, and at t=0 it is {t0:.1e} times that value: the early "
+            f"millionth of its value at the last step, and at t=0 it is {t0} times that value: the early "
             f"steps get practically no learning signal."), "vanishing"))
     big = np.nonzero(np.isfinite(ratio) & (ratio > EXPLODE_RATIO))[0]
     if big.size:

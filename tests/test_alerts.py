@@ -33,6 +33,17 @@ def test_vanishing_says_where():
     assert "exploding" not in kinds(out)
 
 
+def test_vanishing_below_float_range_says_the_exact_ratio():
+    """At T = 2000 ||dL/dh_0|| underflows float32 to 0; the alert reads the exact log10 chain, not "0.0e+00"."""
+    lg = np.linspace(-399.4, 0.0, 2000)  # log10 ||dL/dh_t||
+    r = fake(np.where(lg < -40, 0.0, 10.0 ** lg))
+    r.grad.log10_grad_norm = lg
+    (a,) = [x for x in alerts(r) if x.kind == "vanishing"]
+    assert "at t=0 it is 4.0e-400 times that value" in a.message
+    r.grad.log10_grad_norm = np.linspace(-2.0004, 0.0, 2000)  # 10^-2.0004 = 9.99e-3: 1.0e-02, not 10.0e-03
+    assert "at t=0 it is 1.0e-02 times" in [x for x in alerts(r) if x.kind == "vanishing"][0].message
+
+
 def test_exploding_says_where():
     g = 10.0 ** np.linspace(9, 0, 10)
     (a,) = [x for x in alerts(fake(g)) if x.kind == "exploding"]

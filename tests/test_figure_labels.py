@@ -282,6 +282,22 @@ def test_horizon_labels_sit_where_no_line_runs():
                 assert abs(a.x - b.x) > 0.011 * 39 * len(a.text if a.x < b.x else b.text), (a.text, b.text)
 
 
+def test_horizon_labels_over_steep_lines_stay_off_each_other_and_the_threshold():
+    """T = 2000 (preset lru-t2000): the LSTM's and GRU's lines cross every label row near lag 0, so no row is free of
+    lines; their labels (k = 17, 20) still take distinct rows, and none sits on the threshold's label."""
+    from analysis.presets import PRESETS
+    res = run_comparison(PRESETS["lru-t2000"].config.replace(lyapunov_k=0))
+    fig = view_figures("jacobians", res)["jacobian_spectral_norm"]
+    lo, hi = fig.layout.yaxis.range
+    labels = [a for a in fig.layout.annotations if "horizon k=" in (a.text or "")]
+    (th,) = [a for a in fig.layout.annotations if "horizon threshold" in (a.text or "")]
+    near = [a for a in labels if a.x < 500]
+    assert len(near) == 2 and near[0].y != near[1].y
+    p = (th.y - lo) / (hi - lo)  # the threshold label spans [p, p + 0.05] of the plot's height
+    for a in near:
+        assert not (a.y - 0.05 < p + 0.05 and a.y > p), a.text
+
+
 # ---- the cell state's two gradients (issue 18) --------------------------------------------------------------------
 def test_the_cell_state_gradient_figure_draws_the_total_and_the_carry_path_each_named():
     """The cell-state view's cell_grad: the total ||dL/dc_t|| (what retain_grad on c_t gives) and the carry path

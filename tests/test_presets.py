@@ -46,6 +46,14 @@ def test_every_preset_validates(name):
     json.dumps(p.train)  # plain data
 
 
+def test_every_preset_lists_its_cells_in_the_sidebar_order():
+    """The sidebar lists the selected cells in the registry's order: a preset in another order would read as
+    'settings changed since this preset was chosen' the moment it opens."""
+    from rnn_models.config import CELLS
+    for p in PRESETS.values():
+        assert list(p.config.cells) == [c for c in CELLS if c in p.config.cells], p.name
+
+
 def test_every_preset_has_an_effect_check():
     assert set(EFFECT_CHECKS) == set(PRESETS), "a new preset needs a check of its effect below"
     assert all(callable(f) and f.__name__.startswith("test_") for f in EFFECT_CHECKS.values())
@@ -271,7 +279,7 @@ def test_lru_t2000_preset_the_lru_holds_the_gated_cells_decay():
     from analysis import limits
     p = PRESETS["lru-t2000"]
     c = p.config
-    assert c.cells == ("lru", "lstm", "gru") and c.seq_len == 2000 and c.jacobian_lags == "log"
+    assert c.cells == ("lstm", "gru", "lru") and c.seq_len == 2000 and c.jacobian_lags == "log"
     cost = limits.estimate(c)  # light settings: well inside the default host limits
     assert cost.memory_bytes < limits.DEFAULT_MAX_MEMORY_MB * 2**20 / 2 and cost.flops < 1e9 * limits.DEFAULT_MAX_GFLOP / 5
     r = run_comparison(c)
@@ -289,6 +297,8 @@ def test_lru_t2000_preset_the_lru_holds_the_gated_cells_decay():
         assert lo < d[0] < hi, (cell, d[0])  # ~0.2 decades per step
         assert np.isfinite(d).all() and r[cell].grad.grad_norm[0] == 0  # exact in log space, 0 in float32
         assert abs(r[cell].memory_horizon - horizon) <= 3
+    (warn,) = [a for a in alerts(r["lstm"]) if a.kind == "vanishing"]
+    assert "at t=0 it is 3.8e-400 times" in warn.message  # from the exact log10 chain (float32 says 0)
     chrono = run_comparison(c.replace(init="chrono", compare=("lstm", "gru"), cell="lstm", **FAST))
     for cell in ("lstm", "gru"):  # chrono init holds the gated cells' gradient too
         d = chrono[cell].grad.log10_grad_norm
@@ -300,7 +310,7 @@ def test_mingru_preset_diagonal_jacobian_cannot_explode():
     init (it has none); the GRU's full Jacobian is ~7 decades above its gate path, and with W_hh at spectral radius 5
     it explodes (numbers in analysis.presets)."""
     p = PRESETS["mingru"]
-    assert p.config.cells == ("mingru", "gru") and p.variant == {"init": "spectral", "init_scale": 5.0}
+    assert p.config.cells == ("gru", "mingru") and p.variant == {"init": "spectral", "init_scale": 5.0}
     base, big = run_comparison(p.config), run_comparison(p.config.replace(**p.variant))
     m, g = base["mingru"], base["gru"]
     assert -26 < math.log10(ratio(m)) < -22 and m.memory_horizon is not None  # vanishes: ~0.24 decades per step

@@ -110,16 +110,32 @@ def _free_slot(fig: go.Figure, x0: float, n_chars: int, rng, taken: list) -> int
         inside = (x >= x0) & (x <= x1)
         probe = np.concatenate([y[inside], np.interp([x0, x1], x, y)]) if x.size > 1 else y[inside]
         lines.append(probe[np.isfinite(probe)])
+    def free(slot: int) -> bool:
+        return not any(s == slot and not (x1 < a or x0 > b) for s, a, b in taken)
+
     for slot in range(12):
         mid = hi - (hi - lo) * (0.075 * slot + 0.035)  # the label's row (top-anchored), in log10 units
         half = (hi - lo) * 0.04
-        if any(s == slot and not (x1 < a or x0 > b) for s, a, b in taken):
-            continue
-        if all(not np.any(np.abs(v - mid) < half) for v in lines):
+        if free(slot) and all(not np.any(np.abs(v - mid) < half) for v in lines):
             taken.append((slot, x0, x1))
             return slot
-    taken.append((0, x0, x1))
-    return 0
+    # every row crosses a line (steep lines near lag 0 at T = 2000): at least no label on another label
+    slot = next((s for s in range(12) if free(s)), 0)
+    taken.append((slot, x0, x1))
+    return slot
+
+
+def _reserve_hline_label(fig: go.Figure, y: float, n_chars: int, rng, taken: list) -> None:
+    """Mark the label slots that the label of a horizontal line at ``y`` (log axis, drawn by ``_hline`` at the left,
+    just above its line) covers, so no vertical marker's label is put on it."""
+    lo, hi = rng if rng is not None else (-10.0, 0.0)
+    xs_all = [np.asarray(t.x, float) for t in fig.data if t.x is not None and t.visible is not False]
+    x_max = max((float(np.nanmax(x)) for x in xs_all if x.size), default=1.0) or 1.0
+    p = (math.log10(y) - lo) / (hi - lo)  # the line's height, paper units; its label spans [p, p + 0.05]
+    for slot in range(12):
+        top = 1 - 0.075 * slot  # a marker label spans [top - 0.05, top]
+        if top - 0.05 < p + 0.05 and top > p:
+            taken.append((slot, 0.0, x_max * 0.011 * n_chars))
 
 
 def _not_computed(j) -> list[str]:
@@ -205,6 +221,8 @@ def jacobian_figures(results: dict, histories: dict | None = None) -> dict[str, 
         _hline(fig, th, f"horizon threshold {th:g}", log=True)
     rng = _log_range(*ranges, [math.log10(t) for t in thresholds], [0.0])
     taken: list = []
+    for th in thresholds:
+        _reserve_hline_label(fig, th, len(f"horizon threshold {th:g}"), rng, taken)
     for hz, text, color in marks:  # each label where no line runs (it used to sit on another cell's line)
         slot = _free_slot(fig, hz, len(text), rng, taken)
         _vline(fig, hz, text, color, slot)
