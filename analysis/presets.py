@@ -203,8 +203,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
        ExperimentConfig(cell="gru", compare=("gru", "mingru"), task="random", **_BASE),
        "The minGRU's gate reads x_t alone: h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ h̃_t, so ∂h_t/∂h_{t−1} = diag(1 − z_t): "
        "each unit's gradient is scaled by its own 1 − z_t < 1, it can vanish but never explode, and the full "
-       "Jacobian is the kept-share path (Jacobians: the two lines coincide).",
-       "The GRU's gates read h_{t−1} through W_hh: at lag 99 its Jacobian is ~7 decades above the gate path ∏ z_t, "
+       "Jacobian is the kept-share path ∏ (1 − z_t) (Cell state: the two lines coincide).",
+       "The GRU's gates read h_{t−1} through W_hh: at lag 99 its Jacobian is ~7 decades above its gate path ∏ z_t, "
        "and with W_hh at spectral radius 5 (light) its gradient grows ~10^6 over 100 steps; the minGRU has no W_hh "
        "(its light line is its dark one), and how long it remembers is set by x_t alone: here ~0.24 decades lost per step.",
        variant={"init": "spectral", "init_scale": 5.0}),

@@ -298,6 +298,21 @@ def test_horizon_labels_over_steep_lines_stay_off_each_other_and_the_threshold()
         assert not (a.y - 0.05 < p + 0.05 and a.y > p), a.text
 
 
+def test_gate_maps_and_gate_paths_are_named_by_their_own_kind():
+    """RG-LRU's r is its recurrence gate (the GRU, first to name r, calls it reset gate); a description is followed
+    by its symbol once ("minGRU kept share 1-z_t", not "kept share 1 - z_t 1-z_t"); the dashed path is the kind's
+    own keep gate's."""
+    res = run_comparison(ExperimentConfig(compare=("gru", "rglru", "mingru"), **SMALL))
+    figs = view_figures("cell-state", res)
+    assert title_of(figs["gates_rglru_r"]).startswith("RG-LRU recurrence gate r<sub>t</sub> per unit and step")
+    assert title_of(figs["gates_gru_r"]).startswith("GRU reset gate r<sub>t</sub> per unit and step")
+    assert title_of(figs["gates_mingru_1-z"]).startswith("minGRU kept share 1-z<sub>t</sub> per unit and step")
+    paths = {t.meta["cell"]: t.name for t in figs["cell_flow"].data if t.meta["role"] == "update_gate_path"}
+    assert paths == {"gru": "GRU update gate path ‖∏ diag(z<sub>t</sub>)‖",
+                     "rglru": "RG-LRU decay path ‖∏ diag(a<sub>t</sub>)‖",
+                     "mingru": "minGRU kept share path ‖∏ diag(1-z<sub>t</sub>)‖"}
+
+
 # ---- the cell state's two gradients (issue 18) --------------------------------------------------------------------
 def test_the_cell_state_gradient_figure_draws_the_total_and_the_carry_path_each_named():
     """The cell-state view's cell_grad: the total ||dL/dc_t|| (what retain_grad on c_t gives) and the carry path

@@ -110,7 +110,8 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
                                          line=dict(color=color, width=2.5), meta={"role": "spectral_norm", "cell": key}))
                 if j.update_gate_path is not None:
                     fig.add_trace(go.Scatter(x=lag, y=pow10(j.update_gate_path), legendgroup=key,
-                                             name=f"{lab} update-gate path ‖∏ diag({kg}<sub>t</sub>)‖",
+                                             name=f"{lab} {kind.gate_descriptions.get(kg, 'gate')}"
+                                                  f" path ‖∏ diag({kg}<sub>t</sub>)‖",
                                              line=dict(color=color, width=2, dash="dash"),
                                              meta={"role": "update_gate_path", "cell": key}))
         fig.update_yaxes(type="log", title="norm (log)", exponentformat="power")
@@ -133,7 +134,10 @@ def cell_state_figures(results: dict, histories: dict | None = None) -> dict[str
                 fig.update_yaxes(title="hidden unit")
                 sat = r.saturation.get(f"{gname}_saturated")
                 sat_text = f"  ({100 * sat:.0f}% within 0.01 of 0 or 1)" if sat is not None else ""
-                _base_layout(fig, f"{label_of(key)} {GATE_NAMES[gname]} per unit and step, sequence 0{sat_text}"
+                # the kind's own name for its gate (GATE_NAMES is the first kind's: the GRU's "reset gate" for r)
+                words = cell_type(r.config.cell).gate_descriptions.get(gname)
+                named = f"{words} {gname}<sub>t</sub>" if words else GATE_NAMES[gname]
+                _base_layout(fig, f"{label_of(key)} {named} per unit and step, sequence 0{sat_text}"
                              + layer_note({key: r}), meta, view, f"gates_{safe_key(key)}_{gname}", height=420,
                              caption=cell_type(r.config.cell).gate_captions[gname])
                 figs[f"gates_{safe_key(key)}_{gname}"] = fig

@@ -32,7 +32,7 @@ class MinGRUCell(DiagonalCell):
     recurrent_params = ("weight_in", "bias_in")
     activation_note = "uses a sigmoid gate and a linear recurrence"
     gates_shown = ("1-z",)
-    gate_descriptions = {"1-z": "kept share 1 - z_t", "z": "update gate"}
+    gate_descriptions = {"1-z": "kept share", "z": "update gate"}  # titles add the symbol: "kept share 1-z_t"
     gate_captions = {"1-z": "The minGRU's kept share 1 - z_t per unit and step: h_t = (1 - z_t) ⊙ h_{t-1} + "
                             "z_t ⊙ h̃_t, so a unit remembers where 1 - z_t stays near 1 (bright); it is the whole "
                             "per-step Jacobian."}

@@ -33,8 +33,8 @@ class MinLSTMCell(DiagonalCell):
     recurrent_params = ("weight_in", "bias_in")
     activation_note = "uses sigmoid gates and a linear recurrence"
     gates_shown = ("f_norm", "f", "i")
-    gate_descriptions = {"f_norm": "normalized forget gate f' = f/(f+i)", "f": "forget gate", "i": "input gate",
-                         "i_norm": "normalized input gate i' = i/(f+i)"}
+    gate_descriptions = {"f_norm": "normalized forget gate", "f": "forget gate", "i": "input gate",
+                         "i_norm": "normalized input gate"}  # + the symbol: "normalized forget gate f_norm_t"
     gate_captions = {
         "f_norm": "The minLSTM's normalized forget gate f'_t = f_t/(f_t + i_t) per unit and step: h_t = f'_t ⊙ h_{t-1} "
               "+ i'_t ⊙ h̃_t, so a unit remembers where f'_t stays near 1 (bright); it is the whole per-step "

@@ -45,7 +45,7 @@ class RGLRUCell(DiagonalCell):
     unitwise_params = frozenset({"Lambda"})
     activation_note = "uses sigmoid gates and a linear recurrence"
     gates_shown = ("a", "r", "i")
-    gate_descriptions = {"a": "decay a_t = a^(c r_t)", "r": "recurrence gate", "i": "input gate"}
+    gate_descriptions = {"a": "decay", "r": "recurrence gate", "i": "input gate"}  # + the symbol: "decay a_t"
     gate_captions = {
         "a": "The RG-LRU's decay a_t = a^(c r_t) per unit and step: h_t = a_t ⊙ h_{t-1} + √(1-a_t²) ⊙ (i_t ⊙ x_t), "
              "so a unit remembers where a_t stays near 1 (bright); a_t is the whole per-step Jacobian.",
