@@ -187,7 +187,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
        "log10 ‖∂h_T/∂θ‖², rises ~2.4 decades while its size log10 ‖h_T‖² rises ~0.9.",
        "Zucchet & Orvieto (2024): for h_t = λh_{t-1} + x_t, E[h²] = 1/(1−λ²) but E[(∂h/∂λ)²] = (1+λ²)/(1−λ²)³. "
        "The LRU's γ normalisation keeps its size flat and its |λ| = exp(−exp(ν)) keeps ∂h/∂ν flat, but its phase "
-       "parameter θ still gains ~1.9 decades (the per-parameter lines, in the legend).",
+       "parameter θ still gains ~1.9 decades (click the per-parameter lines in the legend).",
        variant={"init_scale": 0.9, "lru_r_min": 0.895, "lru_r_max": 0.9}),
     _p("lru-t2000", "LRU vs LSTM vs GRU at T = 2000",
        ExperimentConfig(cell="lstm", compare=("lstm", "gru", "lru"), task="random", seq_len=2000, hidden_size=64,

@@ -313,6 +313,22 @@ def test_gate_maps_and_gate_paths_are_named_by_their_own_kind():
                      "mingru": "minGRU kept share path ‖∏ diag(1-z<sub>t</sub>)‖"}
 
 
+def test_the_spectrum_names_what_each_kind_has():
+    """The LRU has no W_hh: its panel shows its diagonal recurrence's λ (named λ, singular values |λ|, on an axis
+    ticked inside the sliver of a decade they fill); the minGRU has no fixed recurrence; the RNN's is W_hh."""
+    from analysis.figures.theme import log_ticks
+    res = run_comparison(ExperimentConfig(compare=("rnn", "lru", "mingru"), **SMALL))
+    figs = view_figures("spectrum", res)
+    titles = [a.text for a in figs["eigenvalues"].layout.annotations][:3]
+    assert titles == ["RNN: eigenvalues of W<sub>hh</sub>", "LRU: eigenvalues of its diagonal recurrence",
+                      "minGRU: no fixed recurrence"]
+    names = [t.name for t in figs["eigenvalues"].data if t.mode == "markers"]
+    assert names[0].startswith("RNN W<sub>hh</sub>  ρ=") and names[1].startswith("LRU λ  ρ=") and len(names) == 2
+    sv = {t.name.split("  ")[0] for t in figs["singular_values"].data}
+    assert sv == {"RNN W<sub>hh</sub>", "LRU |λ|"} and "(or |λ|)" in figs["singular_values"].layout.yaxis.title.text
+    assert log_ticks(0.91, 1.0)["ticktext"] == ["0.92", "0.94", "0.96", "0.98", "1"]
+
+
 # ---- the cell state's two gradients (issue 18) --------------------------------------------------------------------
 def test_the_cell_state_gradient_figure_draws_the_total_and_the_carry_path_each_named():
     """The cell-state view's cell_grad: the total ||dL/dc_t|| (what retain_grad on c_t gives) and the carry path

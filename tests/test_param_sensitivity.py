@@ -317,6 +317,25 @@ def test_figures_carry_the_numbers_and_name_the_layer():
     assert "Zucchet" in guide and guide.count(". ") + 1 == 2  # two sentences
 
 
+def test_the_figure_grows_with_its_legend_and_names_theta_once():
+    """Two cells with a variant: 4 results x (S, E, 2 blocks) = 16 legend entries under the plot; the figure grows
+    by a row's height per two entries past four, so the plot is not squeezed; theta is named only when every
+    result has the same (else the per-parameter lines say it)."""
+    from analysis.experiment import run_comparison
+    from analysis.figures import view_figures
+    from analysis.figures.theme import SCREEN_HEIGHT
+    cfg = ExperimentConfig(**{**TINY, "compare": ("rnn", "lru")})
+    views = "gradients,sensitivity"
+    res = {**run_comparison(cfg, views=views),
+           **{f"{k} · seed=4": v for k, v in run_comparison(cfg.replace(seed=4), views=views).items()}}
+    fig = view_figures("sensitivity", res)["sensitivity"]
+    entries = sum(1 for t in fig.data if t.showlegend is not False)
+    assert entries == 16 and fig.layout.height == SCREEN_HEIGHT + 22 * (8 - 2)
+    assert "θ:" in fig.layout.title.text and "each cell" not in fig.layout.title.text
+    one = view_figures("sensitivity", {"rnn": res["rnn"]})["sensitivity"]
+    assert "θ = weight_hh, bias_hh:" in one.layout.title.text and one.layout.height == SCREEN_HEIGHT
+
+
 def test_the_cli_runs_the_view_and_the_export_draws_it(tmp_path):
     import json
     import subprocess

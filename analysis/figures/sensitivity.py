@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .theme import _base_layout, _rgba, _vline, color_of, config_meta, label_of, layer_note, new_figure
+from .theme import (SCREEN_HEIGHT, _base_layout, _rgba, _vline, color_of, config_meta, label_of, layer_note,
+                    new_figure)
 
 VIEW = "sensitivity"
 CAPTION = ("S_t = mean ‖∂h_t/∂θ‖²_F: how far the state at step t moves when the recurrent parameters θ move; "
@@ -47,7 +48,7 @@ def sensitivity_figures(results: dict, histories: dict | None = None) -> dict[st
         return {}
     meta = config_meta(shown)
     params = sorted({", ".join(r.param_sensitivity.params) for r in shown.values()})
-    theta = params[0] if len(params) == 1 else "each cell's recurrent parameters"
+    theta = f" = {params[0]}" if len(params) == 1 else ""  # each cell's own: the legend's per-parameter lines
     fig = new_figure()
     for key, r in shown.items():
         ps, color, lab = r.param_sensitivity, color_of(key, shown), label_of(key)
@@ -79,9 +80,13 @@ def sensitivity_figures(results: dict, histories: dict | None = None) -> dict[st
     _marks(fig, shown)
     fig.update_yaxes(title="log10 (mean over sequences)")
     fig.update_xaxes(title="time step t")
-    _base_layout(fig, f"Sensitivity to the recurrent parameters θ = {theta}: log10 S<sub>t</sub> (solid) and the "
+    # the legend (two entries per result and one per parameter block, about two to a row) grows below the plot:
+    # the figure grows with it, so the plot keeps its height (16 entries squeezed it to a third)
+    rows = -(-sum(1 for tr in fig.data if tr.showlegend is not False) // 2)
+    _base_layout(fig, f"Sensitivity to the recurrent parameters θ{theta}: log10 S<sub>t</sub> (solid) and the "
                  "state's size log10 E<sub>t</sub> (dashed)" + layer_note(shown), meta, VIEW, "sensitivity",
-                 legend_bottom=True, caption=CAPTION + " Method: " + _method_note(shown) + ".")
+                 height=SCREEN_HEIGHT + 22 * max(0, rows - 2), legend_bottom=True,
+                 caption=CAPTION + " Method: " + _method_note(shown) + ".")
     figs = {"sensitivity": fig}
 
     fig = new_figure()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from rnn_models.cells import cell_type
+
 from .theme import (
     CELL_COLORS,
     GATE_COLORS,
@@ -27,7 +29,7 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
     keys = list(results)
     figs = {}
     fig = subplots(rows=1, cols=len(keys), horizontal_spacing=0.06,
-                        subplot_titles=[f"{label_of(k)}: eigenvalues of W<sub>hh</sub>" for k in keys])
+                        subplot_titles=[f"{label_of(k)}: {_what(results[k])}" for k in keys])
     circle = np.linspace(0, 2 * np.pi, 361)
     for ci, key in enumerate(keys, start=1):
         r = results[key]
@@ -39,7 +41,7 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
             eig = np.asarray(s["eigenvalues"])
             radius = max(radius, float(np.abs(eig).max()) if eig.size else 0.0)
             color = GATE_COLORS.get(block, "#333")  # "h", the whole W_hh: the RNN's vermillion
-            bname = "W<sub>hh</sub>" if block == "h" else f"W<sub>hh</sub>[{block}]"
+            bname = _block_name(r, block, f"W<sub>hh</sub>[{block}]")
             fig.add_trace(go.Scatter(x=eig.real, y=eig.imag, mode="markers",
                                      name=f"{label_of(key)} {bname}  ρ={s['spectral_radius']:.3g}",
                                      marker=dict(color=color, size=6, opacity=0.8, line=dict(width=0)),
@@ -66,17 +68,21 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
         color = color_of(key, results)
         for bi, (block, s) in enumerate(r.spectra.items()):
             sv = np.asarray(s["singular_values"], float)
-            bname = "W<sub>hh</sub>" if block == "h" else f"{block} block"
+            bname = _block_name(r, block, f"{block} block", diagonal="|{block}|")
             fig.add_trace(go.Scatter(x=np.arange(1, len(sv) + 1), y=positive(sv),
                                      name=f"{label_of(key)} {bname}  σ<sub>max</sub>={s['sigma_max']:.3g}",
                                      line=dict(color=color, dash=dashes[bi % 4], width=2), legendgroup=key))
     _hline(fig, 1.0, "σ = 1", log=True, position="right")
-    fig.update_yaxes(type="log", title="singular value of W<sub>hh</sub> block", exponentformat="power", dtick=1)
+    diag = any(not cell_type(r.config.cell).gate_names and r.spectra for r in results.values())
+    fig.update_yaxes(type="log", title="singular value of W<sub>hh</sub> block" + (" (or |λ|)" if diag else ""),
+                     exponentformat="power", dtick=1)
     fig.update_xaxes(title="index i (largest first)")
     _base_layout(fig, "Singular values of W<sub>hh</sub>: the bound uses the largest" + layer_note(results), meta, view,
                  "singular_values",
                  caption="σ_max(W_hh) bounds how much one step can stretch a vector: ‖∂h_t/∂h_{t-1}‖ ≤ "
-                         "γ·σ_max(W_hh) for the vanilla RNN; the LSTM and GRU blocks are scaled by their gates.")
+                         "γ·σ_max(W_hh) for the vanilla RNN; the LSTM and GRU blocks are scaled by their gates."
+                         + (" A diagonal recurrence without W_hh (the LRU's λ) has singular values |λ|: the most one "
+                            "step stretches its state." if diag else ""))
     figs["singular_values"] = fig
 
     fig = new_figure()
@@ -119,6 +125,20 @@ def spectrum_figures(results: dict, histories: dict | None = None) -> dict[str, 
                              "linear part of the recurrence sits at the edge between shrinking and growing.")
         figs["spectral_radius_training"] = fig
     return figs
+
+
+def _what(r) -> str:
+    """What a result's eigenvalue panel shows: W_hh's, a fixed diagonal recurrence's (the LRU's λ), or none."""
+    if cell_type(r.config.cell).gate_names:
+        return "eigenvalues of W<sub>hh</sub>"
+    return "eigenvalues of its diagonal recurrence" if r.spectra else "no fixed recurrence"
+
+
+def _block_name(r, block: str, gate_block: str, diagonal: str = "{block}") -> str:
+    """W_hh (the whole matrix), one gate's block, or a diagonal recurrence's own name (λ, a^c)."""
+    if not cell_type(r.config.cell).gate_names:
+        return diagonal.format(block=block)
+    return "W<sub>hh</sub>" if block == "h" else gate_block
 
 
 def _variant(key, items) -> int:

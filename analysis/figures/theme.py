@@ -263,6 +263,10 @@ def log_ticks(lo: float, hi: float) -> dict:
             vals = [float(f"{v:.6g}") for v in vals if lo / 1.0001 <= v <= hi * 1.0001]
             if len(vals) >= 3:  # at least three labelled ticks, else finer steps
                 break
+        else:  # a sliver of a decade (|lambda| in [0.91, 1]): evenly spaced round values
+            step = 10.0 ** math.floor(math.log10((hi - lo) / 2))
+            step *= 5 if (hi - lo) / step > 12 else 2 if (hi - lo) / step > 6 else 1
+            vals = [float(f"{k * step:.6g}") for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)] or vals
         vals = vals or [10.0 ** round((a + b) / 2)]
     return {"tickvals": vals, "ticktext": [tick_text(v) for v in vals], "dtick": None}
 
