@@ -213,6 +213,17 @@ def test_the_activations_figure_claims_the_rnn_bound_only_with_an_rnn():
     assert "bound" not in caption_of(jac) and not [t for t in jac.data if t.meta.get("role") == "bound"]
 
 
+def test_the_activations_figure_says_what_the_kinds_without_phi_use():
+    res = run_comparison(ExperimentConfig(compare=("lru", "mingru"), **SMALL))
+    fig = view_figures("activations", res)["activations"]
+    assert visible(title_of(fig)) == ("Activations and their derivatives φ′ of the vanilla RNN (not used by the LRU "
+                                      "and the minGRU)")
+    assert ("vanilla RNN only: the LRU is linear (a complex diagonal recurrence, no activation); the minGRU uses a "
+            "sigmoid gate and a linear recurrence;") in caption_of(fig)
+    gated = view_figures("activations", run_comparison(ExperimentConfig(compare=("lstm", "gru"), **SMALL)))
+    assert "the LSTM and the GRU use sigmoid/tanh gates" in caption_of(gated["activations"])
+
+
 # ---- small figure defects (issue 19), each also looked at in a screenshot ---------------------------------------
 def test_log_axes_tick_at_decades_or_1_2_5_never_one_decade_and_then_5_2(every_figure):
     from analysis.figures.theme import log_ticks

@@ -9,6 +9,26 @@ from rnn_models.config import ACTIVATION_GAMMA, ACTIVATIONS
 from .theme import ACTIVATION_COLORS, _base_layout, _hline, config_meta, subplots
 
 
+def _listed(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}" if items else ""
+
+
+def instead(cells) -> str:
+    """What kinds without ``activation`` use instead, grouped by their ``activation_note``: "the LSTM and the GRU
+    use sigmoid/tanh gates; the LRU is linear (a complex diagonal recurrence, no activation)"."""
+    groups: dict[str, list[str]] = {}
+    for c in dict.fromkeys(cells):
+        groups.setdefault(cell_type(c).activation_note, []).append(f"the {cell_type(c).label}")
+    out = []
+    for note, who in groups.items():
+        verb, _, rest = note.partition(" ")
+        if len(who) > 1:  # "uses" -> "use", "is" -> "are"
+            verb = {"is": "are", "has": "have"}.get(verb, verb[:-1] if verb.endswith("s") else verb)
+        out.append(f"{_listed(who)} {verb} {rest}")
+    return "; ".join(out)
+
+
 def activation_figures(results: dict | None = None, histories: dict | None = None) -> dict[str, go.Figure]:
     import torch
 
@@ -42,10 +62,12 @@ def activation_figures(results: dict | None = None, histories: dict | None = Non
     fig.update_xaxes(title_text="pre-activation a", row=1, col=1)
     fig.update_xaxes(title_text="pre-activation a", row=1, col=2)
     if gated_only:
-        title = "Activations and their derivatives φ′ (the vanilla RNN's; LSTM and GRU gates use sigmoid and tanh)"
+        others = [r.config.cell for r in results.values()]
+        labels = _listed([f"the {cell_type(c).label}" for c in dict.fromkeys(others)])
+        title = f"Activations and their derivatives φ′ of the vanilla RNN (not used by {labels})"
         caption = ("φ and φ′ of each activation a vanilla RNN may use. The bound ‖∂h_t/∂h_{t-1}‖ ≤ γ·σ_max(W_hh) "
-                   "holds for the vanilla RNN only: an LSTM's or GRU's step Jacobian is scaled by its gates "
-                   "(sigmoid, γ = 1/4, and tanh), see the cell-state view.")
+                   f"holds for the vanilla RNN only: {instead(others)}; their step Jacobians are in the Jacobian "
+                   "and cell-state views.")
     else:
         title = ("Activations and their derivatives (vanilla RNN): ‖∂h<sub>t</sub>/∂h<sub>t-1</sub>‖ ≤ "
                  "γ·σ<sub>max</sub>(W<sub>hh</sub>)")

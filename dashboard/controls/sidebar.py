@@ -14,6 +14,7 @@ from analysis.config import (
     TEXTS,
     ExperimentConfig,
 )
+from analysis.figures.activations import instead
 from analysis.presets import DEFAULT_PRESET, PRESETS
 from rnn_models.cells import cell_names, cell_type
 from rnn_models.config import ACTIVATIONS, CELLS, INITS, ConfigError
@@ -52,21 +53,6 @@ def _any(setting: str) -> str:
 def _selected(setting: str, cells: list[str]) -> bool:
     """Some selected cell takes the setting."""
     return any(setting in cell_type(c).settings for c in cells)
-
-
-def _instead(cells: list[str]) -> str:
-    """What the selected kinds without ``activation`` use instead, grouped by their ``activation_note``: "the LSTM
-    and the GRU use sigmoid/tanh gates; the LRU is linear (...)"."""
-    groups: dict[str, list[str]] = {}
-    for c in cells:
-        groups.setdefault(cell_type(c).activation_note, []).append(f"the {cell_type(c).label}")
-    out = []
-    for note, who in groups.items():
-        verb, _, rest = note.partition(" ")
-        if len(who) > 1:  # "uses" -> "use", "is" -> "are"
-            verb = {"is": "are", "has": "have"}.get(verb, verb[:-1] if verb.endswith("s") else verb)
-        out.append(f"{_listed(who)} {verb} {rest}")
-    return "; ".join(out)
 
 
 TEXT_NAMES = {"shipped": "shipped: Shakespeare's sonnets (V = 60)", "hello": "hello (V = 4: h, e, l, o)"}
@@ -143,7 +129,7 @@ def sidebar() -> Settings:
                 _note(f"activation applies to {_only('activation')} only: no {_any('activation')} is selected",
                       custom)
             elif others:
-                _note(f"activation applies to {_only('activation')} only; {_instead(others)}", custom)
+                _note(f"activation applies to {_only('activation')} only; {instead(others)}", custom)
             st.selectbox("Initialization of W_hh", list(INITS), key="init")
             plain = [CELL_NAMES[c] for c in cells if "chrono" not in cell_type(c).settings and c not in no_whh]
             if ss.get("init") == "chrono" and plain:
