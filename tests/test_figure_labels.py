@@ -300,7 +300,7 @@ def test_horizon_labels_over_steep_lines_stay_off_each_other_and_the_threshold()
     res = run_comparison(PRESETS["lru-t2000"].config.replace(lyapunov_k=0))
     fig = view_figures("jacobians", res)["jacobian_spectral_norm"]
     lo, hi = fig.layout.yaxis.range
-    labels = [a for a in fig.layout.annotations if "horizon k=" in (a.text or "")]
+    labels = [a for a in fig.layout.annotations if " horizon " in (a.text or "")]  # "LSTM horizon (between) k=.."
     (th,) = [a for a in fig.layout.annotations if "horizon threshold" in (a.text or "")]
     near = [a for a in labels if a.x < 500]
     assert len(near) == 2 and near[0].y != near[1].y
