@@ -392,3 +392,36 @@ def test_thin_route_draws_what_it_computed_and_the_horizon_says_its_resolution()
     sv = figs["jacobian_singular_values"]
     np.testing.assert_allclose(np.log10(np.asarray(sv.data[0].y, float)), r.jac.spectral_norm)
     assert any("only σ<sub>1</sub> = σ<sub>max</sub> computed" in a.text for a in sv.layout.annotations)
+
+
+@pytest.mark.skipif(not __import__("analysis.export", fromlist=["x"]).export_available()[0],
+                    reason="no Chromium for PNG export here")
+@pytest.mark.parametrize("words", [5, 22, 34])  # one, two and three title lines on the slide
+def test_exported_png_shows_the_whole_title(words):
+    """A wrapped title was drawn about one line too high by plotly and its first line cut off at the top of the
+    PNG: every line must start below the top edge (the first rows of pixels stay background)."""
+    from PIL import Image
+
+    from analysis.export import figure_bytes
+    import plotly.graph_objects as go
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 2]))
+    fig.update_layout(title=dict(text=" ".join(["gradient"] * words)), plot_bgcolor="white")
+    img = np.asarray(Image.open(io.BytesIO(figure_bytes(fig, "png"))).convert("L"), dtype=float)
+    assert img[:12].min() > 250, "ink in the top rows: the title is cut off"
+    ink = np.nonzero(img[:, :1200].min(axis=1) < 128)[0]
+    assert ink[0] < 150  # and the title is there, near the top
+
+
+def test_log_axis_ticks_cover_the_shown_range_when_a_hidden_trace_widens_the_data():
+    """A legend-only trace (the LSTM's ||dL/dc_t||) a decade below the shown ones made ticks for the whole span,
+    and the autoranged axis showed one label (0.002): at least three labels must fall in the shown range."""
+    import plotly.graph_objects as go
+
+    from analysis.figures.theme import decade_ticks
+    fig = go.Figure([go.Scatter(x=[0, 1, 2], y=[1.2e-3, 2.0e-3, 2.7e-3]),
+                     go.Scatter(x=[0, 1, 2], y=[5.8e-4, 6.5e-4, 7.5e-4], visible="legendonly")])
+    fig.update_yaxes(type="log")
+    decade_ticks(fig)
+    vals = np.asarray(fig.layout.yaxis.tickvals, float)
+    assert ((vals >= 1.2e-3) & (vals <= 2.7e-3)).sum() >= 3
+    assert ((vals >= 5.8e-4) & (vals <= 7.5e-4)).sum() >= 1  # the hidden trace keeps its labels when shown

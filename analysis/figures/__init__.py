@@ -135,7 +135,9 @@ def slide_layout(fig: go.Figure) -> go.Figure:
     fig.update_layout(
         width=SLIDE_W, height=SLIDE_H, autosize=False,
         font=dict(size=28, family="Arial, Helvetica, sans-serif"),
-        title=dict(text=title, font=dict(size=44), x=0.02, xanchor="left", y=0.97, yanchor="top"),
+        # plotly sets a wrapped title about one line too high (its first line was cut off at the top): lowered
+        title=dict(text=title, font=dict(size=44), x=0.02, xanchor="left", y=0.97 - (48 / SLIDE_H if extra else 0),
+                   yanchor="top"),
         legend=dict(font=dict(size=26)),
         margin=dict(l=170, r=80, t=150 + extra, b=150),
     )

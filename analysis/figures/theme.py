@@ -271,8 +271,9 @@ def log_ticks(lo: float, hi: float) -> dict:
     return {"tickvals": vals, "ticktext": [tick_text(v) for v in vals], "dtick": None}
 
 
-def _axis_values(fig: go.Figure, axis_name: str) -> np.ndarray:
-    """Every finite positive value the traces draw on ``axis_name`` ("yaxis", "yaxis2", "xaxis"...)."""
+def _axis_values(fig: go.Figure, axis_name: str, shown_only: bool = False) -> np.ndarray:
+    """Every finite positive value the traces draw on ``axis_name`` ("yaxis", "yaxis2", "xaxis"...); with
+    ``shown_only`` not those of traces hidden until their legend entry is clicked ("legendonly")."""
     letter, suffix = axis_name[0], axis_name[5:]
     ref = letter + suffix
     vals = []
@@ -280,7 +281,8 @@ def _axis_values(fig: go.Figure, axis_name: str) -> np.ndarray:
         if (getattr(tr, f"{letter}axis", None) or letter) != ref:
             continue
         v = getattr(tr, letter, None)
-        if v is None or tr.type in ("heatmap", "table") or tr.visible is False:
+        if v is None or tr.type in ("heatmap", "table") or tr.visible is False or (
+                shown_only and tr.visible == "legendonly"):
             continue
         a = np.asarray(v, dtype=object)
         try:
@@ -301,13 +303,19 @@ def decade_ticks(fig: go.Figure) -> go.Figure:
             continue
         if ax.range is not None and None not in ax.range:
             lo, hi = 10.0 ** ax.range[0], 10.0 ** ax.range[1]
-        else:
-            v = _axis_values(fig, name)
-            if not v.size:
-                continue
-            lo, hi = float(v.min()), float(v.max())
-        if hi > lo > 0:
-            ax.update(**log_ticks(lo, hi))
+            if hi > lo > 0:
+                ax.update(**log_ticks(lo, hi))
+            continue
+        # autorange: ticks for every trace (a hidden one may be shown from the legend) and enough of them for
+        # the range the shown traces take (it was one label when a hidden trace widened the span ticks were cut for)
+        ticks = {}
+        for v in (_axis_values(fig, name), _axis_values(fig, name, shown_only=True)):
+            if v.size and float(v.max()) > float(v.min()) > 0:
+                t = log_ticks(float(v.min()), float(v.max()))
+                ticks.update(zip(t["tickvals"], t["ticktext"]))
+        if ticks:
+            vals = sorted(ticks)
+            ax.update(tickvals=vals, ticktext=[ticks[k] for k in vals], dtick=None)
     return fig
 
 
