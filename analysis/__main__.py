@@ -157,6 +157,16 @@ def _task(d: dict) -> str:
     return f"task {name}"
 
 
+def _norm_text(v, d: dict, t: int) -> str:
+    """A norm as '1.2e-05', or from its exact log10 where it is below float's range ('10^-399.6', never '0')."""
+    lg = (d.get("log10_grad_norm") or [None])[t] if d.get("log10_grad_norm") else None
+    if v is None and lg is None:
+        return "nan"
+    if (v is None or v == 0) and lg is not None:
+        return f"10^{lg:.4g} (below float's range; exact in log10)"
+    return f"{v:.3g}"
+
+
 def _summary(d: dict) -> str:
     c, j = d["config"], d["jacobian"]
     gn = d["grad_norm"]
@@ -164,7 +174,7 @@ def _summary(d: dict) -> str:
         f"{c['cell']} ({c['activation'] if 'activation' in cell_type(c['cell']).settings else 'gated'}), "
         f"init {c['init']} x{c['init_scale']}, "
         f"H={c['hidden_size']}, T={c['seq_len']}, B={c['batch_size']}, {_task(d)}, {c['dtype']}",
-        f"||dL/dh_t||: t=T-1 {gn[-1]:.3g}, t=0 {gn[0] if gn[0] is not None else float('nan'):.3g}",
+        f"||dL/dh_t||: t=T-1 {_norm_text(gn[-1], d, -1)}, t=0 {_norm_text(gn[0], d, 0)}",
         (f"||dh_T-1/dh_T-1-k||_2 at lag {j['lag'][-1]}: {j['spectral_norm'][-1]!s}"
          f" (log10 {j['log10_spectral_norm'][-1]!s})") if j else "Jacobians: not computed (--views)",
         (d.get("memory_horizon_detail") or {}).get("text", f"memory horizon: {d['memory_horizon']}") if j else

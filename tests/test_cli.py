@@ -152,3 +152,16 @@ def test_device_auto_runs_on_cpu_with_a_note(tmp_path):
                  "--spectra", "fast", "--json", str(out)]) == 0
     d = json.loads(out.read_text())
     assert any("ran on cpu" in n for n in d["notes"]) and d["config"]["spectra"] == "fast"
+
+
+def test_summary_gives_a_norm_below_floats_range_from_its_log10(tmp_path):
+    """||dL/dh_0|| of 10^-466 is 0 as a float: the summary says the exact log10 (it printed 't=0 0')."""
+    from analysis.__main__ import main
+    from conftest import run_main
+    out = tmp_path / "r.json"
+    p = run_main(main, ["run", "--cell", "rnn", "--init", "spectral", "--init-scale", 0.01, "--hidden-size", 4,
+                        "--seq-len", 200, "--batch-size", 2, "--views", "gradients", "--json", out])
+    assert p.returncode == 0, p.stderr
+    d = json.loads(out.read_text())
+    assert d["grad_norm"][0] == 0 and d["log10_grad_norm"][0] < -308
+    assert f"t=0 10^{d['log10_grad_norm'][0]:.4g} (below float's range" in p.stdout, p.stdout
