@@ -167,13 +167,19 @@ def _norm_text(v, d: dict, t: int) -> str:
     return f"{v:.3g}"
 
 
+def _bare(note: str) -> str:
+    """"uses sigmoid/tanh gates" -> "sigmoid/tanh gates": a kind's activation note as a parenthesis."""
+    return note.removeprefix("uses ").removeprefix("is ")
+
+
 def _summary(d: dict) -> str:
     c, j = d["config"], d["jacobian"]
     gn = d["grad_norm"]
+    kind = cell_type(c["cell"])
     lines = [
-        f"{c['cell']} ({c['activation'] if 'activation' in cell_type(c['cell']).settings else 'gated'}), "
-        f"init {c['init']} x{c['init_scale']}, "
-        f"H={c['hidden_size']}, T={c['seq_len']}, B={c['batch_size']}, {_task(d)}, {c['dtype']}",
+        f"{c['cell']} ({c['activation'] if 'activation' in kind.settings else _bare(kind.activation_note)}), "
+        + (f"init {c['init']} x{c['init_scale']}, " if kind.gate_names else "")  # a W_hh scheme, where one applies
+        + f"H={c['hidden_size']}, T={c['seq_len']}, B={c['batch_size']}, {_task(d)}, {c['dtype']}",
         f"||dL/dh_t||: t=T-1 {_norm_text(gn[-1], d, -1)}, t=0 {_norm_text(gn[0], d, 0)}",
         (f"||dh_T-1/dh_T-1-k||_2 at lag {j['lag'][-1]}: {j['spectral_norm'][-1]!s}"
          f" (log10 {j['log10_spectral_norm'][-1]!s})") if j else "Jacobians: not computed (--views)",
@@ -203,11 +209,21 @@ def cmd_run(args) -> int:
         if config is None:
             from .step_cli import step_result
             d = step_result(args, bar, args.views).to_dict()
+        elif len(config.cells) > 1:  # --compare: every cell, on the same data and settings
+            from .comparison import run_comparison
+            ds = {k: r.to_dict() for k, r in run_comparison(config, progress=bar, views=args.views).items()}
         else:
             d = run_experiment(config, progress=bar, views=args.views).to_dict()
     finally:
         ESTIMATE_SINK.reset(token)
         bar.close()
+    if config is not None and len(config.cells) > 1:
+        if args.json:  # {"comparison": [cells], "results": {cell: the one-run JSON}}
+            _write_atomic(args.json, json.dumps({"comparison": list(ds), "results": ds}, allow_nan=False))
+            print(f"wrote {args.json} ({sum(d['timings']['total_s'] for d in ds.values()):.2f} s, {len(ds)} cells)")
+        else:
+            print("\n\n".join(f"== {k} ==\n" + _summary(d) for k, d in ds.items()))
+        return 0
     text = json.dumps(d, allow_nan=False)
     if args.json:
         _write_atomic(args.json, text)

@@ -167,3 +167,19 @@ def test_summary_gives_a_norm_below_floats_range_from_its_log10(tmp_path):
     assert p.returncode == 0, p.stderr
     assert d["grad_norm"][0] == 0 and d["log10_grad_norm"][0] < -308
     assert f"t=0 10^{d['log10_grad_norm'][0]:.4g} (below float's range" in p.stdout, p.stdout
+
+
+def test_run_compare_runs_every_cell(tmp_path):
+    """--compare was read and then only the first cell was run: every cell now, each equal to its solo run."""
+    from analysis.__main__ import main
+    from conftest import run_main
+    base = ["run", "--seq-len", 10, "--hidden-size", 4, "--batch-size", 3, "--views", "gradients"]
+    assert run_main(main, base + ["--compare", "rnn,lru", "--json", tmp_path / "c.json"]).returncode == 0
+    both = json.loads((tmp_path / "c.json").read_text())
+    assert both["comparison"] == ["rnn", "lru"] and set(both["results"]) == {"rnn", "lru"}
+    for cell in ("rnn", "lru"):
+        assert run_main(main, base + ["--cell", cell, "--json", tmp_path / f"{cell}.json"]).returncode == 0
+        solo = json.loads((tmp_path / f"{cell}.json").read_text())
+        assert both["results"][cell]["grad_norm"] == solo["grad_norm"] and both["results"][cell]["config"]["cell"] == cell
+    p = run_main(main, base + ["--compare", "rnn,lru"])
+    assert "== rnn ==" in p.stdout and "== lru ==" in p.stdout and "lru (linear" in p.stdout
