@@ -37,7 +37,9 @@ VIEW_GUIDES = {
     "cell-state": (
         "In the LSTM, c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t: the direct path back through c has Jacobian diag(f_t), "
         "so the dashed 'carousel' ∏ diag(f_t) is that path alone and the solid line every path; the GRU's "
-        "analogue is ∏ diag(z_t). Gate maps show where gates sit near 0 (closed) or 1 (open)."),
+        "analogue is ∏ diag(z_t). In RG-LRU, minGRU and minLSTM, h_t = a_t ⊙ h_{t-1} + ...: the kept share a_t "
+        "(a_t, 1 − z_t, f'_t) is the whole Jacobian, so the two lines coincide (the LRU's fixed λ has no gate: see "
+        "Jacobians). Gate maps show where gates sit near 0 (closed) or 1 (open)."),
     "training": (
         "Train each cell on the task and watch the loss against the chance level (dashed) and the global "
         "gradient norm before and after clipping. Clipping, threshold, optimizer and learning rate may change "
