@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import os
 import time
-import traceback
 
 from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
 from .own_cell import OwnCell
 from .own_step import BUILT_IN_ONLY, FILE_FIELDS, STEP_DECIDES
-from .sweep_points import TRAINING_METRICS
+from .sweep_points import TRAINING_METRICS, record_failure
 
 # the analysis settings a sweep over your step may vary (and passes to every point)
 ANALYSIS_AXES = ("dtype", "horizon_threshold", "jacobian_batch", "jacobian_detail", "jacobian_lags", "loss_steps",
@@ -143,12 +142,8 @@ def evaluate_step_point(task: dict) -> dict:
         r = analyse_loaded(loaded, x, h0, seeded_inputs=seeded, views=point_views(metrics),
                            **settings_of(config, not seeded))
         result_metrics(r, config, metrics, point)
-    except (ConfigError, ValueError) as e:
-        point.update(status="failed", reason=f"{type(e).__name__}: {' '.join(str(e).split())}")
-    except Exception as e:  # noqa: BLE001 - a point that crashes is recorded and the sweep goes on
-        last = traceback.extract_tb(e.__traceback__)[-1]
-        point.update(status="failed", reason=f"{type(e).__name__}: {' '.join(str(e).split())} "
-                                             f"({last.filename.rsplit('/', 1)[-1]}:{last.lineno})")
+    except Exception as e:  # noqa: BLE001 - a point that fails or crashes is recorded and the sweep goes on
+        record_failure(point, e)
     point["time_s"] = round(time.perf_counter() - t0, 4)
     return point
 

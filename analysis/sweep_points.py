@@ -149,11 +149,17 @@ def evaluate_point(task: dict) -> dict:
             _analysis_metrics(config, metrics, point)
         if any(m in TRAINING_METRICS for m in metrics):
             _training_metrics(config, metrics, point)
-    except (ConfigError, ValueError) as e:
-        point.update(status="failed", reason=f"{type(e).__name__}: {' '.join(str(e).split())}")
-    except Exception as e:  # noqa: BLE001 - a point that crashes is recorded and the sweep goes on
-        last = traceback.extract_tb(e.__traceback__)[-1]
-        point.update(status="failed", reason=f"{type(e).__name__}: {' '.join(str(e).split())} "
-                                             f"({last.filename.rsplit('/', 1)[-1]}:{last.lineno})")
+    except Exception as e:  # noqa: BLE001 - a point that fails or crashes is recorded and the sweep goes on
+        record_failure(point, e)
     point["time_s"] = round(time.perf_counter() - t0, 4)
     return point
+
+
+def record_failure(point: dict, e: Exception) -> None:
+    """The point failed: status and one-line reason (a setting's ConfigError/ValueError as it is; any other
+    exception with the file and line it came from), so the sweep goes on."""
+    reason = f"{type(e).__name__}: {' '.join(str(e).split())}"
+    if not isinstance(e, ValueError):  # ConfigError is a ValueError
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        reason += f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
+    point.update(status="failed", reason=reason)
