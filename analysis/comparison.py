@@ -19,6 +19,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import torch
 
+from rnn_models.cells import cell_type
+
 from .progress import Cancelled, Progress, Reporter, reporter, resolve_threads
 
 POLL_S = 0.1
@@ -45,7 +47,7 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
     if workers <= 1:
         out = {}
         for i, cell in enumerate(cells):
-            stage = rep.stage(i / len(cells), (i + 1) / len(cells), f"{cell.upper()} · ")
+            stage = rep.stage(i / len(cells), (i + 1) / len(cells), f"{cell_type(cell).label} · ")
             out[cell] = run_experiment(config.for_cell(cell), progress=stage, only=only, views=views)
         return out
     from .experiment import choose
@@ -80,9 +82,9 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
             running = [c for c in cells if not futures[c].done() and c not in waiting]
             n_done = sum(futures[c].done() for c in cells)
             # the least advanced running cell says what it computes; cells not started yet are named after it
-            what = "".join(f"{c.upper()} · {state[c][1]}" for c in sorted(running, key=lambda c: fractions[c])[:1])
+            what = "".join(f"{cell_type(c).label} · {state[c][1]}" for c in sorted(running, key=lambda c: fractions[c])[:1])
             if waiting:
-                what += f"{'; ' if what else ''}{', '.join(c.upper() for c in waiting)} next"
+                what += f"{'; ' if what else ''}{', '.join(cell_type(c).label for c in waiting)} next"
             rep(sum(fractions.values()) / len(cells), f"{what or 'done'}  ({n_done} of {len(cells)} cells done)")
     except BaseException:
         stop.set()
