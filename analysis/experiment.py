@@ -318,6 +318,7 @@ def analyse_model(config: ExperimentConfig, batch: TaskBatch, model: nn.Module, 
         # the Jacobian products dominate the cost: they get most of the bar (the backward direction its half)
         hi = 0.6 if sens else 0.95
         mid = (0.15 + hi) / 2 if config.bidirectional else hi
+        rep(0.15, f"Jacobian products d h_t / d h_(t-k), {len(lags)} lags", force=True)  # named even when quick
         jac = spectra_of(runs[a][0], config, lags, rep.stage(0.15, mid))  # exact, or thin where cheaper (fast)
         if config.bidirectional:
             jac_b = spectra_of(runs[a][1], config, lags, rep.stage(mid, hi, "backward direction: "))
