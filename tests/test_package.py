@@ -172,8 +172,8 @@ def test_pyproject_dependencies_repeat_the_requirements_pins():
 
 def test_the_version_is_written_in_one_place():
     hits = []
-    for path in ROOT.rglob("*"):
-        if path.suffix in (".py", ".toml") and ".venv" not in path.parts and "tests" not in path.parts:
+    for path in ROOT.rglob("*"):  # the sources, not a local build/ or dist/ copy of them
+        if path.suffix in (".py", ".toml") and not {".venv", "tests", "build", "dist"} & set(path.relative_to(ROOT).parts):
             if re.search(r"""__version__\s*=\s*["']""", path.read_text(errors="ignore")):
                 hits.append(path.relative_to(ROOT))
     assert hits == [Path("analysis/__init__.py")]
