@@ -40,7 +40,7 @@ test-all: $(VENV)/.installed browser
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py
-	$(PY) benchmarks/issue9.py
+	$(PY) benchmarks/bench_engine_vs_fused.py
 
 # K simulated visitors (Chromium pages) against a loopback server: results correct / errors / time to first chart / RSS
 loadtest: $(VENV)/.installed browser

@@ -1,6 +1,7 @@
-"""Issue 9's targets as ratios measured in ONE run (2 shared cores: compare ratios, not seconds).
+"""The engine against torch's fused forward+backward (issue 9's targets), as ratios measured in ONE run (2 shared
+cores: compare ratios, not seconds).
 
-    python benchmarks/issue9.py [--quick] [--long] [--json PATH]
+    python benchmarks/bench_engine_vs_fused.py [--quick] [--long] [--json PATH]
 
 Rows (each timed interleaved with its denominator, median of paired per-round ratios):
   grad      ||dL/dh_t|| with the exact log chain (the engine's gradient stage)  /  one fwd+bwd of the same model
