@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,7 +15,6 @@ from analysis.experiment import run_comparison
 from analysis.training import Trainer
 from rnn_models.config import ACTIVATION_GAMMA
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(seq_len=12, hidden_size=6, batch_size=4, seed=0)
 
 
@@ -392,9 +388,3 @@ def test_modebar_config():
     opts = figures.MODEBAR_CONFIG["toImageButtonOptions"]
     assert opts["format"] == "png" and (opts["width"], opts["height"], opts["scale"]) == (1920, 1080, 1)
     assert opts["filename"]
-
-
-def test_figures_do_not_import_streamlit():
-    code = "import sys, analysis.figures, analysis.alerts, analysis.presets; print('streamlit' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

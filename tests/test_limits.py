@@ -106,12 +106,16 @@ PEAK_CASES = [
 ]
 
 
-def peak_child(d):
-    """One fresh process running the case alone: its Popen, finished. Its peak is VmHWM, the high-water mark of
-    its own memory map: getrusage's ru_maxrss keeps the parent's across fork and exec, so a child of a whole-suite
-    pytest (500+ MB) measured the parent, not the run (366 MB for a case that takes 187-228 MB)."""
-    p = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT)), json.dumps(d)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def peak_child(d) -> subprocess.Popen:
+    """One fresh process running the case alone (started, not waited for). Its peak is VmHWM, the high-water mark
+    of its own memory map: getrusage's ru_maxrss keeps the parent's across fork and exec, so a child of a
+    whole-suite pytest (500+ MB) measured the parent, not the run (366 MB for a case that takes 187-228 MB)."""
+    return subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT)), json.dumps(d)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(p: subprocess.Popen) -> subprocess.Popen:
+    """``p`` waited for, with its output as ``stdout_text`` / ``stderr_text``."""
     try:
         p.stdout_text, p.stderr_text = p.communicate(timeout=300)
     finally:
@@ -121,13 +125,25 @@ def peak_child(d):
     return p
 
 
+@pytest.fixture(scope="module")
+def peak_children():
+    """Every case's child started at once (each process's own peak is measured, so they may overlap in time):
+    the cases' run times overlap instead of adding up."""
+    procs = [peak_child(d) for d in PEAK_CASES]
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
 @pytest.mark.parametrize("i", range(len(PEAK_CASES)), ids=[f"d{i}" for i in range(len(PEAK_CASES))])
-def test_estimate_is_not_far_below_the_measured_peak(i):
+def test_estimate_is_not_far_below_the_measured_peak(i, peak_children):
     """Peak RSS of a fresh process running the config (minus its RSS after imports) against the estimate: the
     estimate may be above (refusing a little early) but not more than 25% below."""
     d = PEAK_CASES[i]
     est = estimate(ExperimentConfig(**d)).memory_bytes
-    child = peak_child(d)
+    child = finished(peak_children[i])
     assert child.returncode == 0, child.stderr_text[-2000:]
     used = json.loads(child.stdout_text.strip().splitlines()[-1])["used"]
     assert est >= 0.75 * used, (est / 2**20, used / 2**20)
