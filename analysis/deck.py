@@ -38,6 +38,7 @@ from .export.bundles import scaled, view_figures_of
 from .figures import legend_below
 from .guides import VIEW_GUIDES, VIEW_TITLES, describe
 from .provenance import provenance_lines
+from .variant import variant_heading, variant_label  # noqa: F401 - variant_label: one function, re-exported
 
 SLIDE_W_EMU, SLIDE_H_EMU = 12192000, 6858000  # 13.333 x 7.5 in (16:9)
 EMU_PER_PX = SLIDE_H_EMU // 1080  # 6350: 1080 CSS px fill the slide's height
@@ -61,7 +62,7 @@ def heading(config, preset: str | None = None, variant: dict | None = None) -> t
     p = PRESETS[preset] if preset else next((p for p in PRESETS.values() if p.config == config), None)
     settings = "Settings: " + describe(config)
     if variant:
-        settings += " · variant (lighter colour): " + variant_label(variant)
+        settings += " · variant (lighter colour): " + variant_heading(config, variant)
     if p is None:
         from .figures import CELL_LABELS
         return "Gradient dynamics: " + " vs ".join(CELL_LABELS[c] for c in config.cells), [settings]
@@ -71,11 +72,6 @@ def heading(config, preset: str | None = None, variant: dict | None = None) -> t
     if changed:
         lines.append("Changed from the preset: " + ", ".join(changed))
     return p.title, lines + [settings]
-
-
-def variant_label(variant: dict) -> str:
-    """{"forget_bias": 0.0} -> "forget_bias=0" (the key suffix of the variant's runs in the figures)."""
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in variant.items())
 
 
 _TAG = re.compile(r"<(/?)(sub|sup|br|b|i|em|span|a|s|u)\b[^>]*>", re.IGNORECASE)
@@ -305,8 +301,7 @@ def write_deck(config, path: str, *, preset: str | None = None, variant: dict | 
     if not ok:
         raise ExportUnavailable("the slide deck needs PNG images: " + hint)
     records: dict = {}
-    views = view_figures_of(config, scaled(progress, 0.0, 0.3), variant=variant,
-                            variant_label=variant_label(variant) if variant else "", records=records, views=views,
+    views = view_figures_of(config, scaled(progress, 0.0, 0.3), variant=variant, records=records, views=views,
                             results=results)
     ran = [v["config"] for v in records.values() if v.get("config")]
     if (config.state_dict_path or config.inputs_path) and len(ran) == 1:

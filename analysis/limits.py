@@ -216,9 +216,12 @@ def cell_cost(config: ExperimentConfig, cell: str, only: str | None = None) -> C
 
 def estimate(config: ExperimentConfig, variant: dict | None = None, only: str | None = None,
              views: tuple[str, ...] | None = None) -> Cost:
-    """The cost of analysing every cell of ``config`` (and of its variant, when given); ``views`` with
-    "sensitivity" adds ``analysis.param_sensitivity.sensitivity_cost`` (an opt-in view: not in the default)."""
-    configs = [config] + ([config.replace(**variant)] if variant else [])
+    """The cost of analysing every cell of ``config`` (and of its variant, when given: the cells it changes,
+    ``analysis.variant.variant_config``); ``views`` with "sensitivity" adds
+    ``analysis.param_sensitivity.sensitivity_cost`` (an opt-in view: not in the default)."""
+    from .variant import variant_config
+    other = variant_config(config, variant)
+    configs = [config] + ([other] if other is not None else [])
     costs = [cell_cost(c, cell, only) for c in configs for cell in c.cells]
     if views is not None and "sensitivity" in views:
         from .param_sensitivity import sensitivity_cost

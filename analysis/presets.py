@@ -206,7 +206,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
        "Jacobian is the kept-share path ∏ (1 − z_t) (Cell state: the two lines coincide).",
        "The GRU's gates read h_{t−1} through W_hh: at lag 99 its Jacobian is ~7 decades above its gate path ∏ z_t, "
        "and with W_hh at spectral radius 5 (light) its gradient grows ~10^6 over 100 steps; the minGRU has no W_hh "
-       "(its light line is its dark one), and how long it remembers is set by x_t alone: here ~0.24 decades lost per step.",
+       "(the variant does not apply to it: no light minGRU line), and how long it remembers is set by x_t alone: "
+       "here ~0.24 decades lost per step.",
        variant={"init": "spectral", "init_scale": 5.0}),
     _p("charlm-hello", "Character-level LM on \"hello\" (h, e, l, o)",
        ExperimentConfig(cell="rnn", hidden_size=3, task="charlm", text="hello", seq_len=20, batch_size=16, seed=0,

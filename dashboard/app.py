@@ -28,6 +28,7 @@ from analysis.guides import describe  # noqa: E402
 from analysis.config import ExperimentConfig  # noqa: E402
 from analysis.figures import CELL_LABELS, label_of  # noqa: E402
 from analysis.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
+from analysis.variant import variant_heading  # noqa: E402
 from dashboard import controls, own_model, own_step  # noqa: E402
 from dashboard import compute  # noqa: E402
 from dashboard.compute import analyse  # noqa: E402
@@ -180,7 +181,7 @@ def main() -> None:
 
     preset = PRESETS.get(settings.preset, PRESETS[DEFAULT_PRESET])
     st.markdown(f"**{preset.title}** · {describe(cfg)}"
-                + (f" · variant (lighter colour): {settings.variant_label}" if settings.variant_label else ""))
+                + (f" · variant (lighter colour): {variant_heading(cfg, settings.variant)}" if settings.variant else ""))
     changed = " *(settings changed since this preset was chosen)*" if cfg != preset.config else ""
     st.info("**What to look for.** " + "  \n".join(preset.lines) + changed)
     _page(settings, {**results, **mine})

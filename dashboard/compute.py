@@ -18,6 +18,7 @@ import streamlit as st
 
 from analysis.config import ExperimentConfig
 from analysis.limits import check, estimate
+from analysis.variant import variant_cells, variant_config, variant_key
 from rnn_models.config import ConfigError
 
 from . import background, remote, scheduler
@@ -40,7 +41,8 @@ FIRST_CHART_GFLOP = 2.0  # analyses estimated above this draw the gradient-flow 
 
 def is_cached(config: ExperimentConfig, variant: dict | None = None) -> bool:
     """True when the whole analysis of ``config`` (and its variant) is in the shared cache (nothing to wait for)."""
-    keys = [analysis_key(config)] + ([analysis_key(config.replace(**variant))] if variant else [])
+    other = variant_config(config, variant)
+    keys = [analysis_key(config)] + ([analysis_key(other)] if other is not None else [])
     return all(scheduler.CACHE.get(k) is not None for k in keys)
 
 
@@ -63,9 +65,11 @@ def visitor() -> str | None:
 
 
 def _parts(config: ExperimentConfig, variant: dict | None, label: str, only: str | None = None) -> list:
-    """[(cache key, bar label, run(progress) -> {cell: result}, cost)] of the config, then of its variant."""
+    """[(cache key, bar label, run(progress) -> {cell: result}, cost)] of the config, then of its variant (the
+    cells it changes: ``analysis.variant.variant_config``; no part when it changes none)."""
     out = []
-    runs = [(config, "")] + ([(config.replace(**variant), f"variant {label} · ")] if variant else [])
+    other = variant_config(config, variant)
+    runs = [(config, "")] + ([(other, f"variant {label} · ")] if other is not None else [])
     for cfg, bar_label in runs:
         clean = ExperimentConfig.from_dict(json.loads(analysis_key(cfg)))
         key = analysis_key(cfg) + (f"|only={only}" if only else "")
@@ -83,11 +87,13 @@ def _parts(config: ExperimentConfig, variant: dict | None, label: str, only: str
     return out
 
 
-def _merge(values: list, label: str) -> dict:
-    """{cell: result} of the config, then {"cell · label": result} of its variant."""
+def _merge(values: list, config: ExperimentConfig, variant: dict | None) -> dict:
+    """{cell: result} of the config, then {"cell · its label": result} of its variant (each cell's label names the
+    settings that change that cell's run: ``analysis.variant.variant_label``)."""
     results = dict(values[0])
     if len(values) > 1:
-        results.update({f"{cell} · {label}": r for cell, r in values[1].items()})
+        labels = variant_cells(config, variant)
+        results.update({variant_key(cell, labels[cell]): r for cell, r in values[1].items()})
     return results
 
 
@@ -115,7 +121,8 @@ def _validate(config: ExperimentConfig, variant: dict | None, only: str | None =
 
 def analyse(config: ExperimentConfig, variant: dict | None = None, label: str = "", only: str | None = None,
             what: str = "") -> dict:
-    """{key: ExperimentResult}: the config's cells, then (if a variant is given) "cell · label" for each cell.
+    """{key: ExperimentResult}: the config's cells, then (if a variant is given) "cell · its label" for each cell
+    the variant changes (``analysis.variant``).
 
     Raises ValueError (ConfigError / LimitExceeded included) with a one-line message for settings that cannot run.
     ``only="gradients"``: the gradient pass alone (results with ``complete`` False), for the first chart.
@@ -124,7 +131,7 @@ def analyse(config: ExperimentConfig, variant: dict | None = None, label: str = 
     _validate(config, variant, only)
     bar = st.empty()
     try:
-        return _merge([_one(part, bar, what) for part in _parts(config, variant, label, only)], label)
+        return _merge([_one(part, bar, what) for part in _parts(config, variant, label, only)], config, variant)
     finally:
         bar.empty()
 
@@ -140,7 +147,7 @@ def full_job(config: ExperimentConfig, variant: dict | None, label: str, session
     _validate(config, variant)
     parts = _parts(config, variant, label)
     return background.watch(session, full_key(config, variant, label),
-                            lambda job: _merge(background.run_parts(job, parts), label))
+                            lambda job: _merge(background.run_parts(job, parts), config, variant))
 
 
 def full_results(config: ExperimentConfig, variant: dict | None = None, label: str = "") -> dict:
@@ -148,7 +155,7 @@ def full_results(config: ExperimentConfig, variant: dict | None = None, label: s
     outside a script run, e.g. a download button's data built at click time."""
     _validate(config, variant)
     return _merge([scheduler.run_shared(key, lambda run=run: run(None), cost=cost, kind=scheduler.BACKGROUND)[0]
-                   for key, _, run, cost in _parts(config, variant, label)], label)
+                   for key, _, run, cost in _parts(config, variant, label)], config, variant)
 
 
 def partial(results: dict) -> bool:

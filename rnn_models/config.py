@@ -41,6 +41,7 @@ class _CellNames(Sequence):
 CELLS = _CellNames()
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
 INITS = ("default", "xavier", "orthogonal", "identity", "spectral", "chrono")
+SCALED_INITS = ("xavier", "orthogonal", "identity", "spectral")  # the inits that read init_scale (rnn_models.init)
 
 # gamma: the bound on |phi'| that drives vanishing (Pascanu et al. 2013): ||dh_t/dh_{t-1}|| <= gamma * sigma_max(W_hh)
 ACTIVATION_GAMMA = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "linear": 1.0}
@@ -169,6 +170,29 @@ class ModelConfig:
     def state_size(self) -> int:
         """Size of the recurrent state of one cell: len(state_names) * H ((h, c) for the LSTM, h otherwise)."""
         return cell_type(self.cell).state_size(self.hidden_size)
+
+    def in_effect(self, name: str):
+        """The value of the setting ``name`` (a field) this cell uses; None where the cell ignores it.
+
+        The optional settings (activation, peephole, forget_bias, layer_norm, lru_*) apply to the kinds that list
+        them in ``settings``; init and init_scale shape W_hh, so a kind without one (``gate_names`` empty) ignores
+        both; init_scale is read by SCALED_INITS only; init='chrono' is the default init (and chrono_tmax unread)
+        for a kind without the chrono setting. Every other field (sizes, seed) applies to every cell. Two configs of
+        one cell build the same network when every field's ``in_effect`` is equal (a variant's label names only
+        the settings whose ``in_effect`` it changes: analysis.variant)."""
+        kind = cell_type(self.cell)
+        optional = set().union(*(cell_type(n).settings for n in cell_names()))
+        if name in optional:
+            return getattr(self, name) if name in kind.settings else None
+        # init='chrono' -> 'default' for a kind without the chrono setting (rnn_models.init)
+        init = "default" if self.init == "chrono" and "chrono" not in kind.settings else self.init
+        if name == "init":
+            return init if kind.gate_names else None
+        if name == "init_scale":
+            return self.init_scale if kind.gate_names and init in SCALED_INITS else None
+        if name == "chrono_tmax":
+            return self.chrono_tmax if kind.gate_names and init == "chrono" else None
+        return getattr(self, name)
 
     def inapplicable(self) -> list[str]:
         """Settings that were given but do not apply to this cell (shown to the user, never silently dropped): each

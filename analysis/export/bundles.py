@@ -187,13 +187,12 @@ def _is_training_view(view: str) -> bool:
     return "train" in str(view).lower()
 
 
-def view_figures_of(config, progress=None, *, variant: dict | None = None, variant_label: str = "",
-                    records: dict | None = None, views=None,
+def view_figures_of(config, progress=None, *, variant: dict | None = None, records: dict | None = None, views=None,
                     results: dict | None = None) -> dict[str, dict[str, go.Figure]]:
     """Every view's figures of ``config``: {file-safe view name: {file-safe figure name: figure}}.
 
-    Runs ``run_experiment`` for each cell of ``config.cells`` (and, with ``variant``, for each cell of
-    ``config.replace(**variant)``, keyed "cell · variant_label" and drawn beside it as the dashboard does);
+    Runs ``run_experiment`` for each cell of ``config.cells`` (and, with ``variant``, for each cell the variant
+    changes, keyed "cell · its label" and drawn beside it as the dashboard does: ``analysis.variant.variant_runs``);
     the training view only if
     ``config.train_steps > 0`` (each cell trained for ``train_steps`` steps by ``analysis.training.Trainer``;
     its ``history()`` per cell is passed as ``histories``). A bad config raises ConfigError before any work.
@@ -214,8 +213,8 @@ def view_figures_of(config, progress=None, *, variant: dict | None = None, varia
         trainers = {cell: Trainer(config.for_cell(cell)) for cell in config.cells}  # bad settings fail here
     runs = [(cell, config.for_cell(cell)) for cell in config.cells] if results is None else []
     if variant:
-        other = config.replace(**variant)  # a bad variant fails here
-        runs += [(f"{cell} · {variant_label}", other.for_cell(cell)) for cell in other.cells]
+        from ..variant import variant_runs
+        runs += variant_runs(config, variant)  # a bad variant fails here
     steps = max(1, len(runs) + (len(trainers) if trainers else 0))
     done = 0
 

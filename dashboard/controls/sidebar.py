@@ -16,6 +16,7 @@ from analysis.config import (
 )
 from analysis.figures.activations import instead
 from analysis.presets import DEFAULT_PRESET, PRESETS
+from analysis.variant import variant_label
 from rnn_models.cells import cell_names, cell_type
 from rnn_models.config import ACTIVATIONS, CELLS, INITS, ConfigError
 
@@ -27,7 +28,6 @@ from .state import (
     Settings,
     parse_variant,
     state_to_config,
-    variant_text,
 )
 
 def _having(setting: str) -> list[str]:
@@ -250,7 +250,7 @@ def _build_settings() -> Settings:
         variant = parse_variant(ss.get("variant", ""))
         if variant:
             cfg.replace(**variant)
-            label = variant_text(variant)
+            label = variant_label(variant)
     except ConfigError as e:
         errors.append(f"The variant is not used: {e}.")
         variant = {}

@@ -9,6 +9,7 @@ import streamlit as st
 
 from analysis.config import ExperimentConfig
 from analysis.own_cell import OwnCell
+from analysis.variant import value_text
 from rnn_models.cells import by_kind
 from rnn_models.config import CELLS, ConfigError, shown
 
@@ -48,15 +49,7 @@ class Settings:
 
 # ---- values <-> text (URL) ----------------------------------------------------------------------------------
 def _to_text(name: str, value) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (tuple, list)):
-        return ",".join(value)
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+    return value_text(value)  # the variant labels' form too (analysis.variant)
 
 PATH_FIELDS = ("inputs_path", "state_dict_path", "targets_path", "h0_path")
 PATH_MESSAGE = ("cannot be set in the dashboard (from a link, a variant or an uploaded config): nothing a visitor "
