@@ -4,6 +4,7 @@
                                            dead ReLUs, what truncated BPTT cuts (info), and the notes on
                                            settings that do not apply to the cell
     training_alerts(history, stopped)     NaN/Inf during training (where and at which step)
+    said_once([(run key, message)])       the messages of several runs, each text once, naming its cells
 
 Thresholds (module constants): the gradient at some t below 1e-6 (above 1e6) times the last step's
 ||dL/dh_{T-1}||; more than half of the (unit, step) pairs saturated; more than 20% of ReLU units never active.
@@ -18,6 +19,7 @@ import numpy as np
 from rnn_models.cells import cell_type
 
 from .figures import describe_nonfinite
+from .variant import SEP
 
 VANISH_RATIO = 1e-6
 EXPLODE_RATIO = 1e6
@@ -145,6 +147,20 @@ def alerts(result, name: str | None = None) -> list[Alert]:
     return sorted(out, key=lambda a: order[a.level])
 
 
+def said_once(messages) -> list[str]:
+    """[(run key, "who: text")] of several runs -> ["who, who2: text"], each text once, in first-seen order.
+
+    A text said by several runs of one cell (a variant's run repeating its base run's note: "lru_r_min applies to
+    the LRU only; ignored for rnn") names that cell once, as its first run said it; a text said only by a
+    variant's run names that run ("RNN · layer_norm=true"). Runs are told apart by their key's cell, the part
+    before " · "."""
+    grouped: dict[str, dict[str, str]] = {}
+    for key, message in messages:
+        who, _, text = str(message).partition(": ")
+        grouped.setdefault(text, {}).setdefault(str(key).split(SEP)[0], who)
+    return [f"{', '.join(names.values())}: {text}" for text, names in grouped.items()]
+
+
 def training_alerts(history: dict | None, stopped: dict | None, name: str = "") -> list[Alert]:
     """NaN/Inf during training: the step and the place, and whether the run stopped."""
     who = f"{name}: " if name else ""
@@ -174,4 +190,4 @@ def training_alerts(history: dict | None, stopped: dict | None, name: str = "") 
     return out
 
 
-__all__ = ["Alert", "alerts", "training_alerts", "VANISH_RATIO", "EXPLODE_RATIO"]
+__all__ = ["Alert", "alerts", "training_alerts", "said_once", "VANISH_RATIO", "EXPLODE_RATIO"]

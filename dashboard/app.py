@@ -23,7 +23,7 @@ st.set_page_config(page_title="Gradient-dynamics lab", page_icon="∇", layout="
 from analysis.progress import init_threads  # noqa: E402
 
 init_threads(1)  # once per process: concurrent sessions get their cores through config.threads (pools), not this
-from analysis.alerts import alerts  # noqa: E402
+from analysis.alerts import alerts, said_once  # noqa: E402
 from analysis.guides import describe  # noqa: E402
 from analysis.config import ExperimentConfig  # noqa: E402
 from analysis.figures import CELL_LABELS, label_of  # noqa: E402
@@ -237,13 +237,9 @@ def _alerts(results: dict, pending: bool) -> None:
             elif a.level == "warning":
                 st.warning(a.message)
             elif not (pending and "gradients only" in a.message):  # the header says what is pending
-                notes.append(a.message)
-    if notes:  # the same note for several cells is said once, naming them
-        grouped: dict[str, list[str]] = {}
-        for n in notes:
-            who, _, text = n.partition(": ")
-            grouped.setdefault(text, []).append(who)
-        st.caption("Notes: " + " · ".join(f"{', '.join(w)}: {t}" for t, w in grouped.items()))
+                notes.append((key, a.message))
+    if notes:  # the same note for several runs is said once, naming their cells
+        st.caption("Notes: " + " · ".join(said_once(notes)))
 
 
 def _page(settings, results: dict, own: bool = False) -> None:
