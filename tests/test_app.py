@@ -177,6 +177,24 @@ def test_variant_is_drawn_beside():
     assert cells == {"lstm", "lstm · forget_bias=3.0"}
 
 
+def test_variant_runs_are_labelled_by_the_settings_that_apply_and_notes_said_once():
+    """curse-of-memory's variant {init_scale, lru_r_min, lru_r_max}: the RNN's variant run is "init_scale=0.9" and
+    the LRU's "lru_r_min=0.895, lru_r_max=0.9"; the RNN's note on lru_r_min (its base and variant runs both carry it)
+    is said once. minGRU's variant (init, init_scale) changes nothing for the minGRU: no run, said in the header."""
+    at = ok(app(preset="curse-of-memory", **SMALL))
+    cells = {(t.get("meta") or {}).get("cell") for t in figure(at, "grad_norm")["data"]} - {None}
+    assert cells == {"rnn", "lru", "rnn · init_scale=0.9", "lru · lru_r_min=0.895, lru_r_max=0.9"}
+    (notes,) = [c.value for c in at.caption if c.value.startswith("Notes: ")]
+    assert notes.count("lru_r_min applies to the LRU only") == 1, notes
+    assert notes.count("lru_r_max applies to the LRU only") == 1, notes
+    assert any("variant (lighter colour): RNN: init_scale=0.9; LRU: lru_r_min=0.895, lru_r_max=0.9" in m.value
+               for m in at.markdown)
+    at = ok(app(preset="mingru", **SMALL))
+    cells = {(t.get("meta") or {}).get("cell") for t in figure(at, "grad_norm")["data"]} - {None}
+    assert cells == {"gru", "mingru", "gru · init=spectral, init_scale=5.0"}
+    assert any("no minGRU variant run (init, init_scale do not apply to it" in m.value for m in at.markdown)
+
+
 # ---- bad settings: a message naming the field, and the app keeps working -----------------------------------------
 @pytest.mark.parametrize("params, field", [
     ({"seq_len": "abc"}, "seq_len"),
