@@ -276,7 +276,8 @@ def _culprit(config: ExperimentConfig, variant: dict | None, measure) -> str:
         if ratio > best_ratio * 1.05:
             best, best_ratio = name, ratio
     if variant and base / max(measure(config, None), 1.0) > best_ratio * 1.05:
-        return "variant " + ", ".join(f"{k}={v}" for k, v in variant.items())
+        from .variant import variant_label
+        return "variant " + variant_label(variant)
     if best is None:
         return "these settings"
     v = getattr(config, best)
