@@ -193,6 +193,18 @@ def _resolved(cfg, cell, only):
     return cfg.replace(jacobian_detail="exact")
 
 
+def step_record(spec: dict, loaded) -> dict:
+    """What a resume file records of the step (``analysis.sweep_resume``): FILE.py as given, its absolute path,
+    NAME, the sha256 of the file's bytes, and {role: {name, sha256}} of the other files read (--step-state, --h0,
+    --inputs)."""
+    from .own_step_files import split_spec
+    path, name = split_spec(spec["step"])
+    files = {role: {"name": rec["name"], "sha256": rec["sha256"]} for role, rec in loaded.files.items()
+             if role != "step"}
+    return {"path": path, "abspath": loaded.path, "name": name, "sha256": loaded.files["step"]["sha256"],
+            "files": files}
+
+
 def step_sweep(step: str, config: ExperimentConfig, vary, *, state: str | None = None, h0: str | None = None,
                inputs: str | None = None, seeds: int = 1, metrics=("lyapunov_max",), executor: str = "local",
                **kw) -> dict:
@@ -202,14 +214,12 @@ def step_sweep(step: str, config: ExperimentConfig, vary, *, state: str | None =
     if isinstance(executor, str) and executor != "local":
         raise ConfigError("--executor ray does not apply with --step: the file is on this machine; the points run "
                           "in local processes (--workers N)")
-    if kw.get("resume"):  # a resume file's header names the config, not the step: another step's points would pass
-        raise ConfigError("--resume does not apply with --step yet: its file would not say which step ran")
     check_axes(vary, inputs is not None)
     check_metrics(metrics)
     spec = {"step": step, "state": state, "h0": h0, "inputs": inputs}
     loaded = _load(spec)[0]  # the file's problems: one line before anything runs
     d = sweep(config, vary, seeds=seeds, metrics=metrics, executor=executor, point_fn=evaluate_step_point,
-              task_extra={"step": spec}, cost_fn=point_cost_fn(spec), **kw)
+              task_extra={"step": spec}, cost_fn=point_cost_fn(spec), resume_step=step_record(spec, loaded), **kw)
     d["config"] = {**d["config"], "cell": OwnCell.name}
     d["step"] = {"step_file": loaded.label, "step_sha256": loaded.digest, "files": loaded.files}
     if inputs is not None and len(d["seeds"]) > 1:
@@ -218,7 +228,7 @@ def step_sweep(step: str, config: ExperimentConfig, vary, *, state: str | None =
     return d
 
 
-__all__ = ["step_sweep", "evaluate_step_point", "check_axes", "check_metrics", "ANALYSIS_AXES", "TASK_AXES",
+__all__ = ["step_sweep", "step_record", "evaluate_step_point", "check_axes", "check_metrics", "ANALYSIS_AXES", "TASK_AXES",
            "STEP_METRICS"]
 
 

@@ -271,18 +271,19 @@ ProgressFn = Callable[[int, int, float | None, dict | None], None]
 def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max",), *, executor: str = "local",
           workers: int = 1, ray_address: str | None = None, resume: str | None = None,
           progress: ProgressFn | None = None, point_fn=evaluate_point, task_extra: dict | None = None,
-          cost_fn=None) -> dict:
+          cost_fn=None, resume_step: dict | None = None) -> dict:
     """Run the grid (see the module docstring). ``progress(done, total, eta_s, last_point)`` after each point.
 
     ``point_fn(task)`` evaluates a point (a module-level function; ``task_extra`` is added to every task) and
-    ``cost_fn(config, metrics)`` estimates one (``analysis.step_sweep``: your own step's points and costs).
+    ``cost_fn(config, metrics)`` estimates one (``analysis.step_sweep``: your own step's points and costs);
+    ``resume_step`` is the step's record in the resume file's header (``analysis.sweep_resume``).
 
     Bad input raises ConfigError (one line) before anything runs, and so does a whole estimate over the host's
     limits (``LimitExceeded``, see ``analysis.sweep_cost.check_sweep``); a failing point is recorded, never raised.
     """
     plan = make_plan(config, vary, seeds, metrics)
     keys = plan.keys()
-    done = load_resume(resume, plan) if resume else {}
+    done = load_resume(resume, plan, resume_step) if resume else {}
     todo = [k for k in keys if key_id(k) not in done]
     notes = [a.note for a in plan.axes if a.note] + axis_notes(plan)
     if done:
@@ -297,7 +298,7 @@ def sweep(config: ExperimentConfig, vary, seeds: int = 1, metrics=("lyapunov_max
     ex = make_executor(executor, workers, ray_address) if todo else None  # bad arguments: nothing written yet
     writer = None
     try:
-        writer = ResumeWriter(resume, plan)
+        writer = ResumeWriter(resume, plan, resume_step)
         if progress:
             progress(n_before, n_total, None, None)
         if ex is not None:

@@ -141,7 +141,6 @@ def test_inputs_file_h0_and_sensitivity_equal_analyze(folder, cli_inproc):
     (["--vary", "seq_len=10,20", "--metrics", "spectral_radius"], "spectral_radius"),
     (["--vary", "seq_len=10,20", "--metrics", "final_loss"], "final_loss"),
     (["--vary", "seq_len=10,20", "--executor", "ray"], "--executor ray"),
-    (["--vary", "seq_len=10,20", "--resume", "r.jsonl"], "--resume"),
 ])
 def test_bad_fields_exit_2_with_one_line(folder, cli_inproc, args, names):
     args = [str(folder / "x.npy") if a == "X" else a for a in args]
@@ -149,6 +148,69 @@ def test_bad_fields_exit_2_with_one_line(folder, cli_inproc, args, names):
     assert r.returncode == 2
     line = r.stderr.strip()
     assert "\n" not in line and names in line and "Traceback" not in line, line
+
+
+def _sweep_args(folder, step="cell.py:Cell"):
+    return ("sweep", "--step", f"{folder}/{step}", "--vary", "seq_len=10,20,30", "--seeds", 2, "--batch-size", 2,
+            "--metrics", "memory_horizon,grad_ratio,lyapunov_max", "--quiet")
+
+
+def _points(path) -> list[dict]:
+    return [{k: v for k, v in p.items() if k != "time_s"} for p in json.loads(path.read_text())["points"]]
+
+
+def test_resume_with_step_equals_an_uninterrupted_sweep(folder, cli_inproc):
+    """The resume file records the step (FILE.py as given, NAME, sha256 of its bytes): a sweep interrupted after two
+    points (the third line cut short) goes on from the file and equals a sweep that was never interrupted."""
+    import hashlib
+    full, res, out = folder / "full.json", folder / "r.jsonl", folder / "resumed.json"
+    assert cli_inproc(*_sweep_args(folder), "--json", full).returncode == 0
+    r = cli_inproc(*_sweep_args(folder), "--resume", res)
+    assert r.returncode == 0, r.stderr
+    lines = res.read_text().splitlines()
+    assert len(lines) == 1 + 6
+    assert json.loads(lines[0])["step"] == {
+        "path": f"{folder}/cell.py", "abspath": str(folder / "cell.py"), "name": "Cell",
+        "sha256": hashlib.sha256((folder / "cell.py").read_bytes()).hexdigest(), "files": {}}
+    res.write_text("\n".join(lines[:3] + [lines[3][:25]]))  # interrupted: 2 points written, the 3rd cut short
+    r = cli_inproc(*_sweep_args(folder), "--resume", res, "--json", out)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["timings"]["points_run"] == 4 and any("2 of 6 points taken from r.jsonl" in n for n in d["notes"])
+    assert _points(out) == _points(full)
+    assert cli_inproc(*_sweep_args(folder), "--resume", res, "--json", out).returncode == 0
+    assert json.loads(out.read_text())["timings"]["points_run"] == 0 and _points(out) == _points(full)
+
+
+def _refused(r, *words):
+    assert r.returncode == 2
+    line = r.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line and all(w in line for w in words), line
+
+
+def test_resume_with_another_or_a_changed_step_is_refused_in_one_line(folder, cli_inproc):
+    res = folder / "r.jsonl"
+    assert cli_inproc(*_sweep_args(folder), "--resume", res, "--h0", folder / "h0.pt").returncode == 0
+    before = res.read_text()
+    (folder / "other.py").write_text(STEP_FILE)  # the same code in another file: another step
+    _refused(cli_inproc(*_sweep_args(folder, "other.py:Cell"), "--resume", res, "--h0", folder / "h0.pt"),
+             f"--resume {res}", "another step", "cell.py:Cell", "other.py:Cell")
+    _refused(cli_inproc(*_sweep_args(folder), "--resume", res), f"--resume {res}", "began with --h0 h0.pt")
+    torch.save(torch.zeros(2, H, dtype=torch.float64), folder / "h0.pt")
+    _refused(cli_inproc(*_sweep_args(folder), "--resume", res, "--h0", folder / "h0.pt"), f"--resume {res}",
+             "--h0 h0.pt changed since the sweep began")
+    with open(folder / "cell.py", "a") as fh:
+        fh.write("\n# edited\n")  # one comment more: other bytes
+    _refused(cli_inproc(*_sweep_args(folder), "--resume", res, "--h0", folder / "h0.pt"), f"--resume {res}",
+             f"the step file {folder}/cell.py changed since the sweep began")
+    _refused(cli_inproc("sweep", "--cell", "rnn", "--vary", "seq_len=10,20", "--quiet", "--resume", res),
+             f"--resume {res}", "belongs to a sweep of your step", "cell.py:Cell")
+    assert res.read_text() == before  # nothing appended by a refused sweep
+    builtin = folder / "b.jsonl"
+    assert cli_inproc("sweep", "--cell", "rnn", "--vary", "seq_len=10,20", "--hidden-size", 4, "--batch-size", 2,
+                      "--quiet", "--resume", builtin).returncode == 0
+    _refused(cli_inproc(*_sweep_args(folder), "--resume", builtin), f"--resume {builtin}",
+             "belongs to a sweep of the built-in cells")
 
 
 def test_over_the_limits_exits_2_naming_the_total(folder, cli_inproc):
