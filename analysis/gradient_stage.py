@@ -38,6 +38,34 @@ FIXED_METHOD = ("log10 exact: ||dL/dh_{T-1} J^(T-1-t)|| in closed form from the 
                 "(sums of powers of |m|, no backprop)")
 
 
+BAND_QUANTILES = (0.1, 0.9)  # the band of ||dL/dh_t|| over the batch: its 10th and 90th percentiles
+
+
+def log10_quantiles(logs: torch.Tensor, qs=BAND_QUANTILES) -> np.ndarray:
+    """(len(qs), T) log10 of ``torch.quantile(10^logs, q, dim=1)`` from logs (T, B) = log10 ||dL/dh_t|| per sequence,
+    exact where 10^logs is below the float's range.
+
+    torch.quantile's linear interpolation, in log space: at position p = q (B - 1) of the sorted values, between
+    a = x_(lo) <= b = x_(lo+1) with weight w = p - lo on b,
+        log10((1 - w) 10^a + w 10^b) = b + log10((1 - w) 10^(a - b) + w)      (a - b <= 0: no overflow)
+    (an exact zero, log10 = -inf, stays -inf when both neighbours are)."""
+    s, _ = torch.sort(logs.double(), dim=1)  # (T, B) ascending
+    B = s.shape[1]
+    out = []
+    for q in qs:
+        p = q * (B - 1)
+        lo = min(int(math.floor(p)), B - 1)
+        hi, w = min(lo + 1, B - 1), p - lo
+        a, b = s[:, lo], s[:, hi]  # (T,)
+        if w == 0 or hi == lo:
+            out.append(a)
+            continue
+        # b + log10((1 - w) 10^(a - b) + w); a = b = -inf -> -inf
+        diff = torch.where(torch.isfinite(b), a - b, torch.zeros_like(b))
+        out.append(torch.where(torch.isfinite(b), b + torch.log10((1 - w) * torch.pow(10.0, diff) + w), b))
+    return torch.stack(out).numpy()
+
+
 def gradient_stage(config: ExperimentConfig, batch: TaskBatch, model, *, loss_fn=None, initial=None,
                    loss_steps: str = "last", progress=None):
     """(trace, grad, truncated, underflow_note) for ``analyse_model``; trace is the forward pass (its states
@@ -64,6 +92,9 @@ def gradient_stage(config: ExperimentConfig, batch: TaskBatch, model, *, loss_fn
     if grad.log10_grad_norm is None:  # the log10 twin of every result (zeros -> -inf, no warning printed)
         with np.errstate(divide="ignore", invalid="ignore"):
             grad.log10_grad_norm = np.log10(np.asarray(grad.grad_norm, dtype=float))
+    if grad.log10_grad_norm_band is None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad.log10_grad_norm_band = np.log10(np.asarray(grad.grad_norm_band, dtype=float))
     return trace, grad, truncated, underflow_note
 
 
@@ -104,11 +135,12 @@ def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progre
         grad_norm = np.power(10.0, log_mean.numpy())
         cell = np.power(10.0, logs_c.mean(1).numpy()) if has_c else None
         carry = np.power(10.0, logs_carry.mean(1).numpy()) if has_c else None
-    band = torch.quantile(torch.pow(10.0, logs), torch.tensor([0.1, 0.9], dtype=logs.dtype), dim=1)  # (2, T)
+    band = torch.quantile(torch.pow(10.0, logs), torch.tensor(BAND_QUANTILES, dtype=logs.dtype), dim=1)  # (2, T)
     res = GradientResult(grad_norm=grad_norm, grad_norm_band=band.numpy(), per_layer=grad_norm[None].copy(),
                          per_direction=grad_norm[None].copy(), cell_grad_norm=cell, cell_carry_grad_norm=carry,
                          loss=float(probe.detach().double().mean()), nonfinite=None, last_state_grad=v_last,
-                         log10_grad_norm=log_mean.numpy(), method=method, top_last_grad=g.detach())
+                         log10_grad_norm=log_mean.numpy(), method=method, top_last_grad=g.detach(),
+                         log10_grad_norm_band=log10_quantiles(logs))
     return trace, res
 
 
@@ -138,8 +170,9 @@ def _exact_log_grad_norms(config: ExperimentConfig, trace, grad: GradientResult,
     if logs is not None:
         grad.log10_grad_norm = logs.mean(1).numpy()  # (T,) log10 of the geometric mean over the batch
         grad.grad_norm = np.power(10.0, grad.log10_grad_norm)
-        grad.grad_norm_band = torch.quantile(torch.pow(10.0, logs), torch.tensor([0.1, 0.9], dtype=logs.dtype),
+        grad.grad_norm_band = torch.quantile(torch.pow(10.0, logs), torch.tensor(BAND_QUANTILES, dtype=logs.dtype),
                                              dim=1).numpy()
+        grad.log10_grad_norm_band = log10_quantiles(logs)
         grad.method = ("backprop; log10 exact: backprop where far from underflow, below that the renormalized chain "
                        "dL/dstate_{t-1} = dL/dstate_t J_t (vector-Jacobian products)")
         return None
@@ -153,6 +186,9 @@ def _exact_log_grad_norms(config: ExperimentConfig, trace, grad: GradientResult,
     grad.grad_norm[: t_u + 1] = np.nan
     grad.grad_norm_band = grad.grad_norm_band.copy()
     grad.grad_norm_band[:, : t_u + 1] = np.nan
+    if grad.log10_grad_norm_band is not None:
+        grad.log10_grad_norm_band = grad.log10_grad_norm_band.copy()
+        grad.log10_grad_norm_band[:, : t_u + 1] = np.nan
     grad.underflow_t = t_u
     return (f"||dL/dh_t|| for t <= {t_u} is not shown: some sequence's gradient fell below "
             f"{_underflow_floor(dtype):.0e}, where {config.dtype} backprop underflows (0 or inexact); the exact "

@@ -70,6 +70,7 @@ class GradientResult:
     top_last_grad: Tensor | None = None  # (B, H) dL/dh_{T-1} of the top layer's forward direction
     state_grads: Tensor | None = None  # (T, B, S) dL/dstate_t of the analysed layer's forward direction (dropped after use)
     cell_carry_grad_norm: np.ndarray | None = None  # (T,) the carry path of dL/dc_t alone (LSTM; 0 at T-1)
+    log10_grad_norm_band: np.ndarray | None = None  # (2, T) exact log10 of grad_norm_band (log10_quantiles)
 
 
 def _finite_rows(x: Tensor) -> Tensor:

@@ -102,6 +102,8 @@ def result_to_dict(r: ExperimentResult) -> dict:
         "grad_norm_method": r.grad.method,
         "grad_norm_underflow_t": r.grad.underflow_t,
         "grad_norm_band": {"p10": _list(r.grad.grad_norm_band[0]), "p90": _list(r.grad.grad_norm_band[1])},
+        "log10_grad_norm_band": None if getattr(r.grad, "log10_grad_norm_band", None) is None else
+        {"p10": _list(r.grad.log10_grad_norm_band[0]), "p90": _list(r.grad.log10_grad_norm_band[1])},
         "grad_norm_per_layer": [_list(row) for row in r.grad.per_layer],
         "grad_norm_per_direction": [_list(row) for row in r.grad.per_direction],
         "log10_grad_norm_per_layer": [_log10(row) for row in r.grad.per_layer],

@@ -98,6 +98,64 @@ def test_grad_norm_trace_equals_result(results):
     assert fig.layout.yaxis.type == "log"
 
 
+def test_grad_norm_below_float64_is_drawn_as_exact_log10_to_the_end():
+    """lru-t2000 (T = 2000): the LSTM's ||dL/dh_0|| ~ 10^-399 and the GRU's ~ 10^-368 are 0 as floats, so on a log axis
+    their lines stopped near t = 400. The chart is then a linear axis of the exact log10 (ticks "10⁻⁴⁰⁰"): every
+    line and band holds the result's log10 at every t; the band is the log-space quantile of the same logs."""
+    from analysis.figures.gradient_flow import FLOAT64_FLOOR
+    from analysis.presets import PRESETS
+    res = run_comparison(PRESETS["lru-t2000"].config, only="gradients")
+    assert (res["lstm"].grad.grad_norm == 0).any() and res["lstm"].grad.log10_grad_norm[0] < -390  # the float's 0
+    fig = figures.view_figures("gradient-flow", res)["grad_norm"]
+    assert fig.layout.yaxis.type == "linear" and "10⁻⁴⁰⁰" in fig.layout.yaxis.ticktext
+    ticks = dict(zip(fig.layout.yaxis.tickvals, fig.layout.yaxis.ticktext))
+    assert ticks[-300] == "10⁻³⁰⁰" and ticks[0] == "1"
+    for cell, r in res.items():
+        (tr,) = by_role(fig, "grad_norm", cell)
+        assert np.isfinite(np.asarray(tr.y, float)).all(), cell  # drawn to t = 0
+        np.testing.assert_array_equal(np.asarray(tr.y, float), r.grad.log10_grad_norm)
+        lo, hi = by_role(fig, "band", cell)[::-1]
+        np.testing.assert_array_equal(np.asarray(lo.y, float), r.grad.log10_grad_norm_band[0])
+        np.testing.assert_array_equal(np.asarray(hi.y, float), r.grad.log10_grad_norm_band[1])
+        assert np.isfinite(np.asarray(lo.y, float)).all() and np.isfinite(np.asarray(hi.y, float)).all()
+    assert float(np.min(by_role(fig, "grad_norm", "lstm")[0].y)) < FLOAT64_FLOOR - 80
+    assert any(sh.y0 == FLOAT64_FLOOR for sh in fig.layout.shapes)  # where float64 ends, marked
+    assert "below float64's range" in fig.layout.meta["caption"]
+    # where the band is a normal float, its exact log10 is the log10 of the float band
+    ok = res["lstm"].grad.grad_norm_band > 1e-300
+    np.testing.assert_allclose(res["lstm"].grad.log10_grad_norm_band[ok],
+                               np.log10(res["lstm"].grad.grad_norm_band[ok]), rtol=0, atol=1e-9)
+    from analysis.result_json import result_to_dict
+    d = result_to_dict(res["lstm"])  # the JSON keeps the band's exact log10 too
+    assert d["grad_norm_band"]["p10"][0] == 0 and d["log10_grad_norm_band"]["p10"][0] < -390
+    assert d["log10_grad_norm_band"]["p90"] == list(res["lstm"].grad.log10_grad_norm_band[1])
+    # the LRU alone stays within float64: the ordinary log axis of the float values
+    fig = figures.view_figures("gradient-flow", {"lru": res["lru"]})["grad_norm"]
+    assert fig.layout.yaxis.type == "log"
+    same(by_role(fig, "grad_norm", "lru")[0].y, res["lru"].grad.grad_norm)
+
+
+def test_log10_quantiles_are_torch_quantiles_in_log_space():
+    """log10 of torch.quantile(10^logs) (linear interpolation), exact below the float's range: a quantile scales
+    with its data, so log10 q(10^(logs + c)) - c is the reference for any shift c."""
+    import torch
+
+    from analysis.gradient_stage import log10_quantiles
+    g = torch.Generator().manual_seed(0)
+    logs = torch.randn(7, 16, generator=g, dtype=torch.float64) * 3  # (T, B)
+    logs[2, :5] = -math.inf  # exact zeros in some sequences
+    logs[3] = -math.inf  # in all of them
+    want = torch.log10(torch.quantile(torch.pow(10.0, logs), torch.tensor([0.1, 0.9], dtype=torch.float64), dim=1))
+    np.testing.assert_allclose(log10_quantiles(logs), want.numpy(), rtol=0, atol=1e-12)
+    far = log10_quantiles(logs - 500.0)  # 10^(logs - 500) is 0 in float64
+    assert np.isfinite(far[:, [0, 1, 4, 5, 6]]).all() and np.isneginf(far[:, 3]).all()  # row 3: all zeros
+    np.testing.assert_allclose(far + 500.0, want.numpy(), rtol=0, atol=1e-10)
+    for B in (1, 2, 5):  # few sequences: the positions q (B - 1) fall on and between the sorted values
+        x = logs[:, :B].clamp(min=-5)
+        want = torch.log10(torch.quantile(torch.pow(10.0, x), torch.tensor([0.1, 0.9], dtype=torch.float64), dim=1))
+        np.testing.assert_allclose(log10_quantiles(x), want.numpy(), rtol=0, atol=1e-12)
+
+
 def test_jacobian_traces_equal_result_and_bound(results):
     fig = figures.view_figures("jacobians", results)["jacobian_spectral_norm"]
     for cell, r in results.items():

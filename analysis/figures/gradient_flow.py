@@ -1,6 +1,8 @@
 """View 1, gradient flow: ||dL/dh_t|| over t, the truncated-BPTT comparison and the training heatmap."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -19,6 +21,7 @@ from .theme import (
     new_figure,
     positive,
     subplots,
+    _SUPER,
 )
 
 
@@ -121,41 +124,104 @@ def truncated_figure(results: dict, meta: dict) -> go.Figure | None:
     return fig
 
 
+# float64's smallest normal number is 2.2e-308: below it 10^x is a subnormal (few digits) or 0 (no place on a log axis)
+FLOAT64_FLOOR = math.log10(np.finfo(np.float64).tiny)  # -307.65
+
+
+def exact_log10(g) -> tuple[np.ndarray, np.ndarray]:
+    """(log10 ||dL/dh_t|| (T,), log10 of the band (2, T)) of a GradientResult: its exact log10 twins where it
+    carries them (``log10_grad_norm``, ``log10_grad_norm_band``), else log10 of the float values (0 -> NaN)."""
+    line = g.log10_grad_norm if getattr(g, "log10_grad_norm", None) is not None else _log10(g.grad_norm)
+    band = getattr(g, "log10_grad_norm_band", None)
+    return np.asarray(line, float), np.asarray(band if band is not None else _log10(g.grad_norm_band), float)
+
+
+def below_float64(results: dict) -> bool:
+    """True when some drawn ||dL/dh_t|| is below float64's normal range (its exact log10 is finite and below
+    FLOAT64_FLOOR: the float value is a subnormal, or 0, which a log axis cannot draw)."""
+    for r in results.values():
+        lg = exact_log10(r.grad)[0]
+        if bool(np.any(np.isfinite(lg) & (lg < FLOAT64_FLOOR))):
+            return True
+    return False
+
+
+def _finite(a) -> np.ndarray:
+    """log10 values for a linear axis: -inf (an exact zero) and NaN become gaps."""
+    a = np.asarray(a, dtype=float)
+    return np.where(np.isfinite(a), a, np.nan)
+
+
+def log10_ticks(lo: float, hi: float) -> dict:
+    """Ticks of a linear axis of log10 values over [lo, hi]: at most ~8 round exponents k (a step of 1, 2, 5, 10,
+    20, 50, ... decades), labelled 10^k ("10⁻⁴⁰⁰")."""
+    span = max(hi - lo, 1.0)
+    step = next(s * 10 ** e for e in range(0, 8) for s in (1, 2, 5) if span / (s * 10 ** e) <= 8)
+    ks = list(range(int(math.floor(lo / step) * step), int(math.ceil(hi / step) * step) + 1, step))
+    return {"tickvals": ks, "ticktext": ["1" if k == 0 else "10" + str(k).translate(_SUPER) for k in ks]}
+
+
 def gradient_flow_figures(results: dict, histories: dict | None = None) -> dict[str, go.Figure]:
     meta = config_meta(results)
     view = "gradient-flow"
     figs = {}
     fig = new_figure()
+    # below float64's range (T = 2000: the LSTM's ||dL/dh_0|| ~ 10^-400 is 0 as a float): the exact log10 values on
+    # a linear axis, so every line is drawn to t = 0; else the plain values on a log axis
+    logs = below_float64(results)
+    hover = "‖∂L/∂h_t‖=10^%{y:.2f}" if logs else "‖∂L/∂h_t‖=%{y:.3e}"
     for key, r in results.items():
         color = color_of(key, results)
         g = r.grad
         T = len(g.grad_norm)
         t = np.arange(T)
-        lo, hi = np.asarray(g.grad_norm_band[0], float), np.asarray(g.grad_norm_band[1], float)
+        if logs:
+            line, band = exact_log10(g)
+            line, lo, hi = _finite(line), _finite(band[0]), _finite(band[1])
+            cell = _finite(_log10(g.cell_grad_norm)) if g.cell_grad_norm is not None else None
+        else:
+            line, lo, hi = positive(g.grad_norm), positive(g.grad_norm_band[0]), positive(g.grad_norm_band[1])
+            cell = positive(g.cell_grad_norm) if g.cell_grad_norm is not None else None
         # the band: a fill of 30% of the colour between thin edges of 55% (at 18% and no edges it was barely seen)
         edge = dict(width=0.8, color=_rgba(color, 0.55))
-        fig.add_trace(go.Scatter(x=t, y=positive(hi), name=f"{label_of(key)} 90th percentile", legendgroup=key,
+        fig.add_trace(go.Scatter(x=t, y=hi, name=f"{label_of(key)} 90th percentile", legendgroup=key,
                                  showlegend=False, line=edge, hoverinfo="skip",
                                  meta={"role": "band", "cell": key}))
-        fig.add_trace(go.Scatter(x=t, y=positive(lo), name=f"{label_of(key)} 10th percentile", legendgroup=key,
+        fig.add_trace(go.Scatter(x=t, y=lo, name=f"{label_of(key)} 10th percentile", legendgroup=key,
                                  showlegend=False, line=edge, fill="tonexty",
                                  fillcolor=_rgba(color, 0.3), hoverinfo="skip", meta={"role": "band", "cell": key}))
-        fig.add_trace(go.Scatter(x=t, y=positive(g.grad_norm), name=f"{label_of(key)} ‖∂L/∂h<sub>t</sub>‖",
+        fig.add_trace(go.Scatter(x=t, y=line, name=f"{label_of(key)} ‖∂L/∂h<sub>t</sub>‖",
                                  legendgroup=key, line=dict(color=color, width=2.5),
-                                 meta={"role": "grad_norm", "cell": key},
-                                 hovertemplate="t=%{x}<br>‖∂L/∂h_t‖=%{y:.3e}<extra>" + label_of(key) + "</extra>"))
-        if g.cell_grad_norm is not None:
-            fig.add_trace(go.Scatter(x=t, y=positive(g.cell_grad_norm),
+                                 meta={"role": "grad_norm", "cell": key, **({"log10": True} if logs else {})},
+                                 hovertemplate="t=%{x}<br>" + hover + "<extra>" + label_of(key) + "</extra>"))
+        if cell is not None:
+            fig.add_trace(go.Scatter(x=t, y=cell,
                                      name=f"{label_of(key)} ‖∂L/∂c<sub>t</sub>‖ (cell state)", legendgroup=key,
                                      line=dict(color=color, width=1.5, dash="dot"), visible="legendonly",
                                      meta={"role": "cell_grad_norm", "cell": key}))
-    fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖  (log scale)", exponentformat="power")
+    if logs:
+        ys = np.concatenate([np.asarray(tr.y, float) for tr in fig.data if tr.visible != "legendonly"])
+        ys = ys[np.isfinite(ys)]
+        fig.update_yaxes(type="linear", title="‖∂L/∂h<sub>t</sub>‖  (exact, log scale)",
+                         **log10_ticks(float(ys.min()), float(ys.max())))
+        # where float64 ends: below this line a float holds ||dL/dh_t|| as a subnormal or 0
+        fig.add_shape(type="line", xref="paper", x0=0, x1=1, y0=FLOAT64_FLOOR, y1=FLOAT64_FLOOR,
+                      line=dict(color="#888", width=1, dash="dot"))
+        fig.add_annotation(xref="paper", x=0.99, y=FLOAT64_FLOOR, xanchor="right", yanchor="bottom", showarrow=False,
+                           text="float64 ends here (2.2×10<sup>−308</sup>): below it the lines are exact log10 values",
+                           font=dict(size=11, color="#666"), bgcolor="rgba(255,255,255,0.8)")
+    else:
+        fig.update_yaxes(type="log", title="‖∂L/∂h<sub>t</sub>‖  (log scale)", exponentformat="power")
     fig.update_xaxes(title=f"time step t  ({loss_reading(results)})")
+    below = (" Some values here are below float64's range (10^−308, where a float is 0), so the axis draws their "
+             "exact log10 (kept in log space by the analysis) on a linear scale: every line reaches t = 0."
+             if logs else "")
     _base_layout(fig, "Gradient reaching each time step  ‖∂L/∂h<sub>t</sub>‖  (line: batch geometric mean, "
                  "band: 10–90%)" + layer_note(results), meta, view, "grad_norm",
                  caption="‖∂L/∂h_t‖: how strongly the loss still depends on the state at step t. Backpropagation "
                          "multiplies one Jacobian ∂h_t/∂h_{t-1} per step, so a straight slope down to the left on "
-                         "the log axis is exponential vanishing, a slope up is explosion. " + _where(results))
+                         "the log axis is exponential vanishing, a slope up is explosion. " + _where(results)
+                         + below)
     figs["grad_norm"] = fig
     trunc = truncated_figure(results, meta)
     if trunc is not None:
