@@ -171,6 +171,19 @@ def test_display_options_never_recompute(monkeypatch):
     assert len(calls) == n, "a display option recomputed the analysis"
 
 
+def test_log_switch_is_off_and_says_why_when_the_chart_draws_exact_log10():
+    """A tanh RNN at T=700 with W_hh scaled to 0.2: ||dL/dh_0|| ~ 10^-629, below float64's range, so the chart draws
+    exact log10 values on its own axis; the "Log y axis" switch would do nothing there: it is disabled, with why."""
+    at = ok(app(compare="rnn", seq_len="700", hidden_size="6", batch_size="4", init="orthogonal", init_scale="0.2"))
+    fig = figure(at, "grad_norm")
+    assert fig["layout"]["yaxis"]["type"] == "linear" and "exact" in fig["layout"]["yaxis"]["title"]["text"]
+    switch = at.toggle(key="display_log")
+    assert switch.disabled and "float64" in switch.help
+    assert not at.toggle(key="display_band").disabled
+    at = ok(app(compare="rnn", **SMALL))  # within float64's range: the ordinary log axis, the switch works
+    assert not at.toggle(key="display_log").disabled
+
+
 def test_variant_is_drawn_beside():
     at = ok(app(compare="lstm", init="default", variant="forget_bias=3", **SMALL))
     cells = {(t.get("meta") or {}).get("cell") for t in figure(at, "grad_norm")["data"]} - {None}

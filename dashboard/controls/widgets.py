@@ -40,9 +40,9 @@ def temperature_control() -> float:
                    "above 1 the choice grows more random.")
     return float(st.session_state["temperature"])
 
-def display_toggle(label: str, key: str, help: str | None = None) -> bool:
+def display_toggle(label: str, key: str, help: str | None = None, disabled: bool = False) -> bool:
     """A display-only switch (never recomputes the analysis)."""
-    return st.toggle(label, key=key, help=help)
+    return st.toggle(label, key=key, help=help, disabled=disabled)
 
 def gate_choice(options: list[str]) -> str | None:
     if not options:
