@@ -210,7 +210,7 @@ def cmd_run(args) -> int:
             from .step_cli import step_result
             d = step_result(args, bar, args.views).to_dict()
         elif len(config.cells) > 1:  # --compare: every cell, on the same data and settings
-            from .comparison import run_comparison
+            from .experiment import run_comparison
             ds = {k: r.to_dict() for k, r in run_comparison(config, progress=bar, views=args.views).items()}
         else:
             d = run_experiment(config, progress=bar, views=args.views).to_dict()

@@ -1,4 +1,4 @@
-r"""run_comparison: the cells of a comparison analysed side by side, one worker thread per cell where cores allow.
+r"""run_cells (behind analysis.experiment.run_comparison): the cells of a comparison analysed side by side, one worker thread per cell where cores allow.
 
 Cells are independent analyses of the same data. With ``w`` workers (``w = min(cells, threads // intra-op
 threads)``, threads = ``config.threads`` or every core) each cell runs in its own thread; torch releases the GIL
@@ -21,6 +21,7 @@ import torch
 
 from rnn_models.cells import cell_type
 
+from .engine import _check_only, choose
 from .progress import Cancelled, Progress, Reporter, reporter, resolve_threads
 
 POLL_S = 0.1
@@ -32,14 +33,13 @@ def cell_workers(config, n_cells: int) -> int:
     return max(1, min(n_cells, resolve_threads(config.threads) // max(1, torch.get_num_threads())))
 
 
-def run_comparison(config, *, progress: Progress | Reporter | None = None, only: str | None = None,
-                   views=None) -> dict:
-    """run_experiment for each cell of ``config.cells`` (same data, seed and settings), keyed by cell.
+def run_cells(config, run_experiment, *, progress: Progress | Reporter | None = None, only: str | None = None,
+              views=None) -> dict:
+    """``run_experiment(config.for_cell(cell), progress=, only=, views=)`` for each cell of ``config.cells`` (same
+    data, seed and settings), keyed by cell (``analysis.experiment.run_comparison`` passes its run_experiment).
 
     ``progress``, ``only`` and ``views`` as in ``run_experiment``; the bar covers every cell.
     """
-    from .experiment import _check_only, run_experiment
-
     _check_only(only)
     rep = reporter(progress)
     cells = list(config.cells)
@@ -50,7 +50,6 @@ def run_comparison(config, *, progress: Progress | Reporter | None = None, only:
             stage = rep.stage(i / len(cells), (i + 1) / len(cells), f"{cell_type(cell).label} · ")
             out[cell] = run_experiment(config.for_cell(cell), progress=stage, only=only, views=views)
         return out
-    from .experiment import choose
     from .limits import check
     for cell in cells:  # every cell within the host's limits before any starts
         check(config.for_cell(cell), only=only, views=choose(only, views)[1])

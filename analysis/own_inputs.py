@@ -24,7 +24,7 @@ from .own_files import fill_from_file, read_array, read_file, read_state_dict
 from .upload_limits import check_upload
 
 if TYPE_CHECKING:
-    from .experiment import ExperimentResult
+    from .engine import ExperimentResult
 
 
 # ---- inputs, targets, h0 ---------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from rnn_models.network import RecurrentNetwork, infer_config_from_torch_state_d
 
 from .compute_views import announce
 from .config import ExperimentConfig
-from .experiment import DTYPES, ExperimentResult, TaskModel, _check_only, analyse_model, choose
+from .engine import DTYPES, ExperimentResult, TaskModel, _check_only, analyse_model, choose
 from .own_files import ARCH_FIELDS, PYTHON, FileModel, describe
 from .own_inputs import (_callable_loss, analyse_files, prepare_h0, prepare_inputs,  # noqa: F401 - re-exported
                          prepare_targets, readout_loss, run_files)

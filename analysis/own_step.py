@@ -265,7 +265,7 @@ def _tensor_of(obj, kind, what: str, owner) -> nn.Module:
 def analyse_step(step, inputs, *, h0=None, params: dict | None = None, loss=None, readout=None, targets=None,
                  embedding=None, progress=None, views=None, **settings):
     """The module docstring; ``settings`` are ExperimentConfig's analysis fields (dtype, loss_steps, ...)."""
-    from .experiment import DTYPES
+    from .engine import DTYPES
     from .own_files import FileModel
     from .own_inputs import prepare_inputs
     from .own_model import _name_in, analyse_own

@@ -18,7 +18,7 @@ from rnn_models.cells import cell_type
 from .jacobians import JacobianResult
 
 if TYPE_CHECKING:
-    from .experiment import ExperimentResult
+    from .engine import ExperimentResult
 
 
 def _num(x) -> float | None:

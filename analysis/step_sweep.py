@@ -151,7 +151,7 @@ def evaluate_step_point(task: dict) -> dict:
 def point_cost_fn(spec: dict):
     """``cost_fn(config, metrics)`` for ``sweep_cost``: ``own_step.step_cost`` of the point's step cell (the
     Jacobian settings resolved as ``check_step`` resolves them) + the sensitivity's forward-mode JVPs when asked."""
-    from .experiment import DTYPES
+    from .engine import DTYPES
     from .limits import Cost
     from .own_step import OwnStepConfig, prepare_state, step_cost
     from .param_sensitivity import sensitivity_cost

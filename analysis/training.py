@@ -31,7 +31,7 @@ from rnn_models.config import ConfigError
 
 from .config import ExperimentConfig
 from .device import resolve_device
-from .experiment import DTYPES, TaskModel, resolve
+from .engine import DTYPES, TaskModel, resolve
 from .gradients import _first_nonfinite_forward, geometric_mean
 from .tasks import make_batch, perplexity
 from .training_run import probe_trace
