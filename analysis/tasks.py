@@ -25,18 +25,15 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 
-TASKS = ("random", "adding", "copy", "temporal-order", "charlm")
-TEXTS = ("shipped", "hello")
+from .char_corpus import (DATA_DIR, SHIPPED_TEXT_PATH, TEXTS, CharVocab, _check_text,  # noqa: F401 - re-exported
+                          _corpus_ids, char_corpus, perplexity)
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-SHIPPED_TEXT_PATH = DATA_DIR / "sonnets.txt"
+TASKS = ("random", "adding", "copy", "temporal-order", "charlm")
+
 
 # copy task alphabet: 0 blank, 1..8 data, 9 delimiter
 COPY_BLANK, COPY_DELIMITER, COPY_N_SYMBOLS = 0, 9, 10
@@ -84,13 +81,6 @@ def _check_name(name) -> str:
     return name
 
 
-def _check_text(text) -> str:
-    if text not in TEXTS:
-        allowed = ", ".join(repr(t) for t in TEXTS)
-        raise ValueError(f"text={text!r} is not a known corpus: must be one of {allowed}")
-    return text
-
-
 def _check_dtype(dtype) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(
@@ -126,90 +116,6 @@ def _generator(seed) -> torch.Generator:
 
 def _one_line(msg: str) -> str:
     return " ".join(msg.split())
-
-
-# --------------------------------------------------------------------------- #
-# character corpus
-# --------------------------------------------------------------------------- #
-class CharVocab:
-    """Character vocabulary: ``chars`` sorted, ``stoi`` char -> id, ``itos`` id -> char."""
-
-    def __init__(self, chars: Iterable[str]):
-        self.chars: list[str] = sorted(set(chars))
-        if not self.chars or any(len(c) != 1 for c in self.chars):
-            raise ValueError(f"chars={self.chars!r} is invalid: must be a non-empty set of single characters")
-        self.stoi: dict[str, int] = {c: i for i, c in enumerate(self.chars)}
-        self.itos: dict[int, str] = dict(enumerate(self.chars))
-
-    @classmethod
-    def from_text(cls, text: str) -> "CharVocab":
-        return cls(text)
-
-    @property
-    def size(self) -> int:
-        return len(self.chars)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __repr__(self) -> str:
-        return f"CharVocab(size={self.size})"
-
-    def encode(self, s: str) -> torch.Tensor:
-        """String -> LongTensor of ids, shape (len(s),)."""
-        try:
-            return torch.tensor([self.stoi[c] for c in s], dtype=torch.long)
-        except KeyError as exc:
-            ch = exc.args[0]
-            raise ValueError(
-                f"character {ch!r} at index {s.index(ch)} is not in the vocabulary ({self.size} chars)"
-            ) from None
-
-    def decode(self, ids) -> str:
-        """Ids (tensor or iterable of ints) -> string."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.reshape(-1).tolist()  # (n,) flat list of ints
-        out = []
-        for i in ids:
-            i = _as_int("id", i)
-            if not 0 <= i < self.size:
-                raise ValueError(f"id={i} is out of range: must be in [0, {self.size - 1}]")
-            out.append(self.itos[i])
-        return "".join(out)
-
-
-@lru_cache(maxsize=None)
-def _corpus_text(text: str) -> str:
-    if text == "hello":
-        return "hello"
-    raw = SHIPPED_TEXT_PATH.read_text(encoding="utf-8")
-    _header, _, body = raw.partition("\n")  # first line: title / author / public domain
-    return body.lstrip("\n")
-
-
-def char_corpus(text: str = "shipped") -> tuple[str, CharVocab]:
-    """Return ``(corpus, vocab)``.
-
-    ``"shipped"``: a selection of Shakespeare's Sonnets (1609, public domain),
-    ``analysis/data/sonnets.txt`` without its header line.
-    ``"hello"``: the string ``"hello"`` (vocab e, h, l, o).
-    """
-    corpus = _corpus_text(_check_text(text))
-    return corpus, CharVocab(corpus)
-
-
-@lru_cache(maxsize=None)
-def _corpus_ids(text: str) -> torch.Tensor:
-    corpus, vocab = char_corpus(text)
-    return vocab.encode(corpus)  # (N,)
-
-
-def perplexity(ce: float) -> float:
-    """Perplexity of a per-character cross-entropy in nats: ``exp(ce)``."""
-    try:
-        return math.exp(float(ce))
-    except OverflowError:
-        return math.inf
 
 
 # --------------------------------------------------------------------------- #
