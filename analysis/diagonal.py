@@ -16,7 +16,8 @@ diagonal steps are the time means of log|m_i| over the K steps swept (K = the la
 ``jacobians.jacobian_products``), sorted descending per sequence. Batch statistics are geometric means over the
 analysed sequences (means of the logs), per lag and per rank, as ``jacobian_products`` reports them. The keep
 gate's path prod diag(g_t) (``jacobians._gate_paths``' quantity: log10 of its max over units) is summed in the same
-sweep.
+sweep, or is sigma_max itself where the gate is the multiplier (``cell.keep_gate_is_multiplier``: RG-LRU, minGRU,
+minLSTM).
 
 Every value is exact to rounding (no SVD of a product that lost its small singular values), so ``min_reliable``
 is True wherever sigma_min is finite (False where a step had an exact zero: the product is 0 from there on).
@@ -25,7 +26,9 @@ Where every step's multipliers are the same m (``cell.fixed_multipliers()``: the
 formulas, log sigma_i(P_k) = k log|m_i| for every sequence, and the Lyapunov exponents are log|m_i| (O(K H), no
 sweep; without the sweep's k roundings).
 
-Memory: one chunk of multipliers (C, b, H) and the running sum (b, H). Shapes: b sequences analysed, H hidden size.
+Memory: one chunk of log|m| (C, b, H), its running sums and the keep gate's (C ~ 16 MiB / (8 b H) steps). The sums
+along time are vectorised (``analysis.diagonal_scan.running_sum``: ~2 sqrt(C) Python steps per chunk, not C).
+Shapes: b sequences analysed, H hidden size.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import torch
 
 from rnn_models.network import Run
 
+from .diagonal_scan import log_abs, not_finite_logs, running_sum
 from .jacobians import LOG10E, MAX_CHUNK_BYTES, JacobianResult, _stack_states
 
 
@@ -64,12 +68,15 @@ def diagonal_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
     fixed = cell.fixed_multipliers() if cell.keep_gate is None else None
     if fixed is not None:  # the same diag(m) at every step (the LRU's lambda): P_k = diag(m^k)
         return _fixed_products(fixed, T, b, lag_set, pos, n, lyapunov_k, (norm, low, top), progress)
-    chunk = max(1, min(4096, MAX_CHUNK_BYTES // max(1, 8 * b * H)))
+    # steps per chunk: its log|m| (C, b, U), their running sums and the keep gate's, each float64
+    chunk = max(1, MAX_CHUNK_BYTES // max(1, 4 * 8 * b * H))
     # units: H real multipliers, or H/2 complex ones (each unit's |prod m| is two singular values: rep = 2)
     rep = 2 if bool(cell.multipliers(*_stack_states(run, T - 1, T, idx)).is_complex()) else 1
     U = H // rep
     cum = torch.zeros(b, U, dtype=torch.float64)  # per unit, sum of log|m| over the steps swept so far
-    keep = cell.keep_gate  # its path prod diag(g): the same sweep, log g summed per unit, max over units
+    # the keep gate's path prod diag(g): the same sums of log g per unit, max over units; where the gate is the
+    # multiplier (``keep_gate_is_multiplier``) that is sigma_max itself, filed after the sweep
+    keep = None if getattr(cell, "keep_gate_is_multiplier", False) else cell.keep_gate
     gcum = torch.zeros(b, H, dtype=torch.float64) if keep else None
     path = np.full((K, b), np.nan) if keep else None
     if keep and 0 in pos:
@@ -78,35 +85,33 @@ def diagonal_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
     while k < max_lag and nonfinite is None:
         t_lo = max(1, t_hi - chunk + 1, T - max_lag)
         xp, st = _stack_states(run, t_lo, t_hi + 1, idx)  # (C, b, .)
-        logm = torch.log(cell.multipliers(xp, st).abs().double())  # (C, b, U), steps t_lo .. t_hi
-        logg = torch.log(cell.gates(xp, st)[keep].double()) if keep else None  # (C, b, H)
+        logm = log_abs(cell.multipliers(xp, st))  # (C, b, U), steps t_lo .. t_hi
+        logg = log_abs(cell.gates(xp, st)[keep]) if keep else None  # (C, b, H)
         C = logm.shape[0]
-        bad = torch.isnan(logm) | (logm == math.inf)  # (log 0 = -inf is an exact zero step, not an error)
-        if bool(bad.any()):
+        if not_finite_logs(logm):  # (log 0 = -inf is an exact zero step, not an error)
+            bad = torch.isnan(logm) | (logm == math.inf)
             s = int(bad.flatten(1).any(1).nonzero().max())  # the latest bad step: the sweep meets it first
             nonfinite = {"quantity": "jacobian_product", "lag": k + C - s, "timestep": t_lo + s,
                          "sequence": int(bad[s].any(-1).nonzero()[0]), "value": "non-finite"}
             C = C - 1 - s  # the steps after it
-        # log sigma(P_{k+1+c}) = cum + sum_{j<=c} log|m_{t_hi-j}|: row c of csum is lag k + 1 + c (a loop of
-        # adds: cumsum along the first dimension of a (C, b, H) tensor is ~5x slower here)
-        csum = torch.empty(C, b, U, dtype=torch.float64)
-        gmax = torch.empty(C, b, dtype=torch.float64) if keep else None
-        for c in range(C):
-            cum = cum + logm[-1 - c]
-            csum[c] = cum
-            if keep:
-                # log || prod_{j<k} diag(g_{T-1-j}) || = max over units of sum log g
-                gcum = gcum + logg[-1 - c]
-                gmax[c] = gcum.max(-1).values
+        # log sigma(P_{k+1+c}) = cum + sum_{j<=c} log|m_{t_hi-j}|: row c of csum is lag k + 1 + c, the steps taken
+        # from the chunk's end (analysis.diagonal_scan.running_sum: vectorised, no difference of prefix sums)
+        csum = running_sum(logm[logm.shape[0] - C:], cum, reverse=True)  # (C, b, U)
+        cum = csum[-1] if C else cum
+        if keep:
+            # log || prod_{j<k} diag(g_{T-1-j}) || = max over units of sum log g
+            gsum = running_sum(logg[logg.shape[0] - C:], gcum, reverse=True)  # (C, b, H)
+            gcum = gsum[-1] if C else gcum
+            gmax = gsum.amax(-1)  # (C, b)
         rows = [c for c in range(C) if k + 1 + c in pos]
         if rows:
             L = csum if len(rows) == C else csum[rows]  # (R, b, U) natural log of the singular values
             at = [pos[k + 1 + c] for c in rows]
             top[at] = _twice(L.topk(-(-n // rep), dim=-1).values * LOG10E, rep, n).numpy()
             norm[at] = top[at][..., 0]
-            low[at] = (L.min(-1).values * LOG10E).numpy()
+            low[at] = (L.amin(-1) * LOG10E).numpy()
             if keep:
-                path[at] = (gmax[rows] * LOG10E).numpy()
+                path[at] = ((gmax if len(rows) == C else gmax[rows]) * LOG10E).numpy()
         k += C
         t_hi = t_lo - 1
         if progress is not None:
@@ -126,7 +131,9 @@ def diagonal_products(run: Run, *, lags: list[int], batch: int = 0, n_singular: 
         nonfinite=nonfinite,
         method="closed-form, diagonal (O(T H) from the multipliers)",
     )
-    if keep:  # filed as jacobians._gate_paths files it: a memory cell's carousel, else the path of h
+    if keep is None and cell.keep_gate is not None:  # the gate is the multiplier: its path is sigma_max
+        path = norm
+    if cell.keep_gate is not None:  # filed as jacobians._gate_paths files it: a memory cell's carousel, else h's
         setattr(res, "cell_carousel" if getattr(cell, "c_index", None) is not None else "update_gate_path",
                 path.mean(1))
     return res

@@ -1,7 +1,19 @@
-r"""||dL/dh_t|| for a loss on the last step, in closed form, for a diagonal cell whose per-step Jacobian is the same
-at every step (``cell.fixed_multipliers()``: the LRU's lambda), exact in log space at any length.
+r"""||dL/dh_t|| for a loss on the last step, in closed form, for a diagonal cell, exact in log space at any length:
+its per-step Jacobian the same at every step (``cell.fixed_multipliers()``: the LRU's lambda,
+``fixed_multiplier_log_grad_norms``) or a diag(m_t) of its own at every step (RG-LRU, minGRU, minLSTM,
+``multiplier_log_grad_norms``).
 
-With d h_t / d h_{t-1} = diag(m) at every step (a complex m_i acts on unit i of the real view [Re h; Im h] as
+Time-varying multipliers. dL/dh_t = dL/dh_{T-1} J_{T-1} ... J_{t+1}, and with J_s = diag(m_s) each unit's part of
+the gradient is scaled by the product of its multipliers (a complex unit's (Re, Im) pair by |m| and a rotation,
+which keeps its norm). With R_{k,i} = sum_{j<k} log|m_{T-1-j, i}| (the running sums from the end, as
+``analysis.diagonal`` takes them for the products) and w_{b,i} as below:
+
+    log ||dL/dh_{T-1-k}||_b^2 = logsumexp_i (log w_{b,i} + 2 R_{k,i})
+
+every step at once (one log-sum-exp over units per step, no loop over time, no renormalization: the terms are
+logs, so nothing underflows). A zero multiplier makes R = -inf from there on (that unit's part is 0).
+
+Fixed multipliers. With d h_t / d h_{t-1} = diag(m) at every step (a complex m_i acts on unit i of the real view [Re h; Im h] as
 |m_i| Rot(arg m_i), a real one as m_i), dL/dh_t = dL/dh_{T-1} J^k with k = T-1-t, and per unit i the gradient's
 part scales by |m_i| at each step. With w_{b,i} = ||(dL/dh_{T-1})_{b, unit i}||^2 and l_i = log |m_i|^2:
 
@@ -27,6 +39,9 @@ import math
 
 import torch
 from torch import Tensor
+
+from .diagonal_scan import log_abs, logsumexp_, not_finite_logs, running_sum
+from .jacobians import MAX_CHUNK_BYTES, _stack_states
 
 MAX_CHUNK = 1024  # lags per GEMM
 SPAN = 600.0  # nats of decay allowed across a chunk between the fastest and the slowest unit
@@ -72,6 +87,50 @@ def fixed_multiplier_log_grad_norms(run, v_last: Tensor) -> Tensor | None:
         # log ||dL/dh_t||^2 = log sum_i A R + M + j l_max,   t = T-1-k0-j
         log_sq = torch.log(A @ R) + M.unsqueeze(-1) + j * l_max  # (B, n)
         out[T - k0 - n: T - k0] = _log10_sqrt(log_sq.T.flip(0))
+    return out
+
+
+@torch.no_grad()
+def multiplier_log_grad_norms(run, v_last: Tensor, progress=None) -> Tensor | None:
+    """log10 ||dL/dh_t|| (T, B) float64 for a last-step loss with dL/dh_{T-1} = v_last (B, H), from the
+    multipliers of every step (module docstring), or None where the cell has no multipliers (not diagonal) or one
+    is not finite (the step-by-step chain then says where). ``progress(fraction, what)`` after each chunk."""
+    cell = run.cell
+    if not getattr(cell, "diagonal", False) or cell.state_size(cell.hidden_size) != v_last.shape[-1]:
+        return None
+    T, B = len(run.xp), v_last.shape[0]
+    idx = torch.arange(B)
+    v = v_last.double()
+    out = torch.empty(T, B, dtype=torch.float64)
+    H = cell.hidden_size
+    chunk = max(1, MAX_CHUNK_BYTES // max(1, 4 * 8 * B * H))  # steps per chunk: log|m|, R, the terms (C, B, U)
+    cum = logw = None
+    t_hi = T - 1  # steps t = T-1 .. 1 carry the gradient to t - 1
+    while t_hi >= 1:
+        t_lo = max(1, t_hi - chunk + 1)
+        xp, st = _stack_states(run, t_lo, t_hi + 1, idx)  # (C, B, .)
+        m = cell.multipliers(xp, st)  # (C, B, U): H real, or H/2 complex units
+        if logw is None:
+            U = m.shape[-1]
+            # w_{b,i}: the squared norm of unit i's part of dL/dh_{T-1} (a complex unit: its Re and Im components)
+            w = (v.view(B, 2, U) ** 2).sum(1) if m.is_complex() else v ** 2  # (B, U)
+            logw = torch.log(w)
+            cum = torch.zeros(B, U, dtype=torch.float64)
+            out[T - 1] = _log10_sqrt(torch.logsumexp(logw, -1))  # k = 0: ||dL/dh_{T-1}||
+        logm = log_abs(m)  # (C, B, U)
+        if not_finite_logs(logm):
+            return None
+        # R_k = sum_{j<k} log|m_{T-1-j}|: row c is k = T - t_hi + c, the gradient at t = t_hi - 1 - c
+        R = running_sum(logm, cum, reverse=True)  # (C, B, U)
+        cum = R[-1].clone()
+        # log ||dL/dh_t||^2 = logsumexp_i (log w_i + 2 R_i)   (R's memory reused)
+        log_sq = logsumexp_(R.mul_(2).add_(logw))  # (C, B)
+        out[t_lo - 1:t_hi] = _log10_sqrt(log_sq.flip(0))
+        t_hi = t_lo - 1
+        if progress is not None:
+            progress((T - 1 - t_hi) / max(1, T - 1), f"||dL/dh_t|| back through time, t = {t_hi} (diagonal)")
+    if T == 1:
+        out[0] = _log10_sqrt(torch.logsumexp(torch.log(v ** 2), -1))
     return out
 
 

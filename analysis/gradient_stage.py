@@ -8,7 +8,9 @@ Two routes, the same numbers (to float rounding):
                  (``gradients.log_grad_norm_chain``): one backward's worth of GEMMs, exact in log space at
                  every t, no autograd graph kept; ||dL/dc_t|| (LSTM) comes from the same vectors. A cell whose
                  J_t is one fixed diag(m) (the LRU's lambda, ``cell.fixed_multipliers``) gets
-                 ||dL/dh_{T-1} J^(T-1-t)|| in closed form instead (``analysis.diagonal_chain``, ``FIXED_METHOD``)
+                 ||dL/dh_{T-1} J^(T-1-t)|| in closed form instead (``analysis.diagonal_chain``, ``FIXED_METHOD``);
+                 one whose J_t = diag(m_t) changes with the input (RG-LRU, minGRU, minLSTM) gets it per unit from
+                 the running sums of log|m_t| (``DIAGONAL_METHOD``)
     backprop     every other case: one ``torch.autograd.grad`` over the views of every state
                  (``gradients.gradient_norms``), then the exact chain below where float backprop nears
                  underflow (``_exact_log_grad_norms``)
@@ -26,7 +28,7 @@ import torch
 from rnn_models.network import Run
 
 from .config import ExperimentConfig
-from .diagonal_chain import fixed_multiplier_log_grad_norms
+from .diagonal_chain import fixed_multiplier_log_grad_norms, multiplier_log_grad_norms
 from .gradients import (GradientResult, _first_nonfinite_forward, _underflow_floor, gradient_norms,
                         log_grad_norm_chain, log_grad_norm_chain_stacked, probe_loss, step_losses)
 from .tasks import TaskBatch
@@ -36,6 +38,8 @@ CHAIN_METHOD = ("log10 exact: the renormalized chain dL/dstate_{t-1} = dL/dstate
                 "(vector-Jacobian products, no backprop)")
 FIXED_METHOD = ("log10 exact: ||dL/dh_{T-1} J^(T-1-t)|| in closed form from the fixed per-step Jacobian diag(m) "
                 "(sums of powers of |m|, no backprop)")
+DIAGONAL_METHOD = ("log10 exact: ||dL/dh_t|| per unit from dL/dh_{T-1} and the running sums of log|m_s| of the "
+                   "diagonal per-step Jacobians diag(m_s), s > t (no backprop)")
 
 
 BAND_QUANTILES = (0.1, 0.9)  # the band of ||dL/dh_t|| over the batch: its 10th and 90th percentiles
@@ -122,11 +126,12 @@ def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progre
     if has_c:
         logs, logs_carry, logs_c = log_grad_norm_chain(run, v_last, cell_logs=True, progress=progress)
         method = CHAIN_METHOD
-    else:  # a fixed per-step Jacobian (the LRU's lambda): its powers in closed form (analysis.diagonal_chain)
-        logs = fixed_multiplier_log_grad_norms(run, v_last)
-        method = CHAIN_METHOD if logs is None else FIXED_METHOD
+    else:  # a diagonal per-step Jacobian: fixed (the LRU's lambda) or per step, in closed form (analysis.diagonal_chain)
+        logs, method = fixed_multiplier_log_grad_norms(run, v_last), FIXED_METHOD
         if logs is None:
-            logs = log_grad_norm_chain(run, v_last, progress=progress)
+            logs, method = multiplier_log_grad_norms(run, v_last, progress), DIAGONAL_METHOD
+        if logs is None:
+            logs, method = log_grad_norm_chain(run, v_last, progress=progress), CHAIN_METHOD
     ok = torch.isfinite(logs) | (logs == -math.inf)
     if not bool(ok.all()) or float(logs.max()) > math.log10(torch.finfo(dtype).max) - 1:
         return None  # NaN, or a norm float backprop would overflow: the backprop route says where

@@ -17,6 +17,13 @@ Rows:
             form is printed beside it (slower on CPU at this size). The analysis uses what the LRU is: a run
             without a graph as one complex multiply-add per step (``LRUCell.run_states``), and its fixed lambda
             in closed form for ||dL/dh_t|| (``analysis.diagonal_chain``) and the products (k log|lambda|).
+  gated     the same for each time-varying diagonal cell (RG-LRU, minGRU, minLSTM): the whole analysis
+            (``run_experiment``: ||dL/dh_t|| per unit from the running sums of log|m_t|, ``analysis.diagonal_chain``;
+            the products by ``analysis.diagonal``; every view)  /  a forward+backward of the same cell (the same
+            weights) written in plain torch: every gate of every step at once (they read x_t only), then the
+            elementwise recurrence h_t = a_t h_{t-1} + b_t, one fused multiply-add per step (a plain Python loop),
+            autograd's backward from the probe u . h_{T-1}                                  target <= 2x (each)
+            Timed interleaved as the lru row (analysis, loop, round after round).
   cells     the four cells side by side at the same size: the whole analysis, its gradient and Jacobian stages
             (``result.timings``), and / one forward+backward of our own model (``RecurrentNetwork``'s time loop)
 
@@ -120,6 +127,66 @@ def lru_row(T: int, H: int, B: int, rounds: int = 3, quiet: bool = False) -> dic
     return row
 
 
+def plain_gated(cell, readout, x):
+    """A forward+backward of a time-varying diagonal cell in plain torch, its weights copied: a callable. The papers'
+    equations written out (as tests/test_modern_cells_analysis.py has them), every gate at once, then the loop."""
+    from rnn_models.cells import MinGRUCell, RGLRUCell
+    from rnn_models.cells.rglru import C
+    p = {n: t.detach().clone().requires_grad_(True) for n, t in cell.named_parameters()}
+    u = readout.weight.detach()[0]  # (H,) the probe's unit vector
+    T, B, _ = x.shape
+    H = cell.hidden_size
+
+    def f():
+        for t in p.values():
+            t.grad = None
+        pre = torch.nn.functional.linear(x, p["weight_in"], p["bias_in"])  # (T, B, G) every step's pre-activations
+        if isinstance(cell, RGLRUCell):
+            # a_t = sigma(Lambda)^(c r_t) = exp(-c softplus(-Lambda) r_t);  b_t = sqrt(1 - a_t^2) (i_t x~_t)
+            log_a = -C * torch.nn.functional.softplus(-p["Lambda"]) * torch.sigmoid(pre[..., :H])
+            xt = pre[..., 2 * H:] if pre.shape[-1] == 3 * H else x
+            a, b = torch.exp(log_a), torch.sqrt(-torch.expm1(2 * log_a)) * torch.sigmoid(pre[..., H:2 * H]) * xt
+        elif isinstance(cell, MinGRUCell):
+            # a_t = 1 - z_t, b_t = z_t h~_t
+            z = torch.sigmoid(pre[..., :H])
+            a, b = 1 - z, z * pre[..., H:]
+        else:  # minLSTM: a_t = f_t / (f_t + i_t), b_t = i_t / (f_t + i_t) h~_t
+            fg, ig = torch.sigmoid(pre[..., :H]), torch.sigmoid(pre[..., H:2 * H])
+            a, b = fg / (fg + ig), ig / (fg + ig) * pre[..., 2 * H:]
+        h = torch.zeros(B, H, dtype=x.dtype)
+        for a_t, b_t in zip(a.unbind(0), b.unbind(0)):  # (indexing per step would make the backward O(T^2))
+            h = torch.addcmul(b_t, a_t, h)  # h_t = a_t h_{t-1} + b_t
+        (h @ u).sum().backward()  # u . h_{T-1}
+    f.params = p  # the copies, their .grad after a call (tests/test_diagonal_scan.py reads them)
+    return f
+
+
+def gated_rows(T: int, H: int, B: int, rounds: int = 3) -> list[dict]:
+    from analysis.experiment import run_experiment
+    rows = []
+    for kind in KINDS[1:]:
+        cfg, batch, model = _built(_config(kind, T, H, B))
+        out = {}
+
+        def analysis():
+            out["res"] = run_experiment(_config(kind, T, H, B))
+
+        fns = {"analysis": analysis, "loop": plain_gated(model.net.layers[0][0], model.readout, batch.inputs)}
+        m = measure_interleaved(fns, Plan(min_reps=rounds, max_reps=rounds, budget_s=0.0, once_s=math.inf))
+        times = {k: v[0] for k, v in m.items()}
+        res = out["res"]
+        row = {"row": "gated", "cell": kind, "T": T, "H": H, "B": B, "rounds": m["analysis"][1],
+               **{f"{k}_s": v for k, v in times.items()},
+               "analysis_over_loop": paired_ratio(m["analysis"][2], m["loop"][2]),
+               "stages": {k: round(v, 3) for k, v in res.timings.items()}, "gradient_method": res.grad.method,
+               "method": res.jac.method}
+        print(f"gated  {kind:8s} T={T} H={H} B={B} ({row['rounds']} rounds)  analysis {times['analysis']:.2f} s  plain "
+              f"loop fwd+bwd {times['loop']:.2f} s  analysis/loop {row['analysis_over_loop']:.2f} (target <= 2)  "
+              f"stages {row['stages']}", flush=True)
+        rows.append(row)
+    return rows
+
+
 def cell_rows(T: int, H: int, B: int) -> list[dict]:
     from analysis.experiment import run_experiment
     rows = []
@@ -147,7 +214,9 @@ def main(argv=None) -> int:
     p.add_argument("--B", type=int, default=16)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the lru row (default 3)")
-    p.add_argument("--skip-cells", action="store_true", help="the LRU row only")
+    p.add_argument("--skip-cells", action="store_true", help="the LRU and gated rows only")
+    p.add_argument("--skip-lru", action="store_true", help="no LRU row")
+    p.add_argument("--skip-gated", action="store_true", help="no rows for RG-LRU, minGRU, minLSTM")
     p.add_argument("--json", default=None, metavar="PATH")
     a = p.parse_args(argv)
     T, H = (500, 64) if a.quick else (a.T, a.H)
@@ -156,7 +225,9 @@ def main(argv=None) -> int:
     import analysis.limits as lim
     lim.configure(lim.Limits(None, None, "benchmark"))  # the host's memory limit would refuse the long rows
     lru_row(50, 8, 2, rounds=1, quiet=True)  # warm-up: imports, first calls
-    rows = [lru_row(T, H, a.B, a.rounds)]
+    rows = [] if a.skip_lru else [lru_row(T, H, a.B, a.rounds)]
+    if not a.skip_gated:
+        rows += gated_rows(T, H, a.B, a.rounds)
     if not a.skip_cells:
         rows += cell_rows(T, H, a.B)
     if a.json:

@@ -104,6 +104,9 @@ class DiagonalCell(_Cell):
     diagonal = True
     rows = 1  # weight_in has rows * H rows
     structured_products = True  # chunk_steps applies diag(m_t) without forming it
+    # the keep gate g_t is the multiplier m_t (RG-LRU's a_t, minGRU's 1 - z_t, minLSTM's f'_t): its path
+    # prod diag(g_t) is the Jacobian product itself, so analysis.diagonal files sigma_max as the path (no second sum)
+    keep_gate_is_multiplier = True
     # row r of weight_in / bias_in is a pre-activation of unit r mod H, which only h_t[r mod H] reads (the gates read
     # x_t alone and the recurrence is elementwise): analysis.param_sensitivity is exact with G/H tangents per column
     unit_rows = frozenset({"weight_in", "bias_in"})
