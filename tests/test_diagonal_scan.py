@@ -1,7 +1,8 @@
 """The vectorised routes of the time-varying diagonal cells (RG-LRU, minGRU, minLSTM) against independent references,
 in float64:
 
-- ``analysis.diagonal_scan``: the blocked running sums against a plain loop; the compensated prefix sums and the
+- ``analysis.diagonal_scan``: the blocked running sums (and the blocked forward scan ``linear_scan``) against a
+  plain loop; the compensated prefix sums and the
   every-end-step products ``LogProducts`` against math.fsum and direct float64 products at T=10,000 (and the plain
   prefix-sum difference shown to lose digits there); zeros, signs, infinities; the reverse scan with direct terms
   ``chain_log_norms`` against autograd and, far below float64's range, against decimal arithmetic;
@@ -76,6 +77,33 @@ def test_running_sum_equals_a_plain_loop(C, reverse):
         scale = float(torch.stack(want).abs().max()) + float(x.abs().sum(0).max())
         assert float((got - torch.stack(want)).abs().max()) <= 4 * C * 1.2e-16 * scale
     assert torch.equal(running_sum(x)[:1], x[:1]) if C else True
+
+
+@pytest.mark.parametrize("T", [0, 1, 2, 3, 5, 17, 100, 101, 600])
+@pytest.mark.parametrize("fixed", [False, True])
+@pytest.mark.parametrize("cplx", [False, True])
+def test_blocked_linear_scan_equals_the_step_loop(T, fixed, cplx):
+    """rnn_models.cells.diagonal.linear_scan (blocks of sqrt(T) steps, the tail one by one) against h_t = a_t h_{t-1}
+    + u_t step by step: 1e-13 relative per state; a given (T, B, U) is left as it was unless overwrite_a."""
+    from rnn_models.cells.diagonal import linear_scan
+    g = _gen(T + 10 * fixed + 100 * cplx)
+    a = torch.rand((4,) if fixed else (T, 2, 4), generator=g, dtype=F64)
+    u = torch.randn(T, 2, 4, generator=g, dtype=F64)
+    h0 = torch.randn(2, 4, generator=g, dtype=F64)
+    if cplx:
+        a = a * torch.exp(1j * 6 * torch.rand(a.shape, generator=g, dtype=F64))
+        u, h0 = torch.complex(u, torch.randn(T, 2, 4, generator=g, dtype=F64)), h0.to(torch.complex128)
+    want, h = [h0], h0
+    for t in range(T):
+        h = (a if fixed else a[t]) * h + u[t]
+        want.append(h)
+    want = torch.stack(want)
+    a0 = a.clone()
+    got = linear_scan(a, u, h0)
+    assert got.shape == (T + 1, 2, 4) and torch.equal(a, a0)
+    assert float(((got - want).abs().norm(dim=-1) / want.abs().norm(dim=-1)).max()) < 1e-13
+    if not fixed:
+        assert torch.equal(linear_scan(a.clone(), u, h0, overwrite_a=True), got)
 
 
 def test_running_sum_keeps_an_exact_zero():
