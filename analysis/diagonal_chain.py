@@ -1,7 +1,8 @@
 r"""||dL/dh_t|| for a loss on the last step, in closed form, for a diagonal cell, exact in log space at any length:
 its per-step Jacobian the same at every step (``cell.fixed_multipliers()``: the LRU's lambda,
 ``fixed_multiplier_log_grad_norms``) or a diag(m_t) of its own at every step (RG-LRU, minGRU, minLSTM,
-``multiplier_log_grad_norms``).
+``multiplier_log_grad_norms``). A loss at every step: the reverse scan with its direct terms
+(``multiplier_chain_log_norms``, a loop over time with log-space rescaling: ``diagonal_scan.chain_log_norms``).
 
 Time-varying multipliers. dL/dh_t = dL/dh_{T-1} J_{T-1} ... J_{t+1}, and with J_s = diag(m_s) each unit's part of
 the gradient is scaled by the product of its multipliers (a complex unit's (Re, Im) pair by |m| and a rotation,
@@ -40,7 +41,7 @@ import math
 import torch
 from torch import Tensor
 
-from .diagonal_scan import log_abs, logsumexp_, not_finite_logs, running_sum
+from .diagonal_scan import chain_log_norms, log_abs, logsumexp_, not_finite_logs, running_sum
 from .jacobians import MAX_CHUNK_BYTES, _stack_states
 
 MAX_CHUNK = 1024  # lags per GEMM
@@ -131,6 +132,38 @@ def multiplier_log_grad_norms(run, v_last: Tensor, progress=None) -> Tensor | No
             progress((T - 1 - t_hi) / max(1, T - 1), f"||dL/dh_t|| back through time, t = {t_hi} (diagonal)")
     if T == 1:
         out[0] = _log10_sqrt(torch.logsumexp(torch.log(v ** 2), -1))
+    return out
+
+
+@torch.no_grad()
+def multiplier_chain_log_norms(run, d: Tensor, progress=None) -> Tensor | None:
+    """log10 ||dL/dh_t|| (T, B) float64 for a loss at every step, d (T, B, H) = dl_t/dh_t (the direct terms):
+    the reverse scan dL/dh_{t-1} = m_t dL/dh_t + d_{t-1} of a diagonal cell (``diagonal_scan.chain_log_norms``, a
+    complex m on the real view's units), chunk by chunk from the end; None where the cell is not diagonal or a
+    multiplier is not finite. ``progress(fraction, what)`` after each chunk."""
+    cell = run.cell
+    T, B, H = d.shape
+    if not getattr(cell, "diagonal", False) or cell.state_size(cell.hidden_size) != H:
+        return None
+    idx = torch.arange(B)
+    out = torch.empty(T, B, dtype=torch.float64)
+    chunk = max(1, MAX_CHUNK_BYTES // max(1, 6 * 8 * B * H))  # steps per chunk: m, d, log|m| (C, B, H) and copies
+    carry, t_hi = None, T - 1
+    while t_hi >= 0:
+        t_lo = max(0, t_hi - chunk + 1)
+        xp, st = _stack_states(run, t_lo, t_hi + 1, idx)  # (C, B, .)
+        m = cell.multipliers(xp, st)  # (C, B, U)
+        if not bool(torch.isfinite(m.sum())):  # (a NaN or an infinity anywhere makes the sum one)
+            return None
+        dc = d[t_lo:t_hi + 1].double()
+        if m.is_complex():  # the real view [Re; Im] of each unit as one complex number
+            U = m.shape[-1]
+            dc = torch.complex(dc[..., :U], dc[..., U:])
+        logs, carry = chain_log_norms(m, dc, carry)  # natural log, (C, B)
+        out[t_lo:t_hi + 1] = logs / math.log(10)
+        t_hi = t_lo - 1
+        if progress is not None:
+            progress((T - 1 - t_hi) / max(1, T), f"||dL/dh_t|| back through time, t = {t_hi + 1} (diagonal scan)")
     return out
 
 

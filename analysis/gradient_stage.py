@@ -10,7 +10,9 @@ Two routes, the same numbers (to float rounding):
                  J_t is one fixed diag(m) (the LRU's lambda, ``cell.fixed_multipliers``) gets
                  ||dL/dh_{T-1} J^(T-1-t)|| in closed form instead (``analysis.diagonal_chain``, ``FIXED_METHOD``);
                  one whose J_t = diag(m_t) changes with the input (RG-LRU, minGRU, minLSTM) gets it per unit from
-                 the running sums of log|m_t| (``DIAGONAL_METHOD``)
+                 the running sums of log|m_t| (``DIAGONAL_METHOD``); with a loss at every step a diagonal cell
+                 (one layer, one direction) takes the reverse scan dL/dh_{t-1} = m_t dL/dh_t + dl_{t-1}/dh_{t-1}
+                 with the direct terms from the readout (``SCAN_METHOD``)
     backprop     every other case: one ``torch.autograd.grad`` over the views of every state
                  (``gradients.gradient_norms``), then the exact chain below where float backprop nears
                  underflow (``_exact_log_grad_norms``)
@@ -25,10 +27,11 @@ import math
 import numpy as np
 import torch
 
+from rnn_models.cells import cell_type
 from rnn_models.network import Run
 
 from .config import ExperimentConfig
-from .diagonal_chain import fixed_multiplier_log_grad_norms, multiplier_log_grad_norms
+from .diagonal_chain import fixed_multiplier_log_grad_norms, multiplier_chain_log_norms, multiplier_log_grad_norms
 from .gradients import (GradientResult, _first_nonfinite_forward, _underflow_floor, gradient_norms,
                         log_grad_norm_chain, log_grad_norm_chain_stacked, probe_loss, step_losses)
 from .tasks import TaskBatch
@@ -40,6 +43,8 @@ FIXED_METHOD = ("log10 exact: ||dL/dh_{T-1} J^(T-1-t)|| in closed form from the 
                 "(sums of powers of |m|, no backprop)")
 DIAGONAL_METHOD = ("log10 exact: ||dL/dh_t|| per unit from dL/dh_{T-1} and the running sums of log|m_s| of the "
                    "diagonal per-step Jacobians diag(m_s), s > t (no backprop)")
+SCAN_METHOD = ("log10 exact: the reverse scan dL/dh_{t-1} = m_t dL/dh_t + dl_{t-1}/dh_{t-1} of the diagonal per-step "
+               "Jacobians diag(m_t), rescaled in log space (no backprop)")
 
 
 BAND_QUANTILES = (0.1, 0.9)  # the band of ||dL/dh_t|| over the batch: its 10th and 90th percentiles
@@ -76,7 +81,7 @@ def gradient_stage(config: ExperimentConfig, batch: TaskBatch, model, *, loss_fn
     carry a graph on the backprop route only). ``progress(fraction, what)`` is called along the chain (and may
     raise ``Cancelled``)."""
     if loss_fn is None and _chain_applies(config, loss_steps):
-        got = chain_gradients(batch, model, initial, DTYPES[config.dtype], progress)
+        got = chain_gradients(batch, model, initial, DTYPES[config.dtype], progress, loss_steps)
         if got is not None:
             return got[0], got[1], None, None
     loss_fn = loss_fn or (lambda y: probe_loss(batch, y, loss_steps))
@@ -103,16 +108,22 @@ def gradient_stage(config: ExperimentConfig, batch: TaskBatch, model, *, loss_fn
 
 
 def _chain_applies(config: ExperimentConfig, loss_steps: str) -> bool:
-    return (loss_steps == "last" and config.num_layers == 1 and not config.bidirectional and not config.truncate)
+    one = config.num_layers == 1 and not config.bidirectional and not config.truncate
+    # a loss at every step: the reverse scan of a diagonal cell (analysis.diagonal_chain.multiplier_chain_log_norms)
+    return one and (loss_steps == "last" or (loss_steps == "all" and cell_type(config.cell).diagonal))
 
 
-def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progress=None) -> tuple | None:
-    """(trace, GradientResult) by the chain alone (see the module docstring), or None where backprop must run."""
+def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progress=None,
+                    loss_steps: str = "last") -> tuple | None:
+    """(trace, GradientResult) by the chain alone (see the module docstring), or None where backprop must run;
+    ``loss_steps="all"``: a diagonal cell's reverse scan with the direct terms dl_t/dh_t (``_scan_gradients``)."""
     with torch.no_grad():
         trace, _ = model(batch.inputs, views=False, initial=initial)
     if _first_nonfinite_forward(trace) is not None:
         return None
     run = trace.runs[0][0]
+    if loss_steps == "all":
+        return _scan_gradients(batch, model, trace, dtype, progress)
     h_last = trace.outputs[-1].detach().requires_grad_(True)  # (B, H) h_{T-1}: the loss reads it alone
     with torch.enable_grad():
         y_last = model.readout(h_last).unsqueeze(0)  # (1, B, O)
@@ -132,21 +143,44 @@ def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progre
             logs, method = multiplier_log_grad_norms(run, v_last, progress), DIAGONAL_METHOD
         if logs is None:
             logs, method = log_grad_norm_chain(run, v_last, progress=progress), CHAIN_METHOD
+    res = _result(logs, method, dtype, probe, v_last, g, *((logs_carry, logs_c) if has_c else (None, None)))
+    return None if res is None else (trace, res)
+
+
+def _scan_gradients(batch: TaskBatch, model, trace, dtype: torch.dtype, progress=None) -> tuple | None:
+    """A loss at every step of a one-layer diagonal network: dL/dh_t = m_{t+1} dL/dh_{t+1} + dl_t/dh_t, the direct
+    terms from the readout at every step at once, the scan in log space (analysis.diagonal_chain)."""
+    run = trace.runs[0][0]
+    h = trace.outputs.detach().requires_grad_(True)  # (T, B, H) every h_t: each l_t reads its own
+    with torch.enable_grad():
+        probe = probe_loss(batch, model.readout(h), "all")  # (B,) sum_t l_t
+        if not bool(torch.isfinite(probe).all()):
+            return None
+        (d,) = torch.autograd.grad(probe.sum(), h)  # (T, B, H) dl_t/dh_t, through the readout alone
+    logs = multiplier_chain_log_norms(run, d, progress)
+    if logs is None:  # a multiplier not finite: backprop says where
+        return None
+    res = _result(logs, SCAN_METHOD, dtype, probe, d[-1], d[-1])
+    return None if res is None else (trace, res)
+
+
+def _result(logs, method: str, dtype: torch.dtype, probe, v_last, g, logs_carry=None, logs_c=None):
+    """The GradientResult of a chain route from log10 ||dL/dh_t|| (T, B) (and ||dL/dc_t||'s, a memory cell's), or
+    None where it holds a NaN or a norm float backprop would overflow (the backprop route then says where)."""
     ok = torch.isfinite(logs) | (logs == -math.inf)
     if not bool(ok.all()) or float(logs.max()) > math.log10(torch.finfo(dtype).max) - 1:
-        return None  # NaN, or a norm float backprop would overflow: the backprop route says where
+        return None
     log_mean = logs.mean(1)  # (T,) log10 of the geometric mean over the batch
     with np.errstate(over="ignore", under="ignore"):
         grad_norm = np.power(10.0, log_mean.numpy())
-        cell = np.power(10.0, logs_c.mean(1).numpy()) if has_c else None
-        carry = np.power(10.0, logs_carry.mean(1).numpy()) if has_c else None
+        cell = np.power(10.0, logs_c.mean(1).numpy()) if logs_c is not None else None
+        carry = np.power(10.0, logs_carry.mean(1).numpy()) if logs_carry is not None else None
     band = torch.quantile(torch.pow(10.0, logs), torch.tensor(BAND_QUANTILES, dtype=logs.dtype), dim=1)  # (2, T)
-    res = GradientResult(grad_norm=grad_norm, grad_norm_band=band.numpy(), per_layer=grad_norm[None].copy(),
-                         per_direction=grad_norm[None].copy(), cell_grad_norm=cell, cell_carry_grad_norm=carry,
-                         loss=float(probe.detach().double().mean()), nonfinite=None, last_state_grad=v_last,
-                         log10_grad_norm=log_mean.numpy(), method=method, top_last_grad=g.detach(),
-                         log10_grad_norm_band=log10_quantiles(logs))
-    return trace, res
+    return GradientResult(grad_norm=grad_norm, grad_norm_band=band.numpy(), per_layer=grad_norm[None].copy(),
+                          per_direction=grad_norm[None].copy(), cell_grad_norm=cell, cell_carry_grad_norm=carry,
+                          loss=float(probe.detach().double().mean()), nonfinite=None, last_state_grad=v_last.detach(),
+                          log10_grad_norm=log_mean.numpy(), method=method, top_last_grad=g.detach(),
+                          log10_grad_norm_band=log10_quantiles(logs))
 
 
 def _exact_log_grad_norms(config: ExperimentConfig, trace, grad: GradientResult, loss_steps: str,

@@ -7,7 +7,8 @@ in float64:
   prefix-sum difference shown to lose digits there); zeros, signs, infinities; the reverse scan with direct terms
   ``chain_log_norms`` against autograd and, far below float64's range, against decimal arithmetic;
 - ``analysis.diagonal_chain.multiplier_log_grad_norms`` (||dL/dh_t|| of a last-step loss) against backprop and the
-  renormalized step chain (down to 10^-1000), in chunks or not, with zero and NaN multipliers;
+  renormalized step chain (down to 10^-1000), in chunks or not, with zero and NaN multipliers; the scan route of a
+  loss at every step (``multiplier_chain_log_norms``) against backprop;
 - ``analysis.diagonal.diagonal_products`` at T=10,000 against direct float64 products of the multipliers, and on
   every layer and direction of a stacked bidirectional network against the dense route;
 - the benchmark's plain-torch reference (benchmarks/bench_modern_cells.py) against our model's gradients.
@@ -28,7 +29,7 @@ from analysis.diagonal import diagonal_products
 from analysis.diagonal_chain import multiplier_log_grad_norms
 from analysis.diagonal_scan import LogProducts, chain_log_norms, prefix_sums, running_sum
 from analysis.experiment import TaskModel, resolve
-from analysis.gradient_stage import CHAIN_METHOD, DIAGONAL_METHOD, DTYPES, gradient_stage
+from analysis.gradient_stage import CHAIN_METHOD, DIAGONAL_METHOD, DTYPES, SCAN_METHOD, gradient_stage
 from analysis.gradients import log_grad_norm_chain, probe_loss
 from analysis.jacobians import jacobian_products, report_lags
 from rnn_models import ModelConfig, RecurrentNetwork
@@ -322,6 +323,36 @@ def test_multiplier_chain_zero_and_nan_multipliers():
     run.xp[20] = run.xp[20].clone()
     run.xp[20][0, 0] = math.nan
     assert multiplier_log_grad_norms(run, v) is None
+
+
+@pytest.mark.parametrize("kind", GATED + ("lru",))
+@pytest.mark.parametrize("task", ["random", "copy", "adding"])
+def test_scan_route_for_a_loss_at_every_step_equals_backprop(kind, task):
+    """loss_steps="all" on one layer: the reverse scan with the readout's direct terms (SCAN_METHOD) against the
+    backprop route, every field, in float64."""
+    cfg, batch, _ = resolve(ExperimentConfig(cell=kind, task=task, seq_len=40, hidden_size=6, batch_size=3,
+                                             dtype="float64", loss_steps="all"))
+    model = TaskModel(cfg, batch.spec, cfg.input_size).to(F64)
+    _, scan, _, _ = gradient_stage(cfg, batch, model, loss_steps="all")
+    _, back, _, _ = gradient_stage(cfg, batch, model, loss_steps="all", loss_fn=lambda y: probe_loss(batch, y, "all"))
+    assert scan.method == SCAN_METHOD and back.method != SCAN_METHOD
+    np.testing.assert_allclose(scan.grad_norm, back.grad_norm, rtol=1e-10)
+    np.testing.assert_allclose(scan.log10_grad_norm, back.log10_grad_norm, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(scan.grad_norm_band, back.grad_norm_band, rtol=1e-10)
+    np.testing.assert_allclose(scan.per_direction, back.per_direction, rtol=1e-10)
+    assert scan.loss == pytest.approx(back.loss, rel=1e-12) and scan.nonfinite is None is back.nonfinite
+    torch.testing.assert_close(scan.last_state_grad, back.last_state_grad, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ("minlstm", "lru"))
+def test_scan_route_in_chunks(kind, monkeypatch):
+    """multiplier_chain_log_norms chunk by chunk from the end (the carry between chunks) equals one chunk."""
+    run = _run(kind, T=200, B=2, H=6, seed=2)
+    d = torch.randn(200, 2, 6, generator=_gen(4), dtype=F64)
+    whole = diagonal_chain.multiplier_chain_log_norms(run, d)
+    monkeypatch.setattr(diagonal_chain, "MAX_CHUNK_BYTES", 7 * 6 * 8 * 2 * 6)
+    np.testing.assert_allclose(diagonal_chain.multiplier_chain_log_norms(run, d).numpy(), whole.numpy(), rtol=0,
+                               atol=1e-13)
 
 
 def test_nan_input_falls_back_to_the_step_chain_route():
