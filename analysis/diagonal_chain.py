@@ -14,9 +14,9 @@ which keeps its norm). With R_{k,i} = sum_{j<k} log|m_{T-1-j, i}| (the running s
 every step at once (one log-sum-exp over units per step, no loop over time, no renormalization: the terms are
 logs, so nothing underflows). A zero multiplier makes R = -inf from there on (that unit's part is 0).
 
-Fixed multipliers. With d h_t / d h_{t-1} = diag(m) at every step (a complex m_i acts on unit i of the real view [Re h; Im h] as
-|m_i| Rot(arg m_i), a real one as m_i), dL/dh_t = dL/dh_{T-1} J^k with k = T-1-t, and per unit i the gradient's
-part scales by |m_i| at each step. With w_{b,i} = ||(dL/dh_{T-1})_{b, unit i}||^2 and l_i = log |m_i|^2:
+Fixed multipliers. With d h_t / d h_{t-1} = diag(m) at every step (a complex m_i acts on unit i of the real view
+[Re h; Im h] as |m_i| Rot(arg m_i), a real one as m_i), dL/dh_t = dL/dh_{T-1} J^k with k = T-1-t, and per unit i
+the gradient's part scales by |m_i| at each step. With w_{b,i} = ||(dL/dh_{T-1})_{b, unit i}||^2 and l_i = log |m_i|^2:
 
     ||dL/dh_t||_b^2 = sum_i w_{b,i} exp(k l_i)
 

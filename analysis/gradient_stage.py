@@ -137,7 +137,7 @@ def chain_gradients(batch: TaskBatch, model, initial, dtype: torch.dtype, progre
     if has_c:
         logs, logs_carry, logs_c = log_grad_norm_chain(run, v_last, cell_logs=True, progress=progress)
         method = CHAIN_METHOD
-    else:  # a diagonal per-step Jacobian: fixed (the LRU's lambda) or per step, in closed form (analysis.diagonal_chain)
+    else:  # a diagonal per-step Jacobian, fixed (the LRU's lambda) or per step: closed forms (analysis.diagonal_chain)
         logs, method = fixed_multiplier_log_grad_norms(run, v_last), FIXED_METHOD
         if logs is None:
             logs, method = multiplier_log_grad_norms(run, v_last, progress), DIAGONAL_METHOD
