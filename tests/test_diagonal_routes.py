@@ -84,6 +84,7 @@ def test_diagonal_chain_route_equals_backprop(kind, task):
     np.testing.assert_allclose(chain.grad_norm, back.grad_norm, rtol=1e-10)
     np.testing.assert_allclose(chain.log10_grad_norm, back.log10_grad_norm, rtol=0, atol=1e-10)
     np.testing.assert_allclose(chain.grad_norm_band, back.grad_norm_band, rtol=1e-10)
+    np.testing.assert_allclose(chain.log10_grad_norm_band, back.log10_grad_norm_band, rtol=0, atol=1e-10)
     np.testing.assert_allclose(chain.per_layer, back.per_layer, rtol=1e-10)
     assert chain.nonfinite is None is back.nonfinite and chain.cell_grad_norm is None
 
@@ -140,6 +141,7 @@ def test_scan_route_for_a_loss_at_every_step_equals_backprop(kind, task):
     np.testing.assert_allclose(scan.grad_norm, back.grad_norm, rtol=1e-10)
     np.testing.assert_allclose(scan.log10_grad_norm, back.log10_grad_norm, rtol=0, atol=1e-10)
     np.testing.assert_allclose(scan.grad_norm_band, back.grad_norm_band, rtol=1e-10)
+    np.testing.assert_allclose(scan.log10_grad_norm_band, back.log10_grad_norm_band, rtol=0, atol=1e-10)
     np.testing.assert_allclose(scan.per_direction, back.per_direction, rtol=1e-10)
     assert scan.loss == pytest.approx(back.loss, rel=1e-12) and scan.nonfinite is None is back.nonfinite
     torch.testing.assert_close(scan.last_state_grad, back.last_state_grad, rtol=1e-12, atol=1e-15)
