@@ -10,17 +10,22 @@ a slot here, with its cost estimate, and waits in a visible line (no Streamlit h
 
 Admission (``Slots.acquire``): a ticket (visitor, kind, estimated seconds and MB) waits until
 
-1. fewer than ``n`` tickets hold a slot, or the ticket is short interactive work (estimated at most ``EXPRESS_S``,
-   e.g. a default page's first chart) and the one extra express slot is free: short work never waits behind long;
+1. fewer than ``n`` tickets hold a slot, or the ticket is short interactive work (*express*: estimated at most
+   ``EXPRESS_S``, e.g. a default page's first chart) and the one extra express slot is free: short work never waits
+   behind long;
 2. kind ``BACKGROUND`` (full analyses in jobs, sweep points, long uploads): fewer than ``n - reserve`` background
    holders (``reserve`` = 1 when n >= 2): a slot is always left for the short work of pages (``INTERACTIVE``:
    first charts, short analyses, training ticks), so a first chart never waits behind a background job;
 3. its visitor holds no other slot (one slot per visitor, whatever the kind);
 4. it is first in service order among the waiting tickets that pass 1-3: interactive before background, then
    shortest estimate first with ageing, ``key = seconds - seconds waited`` (equal estimates are served first come,
-   first served, and a long ticket is overtaken only by work shorter than the time it has waited);
-5. the running estimates plus its own stay within the memory budget (the head of the line waits for memory; no
-   one overtakes it for that reason).
+   first served, and a long ticket is overtaken only by work shorter than the time it has waited); or it is express
+   and first in that order among the express tickets that pass 1-3 (the *express lane*: a first chart goes in
+   past long first passes that have waited longer, and past a head of the line that waits for memory);
+5. the running estimates plus its own stay within the memory budget (the head of the line waits for memory; only
+   the express lane, short work with its own small estimate that must fit too, goes past it).
+
+A waiting ticket's place (``position``) is in service order; an express ticket's is its place in the express lane.
 
 A ticket whose memory estimate alone is above the budget is refused at once (``LimitExceeded``, one line).
 Waiting calls ``wait(position)`` about twice a second (1 = next); raising from it, as a progress callback's
@@ -172,14 +177,26 @@ class Slots:
         cands = [t for t in self._queue if self._free(t) and not self._blocked(t)]
         return min(cands, key=lambda t: self._order_key(t, now), default=None)
 
+    def _next_express(self) -> Ticket | None:
+        """The express lane's head: short interactive work that could take a slot now, in the same order."""
+        now = time.monotonic()
+        cands = [t for t in self._queue if self._express(t) and self._free(t) and not self._blocked(t)]
+        return min(cands, key=lambda t: self._order_key(t, now), default=None)
+
     def _fits(self, t: Ticket) -> bool:
         return self.memory_mb is None or self.memory_in_use_mb + t.memory_mb <= self.memory_mb
 
+    def _admissible(self, t: Ticket) -> bool:
+        """Rules 4-5 for ``t``: the head of the line, or of the express lane, and its memory fits."""
+        return self._fits(t) and (self._next() is t or (self._express(t) and self._next_express() is t))
+
     def position(self, t: Ticket) -> int:
-        """1 + the waiting tickets served before ``t`` (in service order, whatever blocks them now)."""
+        """1 + the waiting tickets served before ``t`` (in service order, whatever blocks them now); for short
+        interactive work, its place in the express lane (it goes in there at the latest)."""
         now = time.monotonic()
         key = self._order_key(t, now)
-        return 1 + sum(self._order_key(o, now) < key for o in self._queue if o is not t)
+        lane = [o for o in self._queue if o is not t and (self._express(o) or not self._express(t))]
+        return 1 + sum(self._order_key(o, now) < key for o in lane)
 
     # ---- the door ----
     def _refuse_if_too_big(self, t: Ticket, label: str) -> None:
@@ -202,7 +219,7 @@ class Slots:
         with self._cv:
             self._queue.append(t)
             try:
-                while not (self._next() is t and self._fits(t)):
+                while not self._admissible(t):
                     t.reason = self._blocked(t) or ("" if self._fits(t) or not self._free(t) else
                                                     f"waiting for memory: {self.memory_in_use_mb:,.0f} of "
                                                     f"{self.memory_mb:,.0f} MB in use, {t.memory_mb:,.0f} MB needed")
@@ -253,14 +270,17 @@ class Slots:
 
 def _log(t: Ticket) -> None:
     """One JSON line per piece of work given back, to the file named by GDLAB_DOOR_LOG (set by the host, e.g. the
-    load test): label, kind, estimate, seconds waited in line and seconds held."""
+    load test): label, kind, estimate, seconds waited in line and seconds held, and when it joined the line (wall
+    clock)."""
     path = os.environ.get("GDLAB_DOOR_LOG")
     if not path or t.admitted is None:
         return
     import json
+    now = time.monotonic()
     line = {"label": t.label, "kind": t.kind, "visitor": (t.visitor or "")[:8], "est_s": round(t.seconds, 3),
             "mb": round(t.memory_mb), "waited_s": round(t.admitted - t.since, 3),
-            "held_s": round(time.monotonic() - t.admitted, 3)}
+            "held_s": round(now - t.admitted, 3),
+            "queued_at": round(time.time() - (now - t.since), 3)}  # wall clock (epoch s): the load test's timelines
     with _LOG_LOCK, open(path, "a") as f:
         f.write(json.dumps(line) + "\n")
 
