@@ -110,6 +110,9 @@ def _gradients_first(settings):
         return None
 
 
+HEARTBEAT_S = 2.0  # a watching page redraws an unchanged bar this often (it waits in line for minutes)
+
+
 def _await_full(settings, what: str, slot=None) -> None:
     """Watch the full analysis of the settings (a background job: it goes on when this script run stops, e.g. on
     a tab switch, and is dropped when the settings change) with a progress bar naming ``what``; when it has
@@ -121,8 +124,14 @@ def _await_full(settings, what: str, slot=None) -> None:
     except ValueError as e:
         where.error(f"The Jacobian products and spectra cannot be computed: {_message(e)}.")
         return
+    shown, beat = None, 0.0
     while not job.poll(0.25):
-        where.progress(job.fraction, text=f"{what}: {job.text}"[:200])
+        bar = (round(job.fraction, 2), job.text)
+        # a message to the browser only when the bar changes, and a heartbeat every HEARTBEAT_S: each is where
+        # Streamlit stops this run when the tab closes (then nobody polls the job and its lease runs out)
+        if bar != shown or time.monotonic() - beat > HEARTBEAT_S:
+            where.progress(job.fraction, text=f"{what}: {job.text}"[:200])
+            shown, beat = bar, time.monotonic()
     if job.error is not None:
         where.error(f"The Jacobian products and spectra stopped: {_message(job.error)}. Change a setting or "
                     "reload the page to try again.")
