@@ -13,6 +13,12 @@ After each scenario its tabs are closed and the server's CPU seconds are measure
 after that (a background job nobody watches stops within dashboard.background.LEASE_S = 15 s). Bounded: at most
 32 visitors, --timeout per scenario (default 300 s); the server binds 127.0.0.1 on a free port and is stopped at
 the end. Needs Chromium at /usr/bin/chromium (make browser) and playwright (requirements.txt).
+
+The browsers stand for the visitors' own machines: they run at niceness 19 (``--browser-nice``;
+benchmarks/loadtest_browser.py), and their CPU seconds are reported beside the server's. They reach the server
+through a loopback proxy (benchmarks/loadtest_wire.py) that clocks the server's own time to first chart (its first
+request -> the chart's message sent), printed beside the browsers' clock; benchmarks/loadtest_door.py splits each
+page's time into its steps (loading the app, the script to the door, in line, in a slot, figures sent, drawn).
 """
 from __future__ import annotations
 
@@ -66,7 +72,8 @@ def start_server(env_extra: dict) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],  # a served class: no module reloads mid-run
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -82,34 +89,18 @@ def start_server(env_extra: dict) -> tuple[subprocess.Popen, str]:
 
 def expected(params: dict) -> list[float]:
     """The gradient-norm line a page of these link settings draws first: its first cell's gradient pass."""
-    sys.path.insert(0, str(ROOT))
-    from analysis.config import ExperimentConfig
     from analysis.experiment import run_experiment
-    from analysis.presets import PRESETS
-    base = PRESETS["default"].config.to_dict()
-    ints = ("seed", "seq_len", "hidden_size", "batch_size", "jacobian_batch")
-    over = {k: (int(v) if k in ints else v) for k, v in params.items()}
-    if "compare" in over:
-        over["cell"], over["compare"] = over.pop("compare"), ()
-    cfg = ExperimentConfig.from_dict({**base, **over})
+    from benchmarks.loadtest_door import page_config
+    cfg = page_config(params)
     cfg = cfg.for_cell(cfg.cells[0])
     return [float(v) for v in run_experiment(cfg, only="gradients").grad.grad_norm]
 
 
-def browser_cpu_seconds() -> float:
-    """CPU seconds of every Chromium process on the machine (the simulated visitors' browser)."""
-    total = 0.0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if "chrom" not in open(f"/proc/{d}/comm").read():
-                continue
-            fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            continue
-    return total
+def browser_cpu_seconds(server_pid: int) -> float:
+    """CPU seconds of this harness's descendants but the server (the Playwright driver and its Chromium): the
+    simulated visitors' browsers, not other users' Chromiums on the machine."""
+    from benchmarks.loadtest_browser import tree_cpu_seconds
+    return tree_cpu_seconds(os.getpid(), skip=server_pid)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -158,26 +149,39 @@ def visitors(browser, url: str, timeout: float, n: int = 8) -> tuple[list, list]
     from benchmarks.loadtest_scenarios import open_page, wait_chart, link
     deadline = time.monotonic() + timeout
     params = [visitor_params(i) for i in range(n)]
-    pages = [open_page(browser, link(url, p)) for p in params]
     recs = [{"cls": "visitor (different links)", "params": p} for p in params]
+    pages = []
+    for p, rec in zip(params, recs):
+        rec["opened_at"] = time.time()
+        pages.append(open_page(browser, link(url, p)))
     for page, rec in zip(pages, recs):
         wait_chart(page, rec, deadline)
     return recs, pages
 
 
 class Server:
-    """The dashboard in a subprocess, its peak RSS sampled every 0.1 s."""
+    """The dashboard in a subprocess, its peak RSS sampled every 0.1 s, the machine's load average every second."""
 
     def __init__(self, env: dict):
         self.proc, self.url = start_server(env)
         self.peak, self._stop = rss_tree(self.proc.pid), threading.Event()
+        self.loads: list[tuple[float, float]] = []  # (monotonic time, 1-minute load average)
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
     def _sample(self):
+        i = 0
         while not self._stop.is_set():
             self.peak = max(self.peak, rss_tree(self.proc.pid))
+            if i % 10 == 0:
+                self.loads.append((time.monotonic(), os.getloadavg()[0]))
+            i += 1
             time.sleep(0.1)
+
+    def load(self, t0: float, t1: float) -> tuple[float, float]:
+        """Mean and max of the 1-minute load average sampled between ``t0`` and ``t1`` (monotonic)."""
+        xs = [x for t, x in self.loads if t0 <= t <= t1] or [os.getloadavg()[0]]
+        return sum(xs) / len(xs), max(xs)
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
@@ -213,28 +217,6 @@ def server_ceiling(env: dict) -> float | None:
     return server_ceiling_mb({**os.environ, **env})
 
 
-def door_summary(path: str, offset: int) -> tuple[list[dict], int]:
-    """The server's door log (GDLAB_DOOR_LOG) from ``offset``: per kind and label, how many, the seconds waited in
-    line (p50 / max) and held (p50 / max)."""
-    try:
-        with open(path) as f:
-            f.seek(offset)
-            lines = [json.loads(x) for x in f.read().splitlines() if x.strip()]
-            offset = f.tell()
-    except OSError:
-        return [], offset
-    groups: dict[tuple, list] = {}
-    for x in lines:
-        groups.setdefault((x["kind"], x["label"]), []).append(x)
-    rows = []
-    for (kind, label), xs in sorted(groups.items()):
-        w, h = [x["waited_s"] for x in xs], [x["held_s"] for x in xs]
-        rows.append({"kind": kind, "label": label, "n": len(xs), "wait_p50_s": round(percentile(w, 0.5), 1),
-                     "wait_max_s": round(max(w), 1), "held_p50_s": round(percentile(h, 0.5), 1),
-                     "held_max_s": round(max(h), 1)})
-    return rows, offset
-
-
 def summarize(recs: list) -> list[dict]:
     """One row per class of visitor."""
     rows = {}
@@ -258,21 +240,30 @@ def summarize(recs: list) -> list[dict]:
     for row in rows.values():
         t = row.pop("times")
         row["p50_s"], row["p95_s"] = round(percentile(t, 0.5), 2), round(percentile(t, 0.95), 2)
+        s = [r["server_s"] for r in recs if r["cls"] == row["class"] and "server_s" in r]  # loadtest_door.timelines
+        row["server_p50_s"], row["server_p95_s"] = round(percentile(s, 0.5), 2), round(percentile(s, 0.95), 2)
     return list(rows.values())
 
 
 def main(argv=None) -> int:
+    from benchmarks.loadtest_browser import census, descendants, launcher, lowest_priority, restore
+    from benchmarks.loadtest_door import STEPS, door_summary, read_door, timeline_rows, timelines
     from benchmarks.loadtest_scenarios import SCENARIOS
+    from benchmarks.loadtest_wire import Wire
     scenarios = {"visitors": visitors, **SCENARIOS}
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--visitors", type=int, default=8, help="visitors of the 'visitors' scenario (1-32)")
     ap.add_argument("--scenarios", default=",".join(scenarios), help="comma-separated: " + ", ".join(scenarios))
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per scenario")
     ap.add_argument("--max-concurrent", type=int, default=0, help="GDLAB_MAX_CONCURRENT of the server (0: default)")
+    ap.add_argument("--browser-nice", type=int, default=19, help="niceness of the browsers (0-19; default 19: the "
+                    "lowest priority, as if each visitor's browser ran on its own machine)")
     ap.add_argument("--ray", default="", help="GDLAB_RAY_ADDRESS of the server ('local': a Ray it starts itself)")
     a = ap.parse_args(argv)
     if not 1 <= a.visitors <= 32:
         ap.error("--visitors must be in [1, 32]")
+    if not 0 <= a.browser_nice <= 19:
+        ap.error("--browser-nice must be in [0, 19]")
     chosen = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     bad = [s for s in chosen if s not in scenarios]
     if bad:
@@ -285,33 +276,43 @@ def main(argv=None) -> int:
     door_log = env["GDLAB_DOOR_LOG"] = os.path.join(tempfile.mkdtemp(prefix="gdlab-loadtest-"), "door.jsonl")
     log_at = 0
     server = Server(env)
+    wire = Wire(int(server.url.rsplit(":", 1)[1]))  # the browsers talk to the server through it (its clock)
     idle_rss, out, t_start = server.peak, [], time.monotonic()
     try:
+        niceness = lowest_priority(a.browser_nice)  # the driver this thread starts, and its Chromium, run lower
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            restore(niceness)
+            browser = pw.chromium.launch(executable_path=launcher(os.path.dirname(door_log), a.browser_nice),
+                                         args=ARGS)
             # warm-up (not counted): the first script run imports torch and the app (a lecturer's server is
             # started before the class arrives)
             warm = browser.new_page()
-            warm.goto(f"{server.url}/?seq_len=12&hidden_size=4&batch_size=2", timeout=a.timeout * 1000)
+            warm.goto(f"{wire.url}/?seq_len=12&hidden_size=4&batch_size=2", timeout=a.timeout * 1000)
             warm.wait_for_selector(".js-plotly-plot .main-svg", timeout=a.timeout * 1000)
             warm.close()
             idle_rss = rss_tree(server.proc.pid)
             for name in chosen:
                 fn = scenarios[name]
-                t0, c0, b0 = time.monotonic(), server.cpu(), browser_cpu_seconds()
-                recs, pages = fn(browser, server.url, a.timeout, a.visitors) if name == "visitors" else \
-                    fn(browser, server.url, a.timeout)
+                pid = server.proc.pid
+                t0, c0, b0 = time.monotonic(), server.cpu(), browser_cpu_seconds(pid)
+                recs, pages = fn(browser, wire.url, a.timeout, a.visitors) if name == "visitors" else \
+                    fn(browser, wire.url, a.timeout)
                 wall = time.monotonic() - t0
-                server_cpu, browser_cpu = server.cpu() - c0, browser_cpu_seconds() - b0
+                server_cpu, browser_cpu = server.cpu() - c0, browser_cpu_seconds(pid) - b0
+                nice = census(descendants(os.getpid(), skip=pid))
+                load_mean, load_max = server.load(t0, time.monotonic())
                 cpu20, cpu30 = after_close(server, pages)
-                door, log_at = door_summary(door_log, log_at)
+                lines, log_at = read_door(door_log, log_at)
+                timelines(recs, lines, wire)
                 out.append({"scenario": name, "wall_s": round(wall, 1), "cpu_s_0_20_after_close": round(cpu20, 1),
-                            "cpu_s_20_30_after_close": round(cpu30, 1), "load_avg": os.getloadavg()[0],
-                            "server_cpu_s": round(server_cpu, 1), "browser_cpu_s": round(browser_cpu, 1),
-                            "rows": summarize(recs), "door": door})
+                            "cpu_s_20_30_after_close": round(cpu30, 1), "load_avg": round(load_mean, 2),
+                            "load_avg_max": round(load_max, 2), "server_cpu_s": round(server_cpu, 1),
+                            "browser_cpu_s": round(browser_cpu, 1), "browser_threads_by_niceness": dict(nice),
+                            "rows": summarize(recs), "door": door_summary(lines), "timelines": timeline_rows(recs)})
                 print(json.dumps(out[-1]), flush=True)
             browser.close()
     finally:
+        wire.close()
         server.stop()
     ceiling = server_ceiling(env)
     print(f"\nserver peak RSS {server.peak / 2**20:.0f} MB (idle {idle_rss / 2**20:.0f} MB; ceiling "
@@ -319,13 +320,14 @@ def main(argv=None) -> int:
           f"{'' if ceiling is None else (', under it' if server.peak / 2**20 < ceiling else ', ABOVE it')}) · "
           f"{time.monotonic() - t_start:.0f} s · load average now {os.getloadavg()[0]:.2f}")
     print(f"{'scenario':9} {'class of visitor':30} {'n':>3} {'correct':>8} {'errors':>6} {'one-line':>8} "
-          f"{'p50 s':>7} {'p95 s':>7} {'CPU s after close (0-20 / 20-30 s)':>36}")
+          f"{'p50 s':>7} {'p95 s':>7} {'server p50/p95 s':>17} {'CPU s after close (0-20 / 20-30 s)':>36}")
     ok = True
     for sc in out:
         for row in sc["rows"]:
             correct = f"{row['correct']}/{row['checked']}" if row["checked"] else "-"
             print(f"{sc['scenario']:9} {row['class'][:30]:30} {row['n']:>3} {correct:>8} {row['errors']:>6} "
                   f"{row['expected_errors']:>8} {row['p50_s']:>7} {row['p95_s']:>7} "
+                  f"{row['server_p50_s']:>8} / {row['server_p95_s']:<6} "
                   f"{sc['cpu_s_0_20_after_close']:>24} / {sc['cpu_s_20_30_after_close']}")
             ok &= row["errors"] == 0 and row["correct"] == row["checked"]
             for f in row["failures"]:
@@ -335,8 +337,13 @@ def main(argv=None) -> int:
         for d in sc["door"]:
             print(f"          door: {d['kind']:11} {d['label'][:34]:34} n={d['n']:<3} waited p50 {d['wait_p50_s']} s, "
                   f"max {d['wait_max_s']} s · held p50 {d['held_p50_s']} s, max {d['held_max_s']} s")
-        print(f"          wall {sc['wall_s']} s · CPU s: server {sc['server_cpu_s']}, browser {sc['browser_cpu_s']} · "
-              f"load average {sc['load_avg']:.1f}")
+        for t in sc["timelines"]:
+            print(f"          time to first chart, {t['class'][:24]} (n={t['n']}; p50 / max s): "
+                  + " · ".join(f"{name} {t[k][0]} / {t[k][1]}" for k, name in STEPS.items()))
+        nice = sc["browser_threads_by_niceness"]
+        print(f"          wall {sc['wall_s']} s · CPU s: server {sc['server_cpu_s']}, browsers {sc['browser_cpu_s']} "
+              f"(their threads at niceness {min(nice) if nice else '-'}..{max(nice) if nice else '-'}) · load average "
+              f"{sc['load_avg']:.1f} (max {sc['load_avg_max']:.1f}; the whole machine's, other users included)")
     return 0 if ok else 1
 
 

@@ -1,7 +1,8 @@
 """The load test's hostile scenarios (issue 20), each a list of simulated visitors (Chromium pages) on one server.
 
     heavy      ten allowed heavy links (T = 1000-3000, H = 192-384; their full analyses run as background jobs) and,
-               5 s later, a plain visitor on an uncached default page: its time to first chart is the target
+               5, 15 and 30 s later, three plain visitors on uncached default pages: their time to first chart is
+               the target
     uploads    an upload flood: six visitors upload a 2 KB file of zero-stride tensors declaring an LSTM with
                H = 4096 (expected: one line, no analysis), two upload a small LSTM(8, 32) (expected: its charts)
     sweeps     three visitors run the default Atlas preset's sweep; one asks for init_scale 0.5..2 (20 values) x 20
@@ -10,7 +11,8 @@
 
 Every record: ``cls`` (the class of visitor), ``first_s`` (time to its first chart, or to its expected one-line
 answer), ``errors`` (error boxes shown), ``expected`` (an error box was the expected answer), ``grad`` (the
-gradient-norm line drawn, for the correctness check) and ``params`` (its link's settings), ``failure``.
+gradient-norm line drawn, for the correctness check) and ``params`` (its link's settings), ``opened_at`` (wall
+clock when its tab was opened: benchmarks/loadtest_door.py's timelines), ``failure``.
 """
 from __future__ import annotations
 
@@ -31,6 +33,15 @@ OBSERVE = """new MutationObserver((m, obs) => {
   if (window.__firstError === undefined && document.querySelector('[data-testid="stAlertContentError"]'))
     window.__firstError = performance.now();
 }).observe(document, {childList: true, subtree: true});"""
+
+# the browsers stand for the visitors' own machines (benchmarks/loadtest_browser.py): no CSS animations or transitions
+# (a page watching a background job is "running" for minutes: its status icon and bar animate; measured here, one
+# such tab used 2.15 CPU s in 15 s with them and 1.41 without)
+STILL = """document.addEventListener('DOMContentLoaded', () => {
+  const s = document.createElement('style');
+  s.textContent = '*, *::before, *::after {animation: none !important; transition: none !important;}';
+  document.head.appendChild(s);
+});"""
 
 JS_GRAD = """() => { for (const gd of document.querySelectorAll('.js-plotly-plot')) {
   if (((gd.layout || {}).meta || {}).figure !== 'grad_norm') continue;
@@ -55,6 +66,7 @@ def link(url: str, params: dict, view: str | None = None) -> str:
 def open_page(browser, url: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.add_init_script(OBSERVE)
+    page.add_init_script(STILL)
     page.goto(url, wait_until="commit", timeout=60_000)
     return page
 
@@ -89,18 +101,22 @@ def wait_refusal(page, rec: dict, deadline: float, t0: float) -> None:
 
 
 # ---- the scenarios -----------------------------------------------------------------------------------------
+PLAIN_AFTER = (5, 10, 15)  # seconds between the heavy links (then each plain visitor) and the next plain visitor
+
+
 def heavy(browser, url: str, timeout: float, n: int = 10) -> tuple[list, list]:
     deadline = time.monotonic() + timeout
     recs, pages = [], []
     for i in range(n):
         p = heavy_params(i)
+        recs.append({"cls": "heavy link", "params": p, "opened_at": time.time()})
         pages.append(open_page(browser, link(url, p)))
-        recs.append({"cls": "heavy link", "params": p})
-    time.sleep(5)  # their gradient passes and background jobs are under way
-    p = plain_params(4242)
-    pages.append(open_page(browser, link(url, p)))
-    recs.append({"cls": "plain (with 10 heavy)", "params": p})
-    for page, rec in zip(pages[::-1], recs[::-1]):  # the plain visitor first: its clock is the page's own anyway
+    for k, pause in enumerate(PLAIN_AFTER):  # their gradient passes, then their background jobs, are under way
+        time.sleep(pause)
+        p = plain_params(4242 + k)
+        recs.append({"cls": "plain (with 10 heavy)", "params": p, "opened_at": time.time()})
+        pages.append(open_page(browser, link(url, p)))
+    for page, rec in zip(pages[::-1], recs[::-1]):  # the plain visitors first: their clock is the page's own anyway
         wait_chart(page, rec, deadline)
     return recs, pages
 
