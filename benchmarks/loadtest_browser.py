@@ -1,13 +1,12 @@
-"""The load test's browsers stand for the visitors' own machines: they run at the lowest CPU priority, so that on
-one small machine the measured times are the server's, not those of eleven Chromiums competing with it.
+"""The load test's browsers stand for the visitors' own machines: the crowd's run at the lowest CPU priority, so that
+on one small machine the measured times are the server's, not those of a dozen Chromiums competing with it.
 
-* ``lowest_priority()``: the calling thread (and so the Playwright driver it starts, and the driver's Chromium)
-  goes to niceness 19 (Linux keeps niceness per thread; children inherit their parent thread's).
-* ``launcher(dir)``: a wrapper executable for Playwright's ``executable_path``: ``nice -n 19`` and, when run as
-  root, ``setpriv`` dropping CAP_SYS_NICE. Chromium sets its own threads' priorities (display-critical threads
-  to -8, the others to 0: measured here as root, 58 threads at -8 and 171 at 0 with a plain ``nice -n 19``); without
-  CAP_SYS_NICE those calls fail and every thread stays at 19.
-* ``census(pids)``: how many threads of the browsers run at each niceness (the report prints the lowest).
+* ``launcher(dir, niceness)``: a wrapper executable for Playwright's ``executable_path``: ``nice -n niceness`` (from
+  the Playwright driver's niceness, the harness's) and, when run as root, ``setpriv`` dropping CAP_SYS_NICE.
+  Chromium sets its own threads' priorities (display-critical threads to -8, the others to 0: measured here as
+  root, 58 threads at -8 and 171 at 0 under a plain ``nice -n 19``); without CAP_SYS_NICE those calls fail and
+  every thread stays at the niceness it was started with.
+* ``census(pids)``: how many threads of the browsers run at each niceness (the report prints them).
 * ``tree_cpu_seconds(root, skip)``: user + system CPU seconds of ``root``'s descendants (their reaped children
   included), the server's process tree ``skip``-ped: the browsers' and the driver's CPU, not other users' Chromiums.
 """
@@ -23,35 +22,14 @@ CHROMIUM = "/usr/bin/chromium"
 LOWEST = 19
 
 
-def lowest_priority(niceness: int = LOWEST) -> int:
-    """Lower the calling thread to ``niceness`` (19: the lowest priority); returns the niceness it had (for
-    ``restore``)."""
-    before = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, max(before, niceness))  # pid 0: this thread (Linux)
-    except OSError:  # pragma: no cover - not allowed: the browsers run at the harness's priority
-        pass
-    return before
-
-
-def restore(niceness: int) -> None:
-    """Back to ``niceness`` where allowed (root); otherwise the harness thread stays at 19 (it mostly waits)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, niceness)
-    except OSError:
-        pass
-
-
 def launcher(folder: str, niceness: int = LOWEST, chromium: str = CHROMIUM) -> str:
     """A shell script that starts ``chromium`` at ``niceness`` (19: the lowest priority), unable to raise its
-    threads' priority again (niceness 0: Chromium as it is, its threads at the priorities it sets)."""
-    if niceness <= 0:
-        return chromium
+    threads' priority above it (as root too: Chromium would put display-critical threads at -8)."""
     drop = ""
     if os.geteuid() == 0 and shutil.which("setpriv"):
         # root's CAP_SYS_NICE would let Chromium put its threads back to 0 and -8
         drop = "setpriv --inh-caps=-sys_nice --bounding-set=-sys_nice "
-    path = Path(folder) / "chromium-lowest-priority"
+    path = Path(folder) / f"chromium-nice{niceness}"
     path.write_text(f'#!/bin/sh\nexec {drop}nice -n {niceness} "{chromium}" "$@"\n')
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return str(path)

@@ -104,7 +104,8 @@ def wait_refusal(page, rec: dict, deadline: float, t0: float) -> None:
 PLAIN_AFTER = (5, 10, 15)  # seconds between the heavy links (then each plain visitor) and the next plain visitor
 
 
-def heavy(browser, url: str, timeout: float, n: int = 10) -> tuple[list, list]:
+def heavy(browser, url: str, timeout: float, n: int = 10, timed=None) -> tuple[list, list]:
+    """``timed``: the browser of the plain visitors (the timed ones; default ``browser``)."""
     deadline = time.monotonic() + timeout
     recs, pages = [], []
     for i in range(n):
@@ -115,7 +116,7 @@ def heavy(browser, url: str, timeout: float, n: int = 10) -> tuple[list, list]:
         time.sleep(pause)
         p = plain_params(4242 + k)
         recs.append({"cls": "plain (with 10 heavy)", "params": p, "opened_at": time.time()})
-        pages.append(open_page(browser, link(url, p)))
+        pages.append(open_page(timed or browser, link(url, p)))
     for page, rec in zip(pages[::-1], recs[::-1]):  # the plain visitors first: their clock is the page's own anyway
         wait_chart(page, rec, deadline)
     return recs, pages

@@ -82,7 +82,6 @@ class Wire:
         head, buf, state = b"", b"", "head"
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
                 if state == "head":
                     head += data
                     if b"\r\n\r\n" in head:
@@ -93,14 +92,13 @@ class Wire:
                             rec["ws"] = True
                             with self._lock:
                                 self.sockets.append(rec)
-                    else:
-                        continue
-                elif state == "ws":
+                elif state == "ws" and rec.get("frames", 0) < FIRST_FRAMES:
                     buf += data
                 while state == "ws" and rec.get("frames", 0) < FIRST_FRAMES and (got := _first_frame(buf)):
-                    rec.setdefault("request_at", time.time())
+                    rec.setdefault("request_at", time.time())  # noted before it is passed on
                     rec["first"] = rec.get("first", b"") + got[0]
                     rec["frames"], buf = rec.get("frames", 0) + 1, buf[got[1]:]
+                dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -111,11 +109,11 @@ class Wire:
         tail = b""
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
-                if rec.get("ws") and "chart_at" not in rec:
+                if rec.get("ws") and "chart_at" not in rec:  # noted before it is passed on
                     if MARKER in tail + data:
                         rec["chart_at"] = time.time()
                     tail = data[-len(MARKER):]
+                dst.sendall(data)
         except OSError:
             pass
         finally:
