@@ -16,11 +16,14 @@ resident set follows live tensors; the peak reset through /proc/self/clear_refs)
     activations  resident growth over one forward whose graph is kept (the whole model; the nn.LSTM alone too)
     record       peak resident growth during w.record over the state after backward
 Target: record's peak extra <= 2x one batch's activations.
-Prints times and ratios and whether each target is met; asserts nothing.
+Times are wall clock and, in [], the process's CPU time (time.process_time: one thread, so it is the work done,
+stretched less than the wall clock when other processes share the cores); the load average is printed.
+Prints times and ratios and whether each target is met (on the wall clock); asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -77,40 +80,45 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as d:
         w = watch(model, d + "/run", every=10**9)
         times = {"step": [], "record": [], "probe": []}
+        cpu = {"step": [], "record": [], "probe": []}
         for r in range(args.rounds + 2):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loss = step()
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             w.record(r, loss=loss)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             finish()
-            t3 = time.perf_counter()
+            t3, c3 = time.perf_counter(), time.process_time()
             if r % 4 == 0:
                 w.probe(r)
-            t4 = time.perf_counter()
+            t4, c4 = time.perf_counter(), time.process_time()
             if r >= 2:  # warm-up rounds dropped
-                times["step"].append(t1 - t0 + t3 - t2)
-                times["record"].append(t2 - t1)
-                if r % 4 == 0:
-                    times["probe"].append(t4 - t3)
+                for d_, (a0, a1, a2, a3, a4) in ((times, (t0, t1, t2, t3, t4)), (cpu, (c0, c1, c2, c3, c4))):
+                    d_["step"].append(a1 - a0 + a3 - a2)
+                    d_["record"].append(a2 - a1)
+                    if r % 4 == 0:
+                        d_["probe"].append(a4 - a3)
         w.close()
     med = {k: statistics.median(v) for k, v in times.items() if v}
+    cmed = {k: statistics.median(v) for k, v in cpu.items() if v}
     s, rec, pr = med["step"], med["record"], med.get("probe", 0.0)
+    cs, crec, cpr = cmed["step"], cmed["record"], cmed.get("probe", 0.0)
     print(f"word LM: LSTM {args.layers}x{args.hidden}, vocab {len(vocab)}, T=35, B=20, threads={args.threads}, "
-          f"{args.rounds} interleaved rounds (medians)")
-    print(f"  training step        {s * 1e3:8.2f} ms")
-    print(f"  record (every step)  {rec * 1e3:8.2f} ms   ratio {rec / s:6.3f}   target <= 0.05  "
-          f"{'met' if rec / s <= 0.05 else 'NOT met'}")
-    print(f"  probe (every N)      {pr * 1e3:8.2f} ms   ratio {pr / s:6.3f}")
-    tot = (rec + pr / 100) / s
-    print(f"  all at every=100     ratio {tot:6.3f}   target <= 0.10  {'met' if tot <= 0.10 else 'NOT met'}")
+          f"{args.rounds} interleaved rounds (medians; wall clock, and in [] the process's CPU time, which other "
+          f"processes' load stretches less; load average {os.getloadavg()[0]:.2f})")
+    print(f"  training step        {s * 1e3:8.2f} ms   [{cs * 1e3:8.2f} ms]")
+    print(f"  record (every step)  {rec * 1e3:8.2f} ms   [{crec * 1e3:8.2f} ms]   ratio {rec / s:6.3f} "
+          f"[{crec / cs:6.3f}]   target <= 0.05  {'met' if rec / s <= 0.05 else 'NOT met'}")
+    print(f"  probe (every N)      {pr * 1e3:8.2f} ms   [{cpr * 1e3:8.2f} ms]   ratio {pr / s:6.3f} [{cpr / cs:6.3f}]")
+    tot, ctot = (rec + pr / 100) / s, (crec + cpr / 100) / cs
+    print(f"  all at every=100                                    ratio {tot:6.3f} [{ctot:6.3f}]   target <= 0.10  "
+          f"{'met' if tot <= 0.10 else 'NOT met'}")
     memory(argv)
     return 0
 
 
 def memory(argv) -> None:
     """Run the memory measurement in a child with a fixed mmap threshold and print its lines."""
-    import os
     import subprocess
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--memory-child"]
