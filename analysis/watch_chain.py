@@ -17,9 +17,16 @@ Closed forms of one step (torch's gate order and parametrization, a = W_ih x_t +
     gru    ga_n = G_t (1-z)(1-n^2),  ga_z = G_t (h_{t-1} - n) z(1-z),  ga_r = ga_n (W_hn h_{t-1} + b_hn) r(1-r);
            carry_h = G_t z + [ga_r, ga_z, ga_n r] W_hh;  the input sees [ga_r, ga_z, ga_n]
 
-The states come from the module's own fused forward (``torch.func.functional_call`` of a one-layer twin per
-layer), so the chain costs about one backward pass of the recurrent part. Unidirectional modules only: a
-bidirectional one goes through ``engine_total`` (the engine's network and autograd; exact, slower).
+States: the top layer's h_t is the module's own output when no inter-layer dropout was active; a layer that must
+be recomputed (any layer below the top; every layer under active dropout, so the states agree with one another)
+runs, for the LSTM, its own forward loop that keeps its gates (``_lstm_forward``: one batched x W_ih^T and one
+h_{t-1} W_hh^T per step, the fused forward's GEMMs, where the fused forward plus re-deriving the gates from its
+h_t took two batched GEMMs more), and for the RNN and GRU torch's fused forward (``torch.func.functional_call``
+of a one-layer twin) with the step tensors from its h_t (none of the RNN's needs a GEMM; the GRU's two batched).
+Each backward step is one GEMM that also adds the direct part, G_t = addmm(e_t, ga_{t+1}, W_hh), and a few
+elementwise products on views made once, so the chain costs about one backward pass of the recurrent part and
+no weight gradient. Unidirectional modules only: a bidirectional one goes through ``engine_total`` (the engine's
+network and autograd; exact, slower).
 For the LSTM the reported norm is ||dL/dh_t|| with c_t a separate variable, as ``analyze()`` reports it.
 """
 from __future__ import annotations
@@ -44,47 +51,96 @@ def _twin(rnn: nn.RNNBase, in_size: int) -> nn.RNNBase:
     return (nn.LSTM if rnn.mode == "LSTM" else nn.GRU)(**kw)
 
 
+def _affine(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
+    """x_t W^T + b for every t in one GEMM: x (T, B, I), W (G, I), b (G,) -> (T, B, G)."""
+    T, B = x.shape[:2]
+    return torch.addmm(b, x.reshape(T * B, -1), W.T).view(T, B, -1)  # (T B, I) @ (I, G) -> (T, B, G)
+
+
 @torch.no_grad()
-def layer_outputs(rnn: nn.RNNBase, x: Tensor, hx, twins: dict, layers: int | None = None) -> list[Tensor]:
-    """The first ``layers`` (default all) layers' h_t (T, B, H), time-major, from fused one-layer forwards (no
-    dropout: the deterministic network). ``hx`` is torch's h0 (L, B, H) or (h0, c0), or None; ``twins`` caches
-    the one-layer modules."""
-    outs, inp = [], x
-    for l in range(rnn.num_layers if layers is None else layers):
-        key = (l, inp.shape[-1])
-        if key not in twins:
-            twins[key] = _twin(rnn, inp.shape[-1])
-        h0 = None if hx is None else (tuple(h[l:l + 1] for h in hx) if isinstance(hx, tuple) else hx[l:l + 1])
-        y, _ = functional_call(twins[key], layer_params(rnn, l), (inp, h0))
-        outs.append(y)
-        inp = y
-    return outs
+def fused_output(rnn: nn.RNNBase, l: int, x: Tensor, h0: Tensor, twins: dict) -> Tensor:
+    """Layer l's h_t (T, B, H) from x (T, B, I) and h0 (B, H) by torch's own fused forward of a one-layer twin
+    (cached in ``twins``), no dropout: the deterministic network."""
+    key = (l, x.shape[-1])
+    if key not in twins:
+        twins[key] = _twin(rnn, x.shape[-1])
+    y, _ = functional_call(twins[key], layer_params(rnn, l), (x, h0.unsqueeze(0)))
+    return y
+
+
+def _lstm_gates(a: Tensor) -> Tensor:
+    """[i, f, g, o] = [sigma, sigma, tanh, sigma](a) for pre-activations a (..., 4H), torch's gate order."""
+    H = a.shape[-1] // 4
+    act = torch.sigmoid(a)
+    torch.tanh(a[..., 2 * H:3 * H], out=act[..., 2 * H:3 * H])  # g = tanh(a_g) over the sigmoid's slot
+    return act
+
+
+def _lstm_tensors(act: Tensor, cc: Tensor, tc: Tensor) -> dict:
+    """What the LSTM chain needs, for all t at once, from the gates act (T, B, 4H) = [i, f, g, o], the cells
+    cc (T+1, B, H) = [c_0, c_1, ..., c_T] and tc (T, B, H) = tanh(c_t). Written into place (no cat)."""
+    T, B, H = tc.shape
+    i, f, g, o = act.split(H, -1)  # (T, B, H) views each
+    om = 1 - act  # (T, B, 4H) [1-i, 1-f, 1-g, 1-o]
+    c3 = act.new_empty(T, B, 3, H)  # dc_t / d a_{i,f,g}, laid out as the chain's ga_in[..., :3H]
+    ci, cf, cg = c3.unbind(2)  # (T, B, H) views
+    torch.mul(g, i, out=ci).mul_(om[..., :H])  # g i (1 - i)
+    torch.mul(cc[:-1], f, out=cf).mul_(om[..., H:2 * H])  # c_{t-1} f (1 - f)
+    torch.mul(g, g, out=cg).neg_().add_(1).mul_(i)  # i (1 - g^2)
+    hc = torch.mul(tc, tc).neg_().add_(1).mul_(o)  # o (1 - tanh^2 c_t)
+    co = torch.mul(tc, o).mul_(om[..., 3 * H:])  # tanh(c_t) o (1 - o)
+    return {"hc": hc, "co": co, "c3": c3, "f": f}
+
+
+def _lstm_forward(P: dict, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, dict]:
+    """An LSTM layer's own forward, keeping its gates: (h (T, B, H), the chain's step tensors). Costs the fused
+    forward's GEMMs (one batched x W_ih^T, one h_{t-1} W_hh^T per step) and no more: recomputing the gates from
+    the fused forward's h_t would take two batched GEMMs again."""
+    Wih, Whh, bih, bhh = (P[f"{p}_l0"] for p in PARAMS)
+    T, B, H = x.shape[0], x.shape[1], Whh.shape[1]
+    a = _affine(x, Wih, bih + bhh)  # (T, B, 4H) a_t = W_ih x_t + b_ih + b_hh; W_hh h_{t-1} added per step
+    act = torch.empty_like(a)  # (T, B, 4H) [i, f, g, o]
+    h, tc = x.new_empty(T, B, H), x.new_empty(T, B, H)
+    cc = x.new_empty(T + 1, B, H)  # [c_0, c_1, ..., c_T]
+    cc[0] = c0
+    a_, act_, h_, c_, tc_ = (v.unbind(0) for v in (a, act, h, cc[1:], tc))  # per-step views, made once
+    i_, f_, g_, o_ = (v.unbind(0) for v in act.split(H, -1))  # (B, H) per step
+    ag_ = a[..., 2 * H:3 * H].unbind(0)  # (B, H) a_g per step
+    WhhT = Whh.T
+    hp, cp = h0, cc[0]
+    for t in range(T):
+        a_[t].addmm_(hp, WhhT)  # a_t += W_hh h_{t-1}
+        torch.sigmoid(a_[t], out=act_[t])  # i, f, o (g's slot overwritten next)
+        torch.tanh(ag_[t], out=g_[t])  # g = tanh(a_g)
+        torch.mul(i_[t], g_[t], out=c_[t])  # c_t = i g
+        cp = c_[t].addcmul_(f_[t], cp)  #       + f c_{t-1}
+        torch.tanh(cp, out=tc_[t])
+        hp = torch.mul(o_[t], tc_[t], out=h_[t])  # h_t = o tanh(c_t)
+    return h, _lstm_tensors(act, cc, tc)
 
 
 def _step_tensors(mode: str, P: dict, x: Tensor, h: Tensor, h0: Tensor, c0: Tensor | None) -> dict:
-    """Everything the backward chain of one layer needs, computed for all t at once (batched GEMMs)."""
+    """Everything the backward chain of one layer with known outputs h needs, for all t at once (batched GEMMs)."""
     Wih, Whh, bih, bhh = (P[f"{p}_l0"] for p in PARAMS)
-    hprev = torch.cat([h0.unsqueeze(0), h[:-1]], 0)  # (T, B, H) h_{t-1}
-    ai = x @ Wih.T + bih  # (T, B, G)
-    ah = hprev @ Whh.T + bhh  # (T, B, G)
-    H = h.shape[-1]
+    T, B, H = h.shape
     if mode == "RNN_TANH":
-        return {"d": 1 - h * h}
+        return {"d": 1 - h * h}  # phi'(a_t) = 1 - h_t^2
     if mode == "RNN_RELU":
-        return {"d": ((ai + ah) > 0).to(h.dtype)}
+        return {"d": (h > 0).to(h.dtype)}  # phi'(a_t) = [a_t > 0] = [h_t > 0]
+    hprev = torch.cat([h0.unsqueeze(0), h[:-1]], 0)  # (T, B, H) h_{t-1}
     if mode == "LSTM":
-        a = ai + ah
-        i, f, o = torch.sigmoid(a[..., :H]), torch.sigmoid(a[..., H:2 * H]), torch.sigmoid(a[..., 3 * H:])
-        g = torch.tanh(a[..., 2 * H:3 * H])
-        ig = i * g
-        c = torch.empty_like(h)
-        prev = c0
-        for t in range(h.shape[0]):  # c_t = f_t c_{t-1} + i_t g_t
-            prev = torch.addcmul(ig[t], f[t], prev, out=c[t])
-        cprev = torch.cat([c0.unsqueeze(0), c[:-1]], 0)
-        tc = torch.tanh(c)
-        c3 = torch.cat([g * i * (1 - i), cprev * f * (1 - f), i * (1 - g * g)], -1)  # dc_t / d a_{i,f,g}
-        return {"hc": o * (1 - tc * tc), "co": tc * o * (1 - o), "c3": c3, "f": f}
+        a = _affine(x, Wih, bih + bhh)  # (T, B, 4H)
+        a.view(T * B, -1).addmm_(hprev.reshape(T * B, H), Whh.T)  # a += h_{t-1} W_hh^T, (T B, H) @ (H, 4H)
+        act = _lstm_gates(a)
+        ig = act[..., :H] * act[..., 2 * H:3 * H]  # i g
+        f = act[..., H:2 * H]
+        cc = h.new_empty(T + 1, B, H)  # [c_0, c_1, ..., c_T]
+        cc[0] = c0
+        for t in range(T):  # c_t = f_t c_{t-1} + i_t g_t
+            torch.addcmul(ig[t], f[t], cc[t], out=cc[t + 1])
+        return _lstm_tensors(act, cc, torch.tanh(cc[1:]))
+    ai = _affine(x, Wih, bih)  # (T, B, 3H)
+    ah = _affine(hprev, Whh, bhh)  # (T, B, 3H)
     r = torch.sigmoid(ai[..., :H] + ah[..., :H])
     z = torch.sigmoid(ai[..., H:2 * H] + ah[..., H:2 * H])
     hn = ah[..., 2 * H:]
@@ -93,41 +149,50 @@ def _step_tensors(mode: str, P: dict, x: Tensor, h: Tensor, h0: Tensor, c0: Tens
 
 
 @torch.no_grad()
-def layer_chain(mode: str, P: dict, x: Tensor, h: Tensor, e: Tensor, h0: Tensor, c0: Tensor | None, *,
-                below: bool = True):
+def layer_chain(mode: str, P: dict, x: Tensor, h: Tensor | None, e: Tensor, h0: Tensor, c0: Tensor | None, *,
+                below: bool = True, s: dict | None = None):
     """(G (T, B, H) the total dL/dh_t, e_below (T, B, I) the direct gradient of the layer's input) for one
-    unidirectional layer with inputs x (T, B, I), outputs h (T, B, H) and direct gradients e (T, B, H).
-    ``below=False`` (the bottom layer: nothing reads its input's gradient) skips e_below (None): a
-    (T B, G) x (G, I) GEMM saved."""
-    s = _step_tensors(mode, P, x, h, h0, c0)
+    unidirectional layer with inputs x (T, B, I), outputs h (T, B, H) and direct gradients e (T, B, H); ``s``:
+    the step tensors if already made (``_lstm_forward``), else made from h. ``below=False`` (the bottom layer:
+    nothing reads its input's gradient) skips e_below (None): a (T B, G) x (G, I) GEMM saved.
+    Each step's carry ga_{t+1} W_hh is added to e_t inside the GEMM: G_t = addmm(e_t, ga_{t+1}, W_hh)."""
+    if s is None:
+        s = _step_tensors(mode, P, x, h, h0, c0)
     Whh, Wih = P["weight_hh_l0"], P["weight_ih_l0"]
-    T = h.shape[0]
-    G = torch.empty_like(h)
-    ga_in = torch.empty(T, h.shape[1], Whh.shape[0], dtype=h.dtype, device=h.device)  # what the input sees
-    carry_h = torch.zeros_like(h[0])
-    carry_c = torch.zeros_like(h[0])
+    T, B, H = e.shape
+    G = torch.empty_like(e)
+    ga_in = e.new_empty(T, B, Whh.shape[0])  # (T, B, G) the gate pre-activation gradients: what the input sees
     Gs, es, ga = G.unbind(0), e.unbind(0), ga_in.unbind(0)  # per-step views, made once
     st = {k: v.unbind(0) for k, v in s.items()}
-    H = h.shape[-1]
     if mode == "LSTM":
-        ga3, gao = ga_in[..., :3 * H].unbind(0), ga_in[..., 3 * H:].unbind(0)
-        hc, co, c3, f = st["hc"], st["co"], st["c3"], st["f"]
+        ga3 = ga_in.view(T, B, 4, H)[:, :, :3].unbind(0)  # (B, 3, H) per step: [ga_i, ga_f, ga_g]
+        gao = ga_in[..., 3 * H:].unbind(0)  # (B, H) per step: ga_o
+        c3 = s["c3"].view(T, B, 3, H).unbind(0)  # (B, 3, H) per step
+        hc, co, f = st["hc"], st["co"], st["f"]
+        carry_c = torch.zeros_like(e[0])
     for t in range(T - 1, -1, -1):
-        gh = torch.add(es[t], carry_h, out=Gs[t])
+        # G_t = e_t + ga_{t+1} W_hh  (+ the GRU's direct path G_{t+1} z_{t+1})
+        if t == T - 1:
+            gh = Gs[t].copy_(es[t])
+        elif mode == "GRU":
+            gh = torch.addcmul(es[t], Gs[t + 1], st["z"][t + 1], out=Gs[t]).addmm_(xr, Whh)
+        else:
+            gh = torch.addmm(es[t], ga[t + 1], Whh, out=Gs[t])
         if mode.startswith("RNN"):
-            carry_h = torch.mul(gh, st["d"][t], out=ga[t]) @ Whh
+            torch.mul(gh, st["d"][t], out=ga[t])  # ga_t = G_t phi'(a_t)
         elif mode == "LSTM":
             gc = torch.addcmul(carry_c, gh, hc[t])  # gc = carry_c + G_t o (1 - tanh^2 c_t)
-            torch.mul(gc.repeat(1, 3), c3[t], out=ga3[t])
-            torch.mul(gh, co[t], out=gao[t])
-            carry_h = ga[t] @ Whh
+            torch.mul(c3[t], gc.unsqueeze(1), out=ga3[t])  # [ga_i, ga_f, ga_g] = gc dc_t/da_{i,f,g}
+            torch.mul(gh, co[t], out=gao[t])  # ga_o = G_t tanh(c_t) o (1 - o)
             carry_c = gc * f[t]
         else:
             ga_n = gh * st["an"][t]
             ga_r, ga_z = ga_n * st["ar"][t], gh * st["az"][t]
             torch.cat([ga_r, ga_z, ga_n], -1, out=ga[t])
-            carry_h = gh * st["z"][t] + torch.cat([ga_r, ga_z, ga_n * st["r"][t]], -1) @ Whh
-    return G, (ga_in @ Wih if below else None)
+            xr = torch.cat([ga_r, ga_z, ga_n * st["r"][t]], -1)  # what W_hh sees: the reset gate scales W_hn h
+    if not below:
+        return G, None
+    return G, (ga_in.view(T * B, -1) @ Wih).view(T, B, -1)  # (T B, G) @ (G, I) -> (T, B, I)
 
 
 @torch.no_grad()
@@ -136,26 +201,39 @@ def total_grads(rnn: nn.RNNBase, x: Tensor, hx, e_top: Tensor, twins: dict, top_
     """Per layer, the total dL/dh^l_t (T, B, H), time-major, of a unidirectional module run on x (T, B, I)
     from h0 ``hx`` (torch's layout or None), whose output received e_top (T, B, H) in the backward pass.
     ``top_out``: the module's own output, used for the top layer (its forward skipped) unless dropout between
-    layers was active: then every layer is recomputed without it, so the states agree with one another."""
-    L, H = rnn.num_layers, rnn.hidden_size
+    layers was active: then every layer is recomputed without it, so the states agree with one another.
+    A recomputed LSTM layer runs its own forward keeping its gates (``_lstm_forward``); other kinds run
+    torch's fused forward (their step tensors need no GEMM, or the GRU's two batched ones)."""
+    L, H, mode = rnn.num_layers, rnn.hidden_size, rnn.mode
     B = x.shape[1]
     dropped = rnn.training and rnn.dropout > 0 and L > 1
-    if top_out is not None and not dropped:
-        outs = layer_outputs(rnn, x, hx, twins, L - 1) + [top_out]
-    else:
-        outs = layer_outputs(rnn, x, hx, twins)
     zeros = x.new_zeros(B, H)
+    starts = []
+    for l in range(L):
+        if hx is None:
+            starts.append((zeros, zeros if mode == "LSTM" else None))
+        elif isinstance(hx, tuple):
+            starts.append((hx[0][l], hx[1][l]))
+        else:
+            starts.append((hx[l], None))
+    outs, steps, inp = [], [], x
+    for l in range(L):
+        P, (h0, c0) = layer_params(rnn, l), starts[l]
+        if l == L - 1 and top_out is not None and not dropped:
+            h, s = top_out, None
+        elif mode == "LSTM":
+            h, s = _lstm_forward(P, inp, h0, c0)
+        else:
+            h, s = fused_output(rnn, l, inp, h0, twins), None
+        outs.append(h)
+        steps.append(s)
+        inp = h
     grads: list[Tensor] = [None] * L
     e = e_top
     for l in range(L - 1, -1, -1):
-        if hx is None:
-            h0, c0 = zeros, (zeros if rnn.mode == "LSTM" else None)
-        elif isinstance(hx, tuple):
-            h0, c0 = hx[0][l], hx[1][l]
-        else:
-            h0, c0 = hx[l], None
         inp = x if l == 0 else outs[l - 1]
-        grads[l], e = layer_chain(rnn.mode, layer_params(rnn, l), inp, outs[l], e, h0, c0, below=l > 0)
+        s, steps[l] = steps[l], None  # freed with the layer's chain
+        grads[l], e = layer_chain(mode, layer_params(rnn, l), inp, outs[l], e, *starts[l], below=l > 0, s=s)
     return grads
 
 

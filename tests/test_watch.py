@@ -110,6 +110,43 @@ def test_closed_form_chain_equals_engine_autograd():
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
 
 
+
+def test_recomputed_layers_equal_engine_autograd():
+    """Every layer recomputed (no top_out: what a module with active inter-layer dropout gets; the LSTM runs its
+    own forward keeping the gates), with and without h0, against the engine's network and autograd."""
+    torch.manual_seed(3)
+    for cell, kw in [(nn.LSTM, {}), (nn.GRU, {}), (nn.RNN, {}), (nn.RNN, {"nonlinearity": "relu"})]:
+        m = cell(5, 7, 3, dtype=torch.float64, **kw)
+        x = torch.randn(9, 4, 5, dtype=torch.float64)
+        h0 = torch.randn(3, 4, 7, dtype=torch.float64)
+        for hx in (None, (h0, torch.randn_like(h0)) if cell is nn.LSTM else h0):
+            e = torch.randn(9, 4, 7, dtype=torch.float64)
+            got, ref = total_grads(m, x, hx, e, {}), engine_total(m, x, hx, e)
+            assert len(got) == 3
+            for a, b in zip(got, ref):
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU, nn.RNN])
+def test_dropout_between_layers_runs_the_network_without_it(tmp_path, cell):
+    """A module training with dropout between layers: the top layer's direct gradient is the true one (here
+    dL/dy = z exactly, L = sum y z) and the chain runs on the network without dropout (the engine's)."""
+    torch.manual_seed(6)
+    rnn = cell(3, 5, num_layers=2, dropout=0.5, dtype=torch.float64).train()
+    x = torch.randn(T, B, 3, dtype=torch.float64)
+    z = torch.randn(T, B, 5, dtype=torch.float64)
+    ref = [torch.log10(torch.linalg.vector_norm(g, dim=-1)).mean(1).numpy() for g in engine_total(rnn, x, None, z)]
+    w = watch(rnn, str(tmp_path / "run"))
+    out, _ = rnn(x)
+    (out * z).sum().backward()
+    w.record(0)
+    w.close()
+    run = load_run(str(tmp_path / "run"))
+    for layer in (0, 1):
+        np.testing.assert_allclose(run.log10_grad_norm[layer][0], ref[layer], rtol=1e-10)
+    msgs = json.loads((tmp_path / "run" / "records.jsonl").read_text().splitlines()[0])["messages"]
+    assert any("dropout=0.5" in m for m in msgs)
+
 def test_bidirectional_batch_first_own_loss(tmp_path):
     """A batch_first bidirectional GRU under an MSE loss on its outputs: the engine route, against analyze()."""
     torch.manual_seed(4)
