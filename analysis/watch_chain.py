@@ -23,10 +23,11 @@ runs, for the LSTM, its own forward loop that keeps its gates (``_lstm_forward``
 h_{t-1} W_hh^T per step, the fused forward's GEMMs, where the fused forward plus re-deriving the gates from its
 h_t took two batched GEMMs more), and for the RNN and GRU torch's fused forward (``torch.func.functional_call``
 of a one-layer twin) with the step tensors from its h_t (none of the RNN's needs a GEMM; the GRU's two batched).
-Each backward step is one GEMM that also adds the direct part, G_t = addmm(e_t, ga_{t+1}, W_hh), and a few
-elementwise products on views made once, so the chain costs about one backward pass of the recurrent part and
-no weight gradient. Unidirectional modules only: a bidirectional one goes through ``engine_total`` (the engine's
-network and autograd; exact, slower).
+Each backward step is one GEMM that also adds the direct part, G_t = e_t + ga_{t+1} W_hh, and a few elementwise
+products on views made once, so the chain costs about one backward pass of the recurrent part and no weight
+gradient. The products go through ``linear``: oneDNN's matmul in float32 on the CPU, torch.addmm otherwise.
+Unidirectional modules only: a bidirectional one goes through ``engine_total`` (the engine's network and
+autograd; exact, slower).
 For the LSTM the reported norm is ||dL/dh_t|| with c_t a separate variable, as ``analyze()`` reports it.
 """
 from __future__ import annotations
@@ -51,10 +52,50 @@ def _twin(rnn: nn.RNNBase, in_size: int) -> nn.RNNBase:
     return (nn.LSTM if rnn.mode == "LSTM" else nn.GRU)(**kw)
 
 
+ONEDNN = True  # False: every product through torch.addmm (the tests compare the two routes)
+_onednn_works: bool | None = None  # probed once
+
+
+def _use_onednn(x: Tensor) -> bool:
+    """Whether ``linear`` may use oneDNN for x: float32 on the CPU, and this torch's op probed once against addmm."""
+    global _onednn_works
+    if not (ONEDNN and x.dtype == torch.float32 and x.device.type == "cpu" and x.numel() > 0):
+        return False
+    if _onednn_works is None:
+        try:
+            g = torch.Generator().manual_seed(0)
+            a, W, c = (torch.randn(*s, generator=g) for s in ((5, 7), (3, 7), (5, 3)))
+            got = torch.ops.mkldnn._linear_pointwise.binary(a, c, W, None, "add")
+            _onednn_works = bool(torch.allclose(got, torch.addmm(c, a, W.T), rtol=1e-5, atol=1e-5))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _onednn_works = False
+    return _onednn_works
+
+
+def linear(x: Tensor, W: Tensor, b: Tensor | None = None, add: Tensor | None = None) -> Tensor:
+    """x W^T (+ b) (+ add), a new tensor: x (M, K), W (N, K), b (N,), add (M, N) -> (M, N).
+
+    float32 on the CPU goes through oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``, the op Inductor's CPU
+    code calls; exact float32, another summation order than MKL's sgemm): on the lab's 2 shared AMD cores it ran
+    the chain's products 1.45x (per step, (20, 800) x (800, 200)) to 2x (batched, (700, 200) x (200, 800)) faster
+    than torch.addmm, and the chain is mostly these products. Other dtypes (float64) and devices, or a torch without
+    the op (probed once), use torch.addmm."""
+    if _use_onednn(x):
+        try:
+            if add is None:
+                return torch.ops.mkldnn._linear_pointwise(x, W, b, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, W, b, "add")
+        except RuntimeError:  # a case this build's oneDNN refuses: the same product through addmm
+            pass
+    if add is None:
+        return x @ W.T if b is None else torch.addmm(b, x, W.T)
+    return torch.addmm(add if b is None else add + b, x, W.T)
+
+
 def _affine(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
     """x_t W^T + b for every t in one GEMM: x (T, B, I), W (G, I), b (G,) -> (T, B, G)."""
     T, B = x.shape[:2]
-    return torch.addmm(b, x.reshape(T * B, -1), W.T).view(T, B, -1)  # (T B, I) @ (I, G) -> (T, B, G)
+    return linear(x.reshape(T * B, -1), W, b).view(T, B, -1)  # (T B, I) @ (I, G) -> (T, B, G)
 
 
 @torch.no_grad()
@@ -105,13 +146,11 @@ def _lstm_forward(P: dict, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, d
     cc[0] = c0
     a_, act_, h_, c_, tc_ = (v.unbind(0) for v in (a, act, h, cc[1:], tc))  # per-step views, made once
     i_, f_, g_, o_ = (v.unbind(0) for v in act.split(H, -1))  # (B, H) per step
-    ag_ = a[..., 2 * H:3 * H].unbind(0)  # (B, H) a_g per step
-    WhhT = Whh.T
     hp, cp = h0, cc[0]
     for t in range(T):
-        a_[t].addmm_(hp, WhhT)  # a_t += W_hh h_{t-1}
-        torch.sigmoid(a_[t], out=act_[t])  # i, f, o (g's slot overwritten next)
-        torch.tanh(ag_[t], out=g_[t])  # g = tanh(a_g)
+        at = linear(hp, Whh, add=a_[t])  # (B, 4H) a_t + W_hh h_{t-1}
+        torch.sigmoid(at, out=act_[t])  # i, f, o (g's slot overwritten next)
+        torch.tanh(at[:, 2 * H:3 * H], out=g_[t])  # g = tanh(a_g)
         torch.mul(i_[t], g_[t], out=c_[t])  # c_t = i g
         cp = c_[t].addcmul_(f_[t], cp)  #       + f c_{t-1}
         torch.tanh(cp, out=tc_[t])
@@ -130,7 +169,8 @@ def _step_tensors(mode: str, P: dict, x: Tensor, h: Tensor, h0: Tensor, c0: Tens
     hprev = torch.cat([h0.unsqueeze(0), h[:-1]], 0)  # (T, B, H) h_{t-1}
     if mode == "LSTM":
         a = _affine(x, Wih, bih + bhh)  # (T, B, 4H)
-        a.view(T * B, -1).addmm_(hprev.reshape(T * B, H), Whh.T)  # a += h_{t-1} W_hh^T, (T B, H) @ (H, 4H)
+        # a + h_{t-1} W_hh^T: (T B, H) @ (H, 4H) -> (T, B, 4H)
+        a = linear(hprev.reshape(T * B, H), Whh, add=a.view(T * B, -1)).view(T, B, -1)
         act = _lstm_gates(a)
         ig = act[..., :H] * act[..., 2 * H:3 * H]  # i g
         f = act[..., H:2 * H]
@@ -155,14 +195,14 @@ def layer_chain(mode: str, P: dict, x: Tensor, h: Tensor | None, e: Tensor, h0: 
     unidirectional layer with inputs x (T, B, I), outputs h (T, B, H) and direct gradients e (T, B, H); ``s``:
     the step tensors if already made (``_lstm_forward``), else made from h. ``below=False`` (the bottom layer:
     nothing reads its input's gradient) skips e_below (None): a (T B, G) x (G, I) GEMM saved.
-    Each step's carry ga_{t+1} W_hh is added to e_t inside the GEMM: G_t = addmm(e_t, ga_{t+1}, W_hh)."""
+    Each step's carry ga_{t+1} W_hh is added to e_t inside the GEMM: G_t = e_t + ga_{t+1} W_hh in one ``linear``."""
     if s is None:
         s = _step_tensors(mode, P, x, h, h0, c0)
-    Whh, Wih = P["weight_hh_l0"], P["weight_ih_l0"]
+    WhhT = P["weight_hh_l0"].T.contiguous()  # (H, G): linear(v, W_hh^T) = v W_hh
     T, B, H = e.shape
-    G = torch.empty_like(e)
-    ga_in = e.new_empty(T, B, Whh.shape[0])  # (T, B, G) the gate pre-activation gradients: what the input sees
-    Gs, es, ga = G.unbind(0), e.unbind(0), ga_in.unbind(0)  # per-step views, made once
+    Gs: list[Tensor] = [None] * T  # G_t (B, H), stacked at the end
+    ga_in = e.new_empty(T, B, WhhT.shape[1])  # (T, B, G) the gate pre-activation gradients: what the input sees
+    es, ga = e.unbind(0), ga_in.unbind(0)  # per-step views, made once
     st = {k: v.unbind(0) for k, v in s.items()}
     if mode == "LSTM":
         ga3 = ga_in.view(T, B, 4, H)[:, :, :3].unbind(0)  # (B, 3, H) per step: [ga_i, ga_f, ga_g]
@@ -173,11 +213,12 @@ def layer_chain(mode: str, P: dict, x: Tensor, h: Tensor | None, e: Tensor, h0: 
     for t in range(T - 1, -1, -1):
         # G_t = e_t + ga_{t+1} W_hh  (+ the GRU's direct path G_{t+1} z_{t+1})
         if t == T - 1:
-            gh = Gs[t].copy_(es[t])
+            gh = es[t]
         elif mode == "GRU":
-            gh = torch.addcmul(es[t], Gs[t + 1], st["z"][t + 1], out=Gs[t]).addmm_(xr, Whh)
+            gh = linear(xr, WhhT, add=torch.addcmul(es[t], Gs[t + 1], st["z"][t + 1]))
         else:
-            gh = torch.addmm(es[t], ga[t + 1], Whh, out=Gs[t])
+            gh = linear(ga[t + 1], WhhT, add=es[t])
+        Gs[t] = gh
         if mode.startswith("RNN"):
             torch.mul(gh, st["d"][t], out=ga[t])  # ga_t = G_t phi'(a_t)
         elif mode == "LSTM":
@@ -190,9 +231,11 @@ def layer_chain(mode: str, P: dict, x: Tensor, h: Tensor | None, e: Tensor, h0: 
             ga_r, ga_z = ga_n * st["ar"][t], gh * st["az"][t]
             torch.cat([ga_r, ga_z, ga_n], -1, out=ga[t])
             xr = torch.cat([ga_r, ga_z, ga_n * st["r"][t]], -1)  # what W_hh sees: the reset gate scales W_hn h
+    G = torch.stack(Gs)  # (T, B, H)
     if not below:
         return G, None
-    return G, (ga_in.view(T * B, -1) @ Wih).view(T, B, -1)  # (T B, G) @ (G, I) -> (T, B, I)
+    WihT = P["weight_ih_l0"].T.contiguous()  # (I, G): linear(v, W_ih^T) = v W_ih
+    return G, linear(ga_in.view(T * B, -1), WihT).view(T, B, -1)  # (T B, G) @ (G, I) -> (T, B, I)
 
 
 @torch.no_grad()

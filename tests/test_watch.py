@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis import analyze, load_run, watch
+from analysis import watch_chain
 from analysis.watch_chain import engine_total, total_grads
 from rnn_models.config import ConfigError
 
@@ -126,6 +127,32 @@ def test_recomputed_layers_equal_engine_autograd():
             for a, b in zip(got, ref):
                 torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
 
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_float32_chain_both_product_routes(monkeypatch, onednn):
+    """float32 products go through oneDNN where this torch has it (else torch.addmm): either route equals the
+    engine's float64 autograd to float32 rounding, every layer recomputed or the top one given, with a
+    non-contiguous direct gradient (a batch_first module's, made time-major)."""
+    monkeypatch.setattr(watch_chain, "ONEDNN", onednn)
+    torch.manual_seed(7)
+    for cell, kw in [(nn.LSTM, {}), (nn.GRU, {}), (nn.RNN, {}), (nn.RNN, {"nonlinearity": "relu"})]:
+        m = cell(6, 16, 2, **kw)
+        m64 = copy.deepcopy(m).double()
+        x = torch.randn(11, 5, 6)
+        h0 = torch.randn(2, 5, 16) * 0.5
+        hx = (h0, torch.randn_like(h0) * 0.5) if cell is nn.LSTM else h0
+        hx64 = tuple(h.double() for h in hx) if isinstance(hx, tuple) else hx.double()
+        e = torch.randn(5, 11, 16).transpose(0, 1)  # (T, B, H), not contiguous
+        assert not e.is_contiguous()
+        ref = engine_total(m64, x.double(), hx64, e.double())
+        y, _ = m(x, hx)
+        for top in (None, y.detach()):
+            for a, b in zip(total_grads(m, x, hx, e, {}, top_out=top), ref):
+                assert a.dtype == torch.float32
+                torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+    if onednn and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available():
+        assert watch_chain._onednn_works  # the fast route was taken, not silently skipped
 
 @pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU, nn.RNN])
 def test_dropout_between_layers_runs_the_network_without_it(tmp_path, cell):
