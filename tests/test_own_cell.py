@@ -4,10 +4,9 @@ generic path never touches:
 - the RNN, LSTM and GRU written here as plain step functions from the equations of torch.nn.RNNCell / LSTMCell /
   GRUCell's documentation, with the weights of the engine's built-in cells: the same numbers as the closed-form
   path (analyze of an nn.RNN/LSTM/GRU holding those weights) to 1e-12;
-- a model looping over nn.LSTMCell (mapped to the built-in LSTM) and two published cells (tests/thirdparty_cells.py)
-  against float64 autograd: ||dL/dh_t|| by retain_grad on the states of an independent loop, the Jacobian
-  products by torch.autograd.functional.jacobian of the composed steps;
-- every bad input answered in one line naming what is wrong.
+- every bad input answered in one line naming what is wrong;
+- torch's cells mapped to the built-in closed forms, and the views, JSON and export of an own step.
+Published cells against float64 autograd: test_own_cell_published.py; costs and sensitivity: test_own_cell_costs.py.
 """
 from __future__ import annotations
 
@@ -17,18 +16,16 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from analysis import analyze
 from analysis.own_cell import OwnCell
-from analysis.tasks import random_readout
 from rnn_models.cells import make_cell
 from rnn_models.config import ConfigError
-from thirdparty_cells import LayerNormLSTMCell, LNLSTMStep, MinGRUStep, minGRU
 
-T, B, I, H = 14, 3, 4, 6
-F64 = dict(dtype="float64")
+from own_cell_refs import B, F64, H, I, T  # noqa: F401
+from own_cell_refs import (ScaledGRU, close as _close, data as _data, probe_loss as _probe_loss, reference,
+                           weights as _W, zeros_h0 as _h0)
 
 
 # ---- the three cells as plain steps, from torch.nn's documented equations ------------------------------------
@@ -80,21 +77,6 @@ def _torch_module(kind: str, cell):
     return m
 
 
-def _data(seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
-    h0 = 0.5 * torch.randn(B, H, generator=g, dtype=torch.float64)
-    c0 = 0.5 * torch.randn(B, H, generator=g, dtype=torch.float64)
-    return x, h0, c0, torch.randint(0, 3, (T, B), generator=g)
-
-
-def _close(a, b, tol=1e-12, what=""):
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    assert a.shape == b.shape, what
-    assert np.array_equal(np.isfinite(a), np.isfinite(b)), what
-    ok = np.isfinite(a)
-    err = np.abs(a[ok] - b[ok]) / np.maximum(1.0, np.abs(b[ok]))
-    assert err.max(initial=0.0) <= tol, f"{what}: {err.max():.3g}"
 
 
 def _close_spectrum(a, b, log_max, what=""):
@@ -176,153 +158,8 @@ def test_per_step_jacobians_equal_the_closed_forms(kind, single_thread):
         _close(vjp(t, v), (v.unsqueeze(1) @ J_closed[t]).squeeze(1), 1e-13, what="v J_t")
 
 
-# ---- a model looping over nn.LSTMCell, and published cells, against float64 autograd --------------------------
-def reference(step, x, state0, loss_of_h, lags=(1, 2, 5)):
-    """(geometric mean over the batch of ||dL/dh_t|| (T,), {lag: mean_b log10 sigma_max of the h -> h block},
-    {lag: mean_b log10 sigma_max of the whole state}) by autograd on an independent loop of ``step``."""
-    state0 = tuple(s.clone().requires_grad_(True) for s in state0) if isinstance(state0, tuple) else \
-        state0.clone().requires_grad_(True)  # every h_t then carries a graph, whatever the weights
-    hs, states = [], [state0]
-    state = state0
-    for t in range(x.shape[0]):
-        state = step(x[t], state)
-        h = state[0] if isinstance(state, tuple) else state
-        h.retain_grad()
-        hs.append(h)
-        states.append(tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach())
-    loss_of_h(torch.stack(hs)).backward()
-    norms = torch.stack([h.grad.norm(dim=-1) for h in hs])  # (T, B)
-    gm = torch.exp(torch.log(norms).mean(1)).numpy()
-    tup = isinstance(state0, tuple)
-    k = len(state0) if tup else 1
-    hh, full = {}, {}
-    for lag in lags:
-        t0 = x.shape[0] - 1 - lag  # state_{t0} -> state_{T-1}
-        a, b = [], []
-        for s in range(x.shape[1]):
-            def composed(flat, s=s):
-                st = tuple(flat[None, i * H:(i + 1) * H] for i in range(k)) if tup else flat[None]
-                for t in range(t0 + 1, x.shape[0]):
-                    st = step(x[t, s:s + 1], st)
-                return torch.cat(st, -1)[0] if tup else st[0]
-            start = torch.cat([v[s] for v in states[t0 + 1]]) if tup else states[t0 + 1][s]
-            J = torch.autograd.functional.jacobian(composed, start)  # (S, S)
-            a.append(math.log10(torch.linalg.svdvals(J[:H, :H])[0]))
-            b.append(math.log10(torch.linalg.svdvals(J)[0]))
-        hh[lag], full[lag] = np.mean(a), np.mean(b)
-    return gm, hh, full
-
-
-class LoopedLSTMCell(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.cell = nn.LSTMCell(I, H)
-        self.head = nn.Linear(H, 3)
-
-    def forward(self, x, state):
-        outs = []
-        for t in range(x.shape[0]):
-            state = self.cell(x[t], state)
-            outs.append(self.head(state[0]))
-        return torch.stack(outs)
-
-
-def test_model_looping_over_lstmcell_equals_float64_autograd(single_thread):
-    torch.manual_seed(5)
-    model = LoopedLSTMCell()
-    x, h0, c0, ids = _data(6)
-    r = analyze(model, x, h0=(h0, c0), readout="head", targets=ids, **F64)
-    assert r.config.cell == "lstm" and "LSTMCell 'cell'" in " ".join(r.notes)
-    ref = LoopedLSTMCell().double()
-    ref.load_state_dict(model.state_dict())
-    gm, hh, full = reference(lambda xt, s: ref.cell(xt, s), x, (h0, c0),
-                             lambda hs: F.cross_entropy(ref.head(hs).reshape(-1, 3), ids.reshape(-1)))
-    _close(r.grad.grad_norm, gm, what="grad_norm")
-    for lag in hh:
-        _close(r.jac.spectral_norm[lag], hh[lag], what=f"sigma_max h->h lag {lag}")
-        _close(r.jac.state_spectral_norm[lag], full[lag], what=f"sigma_max state lag {lag}")
-    # the model was only read: its parameters are float32 and unchanged
-    assert all(p.dtype == torch.float32 and p.grad is None for p in model.parameters())
-
-
-def _probe_loss(seed=0):
-    u = random_readout(H, seed + 1, torch.float64)
-    return lambda hs: (hs[-1] @ u).sum()
-
-
-@pytest.mark.parametrize("which", ["lnlstm", "mingru"])
-def test_published_cells_equal_float64_autograd(which, single_thread):
-    torch.manual_seed(7)
-    x, h0, c0, ids = _data(8)
-    if which == "lnlstm":
-        cell = LayerNormLSTMCell(I, H)
-        with torch.no_grad():
-            cell.weight_ih.mul_(0.5), cell.weight_hh.mul_(0.5)
-        step, state0 = LNLSTMStep(cell), (h0, c0)
-    else:  # minGRU keeps the width: inputs of size H
-        x = torch.randn(T, B, H, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
-        step, state0 = MinGRUStep(minGRU(H)), h0
-    r = analyze(step, x, h0=state0, **F64)  # the random probe u . h_{T-1}: the exact chain
-    ref_step = type(step)(type(step.cell)(*((I, H) if which == "lnlstm" else (H,)))).double()
-    ref_step.load_state_dict(step.state_dict())
-    gm, hh, full = reference(ref_step, x, state0, _probe_loss())
-    _close(r.grad.grad_norm, gm, 1e-11, what="grad_norm")
-    for lag in hh:
-        _close(r.jac.spectral_norm[lag], hh[lag], 1e-11, what=f"sigma_max h->h lag {lag}")
-        if which == "lnlstm":
-            _close(r.jac.state_spectral_norm[lag], full[lag], 1e-11, what=f"sigma_max state lag {lag}")
-    # a loss at every step through a readout: the backprop route
-    head = nn.Linear(H, 3).double()
-    r2 = analyze(step, x, h0=state0, readout=head, targets=ids, **F64)
-    gm2, _, _ = reference(ref_step, x, state0, lambda hs: F.cross_entropy(head(hs).reshape(-1, 3), ids.reshape(-1)),
-                          lags=())
-    _close(r2.grad.grad_norm, gm2, 1e-11, what="grad_norm (readout)")
-    assert all(p.dtype == torch.float32 for p in step.parameters())  # the user's module is never cast
-
-
-class OldStyleClip(torch.autograd.Function):
-    """clamp(a, -2, 2) as an autograd.Function without setup_context: torch.func's transforms refuse it."""
-
-    @staticmethod
-    def forward(ctx, a):
-        ctx.save_for_backward(a)
-        return a.clamp(-2, 2)
-
-    @staticmethod
-    def backward(ctx, g):
-        (a,) = ctx.saved_tensors
-        return g * (a.abs() < 2).to(g.dtype)
-
-
-@pytest.mark.parametrize("which", ["item", "function"])
-def test_steps_vmap_cannot_run_equal_float64_autograd(which, single_thread):
-    """float() of a tensor (vmap cannot run the step's forward, its vjp is fine) and an old-style autograd.Function
-    (torch.func refuses it: the Jacobians are formed by S backward passes, the products dense)."""
-    p = _W(15)
-    if which == "item":
-        def step(x, h, W, U):
-            scale = 1.0 if float(x[..., 0].sum()) > -1e9 else 0.0  # a Python number from a tensor
-            return scale * torch.tanh(x @ W + h @ U)
-    else:
-        def step(x, h, W, U):
-            return torch.tanh(OldStyleClip.apply(x @ W + h @ U))
-    x, h0, _, _ = _data(16)
-    r = analyze(step, x, h0=h0, params=p, **F64)
-    gm, hh, _ = reference(functools.partial(lambda x, h, W, U: step(x, h, W, U), W=p["W"], U=p["U"]), x, h0,
-                          _probe_loss(), lags=(1, 4))
-    _close(r.grad.grad_norm, gm, what="grad_norm")
-    for lag in hh:
-        _close(r.jac.spectral_norm[lag], hh[lag], what=f"sigma_max lag {lag}")
-    assert "autograd" in " ".join(r.notes)
-    assert r.jac.method.startswith("per-step Jacobians" if which == "function" else "torch.func")
-
 
 # ---- bad input: one line naming what is wrong ---------------------------------------------------------------
-def _W(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return dict(W=torch.randn(I, H, generator=g, dtype=torch.float64) / 2,
-                U=torch.randn(H, H, generator=g, dtype=torch.float64) / 3)
-
 
 class Growing(nn.Module):
     """A step whose state gains a unit at its fourth call (t = 3)."""
@@ -336,10 +173,6 @@ class Growing(nn.Module):
         self.calls += 1
         h = torch.tanh(h @ self.U + x.sum(-1, keepdim=True))
         return torch.cat([h, h[:, :1]], -1) if self.calls == 4 else h
-
-
-def _h0(width=H):
-    return torch.zeros(B, width, dtype=torch.float64)
 
 
 BAD = {
@@ -451,17 +284,6 @@ def test_torch_cells_map_to_the_built_in_cells(kind, make, single_thread):
     np.testing.assert_array_equal(r.jac.spectral_norm, ref.jac.spectral_norm)
 
 
-class ScaledGRU(nn.Module):
-    """A step built around an nn.GRUCell that is not a GRU: h' = 0.9 GRUCell(x, h)."""
-
-    def __init__(self):
-        super().__init__()
-        self.gru = nn.GRUCell(I, H)
-
-    def forward(self, x, h):
-        return 0.9 * self.gru(x, h)
-
-
 def test_as_step_analyses_a_module_holding_a_torch_cell_as_it_is(single_thread):
     torch.manual_seed(13)
     step = ScaledGRU()
@@ -476,111 +298,3 @@ def test_as_step_analyses_a_module_holding_a_torch_cell_as_it_is(single_thread):
     for lag in hh:
         _close(own.jac.spectral_norm[lag], hh[lag], what=f"sigma_max lag {lag}")
     assert not np.allclose(mapped.grad.grad_norm, gm)
-
-
-def test_limits_and_light_settings_from_the_step_estimate(monkeypatch):
-    from analysis import limits
-    from analysis.compute_views import ESTIMATE_SINK
-    from analysis.limits import LimitExceeded
-    x = torch.randn(T, B, I, dtype=torch.float64)
-    p, h0 = _W(), _h0()
-    step = lambda x, h, W, U: torch.tanh(x @ W + h @ U)  # noqa: E731
-    monkeypatch.setattr(limits, "_override", limits.Limits(None, None))
-    costs = []
-    token = ESTIMATE_SINK.set(costs.append)
-    try:
-        analyze(step, x, h0=h0, params=p, views="gradients", **F64)
-        analyze(step, x, h0=h0, params=p, jacobian_detail="exact", **F64)
-    finally:
-        ESTIMATE_SINK.reset(token)
-    grads, full = (c.flops for c in costs)
-    assert grads < full
-    monkeypatch.setattr(limits, "_override", limits.Limits(max_memory_mb=None, max_gflop=(grads + full) / 2e9))
-    with pytest.raises(LimitExceeded) as e:
-        analyze(step, x, h0=h0, params=p, jacobian_detail="exact", **F64)
-    assert "this analysis of your step" in str(e.value) and "GFLOP (estimate" in str(e.value)
-    assert "\n" not in str(e.value)
-    assert analyze(step, x, h0=h0, params=p, views="gradients", **F64).jac is None  # under the limit
-    monkeypatch.setattr(limits, "_override", limits.Limits(None, None))
-    import analysis.compute_views as cv
-    monkeypatch.setattr(cv, "AUTO_LIGHT_SECONDS", 0.0)  # every step analysis is "long": auto picks light
-    r = analyze(step, x, h0=h0, params=p, **F64)
-    assert r.config.jacobian_detail == "light" and r.config.jacobian_batch == 4 and r.jac.batch_analysed == B
-    assert r.config.spectra == "exact" and any(n.startswith("light Jacobian settings") for n in r.notes)
-
-
-MEMORY_CHILD = r"""
-import sys, torch
-torch.set_num_threads(1)
-from analysis import analyze
-from analysis.compute_views import ESTIMATE_SINK
-def hwm():
-    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) * 1024
-H, T, B, I = 96, 192, 8, 16
-g = torch.Generator().manual_seed(0)
-p = {n: torch.randn(*s, generator=g) / s[-1] ** 0.5 for n, s in
-     (("W_ih", (4 * H, I)), ("W_hh", (4 * H, H)), ("b_ih", (4 * H,)), ("b_hh", (4 * H,)))}
-def step(x, state, W_ih, W_hh, b_ih, b_hh):
-    h, c = state
-    i, f, gg, o = (x @ W_ih.T + b_ih + h @ W_hh.T + b_hh).chunk(4, -1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
-    return torch.sigmoid(o) * torch.tanh(c), c
-x, z = torch.randn(T, B, I, generator=g), torch.zeros(B, H)
-analyze(step, x[:2], h0=(z, z), params=p, jacobian_detail="exact")
-base, costs = hwm(), []
-ESTIMATE_SINK.set(costs.append)
-analyze(step, x, h0=(z, z), params=p, jacobian_detail="exact")
-print(hwm() - base, costs[0].memory_bytes)
-"""
-
-
-def test_memory_estimate_is_above_the_measured_peak():
-    """The step's memory estimate (analysis.own_step.step_cost, with its 64 MB base) is not below the peak RSS
-    growth of the analysis, measured in a fresh process (VmHWM after a warm-up run)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD], cwd=root, capture_output=True, text=True,
-                         timeout=300, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr[-2000:]
-    grown, estimate = map(float, out.stdout.split())
-    assert grown <= estimate, (grown / 2**20, estimate / 2**20)
-
-
-# ---- the sensitivity view of an own step (analysis.param_sensitivity on a deep copy of the cell) ------------------
-@pytest.mark.parametrize("form", ["params", "module"])
-def test_sensitivity_of_an_own_step_equals_float64_autograd(form, single_thread):
-    """S_t = mean_b ||dh_t/d theta||_F^2 over every parameter of the step (an own step declares no recurrent
-    parameters), against torch.autograd.functional.jacobian of an independent loop; the step runs on the
-    analysis's copy of its weights (a closure over the first copy's would leave the tangents out)."""
-    p = _W(21)
-    x, h0, _, _ = _data(22)
-    if form == "params":
-        r = analyze(lambda x, h, W, U: torch.tanh(x @ W + h @ U), x, h0=h0, params=p, views="sensitivity", **F64)
-        assert r.param_sensitivity.params == ["params.W", "params.U"]
-    else:
-        step = ScaledGRU().double()
-        p = {n: v.detach() for n, v in step.gru.named_parameters()}
-        r = analyze(step, x, h0=h0, as_step=True, views="sensitivity", **F64)
-        assert r.param_sensitivity.params == [f"module.gru.{n}" for n in p]
-
-    def hs(*flat):  # every h_t (T, B, H) as a function of the parameters
-        if form == "params":
-            W, U = flat
-            h, out = h0, []
-            for t in range(T):
-                h = torch.tanh(x[t] @ W + h @ U)
-                out.append(h)
-            return torch.stack(out)
-        ref = ScaledGRU().double()
-        out = torch.func.functional_call(ref, {f"gru.{n}": v for n, v in zip(p, flat)}, (x[0], h0))
-        h, outs = out, [out]
-        for t in range(1, T):
-            h = torch.func.functional_call(ref, {f"gru.{n}": v for n, v in zip(p, flat)}, (x[t], h))
-            outs.append(h)
-        return torch.stack(outs)
-    J = torch.autograd.functional.jacobian(hs, tuple(p.values()))  # each (T, B, H, *shape)
-    sq = sum(j.reshape(T, B, -1).pow(2).sum(-1) for j in J)  # (T, B)
-    want = torch.log10(sq.mean(1)).numpy()
-    np.testing.assert_allclose(r.param_sensitivity.log10_sensitivity, want, rtol=0, atol=1e-10)
