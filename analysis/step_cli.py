@@ -35,14 +35,20 @@ def add_step_flags(p) -> None:
                    help="weights for the --step module: torch.save(step.state_dict(), PATH), read weights-only")
 
 
-def _given(args) -> dict:
-    """The config flags given on the line; one line for those that do not go with --step."""
+def flags_given(args) -> dict:
+    """The config fields given on the line with --step (run, export and sweep); --config / --preset refused in one
+    line (they set the built-in cells and tasks)."""
     for flag, dest in (("--config", "config_file"), ("--preset", "preset")):
         if getattr(args, dest, None):
             raise ConfigError(f"{flag} does not apply with --step: it sets the built-in cells and tasks; give the "
                               "analysis flags (--dtype, --jacobian-lags, ...) on the line")
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
-             if getattr(args, f.name, None) is not None}
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
+            if getattr(args, f.name, None) is not None}
+
+
+def _given(args) -> dict:
+    """The config flags given on the line; one line for those that do not go with --step."""
+    given = flags_given(args)
     from .__main__ import _flag
     from .own_step import BUILT_IN_ONLY, STEP_DECIDES
     why = {**{f: "your step decides it" for f in STEP_DECIDES},

@@ -235,15 +235,9 @@ __all__ = ["step_sweep", "step_record", "evaluate_step_point", "check_axes", "ch
 def config_of_args(args) -> tuple[ExperimentConfig, dict]:
     """(the sweep's fixed config, the step's spec) from ``sweep --step`` flags; one line for a flag that does not
     go with --step (the built-in cells' settings, training, --config / --preset)."""
-    import dataclasses
-
     from .__main__ import _flag
-    for flag, dest in (("--config", "config_file"), ("--preset", "preset")):
-        if getattr(args, dest, None):
-            raise ConfigError(f"{flag} does not apply with --step: it sets the built-in cells and tasks; give the "
-                              "analysis flags (--dtype, --jacobian-lags, ...) on the line")
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
-             if getattr(args, f.name, None) is not None}
+    from .step_cli import flags_given
+    given = flags_given(args)
     inputs = given.get("inputs_path")
     task = () if inputs else ("task", "text", "input_size")
     ok = set(ANALYSIS_AXES + TASK_AXES + task + ("seed", "device", "threads", "inputs_path", "h0_path")
