@@ -54,7 +54,8 @@ def visitor_params(i: int) -> dict:
 
 
 def rss_tree(pid: int) -> int:
-    """Resident bytes of the process and its children."""
+    """Resident bytes of the process and its descendants (the children of every thread: a local Ray's GCS and
+    raylet are the children of the server's Ray thread, its workers the raylet's)."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
@@ -62,8 +63,8 @@ def rss_tree(pid: int) -> int:
             for line in open(f"/proc/{p}/status"):
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
-            kids = open(f"/proc/{p}/task/{p}/children").read().split()
-            todo += [int(k) for k in kids]
+            for tid in os.listdir(f"/proc/{p}/task"):
+                todo += [int(k) for k in open(f"/proc/{p}/task/{tid}/children").read().split()]
         except OSError:
             continue
     return total
@@ -72,11 +73,14 @@ def rss_tree(pid: int) -> int:
 def start_server(env_extra: dict) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
+    # the server's stderr beside the door log (a lost server says why there), else nowhere
+    log = env_extra.get("GDLAB_DOOR_LOG")
+    err = open(os.path.join(os.path.dirname(log), "server.err"), "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],  # a served class: no module reloads mid-run
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -11,6 +11,12 @@ monitor guards them), and every analysis runs on one thread (bit-identical to an
 packages travel with the tasks (``py_modules``); the workers need the same torch and numpy. The work's inputs
 (config, uploaded bytes) go to the worker and its result comes back pickled: equal to a local run.
 
+Ray is started (``ray.init``) on a thread of its own that lives as long as the server (``_on_keeper``): a local
+Ray's GCS and raylet are started with ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, which fires when the *thread* that forked
+them ends, not the process. Started from a Streamlit script run's thread they were killed as soon as that page's
+run ended (the load test: raylet and GCS gone a second after the first page's analysis, no later page drawn, and
+60 s later the server itself exits: "Failed to connect to GCS within 60 seconds").
+
 Cancellation: ``call`` waits on the task in steps of ``POLL_S``, calling ``check()`` between them; when it raises
 (the visitor left, a job was cancelled), the task is cancelled on the cluster (``ray.cancel(force=True)``).
 """
@@ -36,8 +42,50 @@ def enabled() -> bool:
     return address() is not None
 
 
+def _on_keeper(fn: Callable[[], None]) -> None:
+    """``fn()`` run on a new daemon thread that then stays alive (parked) for the rest of the process; returns when
+    ``fn`` has returned, re-raising its exception. Children forked inside ``fn`` with a parent-death signal outlive
+    the calling thread (a Streamlit script run's thread ends with its run)."""
+    done, box = threading.Event(), {}
+
+    def keep() -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+            return
+        finally:
+            done.set()
+        threading.Event().wait()  # parked: the parent thread of fn's children, while this process lives
+
+    threading.Thread(target=keep, name="gdlab-ray-keeper", daemon=True).start()
+    done.wait()
+    if "error" in box:
+        raise box["error"]
+
+
+def _init(ray, addr: str) -> None:
+    if addr == "local":
+        from analysis.executors import _REPO
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private instance on loopback
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": _REPO, "OMP_NUM_THREADS": "1"}})
+        return
+    from analysis.executors import _check_reachable
+    import analysis
+    import rnn_models
+    _check_reachable(addr)
+    try:
+        ray.init(address=addr, log_to_driver=False, runtime_env={
+            "py_modules": [analysis, rnn_models], "env_vars": {"OMP_NUM_THREADS": "1"}})
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"GDLAB_RAY_ADDRESS={addr!r}: cannot connect: "
+                          f"{' '.join(str(e).split())[:200]}") from None
+
+
 def connect():
-    """The ``ray`` module, initialised once for this process (one-line ConfigError if the cluster is not there)."""
+    """The ``ray`` module, initialised once for this process on a thread that outlives the caller's
+    (``_on_keeper``; one-line ConfigError if the cluster is not there)."""
     with _LOCK:
         if "ray" in _STATE:
             return _STATE["ray"]
@@ -46,24 +94,9 @@ def connect():
         except ImportError:
             raise ConfigError("GDLAB_RAY_ADDRESS is set but the ray package is missing: pip install 'ray==2.60.0'") \
                 from None
-        addr = address()
         if not ray.is_initialized():
-            if addr == "local":
-                from analysis.executors import _REPO
-                os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private instance on loopback
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                         runtime_env={"env_vars": {"PYTHONPATH": _REPO, "OMP_NUM_THREADS": "1"}})
-            else:
-                from analysis.executors import _check_reachable
-                import analysis
-                import rnn_models
-                _check_reachable(addr)
-                try:
-                    ray.init(address=addr, log_to_driver=False, runtime_env={
-                        "py_modules": [analysis, rnn_models], "env_vars": {"OMP_NUM_THREADS": "1"}})
-                except (ConnectionError, ValueError, RuntimeError) as e:
-                    raise ConfigError(f"GDLAB_RAY_ADDRESS={addr!r}: cannot connect: "
-                                      f"{' '.join(str(e).split())[:200]}") from None
+            addr = address()
+            _on_keeper(lambda: _init(ray, addr))
         _STATE["ray"] = ray
         return ray
 

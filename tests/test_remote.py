@@ -1,9 +1,14 @@
 """GDLAB_RAY_ADDRESS (dashboard/remote.py): the dashboard's work on a Ray cluster gives the numbers of a local run,
-and a task whose visitor left is cancelled. A local Ray starts in ~10 s: RUN_SLOW=1."""
+and a task whose visitor left is cancelled; Ray started from a thread that then ends (a Streamlit script run) stays
+up. A local Ray starts in ~10 s: RUN_SLOW=1; the keeper thread's test runs without Ray (< 1 s)."""
 from __future__ import annotations
 
+import ctypes
 import io
 import os
+import signal
+import subprocess
+import threading
 import time
 
 import numpy as np
@@ -12,7 +17,44 @@ import torch
 
 from analysis.config import ExperimentConfig
 
-pytestmark = pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="starts a local Ray (~10 s): RUN_SLOW=1")
+slow = pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="starts a local Ray (~10 s): RUN_SLOW=1")
+
+
+def _in_a_thread_that_ends(fn):
+    """``fn()`` on a thread that has ended when this returns (as a Streamlit script run's thread); its result."""
+    box = []
+    t = threading.Thread(target=lambda: box.append(fn()))
+    t.start()
+    t.join()
+    assert box, "fn raised in its thread"
+    return box[0]
+
+
+def _sleeper_killed_with_its_parent_thread() -> subprocess.Popen:
+    """``sleep 30`` with prctl(PR_SET_PDEATHSIG, SIGKILL), as Ray starts its GCS and raylet."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return subprocess.Popen(["sleep", "30"], preexec_fn=lambda: libc.prctl(1, signal.SIGKILL, 0, 0, 0))
+
+
+def test_children_forked_on_the_keeper_outlive_the_calling_thread():
+    from dashboard.remote import _on_keeper
+    plain = _in_a_thread_that_ends(_sleeper_killed_with_its_parent_thread)
+
+    def fork_on_the_keeper() -> subprocess.Popen:
+        box = []
+        _on_keeper(lambda: box.append(_sleeper_killed_with_its_parent_thread()))
+        return box[0]
+    kept = _in_a_thread_that_ends(fork_on_the_keeper)
+    try:
+        # the premise: a parent-death signal fires when the forking *thread* ends (how the Ray of a page died)
+        assert plain.wait(timeout=10) == -signal.SIGKILL
+        time.sleep(0.5)
+        assert kept.poll() is None  # forked on the keeper: alive after the caller's thread ended
+    finally:
+        kept.kill()
+        kept.wait()
+    with pytest.raises(ZeroDivisionError):  # fn's exception reaches the caller
+        _on_keeper(lambda: 1 / 0)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +62,7 @@ def ray_local():
     from dashboard import remote
     old = os.environ.get("GDLAB_RAY_ADDRESS")
     os.environ["GDLAB_RAY_ADDRESS"] = "local"
-    ray = remote.connect()
+    ray = _in_a_thread_that_ends(remote.connect)  # as a page's script run does; its thread has ended
     yield remote
     ray.shutdown()
     remote._STATE.clear()
@@ -35,12 +77,24 @@ def fingerprint(results: dict) -> dict:
                 np.asarray(r.jac.singular_values).tobytes(), r.memory_horizon) for k, r in results.items()}
 
 
+@slow
+def test_ray_started_by_an_ended_thread_still_runs_tasks(ray_local):
+    time.sleep(2)  # before the keeper: raylet and GCS were killed at once (SIGKILL) when that thread ended
+    deadline = time.monotonic() + 60
+
+    def check():
+        assert time.monotonic() < deadline, "no answer from Ray within 60 s"
+    assert ray_local.call(sum, [1, 2, 3], check=check) == 6
+
+
+@slow
 def test_an_analysis_on_ray_equals_the_local_one(ray_local):
     from analysis.experiment import run_comparison
     cfg = ExperimentConfig(compare=("rnn", "lstm", "gru"), seq_len=30, hidden_size=8, batch_size=4, seed=11)
     assert fingerprint(ray_local.call(run_comparison, cfg.replace(threads=1))) == fingerprint(run_comparison(cfg))
 
 
+@slow
 def test_an_upload_on_ray_equals_the_local_one(ray_local):
     from analysis.own_model import analyse_files
     torch.manual_seed(0)
@@ -52,6 +106,7 @@ def test_an_upload_on_ray_equals_the_local_one(ray_local):
     assert fingerprint({"m": there}) == fingerprint({"m": here}) and there.config.hidden_size == 5
 
 
+@slow
 def test_a_remote_error_is_the_engines_one_line(ray_local):
     from analysis.own_model import analyse_files
     from rnn_models.config import ConfigError
@@ -59,6 +114,7 @@ def test_a_remote_error_is_the_engines_one_line(ray_local):
         ray_local.call(analyse_files, ExperimentConfig(), b"not a file")
 
 
+@slow
 def test_a_task_whose_visitor_left_is_cancelled(ray_local):
     class Left(Exception):
         pass
