@@ -1,6 +1,6 @@
 """GDLAB_RAY_ADDRESS (dashboard/remote.py): the dashboard's work on a Ray cluster gives the numbers of a local run,
 and a task whose visitor left is cancelled; Ray started from a thread that then ends (a Streamlit script run) stays
-up. A local Ray starts in ~10 s: RUN_SLOW=1; the keeper thread's test runs without Ray (< 1 s)."""
+up. A local Ray starts in ~10 s: RUN_SLOW=1; the keeper thread's tests run without Ray (~1 s)."""
 from __future__ import annotations
 
 import ctypes
@@ -55,6 +55,31 @@ def test_children_forked_on_the_keeper_outlive_the_calling_thread():
         kept.wait()
     with pytest.raises(ZeroDivisionError):  # fn's exception reaches the caller
         _on_keeper(lambda: 1 / 0)
+
+
+def _vmrss(pid: int) -> int:
+    return next(int(line.split()[1]) * 1024 for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
+
+
+def test_the_load_tests_peak_rss_counts_the_children_of_every_thread():
+    """benchmarks.loadtest.rss_tree: a local Ray's GCS and raylet are children of the server's keeper thread, not
+    of its main thread (/proc/PID/task/PID/children lists the main thread's only)."""
+    from benchmarks.loadtest import rss_tree
+    from dashboard.remote import _on_keeper
+    box = []
+    _on_keeper(lambda: box.append(subprocess.Popen(["sleep", "30"])))
+    child = box[0]
+    try:
+        time.sleep(0.2)
+        me = os.getpid()
+        assert str(child.pid) not in open(f"/proc/{me}/task/{me}/children").read().split()  # the premise
+        own = [_vmrss(me)]
+        tree = rss_tree(me)
+        own.append(_vmrss(me))
+        assert tree - max(own) >= _vmrss(child.pid) > 0
+    finally:
+        child.kill()
+        child.wait()
 
 
 @pytest.fixture(scope="module")
