@@ -328,7 +328,8 @@ def main(argv=None) -> int:
     print(f"\nserver peak RSS {server.peak / 2**20:.0f} MB (idle {idle_rss / 2**20:.0f} MB; ceiling "
           f"GDLAB_MAX_SERVER_MB {'off' if ceiling is None else f'{ceiling:,.0f} MB'}"
           f"{'' if ceiling is None else (', under it' if server.peak / 2**20 < ceiling else ', ABOVE it')}) · "
-          f"{time.monotonic() - t_start:.0f} s · load average now {os.getloadavg()[0]:.2f}")
+          f"{time.monotonic() - t_start:.0f} s · load average now {os.getloadavg()[0]:.2f} · the server's stderr: "
+          f"{os.path.join(os.path.dirname(door_log), 'server.err')}")
     print(f"{'scenario':9} {'class of visitor':30} {'n':>3} {'correct':>8} {'errors':>6} {'one-line':>8} "
           f"{'p50 s':>7} {'p95 s':>7} {'server p50/p95 s':>17} {'CPU s after close (0-20 / 20-30 s)':>36}")
     ok = True
