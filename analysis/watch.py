@@ -21,11 +21,30 @@ Every ``every`` steps (step % every == 0), on the batch's first sequence: log10 
 d h_{T-1} / d h_{T-1-k} at ``num_lags`` log-spaced lags k (the engine's ``jacobian_products``), the memory horizon
 (first lag with sigma_max < ``horizon_threshold``) and the eigenvalues of each H x H gate block of W_hh.
 The file format is documented in analysis.run_files; ``load_run(dir)`` reads it back.
+
+``background=True`` (default False): ``record`` checks the step and snapshots what the chain needs (a copy of the
+module, its weights as they are before opt.step(); clones of x, h0, y and e = dL/dy: 4.3 MB for the word LM's
+2x200 LSTM at T=35, B=20), hands the chain, the record's line and any due probe to one worker thread
+(analysis.watch_worker) and returns. It MOVES the work to another core; it does not remove it: the process's CPU
+time per step is the synchronous record's and a little more (the snapshot), and on a machine whose cores are all
+busy training the synchronous cost applies (plus contention). Records are written in step order. At most
+``pending`` records wait (default 2): a ``record`` that finds the queue full BLOCKS until the worker takes one, so
+memory stays at ``pending`` + 1 snapshots; ``close`` notes how often it blocked (``background_blocked``,
+``background_blocked_s``, ``background_records`` at the last recorded step). ``flush()``, ``close()``, the
+``with`` exit and interpreter exit wait for the queue; a kill -9 keeps every line already written (the up to
+``pending`` + 1 records queued or in the worker are lost). A failure in the worker is raised at the next
+``record`` / ``flush`` / ``close`` as one line (``WatchError``).
+Not the default: torch's default intra-op setting already gives the training step every core, where the worker
+only competes with it, and the synchronous record leaves every record complete at a kill -9 or an exception.
 """
 from __future__ import annotations
 
+import atexit
+import copy
 import math
 import os
+import sys
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,7 +57,8 @@ from rnn_models.config import ConfigError
 from .jacobians import jacobian_products, report_lags
 from .own_model import RECURRENT, _module_arch
 from .run_files import RunWriter
-from .watch_chain import engine_total, total_grads
+from .watch_chain import engine_net, engine_total, total_grads
+from .watch_worker import RecordWorker, WatchError
 
 
 class _Capture:
@@ -51,12 +71,31 @@ class _Capture:
         self.packed = False
 
 
+class _Snap(NamedTuple):
+    """What the chain and the probe read of one module at one step: the module (its weights), x, h0 (torch's
+    layouts), its output y and the gradient e = dL/dy it received. Live objects on the training thread; copies
+    taken at ``record`` in the background mode (the optimizer changes the weights in place after it). ``net``: the
+    engine's network with the weights (``_engine_net``) for a probe or a bidirectional module, else None."""
+    rnn: nn.RNNBase
+    x: Tensor
+    hx: object
+    out: Tensor | None
+    grad: Tensor | None
+    net: object = None
+
+
+def _clone(t):
+    if t is None:
+        return None
+    return tuple(v.clone() for v in t) if isinstance(t, tuple) else t.clone()
+
+
 class Watch:
     """Records a training loop into a run directory; see the module docstring. Use ``watch(...)`` to make one."""
 
     def __init__(self, model: nn.Module, log_dir: str, *, every: int = 100, module: str | None = None,
                  num_lags: int = 12, horizon_threshold: float = 1e-3, overwrite: bool = False,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, background: bool = False, pending: int = 2):
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch nn.Module holding an nn.RNN/LSTM/GRU; got {type(model).__name__}")
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
@@ -65,6 +104,10 @@ class Watch:
             raise ConfigError(f"num_lags={num_lags!r}: must be an integer in [2, 512]")
         if not (isinstance(horizon_threshold, (int, float)) and 0 < horizon_threshold < 1):
             raise ConfigError(f"horizon_threshold={horizon_threshold!r}: must be in (0, 1)")
+        if not isinstance(background, bool):
+            raise ConfigError(f"background={background!r}: must be True or False")
+        if not isinstance(pending, int) or isinstance(pending, bool) or not 1 <= pending <= 64:
+            raise ConfigError(f"pending={pending!r}: must be an integer in [1, 64] (records waiting for the worker)")
         self.modules = self._find(model, module)
         self.every, self.num_lags, self.threshold = every, num_lags, float(horizon_threshold)
         self.layers = [f"{n}.l{l}" if n else f"l{l}" for n, m in self.modules.items() for l in range(m.num_layers)]
@@ -84,6 +127,10 @@ class Watch:
             self.tb = TensorBoardOut(os.path.join(log_dir, "tensorboard"))
         self.log_dir = log_dir
         self.closed = False
+        self._worker, self._submitted, self._last_step = None, 0, None
+        if background:
+            self._worker = RecordWorker(pending)
+            atexit.register(self._at_exit)
 
     @staticmethod
     def _find(model: nn.Module, module: str | None) -> dict[str, nn.RNNBase]:
@@ -125,14 +172,16 @@ class Watch:
     # ---- per step ----------------------------------------------------------------------------------------
     def record(self, step: int, loss=None) -> None:
         """Append this backward pass's per-time-step ||dL/dh_t|| of every watched layer (call it after
-        loss.backward(), before opt.step()); every ``every`` steps also the Jacobian / spectrum probe."""
+        loss.backward(), before opt.step()); every ``every`` steps also the Jacobian / spectrum probe.
+        background=True: checks and snapshots here, the rest in the worker; blocks while ``pending`` records wait."""
         if self.closed:
             raise ConfigError("record: this watch is closed")
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ConfigError(f"record: step={step!r} must be an integer >= 0")
+        if self._worker is not None:
+            self._worker.raise_error()
         msgs = []
-        norms = {}
-        T = 0
+        snaps = {}
         for name, rnn in self.modules.items():
             cap = self._caps[name]
             who = f"module {name!r}" if name else "the model"
@@ -150,27 +199,54 @@ class Watch:
                 msgs.append(f"{who}: dropout={rnn.dropout:g} between layers is active in training and its masks are "
                             "not visible: the chain runs on the network without it (the top layer's direct gradient "
                             "is the true one)")
-            for l, g in enumerate(self._totals(rnn, cap, name)):
-                lg = torch.log10(torch.linalg.vector_norm(g.double(), dim=-1)).mean(1)  # (T,) mean_b log10 ||.||
-                norms[self.layers[len(norms)]] = lg.cpu().tolist()
-                T = max(T, g.shape[0])
+            snaps[name] = self._snapshot(name, probe=step % self.every == 0)
             cap.grad, cap.calls = None, 0
         msgs = [m for m in msgs if m not in self._said]
         self._said.update(msgs)
-        rec = {"step": step, "loss": _scalar(loss, "loss"), "T": T, "log10_grad_norm": norms}
+        loss = _scalar(loss, "loss")
+        if self._worker is None:
+            self._write(step, loss, snaps, msgs)
+        else:
+            self._worker.submit(f"record of step {step}", self._write, step, loss, snaps, msgs)
+            self._submitted += 1
+            self._last_step = step
+
+    def _snapshot(self, name: str, probe: bool) -> _Snap:
+        """The module and its last capture: live on the training thread, copies for the worker (the weights as
+        they are now, before opt.step() changes them in place; the tensors cloned, whoever reuses them next).
+        The engine's network (a probe; a bidirectional module's chain) is made here, on the training thread, in
+        both modes: its init draws from the global RNG, which the worker must never touch (the loop's dropout
+        draws from it concurrently)."""
+        rnn, cap = self.modules[name], self._caps[name]
+        net = _engine_net(rnn, cap.x.dtype) if probe or rnn.bidirectional else None
+        if self._worker is None:
+            return _Snap(rnn, cap.x, cap.hx, cap.out, cap.grad, net)
+        return _Snap(copy.deepcopy(rnn), *(_clone(t) for t in (cap.x, cap.hx, cap.out, cap.grad)), net)
+
+    def _write(self, step: int, loss, snaps: dict, msgs: list) -> None:
+        """The chain of every module, the record's line (and TensorBoard's), the probe when due."""
+        norms = {}
+        T = 0
+        for name, snap in snaps.items():
+            for g in self._totals(snap, name):
+                lg = torch.log10(torch.linalg.vector_norm(g.double(), dim=-1)).mean(1)  # (T,) mean_b log10 ||.||
+                norms[self.layers[len(norms)]] = lg.cpu().tolist()
+                T = max(T, g.shape[0])
+        rec = {"step": step, "loss": loss, "T": T, "log10_grad_norm": norms}
         if msgs:
             rec["messages"] = msgs
         self.writer.append("records", rec)
         if self.tb is not None:
             self.tb.record(step, rec["loss"], norms)
         if step % self.every == 0:
-            self.probe(step)
+            self._probe(step, snaps)
 
-    def _totals(self, rnn: nn.RNNBase, cap: _Capture, name: str) -> list[Tensor]:
-        x, e, out = (_time_major(t, rnn.batch_first) for t in (cap.x, cap.grad, cap.out))
-        hx = _batched(cap.hx)
+    def _totals(self, snap: _Snap, name: str) -> list[Tensor]:
+        rnn = snap.rnn
+        x, e, out = (_time_major(t, rnn.batch_first) for t in (snap.x, snap.grad, snap.out))
+        hx = _batched(snap.hx)
         if rnn.bidirectional:
-            return engine_total(rnn, x, hx, e)
+            return engine_total(rnn, x, hx, e, net=snap.net)
         return total_grads(rnn, x, hx, e, self._twins[name], top_out=out)
 
     def note(self, step: int, **values) -> None:
@@ -194,24 +270,29 @@ class Watch:
         self.writer.append("notes", row)
 
     # ---- every `every` steps ------------------------------------------------------------------------------
-    @torch.no_grad()
     def probe(self, step: int) -> None:
         """Jacobian sigma_max by lag, memory horizon and W_hh eigenvalues per gate block, at the current weights,
-        on the last captured batch's first sequence."""
+        on the last captured batch's first sequence (background=True: of a snapshot, in the worker)."""
+        if self.closed:
+            raise ConfigError("probe: this watch is closed")
+        snaps = {n: self._snapshot(n, probe=True) for n in self.modules}
+        if self._worker is None:
+            self._probe(step, snaps)
+        else:
+            self._worker.submit(f"probe of step {step}", self._probe, step, snaps)
+
+    @torch.no_grad()
+    def _probe(self, step: int, snaps: dict) -> None:
         from .own_model import prepare_h0
-        from .config import ExperimentConfig
-        from rnn_models.network import RecurrentNetwork
 
         sig, hz, eig, lags, msgs = {}, {}, {}, [], []
         i = 0
-        for name, rnn in self.modules.items():
-            cap = self._caps[name]
-            arch, act = _module_arch(rnn)
-            x = _time_major(cap.x, rnn.batch_first)[:, :1]
-            cfg = ExperimentConfig.from_dict({**arch, "activation": act}).model_config(arch["input_size"])
-            net = RecurrentNetwork(cfg, dtype=x.dtype)
-            net.load_torch_state_dict({k: v.detach() for k, v in rnn.state_dict().items()})
-            hx = _batched(cap.hx)
+        for name, snap in snaps.items():
+            rnn = snap.rnn
+            arch, _ = _module_arch(rnn)
+            x = _time_major(snap.x, rnn.batch_first)[:, :1]
+            net = snap.net  # the engine's network with the step's weights, made on the training thread
+            hx = _batched(snap.hx)
             if hx is not None:
                 hx = tuple(h[:, :1] for h in hx) if isinstance(hx, tuple) else hx[:, :1]
             initial = None if hx is None else prepare_h0(hx, arch, 1, x.dtype)
@@ -251,21 +332,58 @@ class Watch:
         if self.tb is not None:
             self.tb.probe(step, lags, sig, hz)
 
+    def flush(self) -> None:
+        """background=True: wait until every record handed over is written; raise a worker failure (one line)."""
+        if self._worker is not None and not self.closed:
+            self._worker.wait()
+            self._worker.raise_error()
+
     def close(self) -> None:
-        """Remove the hooks and close the files (the run directory stays readable)."""
-        if not self.closed:
-            for h in self._handles:
-                h.remove()
-            self.writer.close()
-            if self.tb is not None:
-                self.tb.close()
-            self.closed = True
+        """Remove the hooks, wait for the background worker's queue (its blocking count goes into the notes), close
+        the files (the run directory stays readable); a worker failure not yet raised is raised after that."""
+        if self.closed:
+            return
+        for h in self._handles:
+            h.remove()
+        w = self._worker
+        if w is not None:
+            atexit.unregister(self._at_exit)
+            w.close()
+            if self._last_step is not None:
+                self.writer.append("notes", {"step": self._last_step, "background_records": self._submitted,
+                                             "background_blocked": w.blocked,
+                                             "background_blocked_s": round(w.blocked_s, 4)})
+        self.writer.close()
+        if self.tb is not None:
+            self.tb.close()
+        self.closed = True
+        if w is not None:
+            w.raise_error()
+
+    def _at_exit(self) -> None:
+        try:
+            self.close()
+        except WatchError as e:
+            print(e, file=sys.stderr)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:  # the loop's own exception goes on; a worker failure is said, not put in its place
+            try:
+                self.close()
+            except WatchError as e:
+                print(e, file=sys.stderr)
+
+
+def _engine_net(rnn: nn.RNNBase, dtype: torch.dtype):
+    """``engine_net`` with the global RNG state put back after it (its cells' init draws from it): watching does
+    not change the loop's random numbers (dropout masks, shuffles)."""
+    with torch.random.fork_rng(devices=[]):
+        return engine_net(rnn, dtype)
 
 
 def _gate_eigenvalues(W: Tensor, cell: str) -> dict | None:
@@ -313,8 +431,12 @@ def _scalar(v, what: str):
 
 
 def watch(model: nn.Module, log_dir: str, *, every: int = 100, module: str | None = None, num_lags: int = 12,
-          horizon_threshold: float = 1e-3, overwrite: bool = False, tensorboard: bool = False) -> Watch:
+          horizon_threshold: float = 1e-3, overwrite: bool = False, tensorboard: bool = False,
+          background: bool = False, pending: int = 2) -> Watch:
     """Start watching ``model``'s recurrent module(s), writing to ``log_dir``; see the module docstring.
-    ``tensorboard=True`` also writes scalars and images for TensorBoard (analysis.watch_tensorboard)."""
+    ``tensorboard=True`` also writes scalars and images for TensorBoard (analysis.watch_tensorboard).
+    ``background=True`` runs the records' chains in one worker thread, at most ``pending`` waiting (the module
+    docstring: it moves the work to another core, it does not remove it)."""
     return Watch(model, log_dir, every=every, module=module, num_lags=num_lags,
-                 horizon_threshold=horizon_threshold, overwrite=overwrite, tensorboard=tensorboard)
+                 horizon_threshold=horizon_threshold, overwrite=overwrite, tensorboard=tensorboard,
+                 background=background, pending=pending)

@@ -45,11 +45,15 @@ def layer_params(rnn: nn.RNNBase, l: int, sfx: str = "") -> dict[str, Tensor]:
 
 
 def _twin(rnn: nn.RNNBase, in_size: int) -> nn.RNNBase:
+    """A one-layer module of rnn's kind (weights left unset: ``functional_call`` passes them). Made on the meta
+    device, so its init draws nothing from the global RNG (the training's, shared with a background worker)."""
     kw = dict(input_size=in_size, hidden_size=rnn.hidden_size, num_layers=1, bias=True, batch_first=False,
-              bidirectional=rnn.bidirectional, dtype=rnn.weight_hh_l0.dtype, device=rnn.weight_hh_l0.device)
+              bidirectional=rnn.bidirectional, dtype=rnn.weight_hh_l0.dtype, device="meta")
     if rnn.mode.startswith("RNN"):
-        return nn.RNN(nonlinearity="relu" if rnn.mode == "RNN_RELU" else "tanh", **kw)
-    return (nn.LSTM if rnn.mode == "LSTM" else nn.GRU)(**kw)
+        twin = nn.RNN(nonlinearity="relu" if rnn.mode == "RNN_RELU" else "tanh", **kw)
+    else:
+        twin = (nn.LSTM if rnn.mode == "LSTM" else nn.GRU)(**kw)
+    return twin.to_empty(device=rnn.weight_hh_l0.device)
 
 
 ONEDNN = True  # False: every product through torch.addmm (the tests compare the two routes)
@@ -280,21 +284,32 @@ def total_grads(rnn: nn.RNNBase, x: Tensor, hx, e_top: Tensor, twins: dict, top_
     return grads
 
 
-def engine_total(rnn: nn.RNNBase, x: Tensor, hx, e_top: Tensor) -> list[Tensor]:
-    """The same totals through the engine's network and autograd (any module, bidirectional included):
-    L' = sum_t <e_t, y_t> has the same dL/dh_t as the training loss. Returns per layer (T, B, D*H)."""
+def engine_net(rnn: nn.RNNBase, dtype: torch.dtype):
+    """The engine's RecurrentNetwork with rnn's weights (copied), on the CPU."""
     from rnn_models.network import RecurrentNetwork
 
-    from .own_model import _module_arch, prepare_h0
+    from .own_model import _module_arch
     from .config import ExperimentConfig
+
+    arch, act = _module_arch(rnn)
+    cfg = ExperimentConfig.from_dict({**arch, "activation": act}).model_config(arch["input_size"])
+    net = RecurrentNetwork(cfg, dtype=dtype)
+    net.load_torch_state_dict({k: v.detach() for k, v in rnn.state_dict().items()})
+    return net
+
+
+def engine_total(rnn: nn.RNNBase, x: Tensor, hx, e_top: Tensor, net=None) -> list[Tensor]:
+    """The same totals through the engine's network and autograd (any module, bidirectional included):
+    L' = sum_t <e_t, y_t> has the same dL/dh_t as the training loss. Returns per layer (T, B, D*H).
+    ``net``: ``engine_net(rnn, x.dtype)`` if already made (a background record makes it on the training thread)."""
+    from .own_model import _module_arch, prepare_h0
 
     dev = x.device  # the engine's network runs on the CPU; the totals go back to the module's device
     x, e_top = x.detach().cpu(), e_top.cpu()
     hx = None if hx is None else (tuple(h.cpu() for h in hx) if isinstance(hx, tuple) else hx.cpu())
-    arch, act = _module_arch(rnn)
-    cfg = ExperimentConfig.from_dict({**arch, "activation": act}).model_config(arch["input_size"])
-    net = RecurrentNetwork(cfg, dtype=x.dtype)
-    net.load_torch_state_dict({k: v.detach() for k, v in rnn.state_dict().items()})
+    arch, _ = _module_arch(rnn)
+    if net is None:
+        net = engine_net(rnn, x.dtype)
     initial = None if hx is None else prepare_h0(hx, arch, x.shape[1], x.dtype)
     with torch.enable_grad():
         trace = net(x.detach(), initial, views=True)
