@@ -23,7 +23,7 @@ d h_{T-1} / d h_{T-1-k} at ``num_lags`` log-spaced lags k (the engine's ``jacobi
 The file format is documented in analysis.run_files; ``load_run(dir)`` reads it back.
 
 ``background=True`` (default False): ``record`` checks the step and snapshots what the chain needs (a copy of the
-module, its weights as they are before opt.step(); clones of x, h0, y and e = dL/dy: 4.3 MB for the word LM's
+module's weights as they are before opt.step(); clones of x, h0, y and e = dL/dy: 4.3 MB for the word LM's
 2x200 LSTM at T=35, B=20), hands the chain, the record's line and any due probe to one worker thread
 (analysis.watch_worker) and returns. It MOVES the work to another core; it does not remove it: the process's CPU
 time per step is the synchronous record's and a little more (the snapshot), and on a machine whose cores are all
@@ -34,17 +34,18 @@ memory stays at ``pending`` + 1 snapshots; ``close`` notes how often it blocked 
 ``with`` exit and interpreter exit wait for the queue; a kill -9 keeps every line already written (the up to
 ``pending`` + 1 records queued or in the worker are lost). A failure in the worker is raised at the next
 ``record`` / ``flush`` / ``close`` as one line (``WatchError``).
-Not the default: torch's default intra-op setting already gives the training step every core, where the worker
-only competes with it, and the synchronous record leaves every record complete at a kill -9 or an exception.
+Not the default: it pays only with an idle core. On the lab's 2 cores (training at one intra-op thread) at load ~1
+the word LM's watched step at 961 tokens cost -0.02..+0.14 of a step (median 0.04; synchronous 0.65-0.75), with
+the cores shared with other processes (load 4-7) 0.8-1.0, worse than synchronous; torch's default intra-op setting
+gives the training step every core already, where the worker only competes. And the synchronous record leaves
+every record complete at a kill -9 or an exception (benchmarks/bench_watch_overhead.py --background).
 """
 from __future__ import annotations
 
 import atexit
-import copy
 import math
 import os
 import sys
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ from .jacobians import jacobian_products, report_lags
 from .own_model import RECURRENT, _module_arch
 from .run_files import RunWriter
 from .watch_chain import engine_net, engine_total, total_grads
-from .watch_worker import RecordWorker, WatchError
+from .watch_worker import RecordWorker, Snap, WatchError, cloned, frozen
 
 
 class _Capture:
@@ -69,25 +70,6 @@ class _Capture:
         self.calls = 0
         self.versions = ()
         self.packed = False
-
-
-class _Snap(NamedTuple):
-    """What the chain and the probe read of one module at one step: the module (its weights), x, h0 (torch's
-    layouts), its output y and the gradient e = dL/dy it received. Live objects on the training thread; copies
-    taken at ``record`` in the background mode (the optimizer changes the weights in place after it). ``net``: the
-    engine's network with the weights (``_engine_net``) for a probe or a bidirectional module, else None."""
-    rnn: nn.RNNBase
-    x: Tensor
-    hx: object
-    out: Tensor | None
-    grad: Tensor | None
-    net: object = None
-
-
-def _clone(t):
-    if t is None:
-        return None
-    return tuple(v.clone() for v in t) if isinstance(t, tuple) else t.clone()
 
 
 class Watch:
@@ -211,7 +193,7 @@ class Watch:
             self._submitted += 1
             self._last_step = step
 
-    def _snapshot(self, name: str, probe: bool) -> _Snap:
+    def _snapshot(self, name: str, probe: bool) -> Snap:
         """The module and its last capture: live on the training thread, copies for the worker (the weights as
         they are now, before opt.step() changes them in place; the tensors cloned, whoever reuses them next).
         The engine's network (a probe; a bidirectional module's chain) is made here, on the training thread, in
@@ -220,8 +202,8 @@ class Watch:
         rnn, cap = self.modules[name], self._caps[name]
         net = _engine_net(rnn, cap.x.dtype) if probe or rnn.bidirectional else None
         if self._worker is None:
-            return _Snap(rnn, cap.x, cap.hx, cap.out, cap.grad, net)
-        return _Snap(copy.deepcopy(rnn), *(_clone(t) for t in (cap.x, cap.hx, cap.out, cap.grad)), net)
+            return Snap(rnn, cap.x, cap.hx, cap.out, cap.grad, net)
+        return Snap(frozen(rnn), *(cloned(t) for t in (cap.x, cap.hx, cap.out, cap.grad)), net)
 
     def _write(self, step: int, loss, snaps: dict, msgs: list) -> None:
         """The chain of every module, the record's line (and TensorBoard's), the probe when due."""
@@ -241,7 +223,7 @@ class Watch:
         if step % self.every == 0:
             self._probe(step, snaps)
 
-    def _totals(self, snap: _Snap, name: str) -> list[Tensor]:
+    def _totals(self, snap: Snap, name: str) -> list[Tensor]:
         rnn = snap.rnn
         x, e, out = (_time_major(t, rnn.batch_first) for t in (snap.x, snap.grad, snap.out))
         hx = _batched(snap.hx)

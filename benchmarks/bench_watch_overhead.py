@@ -19,6 +19,19 @@ Target: record's peak extra <= 2x one batch's activations.
 Times are wall clock and, in [], the process's CPU time (time.process_time: one thread, so it is the work done,
 stretched less than the wall clock when other processes share the cores); the load average is printed.
 Prints times and ratios and whether each target is met (on the wall clock); asserts nothing.
+
+--background also measures ``watch(..., background=True)`` (after the rounds above, same model and batch): blocks of
+--block steps alternate unwatched / watched (record handed to the worker thread), the first pair dropped; after each
+watched block ``flush`` waits for the worker (so each unwatched block runs with the worker idle):
+    step, worker idle      an unwatched step (median)
+    watched step           step + record() on the training thread while the worker runs (median): the record()
+                           call is the snapshot and the hand-over, plus any wait on the full queue (counted)
+    ratio                  watched step / step - 1, the target's measure (wall clock)
+    incl. tails            the same from block totals, each watched block's flush counted (conservative)
+    CPU [process]          block totals of time.process_time (every thread: the worker's chain included) minus the
+                           unwatched blocks': the work moved to the worker, not removed
+The training runs at --threads intra-op threads (default 1) and so does the worker (torch's setting is
+process-wide), so on 2 cores each holds one; other processes' load takes the worker's core away first.
 """
 from __future__ import annotations
 
@@ -47,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1: 2 shared cores)")
     ap.add_argument("--vocab", type=int, default=0, help="random ids over this many tokens (0: the sonnets)")
+    ap.add_argument("--background", action="store_true", help="also measure watch(..., background=True)")
+    ap.add_argument("--block", type=int, default=10, help="steps per block in the --background measurement")
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_child:
@@ -99,6 +114,7 @@ def main(argv=None) -> int:
                     if r % 4 == 0:
                         d_["probe"].append(a4 - a3)
         w.close()
+        bg = background(model, step, finish, d + "/bg", args) if args.background else None
     med = {k: statistics.median(v) for k, v in times.items() if v}
     cmed = {k: statistics.median(v) for k, v in cpu.items() if v}
     s, rec, pr = med["step"], med["record"], med.get("probe", 0.0)
@@ -113,8 +129,86 @@ def main(argv=None) -> int:
     tot, ctot = (rec + pr / 100) / s, (crec + cpr / 100) / cs
     print(f"  all at every=100                                    ratio {tot:6.3f} [{ctot:6.3f}]   target <= 0.10  "
           f"{'met' if tot <= 0.10 else 'NOT met'}")
+    if bg:
+        print(bg)
     memory(argv)
     return 0
+
+
+def _sched() -> tuple[float, float]:
+    """(s on a CPU, s runnable but waiting for one) of the calling thread (Linux schedstat; zeros elsewhere)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            run, wait = f.read().split()[:2]
+        return int(run) * 1e-9, int(wait) * 1e-9
+    except (OSError, ValueError):
+        return 0.0, 0.0
+
+
+def background(model, step, finish, run_dir: str, args) -> str:
+    """The --background measurement (see the module docstring); returns its lines."""
+    from analysis import watch
+
+    K = args.block
+    nblocks = max(1, args.rounds // K) + 1  # the first pair is a warm-up (the thread, the chain's buffers)
+    wb = watch(model, run_dir, every=10**9, background=True)
+    plain, watched, call, tcpu_step, tcpu_call = [], [], [], [], []
+    split = {"plain": [], "watched": []}  # the training thread's wall per step: (on a CPU, runnable, off)
+    blk = {"plain": [0.0, 0.0], "watched": [0.0, 0.0]}  # wall, process CPU (tails included)
+    n = 1  # step ids from 1: step 0 would probe
+    for b in range(nblocks):
+        for kind in ("plain", "watched"):
+            w0, p0 = time.perf_counter(), time.process_time()
+            for _ in range(K):
+                s0 = _sched()
+                t0, c0 = time.perf_counter(), time.thread_time()
+                loss = step()
+                t1, c1 = time.perf_counter(), time.thread_time()
+                if kind == "watched":
+                    wb.record(n, loss=loss)
+                    n += 1
+                t2, c2 = time.perf_counter(), time.thread_time()
+                finish()
+                t3, c3 = time.perf_counter(), time.thread_time()
+                s1 = _sched()
+                if b == 0:
+                    continue
+                on, queued = s1[0] - s0[0], s1[1] - s0[1]
+                split[kind].append((on, queued, t3 - t0 - on - queued))
+                if kind == "plain":
+                    plain.append(t3 - t0)
+                else:
+                    watched.append(t3 - t0)
+                    call.append(t2 - t1)
+                    tcpu_step.append(c1 - c0 + c3 - c2)
+                    tcpu_call.append(c2 - c1)
+            if kind == "watched":
+                wb.flush()  # the worker catches up: the next unwatched block runs with it idle
+            if b > 0:
+                blk[kind][0] += time.perf_counter() - w0
+                blk[kind][1] += time.process_time() - p0
+    blocked, blocked_s = wb._worker.blocked, wb._worker.blocked_s
+    wb.close()
+    med = statistics.median
+    s, ws, rc = med(plain), med(watched), med(call)
+    ratio, tails = ws / s - 1, blk["watched"][0] / blk["plain"][0] - 1
+    cpu = blk["watched"][1] / blk["plain"][1] - 1
+    m = len(plain)
+    return "\n".join([
+        f"  background=True: {nblocks - 1} x {K} unwatched and {K} watched steps alternating (first pair dropped), "
+        f"load average {os.getloadavg()[0]:.2f}",
+        f"    step, worker idle    {s * 1e3:8.2f} ms",
+        f"    watched step         {ws * 1e3:8.2f} ms   of which record() {rc * 1e3:6.2f} ms (training thread CPU: "
+        f"step {med(tcpu_step) * 1e3:.2f} ms, record() {med(tcpu_call) * 1e3:.2f} ms); record() blocked "
+        f"{blocked} of {n - 1} times, {blocked_s * 1e3:.0f} ms in all",
+        f"    ratio (wall)         {ratio:6.3f}   target <= 0.05  {'met' if ratio <= 0.05 else 'NOT met'}   "
+        f"(incl. tails {tails:6.3f})",
+        f"    CPU [process]        [{cpu:6.3f}]   the worker's chain: moved to another core, not removed "
+        f"({m} steps each)",
+        "    training thread per step (schedstat medians): " + "; ".join(
+            f"{k} {med(v[0] for v in split[k]) * 1e3:.1f} ms on a CPU, {med(v[1] for v in split[k]) * 1e3:.1f} ms "
+            f"runnable waiting for one, {med(v[2] for v in split[k]) * 1e3:.1f} ms off (GIL, queue)"
+            for k in ("plain", "watched"))])
 
 
 def memory(argv) -> None:
