@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --no-compile -r requirements.txt  # bytecode is compiled on first import, only for what is used
+	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
 install: $(VENV)/.installed
