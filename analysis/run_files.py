@@ -108,7 +108,8 @@ class RunData:
     steps           (N,) recorded training steps;  loss (N,)
     grad_norm       {layer: (N, T)} ||dL/dh_t||, geometric mean over the batch (T: the longest record; shorter
                     sequences are NaN-padded);  log10_grad_norm the same in log10 (exact, no underflow)
-    probe_steps     (P,);  lags (K,);  log10_sigma_max {layer: (P, K)};  horizon {layer: (P,)} (NaN: none within
+    probe_steps     (P,);  lags (K,) every lag any probe used;  log10_sigma_max {layer: (P, K)} (NaN at a lag that
+                    probe did not use: a shorter sequence has fewer lags);  horizon {layer: (P,)} (NaN: none within
                     the sequence);  eigenvalues {layer: [ {gate: complex array} per probe ]}
     notes           [{"step": s, ...}] what the loop noted;  note_series(key) -> (steps, values)
     messages        what the watcher said about the run (assumptions, skipped parts)
@@ -173,6 +174,18 @@ def _padded(rows: list, T: int) -> np.ndarray:
     return out
 
 
+def _at_lags(rows: list, lags: np.ndarray) -> np.ndarray:
+    """(P, K): row i holds probe i's values at its own lags' columns of ``lags`` (NaN elsewhere)."""
+    out = np.full((len(rows), len(lags)), np.nan)
+    col = {float(k): j for j, k in enumerate(lags)}
+    for i, (own, vals) in enumerate(rows):
+        if vals:
+            if len(vals) != len(own):
+                raise ValueError(f"{len(vals)} values for {len(own)} lags")
+            out[i, [col[float(k)] for k in own]] = _arr(vals)
+    return out
+
+
 def parse_run(texts: dict[str, str], name: str, where: str | None = None) -> RunData:
     """A RunData from the files' texts ({"run.json": ..., "records.jsonl": ...}); ``where`` names it in errors."""
     where = where or name
@@ -195,9 +208,11 @@ def parse_run(texts: dict[str, str], name: str, where: str | None = None) -> Run
     try:
         T = max([int(r.get("T") or 0) for r in recs] + [0])
         lg = LayerDict({l: _padded([r.get("log10_grad_norm", {}).get(l) for r in recs], T) for l in layers})
-        lags = _arr(probes[-1].get("lags", [])) if probes else np.zeros(0)
-        K = len(lags)
-        sig = LayerDict({l: _padded([p.get("log10_sigma_max", {}).get(l) for p in probes], K) for l in layers})
+        # probes of sequences of different lengths have different lags (a shorter last window): the columns are
+        # the union of every probe's lags, each probe's values at its own lags, NaN at the others
+        lags = np.array(sorted({float(k) for p in probes for k in p.get("lags", [])}), dtype=float)
+        sig = LayerDict({l: _at_lags([(p.get("lags", []), p.get("log10_sigma_max", {}).get(l)) for p in probes],
+                                     lags) for l in layers})
         hz = LayerDict({l: _arr([p.get("horizon", {}).get(l) for p in probes]) for l in layers})
         eig = LayerDict({l: [{g: np.array(v[0], dtype=float) + 1j * np.array(v[1], dtype=float)
                               for g, v in (p.get("eigenvalues", {}).get(l) or {}).items()} for p in probes]

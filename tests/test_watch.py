@@ -215,6 +215,35 @@ def test_probe_equals_engine_on_first_sequence(tmp_path):
             np.testing.assert_allclose(np.sort_complex(run.eigenvalues[layer][1][g]), want, rtol=1e-5, atol=1e-6)
 
 
+def test_probes_of_sequences_of_different_lengths_load_at_their_own_lags(tmp_path):
+    """A last window shorter than the others (T=30, then T=9): its probe has fewer log-spaced lags. The run loads;
+    lags is the union, each probe's sigma_max sits at its own lags (equal to the engine's), NaN at the others."""
+    torch.manual_seed(7)
+    model = LM(nn.LSTM)
+    w = watch(model, str(tmp_path / "run"), every=1)
+    seen = []
+    for step, T_ in enumerate((30, 9)):
+        g = torch.Generator().manual_seed(step)
+        x, y = torch.randint(0, V, (T_, B), generator=g), torch.randint(0, V, (T_, B), generator=g)
+        seen.append((copy.deepcopy(model), x, y))
+        out, _ = model(x)
+        loss = F.cross_entropy(out.reshape(-1, V), y.reshape(-1))
+        model.zero_grad()
+        loss.backward()
+        w.record(step, loss=loss)
+    w.close()
+    run = load_run(str(tmp_path / "run"))
+    assert run.probe_steps.tolist() == [0, 1]
+    for i, (m, x, y) in enumerate(seen):
+        ref = analyze(m, x[:, :1], readout="decoder", targets=y[:, :1], embedding="encoder", layer=0,
+                      jacobian_lags="log", num_log_lags=12, dtype="float64")
+        cols = [run.lags.tolist().index(k) for k in ref.jac.lag]
+        np.testing.assert_allclose(run.log10_sigma_max[0][i][cols], ref.jac.spectral_norm, rtol=1e-9, atol=1e-9)
+        others = np.setdiff1d(np.arange(len(run.lags)), cols)
+        assert np.isnan(run.log10_sigma_max[0][i][others]).all()
+    assert np.isnan(run.log10_sigma_max[0][1]).any()  # the short window lacks the long window's longest lags
+
+
 def test_notes_and_clipping(tmp_path):
     torch.manual_seed(6)
     _train(LM(nn.LSTM), tmp_path / "run", steps=3, clip=0.01)
