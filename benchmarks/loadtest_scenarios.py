@@ -45,7 +45,7 @@ STILL = """document.addEventListener('DOMContentLoaded', () => {
 
 JS_GRAD = """() => { for (const gd of document.querySelectorAll('.js-plotly-plot')) {
   if (((gd.layout || {}).meta || {}).figure !== 'grad_norm') continue;
-  for (const t of gd.data) if ((t.meta || {}).role === 'grad_norm') return t.y;
+  for (const t of gd.data) if ((t.meta || {}).role === 'grad_norm') return {y: t.y, log10: !!(t.meta || {}).log10};
 } return null; }"""
 
 

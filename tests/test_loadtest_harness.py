@@ -139,3 +139,15 @@ def test_a_pages_time_is_split_into_its_steps_from_the_door_log_and_the_proxy():
     late = {"cls": "plain", "params": {"seed": "4242"}, "opened_at": t0}  # its browser never drew the chart
     ld.timelines([late], lines, FakeWire({"request_at": t0 + 2.0, "chart_at": t0 + 5.0}))
     assert late["server_s"] == 3.0 and "drawn_s" not in late
+
+
+def test_correctness_reads_the_chart_in_norms_or_in_exact_log10():
+    """A heavy link's line lies below float64's range (10^-400 is 0.0 as a float): its page draws exact log10 values
+    (the trace's meta says log10) and is checked against the engine's exact log10, else against the norms."""
+    from benchmarks.loadtest import close
+    want = {"norm": [0.0, 0.1, 1.0], "log10": [-400.25, -1.0, 0.0]}
+    assert close({"y": [-400.25, -1.0, 0.0], "log10": True}, want)
+    assert not close({"y": [-400.25, -1.0, 0.0], "log10": False}, want)  # the same numbers read as norms
+    assert close({"y": [0.0, 0.1, 1.0], "log10": False}, want)
+    assert not close({"y": [-400.0, -1.0, 0.0], "log10": True}, want)
+    assert not close(None, want) and not close({"y": [0.1]}, want)
