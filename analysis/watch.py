@@ -17,9 +17,9 @@ to analyze() on the same weights, batch and loss (tests/test_watch.py), and appe
 
     log10_grad_norm[t] = mean_b log10 ||dL/dh_t^{(b)}||      (log10 of the geometric mean over the batch)
 
-Every ``every`` steps (step % every == 0), on the batch's first sequence: log10 sigma_max of
-d h_{T-1} / d h_{T-1-k} at ``num_lags`` log-spaced lags k (analysis.watch_probe, the engine's ``jacobian_products``), the memory horizon
-(first lag with sigma_max < ``horizon_threshold``) and the eigenvalues of each H x H gate block of W_hh.
+Every ``every`` steps (step % every == 0), on the batch's first sequence (analysis.watch_probe): log10 sigma_max
+of d h_{T-1} / d h_{T-1-k} at ``num_lags`` log-spaced lags k (the engine's ``jacobian_products``), the memory
+horizon (first lag with sigma_max < ``horizon_threshold``) and the eigenvalues of each H x H gate block of W_hh.
 The file format is documented in analysis.run_files; ``load_run(dir)`` reads it back.
 
 ``background=True`` (default False): ``record`` checks the step and snapshots what the chain needs (a copy of the
