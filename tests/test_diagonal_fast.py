@@ -17,13 +17,13 @@ import torch
 from analysis import ExperimentConfig
 from analysis.diagonal import diagonal_products
 from analysis.diagonal_chain import fixed_multiplier_log_grad_norms
-from analysis.experiment import TaskModel, resolve
-from analysis.gradient_stage import CHAIN_METHOD, DTYPES, FIXED_METHOD, gradient_stage
-from analysis.gradients import _finite_rows, log_grad_norm_chain, probe_loss
+from analysis.gradient_stage import CHAIN_METHOD, FIXED_METHOD
+from analysis.gradients import _finite_rows, log_grad_norm_chain
 from analysis.jacobians import report_lags
 from rnn_models import ModelConfig
 from rnn_models.cells import cell_type
 from rnn_models.network import run_cell
+from test_gradient_stage import _both  # (chain route, backprop route)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -178,15 +178,6 @@ def test_fixed_chain_zero_units_zero_gradients_and_nan():
     assert bool((fast[:, 2] == -math.inf).all()) and bool((step[:, 2] == -math.inf).all())
     np.testing.assert_allclose(fast[:, :2].numpy(), step[:, :2].numpy(), rtol=0, atol=1e-12)
     assert fixed_multiplier_log_grad_norms(_lru_run(50, 3, (0.3, 0.95), seed=6, nu={0: math.nan}), v) is None
-
-
-def _both(cfg):
-    cfg, batch, _ = resolve(cfg)
-    model = TaskModel(cfg, batch.spec, cfg.input_size).to(DTYPES[cfg.dtype])
-    _, chain, _, _ = gradient_stage(cfg, batch, model, loss_steps="last")
-    _, back, _, _ = gradient_stage(cfg, batch, model, loss_steps="last",
-                                   loss_fn=lambda y: probe_loss(batch, y, "last"))
-    return chain, back
 
 
 @pytest.mark.parametrize("task", ["random", "adding"])

@@ -24,12 +24,13 @@ from analysis import diagonal_chain
 from analysis.diagonal import diagonal_products
 from analysis.diagonal_chain import multiplier_log_grad_norms
 from analysis.experiment import TaskModel, resolve
-from analysis.gradient_stage import CHAIN_METHOD, DIAGONAL_METHOD, DTYPES, SCAN_METHOD, gradient_stage
+from analysis.gradient_stage import CHAIN_METHOD, DIAGONAL_METHOD, SCAN_METHOD, gradient_stage
 from analysis.gradients import log_grad_norm_chain, probe_loss
 from analysis.jacobians import jacobian_products, report_lags
 from rnn_models import ModelConfig, RecurrentNetwork
 from rnn_models.cells import cell_type
 from rnn_models.network import run_cell
+from test_gradient_stage import _both as _routes  # (chain route, backprop route)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -66,15 +67,6 @@ def _direct_product(m: torch.Tensor, t: int, k: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 # ||dL/dh_t|| of a last-step loss
 # --------------------------------------------------------------------------------------------------------------
-def _routes(cfg):
-    cfg, batch, _ = resolve(cfg)
-    model = TaskModel(cfg, batch.spec, cfg.input_size).to(DTYPES[cfg.dtype])
-    _, chain, _, _ = gradient_stage(cfg, batch, model, loss_steps="last")
-    _, back, _, _ = gradient_stage(cfg, batch, model, loss_steps="last",
-                                   loss_fn=lambda y: probe_loss(batch, y, "last"))
-    return chain, back
-
-
 @pytest.mark.parametrize("kind", GATED)
 @pytest.mark.parametrize("task", ["random", "adding"])
 def test_diagonal_chain_route_equals_backprop(kind, task):
