@@ -70,6 +70,18 @@ def messages(at: AppTest) -> str:
     return " ".join(e.value for e in at.error)
 
 
+def every_tab(at: AppTest, what: str) -> AppTest:
+    """Open each tab (one training step in Live training): each draws a chart and shows no error."""
+    for tab in TABS:
+        at.session_state["view"] = tab
+        ok(at.run())
+        if tab == "Live training":
+            ok(at.button(key="train_step").click().run())
+        assert at.get("plotly_chart"), f"{tab} shows no chart for {what}"
+        assert not messages(at), (what, tab, messages(at))
+    return at
+
+
 # ---- the opening view -------------------------------------------------------------------------------------------
 def test_default_view_opens_with_its_charts():
     at = ok(app())
@@ -95,14 +107,7 @@ def test_every_preset_renders(name):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_every_view_renders_for_each_cell(cell):
-    at = ok(app(compare=cell, task="adding", **SMALL))
-    for tab in TABS:
-        at.session_state["view"] = tab
-        ok(at.run())
-        if tab == "Live training":
-            ok(at.button(key="train_step").click().run())
-        assert at.get("plotly_chart"), f"{tab} shows no chart for {cell}"
-        assert not messages(at), (tab, messages(at))
+    every_tab(ok(app(compare=cell, task="adding", **SMALL)), cell)
 
 
 def test_preset_selector_sets_everything():

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 import analysis.experiment as experiment
 from analysis.presets import PRESETS
-from test_app import NEW_PRESETS, SMALL, TABS, app, array, figure, messages, ok, trace
+from test_app import NEW_PRESETS, SMALL, app, array, every_tab, figure, messages, ok, trace
 
 
 # ---- live training ---------------------------------------------------------------------------------------------
@@ -187,13 +187,7 @@ def test_truncated_preset_trains_full_and_truncated_side_by_side():
 def test_new_presets_render_every_view(name):
     at = ok(app(preset=name, seq_len="30", hidden_size="6", batch_size="4"))  # T=30 > k=20
     assert at.session_state["preset"] == name
-    for tab in TABS:
-        at.session_state["view"] = tab
-        ok(at.run())
-        if tab == "Live training":
-            ok(at.button(key="train_step").click().run())
-        assert at.get("plotly_chart"), f"{tab} shows no chart for {name}"
-        assert not messages(at), (name, tab, messages(at))
+    every_tab(at, name)
     cfg = PRESETS[name].config
     assert at.session_state["num_layers"] == cfg.num_layers and at.session_state["bidirectional"] == cfg.bidirectional
 
