@@ -3,9 +3,11 @@ r"""Which route computes the Jacobian spectra of a run, and the note that says s
     spectra="exact"   the formed products P_k = P_{k-1} J_{T-k} and an SVD per reported lag
                       (analysis.jacobians.jacobian_products): sigma_max, sigma_min and the top singular values
     spectra="fast"    sigma_max by lag without forming the products (analysis.thin_sigma: thin block subspace
-                      iteration through the closed-form VJP/JVP step chains), where its estimated cost is below the
-                      exact route's; else the exact route itself, so "fast" is never slower than "exact" by the
-                      estimate (thin_sigma.route_flops). The thin route reports sigma_max of every block (h->h,
+                      iteration through the closed-form VJP/JVP step chains), where its estimated time is below the
+                      exact route's (thin_sigma.route_seconds: the counted flops weighted by their measured seconds
+                      per flop, the thin sweeps' slowest measured rate); else the exact route itself, so "fast" is
+                      never slower than "exact" (measured: benchmarks/bench_own_model_lm.py --spectra). The thin
+                      route reports sigma_max of every block (h->h,
                       and for the LSTM c->c and [h; c]) within its tested tolerance; sigma_min and the top singular
                       values are not computed (NaN / JSON null), and the notes say so.
 """

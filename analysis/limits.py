@@ -198,9 +198,10 @@ def cell_cost(config: ExperimentConfig, cell: str, only: str | None = None) -> C
     svd = K * D * SVD_FLOPS * b * sum((sl.stop - sl.start) ** 3 for sl in kind.state_blocks(H).values())
     if config.spectra == "fast":  # the thin route where it is cheaper (analysis.jacobian_route)
         from .jacobians import report_lags
-        from .thin_sigma import route_flops
-        thin, exact = route_flops(cell, H, T, report_lags(T, config.jacobian_lags, config.num_log_lags), b, dense)
-        if thin < exact:
+        from .thin_sigma import route_flops, thin_is_cheaper
+        lags = report_lags(T, config.jacobian_lags, config.num_log_lags)
+        thin, _ = route_flops(cell, H, T, lags, b, dense)
+        if thin_is_cheaper(cell, H, T, lags, b, dense):  # the route the run takes (analysis.jacobian_route)
             prod, svd = D * thin + T * D * b * 4 * S * nk * nk, 0.0
     if kind.diagonal:  # analysis.diagonal: no product formed, no SVD, no QR, no gate stack: O(H) per step and lag
         prod, svd, gates = T * D * b * per_step, K * D * b * H * 16.0, 0

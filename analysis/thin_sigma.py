@@ -232,9 +232,16 @@ def _leading_subspace(run, max_lag: int, idx: Tensor, r: int, S: int, g) -> Tens
     return Q
 
 
-# ---- which route is cheaper (spectra="fast" takes it: never slower than exact, by the estimate) -------------
+# ---- which route is cheaper (spectra="fast" takes it: never slower than exact) ------------------------------
 THIN_ITERATIONS = 5.0  # sum over iterations of the lags still under way, in units of the first (measured: 4.5-5.3)
 JVP_FACTOR = 1.2  # a JVP step against a VJP step (the same GEMM, a few more elementwise terms)
+# Seconds per flop of each part against the product GEMMs', measured on the word-LM LSTM (H=400/650, T=20-100, 4
+# sequences, every lag and 16 log-spaced lags, float32, one thread: benchmarks/bench_own_model_lm.py --spectra):
+# the thin sweeps' many small GEMMs, QRs and renormalisations ran 1.3-3.2x slower per counted flop (the largest
+# taken, so "fast" never picks the thin route where it could be the slower one); svdvals 0.58x (8 m^3 counts
+# more than LAPACK's values-only bidiagonalisation does).
+THIN_SECONDS_PER_FLOP = 3.2
+SVD_SECONDS_PER_FLOP = 0.58
 
 
 def route_flops(cell: str, H: int, T: int, lags: list[int], b: int, dense: bool = False) -> tuple[float, float]:
@@ -242,6 +249,11 @@ def route_flops(cell: str, H: int, T: int, lags: list[int], b: int, dense: bool 
     formed products P <- P J_t up to the longest lag plus an SVD per reported lag (as analysis.limits counts).
     Per kind (rnn_models.cells): a vector step ``vjp_flops`` (2 S^2 dense), a product step ``product_flops``,
     the reported ``state_blocks`` (one thin iteration and one SVD each)."""
+    thin, prod, svd = _route_parts(cell, H, T, lags, b, dense)
+    return thin, prod + svd
+
+
+def _route_parts(cell, H, T, lags, b, dense):
     kind = cell_type(cell)
     S = kind.state_size(H)
     vec = kind.vjp_flops(H) if not dense else 2 * S * S
@@ -251,9 +263,16 @@ def route_flops(cell: str, H: int, T: int, lags: list[int], b: int, dense: bool 
     per_step = kind.product_flops(H, dense)
     K = len(set(lags))
     svd = K * b * 8.0 * sum(m ** 3 for m in sizes)
-    return thin, max(lags, default=0) * b * per_step + svd
+    return thin, max(lags, default=0) * b * per_step, svd
+
+
+def route_seconds(cell: str, H: int, T: int, lags: list[int], b: int, dense: bool = False) -> tuple[float, float]:
+    """(thin, exact) in units of a product-GEMM flop's time: route_flops weighted by the measured seconds per
+    flop of each part (THIN_SECONDS_PER_FLOP, SVD_SECONDS_PER_FLOP)."""
+    thin, prod, svd = _route_parts(cell, H, T, lags, b, dense)
+    return THIN_SECONDS_PER_FLOP * thin, prod + SVD_SECONDS_PER_FLOP * svd
 
 
 def thin_is_cheaper(cell: str, H: int, T: int, lags: list[int], b: int, dense: bool = False) -> bool:
-    thin, exact = route_flops(cell, H, T, lags, b, dense)
+    thin, exact = route_seconds(cell, H, T, lags, b, dense)
     return thin < exact
