@@ -29,10 +29,10 @@ def app_path() -> str:
 
 def dashboard_command(args: argparse.Namespace) -> list[str]:
     """``python -m streamlit run <app.py>`` with the chosen address and port, the app's upload limit (the
-    widgets show what the app enforces) and usage statistics off."""
+    widgets show what the app enforces), usage statistics off and Streamlit's magic off (as .streamlit/config.toml)."""
     cmd = [sys.executable, "-m", "streamlit", "run", app_path(), "--server.address", args.address,
            "--server.port", str(args.port), "--server.maxUploadSize", str(UPLOAD_MB),
-           "--browser.gatherUsageStats", "false"]
+           "--browser.gatherUsageStats", "false", "--runner.magicEnabled", "false"]
     if args.headless:
         cmd += ["--server.headless", "true"]
     return cmd + list(args.streamlit_args)

@@ -13,6 +13,22 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _components_scanned_once():
+    """Streamlit's magic off, as the app runs everywhere (AppTest compiles the script again on every run, and the
+    magic pass over its syntax tree was ~50 ms of each). Every new AppTest's first run scans each installed distribution's metadata for Streamlit components (~0.09 s
+    here, a few hundred AppTests in the suite); nothing is installed into this interpreter during a session, so the
+    scan's result is taken once and handed back to the later runs."""
+    from streamlit import config
+    from streamlit.components.v2 import manifest_scanner
+    config.set_option("runner.magicEnabled", False)  # as .streamlit/config.toml and gdlab dashboard set it
+    original = manifest_scanner.scan_component_manifests
+    found = original()
+    manifest_scanner.scan_component_manifests = lambda: list(found)
+    yield
+    manifest_scanner.scan_component_manifests = original
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """The matrices in the reference tests are tiny: intra-op threads only add overhead."""
