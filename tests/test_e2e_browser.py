@@ -139,12 +139,14 @@ def test_tabs_switch_and_render(server, browser):
     page.close()
 
 
+# Three links in the browser, one of each kind of path the browser adds to tests/test_hostile.py (which opens every
+# hostile link, these included, one by one with AppTest): a request refused by its estimate, a field naming a file
+# on the server, and a key given twice, which only a real URL carries (AppTest sets the list directly). Each page
+# costs ~4 s of the two cores here (the page's script and Chromium's rendering), cached or not.
 HOSTILE_LINKS = [
     ("compare=rnn,lstm,gru&hidden_size=4096&num_layers=16&bidirectional=true&seq_len=100000&batch_size=4096",
      "memory"),
-    ("state_dict_path=/etc/shadow", "state_dict_path"),
     ("variant=inputs_path%3D/proc/self/environ", "inputs_path"),
-    ("task=copy&seq_len=10", "seq_len"),
     ("seed=1&seed=2", "more than once"),
 ]
 

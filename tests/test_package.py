@@ -36,47 +36,60 @@ def _fresh_venv(where: Path) -> Path:
     return py
 
 
-def _pip_install(py: Path, *args: str) -> None:
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--disable-pip-version-check", *args], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-
+PIP = ("-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--disable-pip-version-check")
 
 def _run(exe: Path, *args, cwd: Path, timeout=300):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing from the checkout
     return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _run_all(exe: Path, argvs: list[list[str]], cwd: Path, timeout=300) -> list[subprocess.CompletedProcess]:
-    """``_run`` for each argument list, the processes running side by side."""
+def _run_all(exe: Path | None, argvs: list[list], cwd: Path, timeout=300) -> list[subprocess.CompletedProcess]:
+    """``_run`` for each argument list, the processes running side by side (exe None: each list is a whole
+    command)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    procs = [subprocess.Popen([str(exe), *a], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for a in argvs]
+    cmds = [[str(c) for c in ([exe] if exe is not None else []) + list(a)] for a in argvs]
+    procs = [subprocess.Popen(c, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in cmds]
     out = []
-    for a, p in zip(argvs, procs):
+    for c, p in zip(cmds, procs):
         stdout, stderr = p.communicate(timeout=timeout)
-        out.append(subprocess.CompletedProcess([str(exe), *a], p.returncode, stdout, stderr))
+        out.append(subprocess.CompletedProcess(c, p.returncode, stdout, stderr))
     return out
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def installs(tmp_path_factory):
+    """``pip install .`` and ``pip install -e .``, each into its own fresh venv from its own copy of the sources,
+    built side by side: {"wheel": (base, python), "editable": (base, python, source copy)}."""
     base = tmp_path_factory.mktemp("pkg")
-    py = _fresh_venv(base / "venv")
-    _pip_install(py, str(_source_copy(base / "src")))
-    return base, py
+    py, src = _fresh_venv(base / "venv"), _source_copy(base / "src")
+    ebase = tmp_path_factory.mktemp("pkg_editable")
+    epy, esrc = _fresh_venv(ebase / "venv"), _source_copy(ebase / "src")
+    procs = [subprocess.Popen([str(p), *PIP, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for p, args in ((py, [str(src)]), (epy, ["-e", str(esrc)]))]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+    return {"wheel": (base, py), "editable": (ebase, epy, esrc)}
+
+
+@pytest.fixture(scope="module")
+def installed(installs):
+    return installs["wheel"]
 
 
 def test_pip_install_gives_a_working_gdlab_run_json(installed, cli_inproc):
     base, py = installed
     gdlab = py.parent / "gdlab"
     assert gdlab.exists()
-    where = _run(py, "-c", "import analysis, dashboard; print(analysis.__file__); print(dashboard.__file__)",
-                 cwd=base).stdout.split()
-    assert all("site-packages" in w and str(ROOT) not in w for w in where), where
     out = base / "result.json"
-    r = _run(gdlab, "run", "--seq-len", "12", "--hidden-size", "6", "--batch-size", "2", "--json", str(out),
-             cwd=base)
+    # three independent runs of the installed package, started together (each pays torch's import)
+    where, r, bad = _run_all(None, [
+        [py, "-c", "import analysis, dashboard; print(analysis.__file__); print(dashboard.__file__)"],
+        [gdlab, "run", "--seq-len", "12", "--hidden-size", "6", "--batch-size", "2", "--json", out],
+        [gdlab, "run", "--seq-len", "0"]], cwd=base)
+    where = where.stdout.split()
+    assert all("site-packages" in w and str(ROOT) not in w for w in where), where
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     assert d["config"]["seq_len"] == 12 and d["config"]["hidden_size"] == 6 and len(d["grad_norm"]) == 12
@@ -85,7 +98,6 @@ def test_pip_install_gives_a_working_gdlab_run_json(installed, cli_inproc):
     r = cli_inproc("run", "--seq-len", "12", "--hidden-size", "6", "--batch-size", "2", "--json", ref)
     assert r.returncode == 0, r.stderr
     assert json.loads(ref.read_text())["grad_norm"] == d["grad_norm"]
-    bad = _run(gdlab, "run", "--seq-len", "0", cwd=base)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "seq_len" in bad.stderr
 
 
@@ -138,13 +150,11 @@ def test_gdlab_dashboard_serves_the_installed_app(installed):
     assert f"127.0.0.1:{port}" in out, out
 
 
-def test_editable_install_runs_from_the_source_tree(tmp_path):
-    py = _fresh_venv(tmp_path / "venv")
-    src = _source_copy(tmp_path / "src")
-    _pip_install(py, "-e", str(src))
-    r = _run(py, "-c", "import analysis; print(analysis.__file__)", cwd=tmp_path)
+def test_editable_install_runs_from_the_source_tree(installs):
+    base, py, src = installs["editable"]
+    r, v = _run_all(None, [[py, "-c", "import analysis; print(analysis.__file__)"], [py.parent / "gdlab", "--version"]],
+                    cwd=base)
     assert r.returncode == 0 and r.stdout.strip() == str(src / "analysis" / "__init__.py")
-    v = _run(py.parent / "gdlab", "--version", cwd=tmp_path)
     assert v.returncode == 0 and "gradient-dynamics lab" in v.stdout
 
 
@@ -172,8 +182,11 @@ def test_pyproject_dependencies_repeat_the_requirements_pins():
 
 def test_the_version_is_written_in_one_place():
     hits = []
-    for path in ROOT.rglob("*"):  # the sources, not a local build/ or dist/ copy of them
-        if path.suffix in (".py", ".toml") and not {".venv", "tests", "build", "dist"} & set(path.relative_to(ROOT).parts):
-            if re.search(r"""__version__\s*=\s*["']""", path.read_text(errors="ignore")):
+    for folder, dirs, files in os.walk(ROOT):  # the sources, not .venv, the tests or a local build/ or dist/ copy
+        dirs[:] = [d for d in dirs if d not in {".venv", ".git", "tests", "build", "dist", "__pycache__"}]
+        for name in files:
+            path = Path(folder, name)
+            if path.suffix in (".py", ".toml") and re.search(r"""__version__\s*=\s*["']""",
+                                                            path.read_text(errors="ignore")):
                 hits.append(path.relative_to(ROOT))
     assert hits == [Path("analysis/__init__.py")]
