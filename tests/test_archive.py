@@ -78,11 +78,10 @@ def test_the_zero_stride_lstm_is_refused_by_the_estimate_before_any_tensor_is_lo
     assert loads == []  # refused on the declared shapes: nothing materialised
 
 
-def test_the_zero_stride_lstm_on_the_command_line_is_one_line(tmp_path):
+def test_the_zero_stride_lstm_on_the_command_line_is_one_line(tmp_path, cli_inproc):
     p = tmp_path / "wide.pt"
     p.write_bytes(zero_stride_lstm())
-    r = subprocess.run([sys.executable, "-m", "analysis", "run", "--load-state-dict", str(p)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+    r = cli_inproc("run", "--load-state-dict", p)  # python -m analysis, its main() in this process
     assert r.returncode == 2 and r.stdout == ""
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1 and "hidden_size=4096" in err and "limit" in err

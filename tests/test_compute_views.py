@@ -1,9 +1,6 @@
 """What an analysis computes (views), the Jacobian detail it runs at, and the cost check on a user's real shapes
 (analysis.compute_views, analysis.own_model.check_own; issue 18 items 1 and 3)."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +12,6 @@ from analysis.limits import LimitExceeded, Limits
 from analysis.own_model import check_own
 from rnn_models.config import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(cell="lstm", hidden_size=6, seq_len=10, batch_size=3, dtype="float64")
 
 
@@ -92,22 +88,22 @@ def test_api_checks_the_real_shapes():
         limits.configure(None)
 
 
-def test_cli_checks_the_inputs_file_and_prints_the_estimate(tmp_path):
+def test_cli_checks_the_inputs_file_and_prints_the_estimate(tmp_path, cli_inproc, monkeypatch):
+    for k in ("GDLAB_LIMITS", "GDLAB_MAX_MEMORY_MB"):  # only the arithmetic limit, as the host would set it
+        monkeypatch.delenv(k, raising=False)
     model = _lstm_model(96)
     torch.save(model.state_dict(), tmp_path / "m.pt")
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((1000, 4, 3)))
-    base = [sys.executable, "-m", "analysis", "run", "--load-state-dict", tmp_path / "m.pt", "--inputs",
-            tmp_path / "x.npy", "--jacobian-detail", "exact"]
-    env = {"PATH": "", "GDLAB_MAX_GFLOP": "150"}  # above the config's defaults, below the file's real shape
-    p = subprocess.run(base, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    base = ["run", "--load-state-dict", tmp_path / "m.pt", "--inputs", tmp_path / "x.npy", "--jacobian-detail",
+            "exact"]  # python -m analysis, its main() in this process (conftest.run_main)
+    env = {"GDLAB_MAX_GFLOP": "150"}  # above the config's defaults, below the file's real shape
+    p = cli_inproc(*base, env=env)
     assert p.returncode == 2 and "T=1000" in p.stderr and "GFLOP" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     # a run estimated above ~10 s says its estimate first (here: a small file, the threshold lowered to 0 s)
-    code = ("import sys; from analysis import compute_views as c; c.PRINT_ABOVE_SECONDS = 0.0; "
-            "from analysis.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    monkeypatch.setattr(compute_views, "PRINT_ABOVE_SECONDS", 0.0)
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((20, 2, 3)))
-    p = subprocess.run([sys.executable, "-c", code, *map(str, base[3:]), "--views", "gradients"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    p = cli_inproc(*base, "--views", "gradients")
     assert p.returncode == 0, p.stderr
     assert "estimate:" in p.stderr and "GFLOP" in p.stderr and "GFLOP/s" in p.stderr
 

@@ -74,16 +74,14 @@ def test_spectral_init_at_100_runs_where_eigh_did_not_converge():
     assert (r.jac.state_spectral_norm >= np.maximum(r.jac.spectral_norm, r.jac.cell_full) - 1e-4).all()
 
 
-def test_cli_run_on_a_state_dict_with_a_nan(tmp_path):
+def test_cli_run_on_a_state_dict_with_a_nan(tmp_path, cli_inproc):
     for value in ("nan",):  # Inf: the probe below
         sd = torch.nn.GRU(2, 6).state_dict()
         sd["weight_hh_l0"][5, 1] = float(value)
         path = tmp_path / f"gru_{value}.pt"
         torch.save(sd, path)
         out = tmp_path / "r.json"
-        r = subprocess.run([sys.executable, "-m", "analysis", "run", "--load-state-dict", str(path), "--seq-len",
-                            "8", "--batch-size", "2", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
-                           timeout=120)
+        r = cli_inproc("run", "--load-state-dict", path, "--seq-len", "8", "--batch-size", "2", "--json", out)
         assert r.returncode == 0, r.stderr[-2000:]
         d = json.loads(out.read_text())
         kind = "NaN" if value == "nan" else "Inf"

@@ -8,9 +8,6 @@ the next step reads. The loss is the model's: mean cross-entropy of decoder(h^to
 """
 import hashlib
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +20,6 @@ from analysis.own_model import analyse_files
 from benchmarks.word_lm import WordLM, batches, token_stream, train
 from conftest import save_lm_files
 
-ROOT = Path(__file__).resolve().parents[1]
 V, E, H, L, T, B = 40, 12, 10, 2, 12, 3
 
 
@@ -113,14 +109,13 @@ def lm_files(lm, tmp_path_factory):
     return save_lm_files(lm, tmp_path_factory.mktemp("wordlm"))
 
 
-def test_cli_and_upload_against_the_reference(lm, lm_files):
+def test_cli_and_upload_against_the_reference(lm, lm_files, cli_inproc):
     model, ids, tg = lm
     d = lm_files
     out = d / "o.json"
-    p = subprocess.run([sys.executable, "-m", "analysis", "run", "--load-state-dict", d / "lm.pt", "--inputs",
-                        d / "ids.npy", "--embedding", "encoder", "--readout", "decoder", "--targets", d / "tg.npy",
-                        "--layer", "0", "--dtype", "float64", "--views", "gradients", "--json", out],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    p = cli_inproc("run", "--load-state-dict", d / "lm.pt", "--inputs", d / "ids.npy", "--embedding", "encoder",
+                   "--readout", "decoder", "--targets", d / "tg.npy", "--layer", "0", "--dtype", "float64", "--views",
+                   "gradients", "--json", out)  # python -m analysis, its main() in this process
     assert p.returncode == 0, p.stderr
     got = json.loads(out.read_text())
     ref = reference(model, ids, tg)

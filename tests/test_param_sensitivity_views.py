@@ -123,22 +123,17 @@ def test_the_figure_grows_with_its_legend_and_names_theta_once():
     assert "θ = weight_hh, bias_hh:" in one.layout.title.text and one.layout.height == SCREEN_HEIGHT
 
 
-def test_the_cli_runs_the_view_and_the_export_draws_it(tmp_path):
+def test_the_cli_runs_the_view_and_the_export_draws_it(tmp_path, cli_inproc):
     import json
-    import subprocess
-    import sys
-    from pathlib import Path
     from analysis.export.bundles import view_figures_of
-    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "r.json"
-    p = subprocess.run([sys.executable, "-m", "analysis", "run", "--cell", "gru", "--hidden-size", "3", "--seq-len",
-                        "6", "--batch-size", "2", "--dtype", "float64", "--views", "sensitivity", "--json", str(out)],
-                       capture_output=True, text=True, cwd=root, timeout=300)
+    # python -m analysis, its main() in this process (conftest.run_main)
+    p = cli_inproc("run", "--cell", "gru", "--hidden-size", "3", "--seq-len", "6", "--batch-size", "2", "--dtype",
+                   "float64", "--views", "sensitivity", "--json", out)
     assert p.returncode == 0, p.stderr
     d = json.loads(out.read_text())
     assert d["views"] == ["sensitivity"] and d["param_sensitivity"]["method"] == "exact"
-    p = subprocess.run([sys.executable, "-m", "analysis", "run", "--views", "sensitivty"], capture_output=True,
-                       text=True, cwd=root, timeout=300)
+    p = cli_inproc("run", "--views", "sensitivty")
     assert p.returncode == 2 and "sensitivity" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     cfg = ExperimentConfig(**TINY)
     assert "sensitivity" not in view_figures_of(cfg)
