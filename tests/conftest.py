@@ -29,6 +29,15 @@ def _components_scanned_once():
     manifest_scanner.scan_component_manifests = original
 
 
+@pytest.fixture(scope="session")
+def lru_t2000():
+    """run_comparison of the preset 'lru-t2000' (T=2000: LSTM, GRU, LRU; ~3 s), computed once for the tests of its
+    numbers (test_presets) and of its figures (test_figure_labels). Read it, do not change it."""
+    from analysis.experiment import run_comparison
+    from analysis.presets import PRESETS
+    return run_comparison(PRESETS["lru-t2000"].config)
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """The matrices in the reference tests are tiny: intra-op threads only add overhead."""

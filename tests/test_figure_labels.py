@@ -293,12 +293,10 @@ def test_horizon_labels_sit_where_no_line_runs():
                 assert abs(a.x - b.x) > 0.011 * 39 * len(a.text if a.x < b.x else b.text), (a.text, b.text)
 
 
-def test_horizon_labels_over_steep_lines_stay_off_each_other_and_the_threshold():
+def test_horizon_labels_over_steep_lines_stay_off_each_other_and_the_threshold(lru_t2000):
     """T = 2000 (preset lru-t2000): the LSTM's and GRU's lines cross every label row near lag 0, so no row is free of
     lines; their labels (k = 17, 20) still take distinct rows, and none sits on the threshold's label."""
-    from analysis.presets import PRESETS
-    res = run_comparison(PRESETS["lru-t2000"].config.replace(lyapunov_k=0))
-    fig = view_figures("jacobians", res)["jacobian_spectral_norm"]
+    fig = view_figures("jacobians", lru_t2000)["jacobian_spectral_norm"]  # the preset's run_comparison (conftest)
     lo, hi = fig.layout.yaxis.range
     labels = [a for a in fig.layout.annotations if " horizon " in (a.text or "")]  # "LSTM horizon (between) k=.."
     (th,) = [a for a in fig.layout.annotations if "horizon threshold" in (a.text or "")]
