@@ -186,6 +186,17 @@ setInterval(() => {
     const chart = document.querySelector('.js-plotly-plot .main-svg') !== null;
     if (chart && !pending && /Memory horizon[^\\n]*(k = |none within)/.test(text)) window.__gd.complete = true;
 }, 50);
+// the bar can live for less than the 50 ms above (a job that ends at its first poll shows "…: done" and the page
+// reruns at once): every text the page adds is looked at as it is added
+new MutationObserver((records) => {
+    if (window.__gd.bar) return;
+    for (const r of records) {
+        const texts = r.type === "characterData" ? [r.target.data || ""]
+                                                 : Array.from(r.addedNodes, (n) => n.textContent || "");
+        const hit = texts.find((t) => t.includes("Jacobian spectra for the other views"));
+        if (hit) { window.__gd.bar = hit.slice(0, 300); return; }
+    }
+}).observe(document, {subtree: true, childList: true, characterData: true});
 """
 
 

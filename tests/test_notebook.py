@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 import re
 import subprocess
 import sys
@@ -40,9 +39,8 @@ def texts(nb) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def from_examples(installed_run):
-    """The notebook run from examples/ with this interpreter's kernel and the package not installed (while the
-    pip-installed run, started first, runs beside it in its own process)."""
+def from_examples():
+    """The notebook run from examples/ with this interpreter's kernel and the package not installed."""
     return execute(ROOT / "examples")
 
 
@@ -82,40 +80,6 @@ print("installed", Path(analysis.__file__).parent, Path(rnn_models.__file__).par
 print("shipped text", len(corpus), vocab.size, hashlib.sha256(corpus.encode()).hexdigest())
 """
 
-# ``pip install .`` into a target folder, then the notebook (plus INSTALLED_CHECK) run in a fresh kernel from an
-# empty folder with PYTHONPATH = that folder: in a process of its own, so it runs beside the examples/ run
-INSTALLED_RUN = """\
-import subprocess, sys
-import nbformat
-from nbclient import NotebookClient
-site, src, run_in, nb_in, nb_out, check = sys.argv[1:7]
-r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--disable-pip-version-check", "--target", site, src], capture_output=True, text=True, timeout=300)
-if r.returncode:
-    sys.exit("pip install failed: " + r.stdout + r.stderr)
-nb = nbformat.read(nb_in, as_version=4)
-nb.cells.append(nbformat.v4.new_code_cell(check))
-NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": run_in}}).execute()
-nbformat.write(nb, nb_out)
-"""
-
-
-@pytest.fixture(scope="module")
-def installed_run(tmp_path_factory):
-    """(the target folder, the running process, the executed notebook's path): started, not waited for."""
-    base = tmp_path_factory.mktemp("nb_install")
-    site, run_in, out = base / "site", base / "elsewhere", base / "executed.ipynb"
-    run_in.mkdir()
-    src = source_copy(base / "src")
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(site)}
-    proc = subprocess.Popen([sys.executable, "-c", INSTALLED_RUN, str(site), str(src), str(run_in), str(NOTEBOOK),
-                             str(out), INSTALLED_CHECK], cwd=run_in, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    yield site, proc, out
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
-
 
 def _package_files() -> list[str]:
     """The packages' files as the repository holds them (git's list; without git, the tree less bytecode)."""
@@ -128,19 +92,25 @@ def _package_files() -> list[str]:
                 for p in (ROOT / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
 
 
-def test_the_notebook_runs_from_a_pip_install(installed_run):
+def test_the_notebook_runs_from_a_pip_install(tmp_path, monkeypatch):
     """As a reader after ``pip install .`` (CI, issue 19): the package built from a copy of the repository into a
     target folder (offline: ``--no-deps --no-build-isolation --no-index``), the whole notebook run from an empty
     folder with that install as the only path to the code (PYTHONPATH=it). A cell appended here reads the shipped
     text from the install, and every file of the packages must have been installed: a module or data file that
     pyproject.toml leaves out fails this test."""
-    site, proc, executed = installed_run
-    stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, (stdout + stderr)[-3000:]
+    site, run_in = tmp_path / "site", tmp_path / "elsewhere"
+    run_in.mkdir()
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--no-index", "--disable-pip-version-check", "--target", str(site),
+                        str(source_copy(tmp_path / "src"))], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
     missing = [f for f in _package_files() if not (site / f).is_file()]
     assert not missing, f"pip install . leaves out {missing}"
 
-    nb = nbformat.read(executed, as_version=4)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(INSTALLED_CHECK))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(run_in)}}).execute()
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors[0]["ename"] + ": " + errors[0]["evalue"]
     out = texts(nb)
