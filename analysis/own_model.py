@@ -183,7 +183,9 @@ def own_provenance(res: ExperimentResult, given: dict | None, *, loss_text: str,
 
 
 def _net(config: ExperimentConfig, I: int, dtype: torch.dtype) -> RecurrentNetwork:
-    return RecurrentNetwork(config.model_config(I), dtype=dtype)  # explicit dtype: no process-global state
+    """The network the module's weights are loaded into (analyse_own: load_torch_state_dict, every weight): built
+    with zeros, not initialised. Explicit dtype: no process-global state."""
+    return RecurrentNetwork(config.model_config(I), dtype=dtype, init=False)
 
 
 # ---- Python: a model object ---------------------------------------------------------------------------

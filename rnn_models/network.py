@@ -85,7 +85,9 @@ class Trace:
 class RecurrentNetwork(nn.Module):
     """Stacked cells built from one ``ModelConfig``; ``layers[l][d]`` is the cell of layer l, direction d."""
 
-    def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None, *, init: bool = True):
+        """``init=False``: every parameter zero, for a caller that loads weights next (``load_torch_state_dict``):
+        the random initialisation (float64 draws for every weight) would only be overwritten."""
         super().__init__()
         self.config = config
         D = 2 if config.bidirectional else 1
@@ -96,7 +98,12 @@ class RecurrentNetwork(nn.Module):
             dirs = nn.ModuleList()
             for _ in range(D):
                 cell = cell_type(config.cell).from_config(in_size, config.hidden_size, config, dtype)
-                initialize_cell(cell, config, gen)
+                if init:
+                    initialize_cell(cell, config, gen)
+                else:
+                    with torch.no_grad():
+                        for p in cell.parameters():
+                            p.zero_()
                 dirs.append(cell)
             self.layers.append(dirs)
 

@@ -243,3 +243,19 @@ def test_run_cell_detach_every_state_values(f64):
     assert len(b.states) == x.shape[0] + 1
     for sa, sb in zip(a.states, b.states):
         assert torch.equal(sa[0], sb[0])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_network_built_to_load_is_zeros_and_loads_every_weight(f64, cell):
+    """init=False (what analysis/own_model.py builds before loading a torch module's weights): every parameter 0,
+    and after load_torch_state_dict the same network, parameter for parameter, as an initialised one loaded alike."""
+    torch.manual_seed(3)
+    ref = _torch_module(cell, 3, 4, 2, True)
+    cfg = ModelConfig(cell=cell, input_size=3, hidden_size=4, num_layers=2, bidirectional=True, seed=5)
+    bare = RecurrentNetwork(cfg, init=False)
+    assert all(not p.any() for p in bare.parameters())
+    full = RecurrentNetwork(cfg)
+    for net in (bare, full):
+        net.load_torch_state_dict(ref.state_dict())
+    assert [n for n, _ in bare.named_parameters()] == [n for n, _ in full.named_parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(bare.parameters(), full.parameters()))
