@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         for r in row(H, T, a.repeats):
             met = "-" if r["target"] is None else ("yes" if r["ratio"] <= r["target"] else "NO")
             tgt = f"{r['target']:.1f}x" if r["target"] else "-"
-            print(f"{r['kind']:10s} {r['H']:4d} {r['T']:5d} {r['fb_s']:9.2f} {r['t_s']:10.2f} {r['ratio']:6.1f}x "
+            print(f"{r['kind']:10s} {r['H']:4d} {r['T']:5d} {r['fb_s']:9.2f} {r['t_s']:10.2f} {r['ratio']:6.2f}x "
                   f"{tgt:>7s} {met:>4s} {r['route']:6s} {r['estimate']}", flush=True)
     if a.spectra:
         print("\nspectra fast / exact, views=jacobians, 4 sequences (fast never slower: < 1.0 on the thin route; the "
