@@ -51,7 +51,8 @@ def prepare_inputs(x, arch: dict, *, batch_first: bool, embedding: Tensor | None
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= V):
             raise ConfigError(f"inputs: token ids must be in [0, {V - 1}] (the embedding has {V} rows); "
                               f"got [{int(x.min())}, {int(x.max())}]")
-        x = F.embedding(x.long(), embedding.double())  # (., ., I)
+        x = F.embedding(x.long(), embedding)  # (., ., I) in the embedding's dtype: only the rows looked up are
+        # converted below (x.double()), not the whole table
     elif not x.is_floating_point() and x.dim() != 3:
         hint = "pass embeddings, e.g. model.encoder(ids), or embedding=model.encoder (--embedding NAME)"
         raise ConfigError(f"inputs are integers of shape {tuple(x.shape)}, like token ids, but the recurrent module "

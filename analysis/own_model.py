@@ -308,16 +308,17 @@ def analyze(model: nn.Module, inputs, *, loss=None, readout=None, targets=None, 
     if drops:
         fm.notes.append("dropout found and not applied (the analysis is of the deterministic, eval-mode network): "
                         + ", ".join(drops))
+    dtype = DTYPES[config.dtype]  # the readout copied once, in the analysis's dtype (a float32 model's exactly)
     if readout is not None:
         lin = _named(model, readout, nn.Linear, "readout")
-        fm.readout = (lin.weight.detach().to("cpu", torch.float64).clone(),
-                      None if lin.bias is None else lin.bias.detach().to("cpu", torch.float64).clone())
+        fm.readout = (lin.weight.detach().to("cpu", dtype).clone(),
+                      None if lin.bias is None else lin.bias.detach().to("cpu", dtype).clone())
         if fm.readout[0].shape[1] != (2 if arch["bidirectional"] else 1) * arch["hidden_size"]:
             raise ConfigError(f"readout reads {fm.readout[0].shape[1]} features, the recurrent outputs have "
                               f"{(2 if arch['bidirectional'] else 1) * arch['hidden_size']}")
     E = None
     if embedding is not None:
-        E = _named(model, embedding, nn.Embedding, "embedding").weight.detach().to("cpu", torch.float64).clone()
+        E = _named(model, embedding, nn.Embedding, "embedding").weight.detach().to("cpu")  # read, never kept
     x = prepare_inputs(inputs, arch, batch_first=batch_first, embedding=E)
     prov = {"source": "python", "module": name or "(the model itself)",
             "readout": _name_in(model, readout), "embedding": _name_in(model, embedding),
