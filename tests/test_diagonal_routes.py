@@ -26,11 +26,20 @@ from analysis.diagonal_chain import multiplier_log_grad_norms
 from analysis.experiment import TaskModel, resolve
 from analysis.gradient_stage import CHAIN_METHOD, DIAGONAL_METHOD, SCAN_METHOD, gradient_stage
 from analysis.gradients import log_grad_norm_chain, probe_loss
-from analysis.jacobians import jacobian_products, report_lags
+from analysis.jacobians import report_lags
 from rnn_models import ModelConfig, RecurrentNetwork
 from rnn_models.cells import cell_type
 from rnn_models.network import run_cell
+from test_diagonal import _dense  # jacobian_products made to take its dense route
 from test_gradient_stage import _both as _routes  # (chain route, backprop route)
+
+
+def _same_norms(a, b):
+    """||dL/dh_t|| and its 10-90% band, as floats and as exact log10, of two routes' GradientResults."""
+    np.testing.assert_allclose(a.grad_norm, b.grad_norm, rtol=1e-10)
+    np.testing.assert_allclose(a.log10_grad_norm, b.log10_grad_norm, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(a.grad_norm_band, b.grad_norm_band, rtol=1e-10)
+    np.testing.assert_allclose(a.log10_grad_norm_band, b.log10_grad_norm_band, rtol=0, atol=1e-10)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -73,10 +82,7 @@ def test_diagonal_chain_route_equals_backprop(kind, task):
     chain, back = _routes(ExperimentConfig(cell=kind, task=task, seq_len=60, hidden_size=7, batch_size=3,
                                            dtype="float64", loss_steps="last"))
     assert chain.method == DIAGONAL_METHOD and back.method != DIAGONAL_METHOD
-    np.testing.assert_allclose(chain.grad_norm, back.grad_norm, rtol=1e-10)
-    np.testing.assert_allclose(chain.log10_grad_norm, back.log10_grad_norm, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(chain.grad_norm_band, back.grad_norm_band, rtol=1e-10)
-    np.testing.assert_allclose(chain.log10_grad_norm_band, back.log10_grad_norm_band, rtol=0, atol=1e-10)
+    _same_norms(chain, back)
     np.testing.assert_allclose(chain.per_layer, back.per_layer, rtol=1e-10)
     assert chain.nonfinite is None is back.nonfinite and chain.cell_grad_norm is None
 
@@ -130,10 +136,7 @@ def test_scan_route_for_a_loss_at_every_step_equals_backprop(kind, task):
     _, scan, _, _ = gradient_stage(cfg, batch, model, loss_steps="all")
     _, back, _, _ = gradient_stage(cfg, batch, model, loss_steps="all", loss_fn=lambda y: probe_loss(batch, y, "all"))
     assert scan.method == SCAN_METHOD and back.method != SCAN_METHOD
-    np.testing.assert_allclose(scan.grad_norm, back.grad_norm, rtol=1e-10)
-    np.testing.assert_allclose(scan.log10_grad_norm, back.log10_grad_norm, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(scan.grad_norm_band, back.grad_norm_band, rtol=1e-10)
-    np.testing.assert_allclose(scan.log10_grad_norm_band, back.log10_grad_norm_band, rtol=0, atol=1e-10)
+    _same_norms(scan, back)
     np.testing.assert_allclose(scan.per_direction, back.per_direction, rtol=1e-10)
     assert scan.loss == pytest.approx(back.loss, rel=1e-12) and scan.nonfinite is None is back.nonfinite
     torch.testing.assert_close(scan.last_state_grad, back.last_state_grad, rtol=1e-12, atol=1e-15)
@@ -195,14 +198,6 @@ def test_products_at_length_against_direct_products(kind, monkeypatch):
     c = diagonal_products(run, lags=lags, n_singular=4, lyapunov_k=4)
     for f in ("spectral_norm", "min_singular_value", "singular_values", "lyapunov", "update_gate_path"):
         np.testing.assert_allclose(getattr(c, f), getattr(d, f), rtol=1e-12, atol=1e-12, err_msg=f)
-
-
-def _dense(run, **kw):
-    run.cell.diagonal = False  # an instance attribute: jacobian_products takes its dense route
-    try:
-        return jacobian_products(run, **kw)
-    finally:
-        del run.cell.diagonal
 
 
 @pytest.mark.parametrize("kind", GATED)
