@@ -53,6 +53,26 @@ def test_one_upload_limit_everywhere():
     assert f"{UPLOAD_MB} MiB each" in readme and "make serve" in readme
 
 
+def test_magic_is_off_everywhere_the_app_runs_and_nothing_relies_on_it():
+    """.streamlit/config.toml, gdlab dashboard and the tests' AppTests (conftest) all run the app with Streamlit's
+    magic off; so no statement of the page script may be a bare expression magic would have shown (docstrings and
+    calls only)."""
+    import ast
+
+    from streamlit import config
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["runner"]["magicEnabled"] is False
+    cmd = gdlab.dashboard_command(argparse.Namespace(address="127.0.0.1", port=8501, headless=True,
+                                                     streamlit_args=[]))
+    assert cmd[cmd.index("--runner.magicEnabled") + 1] == "false"
+    assert config.get_option("runner.magicEnabled") is False
+    tree = ast.parse((ROOT / "dashboard" / "app.py").read_text())
+    shown = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Expr)
+             and not isinstance(n.value, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom))
+             and not (isinstance(n.value, ast.Constant) and isinstance(n.value.value, str))]
+    assert not shown, f"dashboard/app.py lines {shown}: bare expressions (magic is off: use st.write)"
+
+
 def test_uploaders_show_the_limit_the_app_enforces():
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
     for k, v in SMALL.items():
