@@ -182,12 +182,12 @@ setInterval(() => {
     // a fresh page's DOM later than a short pending window: not required here)
     if (pending && text.includes("Each line is ‖∂L/∂h_t‖")) window.__gd.viewWhilePending = true;
     const line = text.split("\\n").find(l => l.includes("Jacobian spectra for the other views"));
-    if (line && !window.__gd.bar) window.__gd.bar = line;
+    if (line && !window.__gd.bar) window.__gd.bar = line;  // the whole line, as the page shows it
     const chart = document.querySelector('.js-plotly-plot .main-svg') !== null;
     if (chart && !pending && /Memory horizon[^\\n]*(k = |none within)/.test(text)) window.__gd.complete = true;
 }, 50);
-// the bar can live for less than the 50 ms above (a job that ends at its first poll shows "…: done" and the page
-// reruns at once): every text the page adds is looked at as it is added
+// and as each text is added: the bar can live for less than a 50 ms poll (a job that ends at its first poll shows
+// "…: done" and the page reruns at once)
 new MutationObserver((records) => {
     if (window.__gd.bar) return;
     for (const r of records) {

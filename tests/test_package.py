@@ -38,14 +38,9 @@ def _fresh_venv(where: Path) -> Path:
 
 PIP = ("-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--disable-pip-version-check")
 
-def _run(exe: Path, *args, cwd: Path, timeout=300):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing from the checkout
-    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def _run_all(exe: Path | None, argvs: list[list], cwd: Path, timeout=300) -> list[subprocess.CompletedProcess]:
-    """``_run`` for each argument list, the processes running side by side (exe None: each list is a whole
-    command)."""
+    """``exe`` run with each argument list (exe None: each list is a whole command), the processes side by side,
+    without the checkout on PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     cmds = [[str(c) for c in ([exe] if exe is not None else []) + list(a)] for a in argvs]
     procs = [subprocess.Popen(c, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
