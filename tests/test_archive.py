@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,39 @@ def bomb(junk_numel: int) -> bytes:
     return deflated(sd, junk_numel)
 
 
+class ZerosDeflater:
+    """zlib's raw deflate for a record of zeros written CHUNK bytes at a time: after a full flush every whole chunk
+    deflates to the same bytes (the window is reset), so they are computed once; a partial chunk and the end go
+    through zlib. 800 MB of zeros in ~0.3 s instead of ~2.3 s; the stream inflates back to the zeros
+    (test_the_fast_deflate_of_zeros_inflates_to_zeros)."""
+    CHUNK = 2**24
+
+    def __init__(self):
+        self._z = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self._whole = None
+
+    def compress(self, data: bytes) -> bytes:
+        if len(data) != self.CHUNK:
+            return self._z.compress(data)
+        if self._whole is None:
+            self._whole = self._z.compress(data) + self._z.flush(zlib.Z_FULL_FLUSH)
+        return self._whole
+
+    def flush(self) -> bytes:
+        return self._z.flush()
+
+
+def test_the_fast_deflate_of_zeros_inflates_to_zeros():
+    d, n = ZerosDeflater(), 2 * ZerosDeflater.CHUNK + 1000
+    stream = b"".join(d.compress(bytes(min(d.CHUNK, n - i))) for i in range(0, n, d.CHUNK)) + d.flush()
+    inflate = zlib.decompressobj(-15)
+    out = inflate.decompress(stream)
+    assert inflate.eof and len(out) == n and not any(out)
+
+
 def deflated(obj, numel: int) -> bytes:
     """``torch.save(obj)`` whose last storage, a meta float32 tensor of ``numel`` (no record written for it), gets
-    its record of ``numel`` zeros written deflated."""
+    its record of ``numel`` zeros written deflated (with ZerosDeflater in place of zipfile's compressor)."""
     src = zipfile.ZipFile(io.BytesIO(saved(obj)))
     names = src.namelist()
     prefix = next(n for n in names if n.endswith("data.pkl"))[: -len("data.pkl")]
@@ -59,7 +90,9 @@ def deflated(obj, numel: int) -> bytes:
         info = zipfile.ZipInfo(f"{prefix}data/{junk_key}")
         info.compress_type = zipfile.ZIP_DEFLATED
         with z.open(info, "w", force_zip64=True) as fh:
-            chunk, left = bytes(2**20), numel * 4
+            assert hasattr(fh, "_compressor")  # zipfile's writer deflates through this object
+            fh._compressor = ZerosDeflater()
+            chunk, left = bytes(ZerosDeflater.CHUNK), numel * 4
             while left:
                 fh.write(chunk[: min(left, len(chunk))])
                 left -= min(left, len(chunk))

@@ -1,19 +1,39 @@
 """benchmarks/bench.py runs end to end at the smallest size and prints its table (no timing is asserted)."""
+import importlib.util
 import json
-import subprocess
-import sys
+import signal
 from pathlib import Path
 
 import pytest
+import torch
+
+from conftest import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_quick_runs_and_prints_the_table(tmp_path):
+@pytest.fixture
+def bench(monkeypatch):
+    """benchmarks/bench.py as a module of this process (its parts import as they do when it runs as a script)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_in_test", ROOT / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_quick_runs_and_prints_the_table(tmp_path, bench):
+    """main() in this process (a fresh interpreter cost ~3 s of torch's import and teardown here; its (e) column
+    still runs run_experiment in a fresh process of its own). What main() sets for the whole process is put back:
+    run_main restores the limits, threads and dtype; here also flush-denormal (off in every test) and SIGTERM."""
     out_json = tmp_path / "bench.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick", "--cells", "rnn", "--skip-long",
-           "--no-profile", "--skip-view", "--json", str(out_json)]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        p = run_main(bench.main, ["--quick", "--cells", "rnn", "--skip-long", "--no-profile", "--skip-view",
+                                  "--json", out_json])
+    finally:
+        torch.set_flush_denormal(False)
+        signal.signal(signal.SIGTERM, sigterm)
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout
     header = next((line for line in out.splitlines() if line.split()[:3] == ["cell", "T", "H"]), None)
@@ -38,13 +58,8 @@ def test_bench_quick_runs_and_prints_the_table(tmp_path):
     assert doc["long_case"] is None
 
 
-def test_bench_rejects_bad_flags(capsys, monkeypatch):
-    """The flags are checked before anything runs: parse_args in this process (a fresh interpreter costs ~1.5 s)."""
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # bench.py's own parts import as it does
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_flags_check", ROOT / "benchmarks" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_rejects_bad_flags(capsys, bench):
+    """The flags are checked before anything runs."""
     with pytest.raises(SystemExit) as e:
         bench.parse_args(["--cells", "tcn"])
     assert e.value.code == 2 and "--cells" in capsys.readouterr().err
