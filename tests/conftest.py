@@ -1,5 +1,10 @@
 """Shared fixtures: float64 default dtype for exactness tests; one torch thread for tiny-matrix tests; the command
-line run in this process; a copy of the package's source tree to install from; a stand-in PNG."""
+line run in this process; a copy of the package's source tree to install from; a stand-in PNG.
+
+The session, and every process it starts, runs torch with one intra-op thread (OMP_NUM_THREADS=1 unless it is set
+already), as the dashboard does (analysis/progress.py): the tests' matrices are small, and a second intra-op thread
+only added synchronisation. Measured on the 2-core machine, nine modules of the suite: 70 s with one thread against
+81-86 s with two, and 91 s of CPU against 117-123 s. A test that needs more threads sets them and puts them back."""
 import contextlib
 import io
 import os
@@ -9,8 +14,12 @@ import subprocess
 import zlib
 from pathlib import Path
 
-import pytest
-import torch
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch's import: the children inherit it
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"]) if os.environ["OMP_NUM_THREADS"].isdigit() else 1))
 
 
 @pytest.fixture(autouse=True, scope="session")

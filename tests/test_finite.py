@@ -153,18 +153,13 @@ def test_a_lapack_failure_names_the_setting_api(monkeypatch):
     assert "init_scale" in msg and "(0, 100]" in msg and "dtype=float64" in msg and "_LinAlgError" not in msg
 
 
-def test_a_lapack_failure_names_the_setting_cli():
-    code = """
-import sys, torch
-def never(*a, **k):
-    raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
-torch.linalg.svdvals = never
-from analysis.__main__ import main
-sys.exit(main(["run", "--cell", "lstm", "--hidden-size", "6", "--seq-len", "8", "--batch-size", "2",
-               "--init", "spectral", "--init-scale", "100"]))
-"""
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+def test_a_lapack_failure_names_the_setting_cli(monkeypatch, cli_inproc):
+    """The same on the command line (its main() in this process, as the other CLI tests): one line, status 2."""
+    def never(*a, **k):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+    monkeypatch.setattr(torch.linalg, "svdvals", never)
+    r = cli_inproc("run", "--cell", "lstm", "--hidden-size", "6", "--seq-len", "8", "--batch-size", "2",
+                   "--init", "spectral", "--init-scale", "100")
     assert r.returncode == 2 and r.stdout == ""
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "init_scale" in err, err
