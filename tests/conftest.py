@@ -22,6 +22,12 @@ import torch  # noqa: E402
 torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"]) if os.environ["OMP_NUM_THREADS"].isdigit() else 1))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``stops_renderer`` run after all others (their order otherwise kept): they stop kaleido's shared
+    Chromium, and the test that rendered next paid ~4 s to start it again."""
+    items.sort(key=lambda item: item.get_closest_marker("stops_renderer") is not None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _components_scanned_once():
     """Streamlit's magic off, as the app runs everywhere (AppTest compiles the script again on every run, and the

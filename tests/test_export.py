@@ -340,8 +340,11 @@ def check_export_dir(out: Path, paths: list[str], formats, config: ExperimentCon
 
 @needs_browser
 def test_export_all_end_to_end(tmp_path):
+    """Every figure of every view in every format, for one RNN (9 figures, 27 renders: each ~0.2 s of Chromium
+    here, whatever the format; the comparison's 14 figures are rendered by the deck tests and, in each format, the
+    figures of figure_bytes and view_zip)."""
     figures_or_skip()
-    config = tiny_config()
+    config = ExperimentConfig(seq_len=12, hidden_size=8, cell="rnn", batch_size=4)
     out = tmp_path / "new" / "dir"
     paths = export.export_all(config, str(out), formats=export.FORMATS)
     check_export_dir(out, paths, export.FORMATS, config)
@@ -379,10 +382,11 @@ def test_command_line_bad_out_dir_is_one_line(tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 1 and "out_dir" in err
 
 
+@pytest.mark.stops_renderer
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_browser_that_fails_to_start_raises_instead_of_hanging(monkeypatch, tmp_path):
-    """kaleido's sync server blocks forever once its thread died; figure_bytes watches it (runs last: it stops
-    the shared server, and the next render starts a fresh one)."""
+    """kaleido's sync server blocks forever once its thread died; figure_bytes watches it (runs after every other
+    test of the session, conftest: it stops the shared server, and the next render would start a fresh one)."""
     import kaleido
     fake = tmp_path / "chromium"
     fake.write_text("#!/bin/sh\nexit 1\n")
