@@ -31,12 +31,17 @@ run: $(VENV)/.installed
 serve:
 	$(MAKE) run HOST=0.0.0.0
 
+# The tests in TEST_JOBS worker processes (pytest-xdist; auto: one per core), each test file whole on one worker (its
+# module fixtures built once). TEST_JOBS=0: every test in this one process, one after another.
+TEST_JOBS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
+
 test: $(VENV)/.installed browser
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # The same plus the slow checks (RUN_SLOW=1: every Atlas preset end to end, minutes more).
 test-all: $(VENV)/.installed browser
-	RUN_SLOW=1 $(PY) -m pytest -q
+	RUN_SLOW=1 $(PYTEST)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py
