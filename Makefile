@@ -32,9 +32,10 @@ serve:
 	$(MAKE) run HOST=0.0.0.0
 
 # The tests in TEST_JOBS worker processes (pytest-xdist; auto: one per core), each test file whole on one worker (its
-# module fixtures built once). TEST_JOBS=0: every test in this one process, one after another.
+# module fixtures built once), the files in collection order: the longest first (tests/conftest.py). TEST_JOBS=0:
+# every test in this one process, one after another.
 TEST_JOBS ?= auto
-PYTEST := $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
+PYTEST := $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 test: $(VENV)/.installed browser
 	$(PYTEST)

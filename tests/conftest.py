@@ -22,10 +22,24 @@ import torch  # noqa: E402
 torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"]) if os.environ["OMP_NUM_THREADS"].isdigit() else 1))
 
 
+# The longest test files (seconds, one process, the whole suite on the 2-core machine, 2026-12-03), collected first:
+# make test's pytest-xdist workers take whole files in collection order (--no-loadscope-reorder), so the longest
+# start first and the workers end together. xdist's own order (most tests first) left the browser test (4 tests) and
+# the benchmark (2) to the end, side by side on the two cores: 50 s and 31 s there against 34 s and 8 s alone.
+LONGEST_FILES = {"test_e2e_browser.py": 34, "test_deck.py": 19, "test_package.py": 14, "test_export.py": 11,
+                 "test_notebook.py": 10, "test_presets.py": 10, "test_param_sensitivity.py": 10, "test_bench.py": 8,
+                 "test_figure_labels.py": 9, "test_own_cell_sweep.py": 9, "test_finite.py": 9,
+                 "test_own_cell_costs.py": 7, "test_app_training.py": 7, "test_app.py": 6, "test_limits.py": 6}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``stops_renderer`` run after all others (their order otherwise kept): they stop kaleido's shared
-    Chromium, and the test that rendered next paid ~4 s to start it again."""
-    items.sort(key=lambda item: item.get_closest_marker("stops_renderer") is not None)
+    """The longest files first (LONGEST_FILES), the others in their order; within a file the tests keep theirs,
+    but those marked ``stops_renderer`` go last (after every other test of the session in one process; on an xdist
+    worker, which takes whole files, after the rest of their file): they stop kaleido's shared Chromium, and the test that rendered next
+    paid ~4 s to start it again."""
+    def key(item):
+        return (item.get_closest_marker("stops_renderer") is not None, -LONGEST_FILES.get(item.path.name, 0))
+    items.sort(key=key)
 
 
 @pytest.fixture(autouse=True, scope="session")
