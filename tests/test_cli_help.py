@@ -8,11 +8,12 @@ import dataclasses
 import json
 import os
 import re
+import runpy
 import stat
-import subprocess
 import sys
 import typing
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -52,12 +53,15 @@ def test_help_names_the_program_typed_and_describes_every_command(capsys):
         assert re.search(rf"^    {command}\b", out, re.M), command
     out = help_text(["--help"], capsys)
     assert out.startswith("usage: python -m analysis ")
-    p = subprocess.run([sys.executable, "-m", "gdlab", "run", "--help"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0 and p.stdout.startswith("usage: python -m gdlab run "), p.stdout[:200] + p.stderr
+    with pytest.raises(SystemExit) as e:  # `python -m gdlab run --help`: gdlab/__main__.py run here, as -m runs it
+        with mock.patch.object(sys, "argv", [str(ROOT / "gdlab" / "__main__.py"), "run", "--help"]):
+            runpy.run_module("gdlab", run_name="__main__", alter_sys=True)
+    run_help = capsys.readouterr().out
+    assert e.value.code == 0 and run_help.startswith("usage: python -m gdlab run "), run_help[:200]
     from rnn_models.cells import cell_names
     assert cell_names()[:3] == ("rnn", "lstm", "gru") and len(cell_names()) >= 7  # every registered kind offered
-    assert f"[--cell {{{','.join(cell_names())}}}]" in p.stdout and "--activation {tanh,relu,sigmoid,linear}" in p.stdout
+    assert f"[--cell {{{','.join(cell_names())}}}]" in run_help
+    assert "--activation {tanh,relu,sigmoid,linear}" in run_help
 
 
 def test_every_flag_of_every_command_has_help():

@@ -96,20 +96,31 @@ def test_pip_install_gives_a_working_gdlab_run_json(installed, cli_inproc):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "seq_len" in bad.stderr
 
 
-def test_gdlab_has_the_analysis_subcommands_dashboard_and_version(installed):
+def test_gdlab_has_the_analysis_subcommands_dashboard_and_version(installed, capsys):
+    """The installed command, run twice side by side (each pays torch's import): its version and its commands. Its
+    subcommands' own flags are the checkout's code (the install holds every file of it: test_notebook), read from
+    gdlab's main() in this process."""
+    import gdlab as checkout_gdlab
     base, py = installed
     gdlab = py.parent / "gdlab"
     from analysis import __version__
     from analysis.__main__ import COMMANDS
-    # five independent runs of the installed command, started together (each pays torch's import)
-    v, h, d, e, bad = _run_all(gdlab, [["--version"], ["--help"], ["dashboard", "--help"], ["export", "--help"],
-                                       ["dashboard", "--port", "0"]], cwd=base)
+    v, h = _run_all(gdlab, [["--version"], ["--help"]], cwd=base)
     assert v.returncode == 0 and v.stdout.strip() == f"gradient-dynamics lab {__version__}"
+    assert h.returncode == 0 and h.stdout.startswith("usage: gdlab ")
     for name in list(COMMANDS) + ["dashboard"]:  # every python -m analysis subcommand appears
         assert name in h.stdout
-    assert d.returncode == 0 and "--port" in d.stdout and "streamlit" in d.stdout.lower()
-    assert "--pptx" in e.stdout and "--preset" in e.stdout
-    assert bad.returncode == 2 and "--port" in bad.stderr
+
+    def run(*argv):
+        with pytest.raises(SystemExit) as e:
+            checkout_gdlab.main(list(argv))
+        out = capsys.readouterr()
+        return e.value.code, out.out, out.err
+    code, out, _ = run("dashboard", "--help")
+    assert code == 0 and "--port" in out and "streamlit" in out.lower()
+    code, out, _ = run("export", "--help")
+    assert code == 0 and "--pptx" in out and "--preset" in out
+    assert checkout_gdlab.main(["dashboard", "--port", "0"]) == 2 and "--port" in capsys.readouterr().err
 
 
 def _free_port() -> int:
