@@ -35,8 +35,8 @@ LONGEST_FILES = {"test_e2e_browser.py": 34, "test_deck.py": 19, "test_package.py
 def pytest_collection_modifyitems(config, items):
     """The longest files first (LONGEST_FILES), the others in their order; within a file the tests keep theirs,
     but those marked ``stops_renderer`` go last (after every other test of the session in one process; on an xdist
-    worker, which takes whole files, after the rest of their file): they stop kaleido's shared Chromium, and the test that rendered next
-    paid ~4 s to start it again."""
+    worker, which takes whole files, after the rest of their file): they stop kaleido's shared Chromium, and the
+    test that rendered next paid ~4 s to start it again."""
     def key(item):
         return (item.get_closest_marker("stops_renderer") is not None, -LONGEST_FILES.get(item.path.name, 0))
     items.sort(key=key)
@@ -45,9 +45,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True, scope="session")
 def _components_scanned_once():
     """Streamlit's magic off, as the app runs everywhere (AppTest compiles the script again on every run, and the
-    magic pass over its syntax tree was ~50 ms of each). Every new AppTest's first run scans each installed distribution's metadata for Streamlit components (~0.09 s
-    here, a few hundred AppTests in the suite); nothing is installed into this interpreter during a session, so the
-    scan's result is taken once and handed back to the later runs."""
+    magic pass over its syntax tree was ~50 ms of each). Every new AppTest's first run scans each installed
+    distribution's metadata for Streamlit components (~0.09 s here, a few hundred AppTests in the suite); nothing is
+    installed into this interpreter during a session, so the scan's result is taken once and handed back to the
+    later runs."""
     from streamlit import config
     from streamlit.components.v2 import manifest_scanner
     config.set_option("runner.magicEnabled", False)  # as .streamlit/config.toml and gdlab dashboard set it
