@@ -10,41 +10,48 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-pl = pytest.importorskip("lightning.pytorch")
-
-from analysis import analyze, load_run  # noqa: E402
-from analysis.watch_lightning import watch_callback  # noqa: E402
+from analysis import analyze, load_run
+from analysis.watch_lightning import watch_callback
 
 V, T, B = 9, 8, 3
 
 
-class TinyLM(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.encoder = nn.Embedding(V, 4, dtype=torch.float64)
-        self.rnn = nn.GRU(4, 5, num_layers=2, dtype=torch.float64)
-        self.decoder = nn.Linear(5, V, dtype=torch.float64)
-        self.seen = []
-
-    def forward(self, ids):
-        return self.decoder(self.rnn(self.encoder(ids))[0])
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch[0].t(), batch[1].t()  # the loader gives (B, T): time-major for the module
-        self.seen.append((copy.deepcopy(self), x, y))
-        return F.cross_entropy(self(x).reshape(-1, V), y.reshape(-1))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.5)
+@pytest.fixture(scope="module")
+def pl():
+    """lightning.pytorch, imported by the test that uses it (~1.2 s: every worker collects this file)."""
+    return pytest.importorskip("lightning.pytorch")
 
 
-def test_lightning_callback(tmp_path):
+def tiny_lm(pl):
+    """A tiny GRU language model as a LightningModule that keeps a copy of itself and its batch at each step."""
+    class TinyLM(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Embedding(V, 4, dtype=torch.float64)
+            self.rnn = nn.GRU(4, 5, num_layers=2, dtype=torch.float64)
+            self.decoder = nn.Linear(5, V, dtype=torch.float64)
+            self.seen = []
+
+        def forward(self, ids):
+            return self.decoder(self.rnn(self.encoder(ids))[0])
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch[0].t(), batch[1].t()  # the loader gives (B, T): time-major for the module
+            self.seen.append((copy.deepcopy(self), x, y))
+            return F.cross_entropy(self(x).reshape(-1, V), y.reshape(-1))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+    return TinyLM()
+
+
+def test_lightning_callback(tmp_path, pl):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     data = torch.utils.data.TensorDataset(torch.randint(0, V, (3 * B, T), generator=g),
                                           torch.randint(0, V, (3 * B, T), generator=g))
     loader = torch.utils.data.DataLoader(data, batch_size=B, shuffle=False)
-    model = TinyLM()
+    model = tiny_lm(pl)
     trainer = pl.Trainer(max_steps=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[watch_callback(str(tmp_path / "run"), every=2)])
