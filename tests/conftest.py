@@ -14,12 +14,10 @@ import subprocess
 import zlib
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch's import: the children inherit it
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch's import, which reads it; the children inherit it
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"]) if os.environ["OMP_NUM_THREADS"].isdigit() else 1))
 
 
 # The longest test files (seconds, one process, the whole suite on the 2-core machine, 2026-12-03), collected first:
