@@ -255,6 +255,7 @@ class VJPSteps:
                                      would take to form J_c, without the (b, R, S) x (S, S) product after it
         left_t(c, Q) = J_c^T Q       Q (b, S, R), as (Q^T J_c)^T
         vjp(c, v) = v J_c            v (b, S) or (n, b, S); also the call ``steps(c, v)``
+        jvp(c, V) = (J_c V^T)^T      V (n, b, S): forward mode of the step (the sensitivity view's tangents)
 
     One step's vjp function is kept (right and left_t at the same step share its forward). Where vmap cannot run
     the step's backward, the chunk's Jacobians are formed (``OwnCell.jacobian``, its own fallbacks) and applied
@@ -301,6 +302,32 @@ class VJPSteps:
         return self.dense.vjp(c, V)
 
     __call__ = vjp
+
+    def jvp(self, c: int, V: Tensor) -> Tensor:
+        """(J_c V^T)^T for V (n, b, S): forward-mode products of the step (``torch.func.jvp``, vmapped over the n
+        rows in slices under JAC_BYTES); the chunk's formed Jacobians where vmap cannot run it. Forward AD's dual
+        levels are process-wide: the caller holds ``analysis.tangent_pass.FORWARD_AD`` (the sensitivity view)."""
+        if self.dense is None:
+            try:
+                H, k = self.cell.hidden_size, len(self.cell.state_names)
+                xc = self.xp[c]
+
+                def f(s: Tensor) -> Tensor:
+                    return torch.cat(self.cell.step(xc, tuple(s[:, i * H:(i + 1) * H] for i in range(k))), -1)
+
+                s0 = torch.cat([v[c] for v in self.st], -1)  # (b, S)
+                b = V.shape[1]
+                n = max(1, JAC_BYTES // max(1, b * self.cell.sample_bytes))  # tangent rows per vmapped call
+                one = torch.func.vmap(lambda v: torch.func.jvp(f, (s0,), (v,))[1])
+                return torch.cat([one(V[i:i + n].to(self.xp.dtype)).detach()
+                                  for i in range(0, V.shape[0], n)])  # (n, b, S)
+            except ConfigError:
+                raise
+            except Exception:  # noqa: BLE001 - vmap cannot run the step's forward mode: form the Jacobians instead
+                from rnn_models.cells.base import DenseSteps
+                self.dense = DenseSteps(self.cell.jacobian(self.xp, self.st))
+                self.cell.products_dense = True
+        return self.dense.jvp(c, V)
 
     def right(self, c: int, P: Tensor) -> Tensor:
         # P J_c: the rows of P (b, R, S) as cotangents (R, b, S)

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .tangent_pass import (CHUNK_BYTES, FORWARD_AD, Step, acts_through_input, block, chunk_size, log10_mean,
-                           log10_sq_norm, log10_sum)
+from .tangent_pass import (FORWARD_AD, WINDOW, Step, acts_through_input, block, chunk_size, log10_mean,
+                           log10_sq_norm, log10_sum, tangent_bytes, window_bytes)
 
 DEFAULT_K = 8  # Rademacher tangents per sequence (Hutchinson)
 EXACT_MAX = 256  # blocks up to this many entries are exact by a tangent basis
@@ -137,9 +137,10 @@ def layer_input(runs: list, layer: int, x: Tensor) -> Tensor:
 
 
 
-def log10_state_energy(hs: Tensor) -> Tensor:
-    """log10 mean_b ||h_t||^2 for hs (T, B, H): (T,)."""
-    return log10_mean(log10_sq_norm(hs.to(torch.float64)), (1,))
+def log10_state_energy(hs: list) -> Tensor:
+    """log10 mean_b ||h_t||^2 for hs, T tensors (B, H): (T,), in float64 a window of steps at a time."""
+    return torch.cat([log10_mean(log10_sq_norm(torch.stack(hs[i:i + WINDOW]).to(torch.float64)), (1,))
+                      for i in range(0, len(hs), WINDOW)])
 
 
 
@@ -177,13 +178,12 @@ def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> Sensitivi
         if x is None:
             raise ValueError(f"params {', '.join(names)}: one acts through the input projection, so x (the run's "
                              "input, (T, B, I)) is needed")
-        seq = x.detach().to(torch.float64)
-        inputs = list((seq.flip(0) if run.reverse else seq).unbind(0))  # processing order
+        inputs = list(x.detach().unbind(0))
+        inputs = inputs[::-1] if run.reverse else inputs  # processing order
     else:
-        inputs = [v.detach().to(torch.float64) for v in run.xp]
-    # fresh tensors, never views: forward AD gives a view's whole base a tangent (one (T, B, S) tangent per step
-    # and tangent when a state is a slice of the run's stacked states: 30x slower, measured)
-    states = [tuple(s.detach().to(torch.float64).clone() for s in st) for st in run.states]
+        inputs = [v.detach() for v in run.xp]
+    # the run's own tensors in its dtype, read only: the tangent pass takes a window at a time to float64
+    states = [tuple(s.detach() for s in st) for st in run.states]
     step = Step(cell, through)
     pdict = dict(cell.named_parameters())
     gen = torch.Generator().manual_seed(int(seed))
@@ -213,7 +213,7 @@ def _sensitivity(run, cell, names, x, k, exact_max, seed, progress) -> Sensitivi
     log_s = log10_sum(torch.stack(logs), 0)  # (T,) sum over the blocks, processing order
     # the standard error of the sum: the estimated blocks' errors in quadrature
     rel_se = torch.pow(10.0, 0.5 * log10_sum(torch.stack(sq_se), 0) - log_s) if sq_se else None
-    log_e = log10_state_energy(torch.stack([st[0] for st in states[1:]], 0))  # (T, B, H) -> (T,)
+    log_e = log10_state_energy([st[0] for st in states[1:]])  # T x (B, H) -> (T,)
     step_bad = _first_nonfinite_state(states)
     nonfinite = None
     if step_bad is not None:  # the run itself overflowed
@@ -268,6 +268,13 @@ def _tangents(mode: str, n: int, H: int, k: int) -> int:
     return {"unitwise": 1, "rows": n // max(H, 1), "basis": n}.get(mode, k)
 
 
+def _projected_width(cell: nn.Module, I: int) -> int:
+    """The width of ``cell.project``'s output for I inputs (the tangent pass's inputs per step), on the meta
+    device where the cell is there."""
+    dev = next((p.device for p in cell.parameters()), torch.device("cpu"))
+    return int(cell.project(torch.zeros(1, I, dtype=torch.float64, device=dev)).shape[-1])
+
+
 def _first_nonfinite_state(states: list) -> tuple[int, int] | None:
     """(processing step, sequence) of the first state that is not finite (the run overflowed), or None."""
     for s in range(len(states) - 1):
@@ -283,8 +290,9 @@ def sensitivity_stage(config, runs: list, x: Tensor, progress=None) -> Sensitivi
     return param_sensitivity(runs[a][0], x=layer_input(runs, a, x), seed=config.seed, progress=progress)
 
 
-STEP_OVERHEAD = 10  # one vmapped jvp step costs ~10x an engine loop step's overhead (limits.STEP_FLOPS): ~2 ms
-# measured (loaded 2-core machine, one thread; torch.func's first use in a process adds ~1.3 s more)
+STEP_OVERHEAD = 1  # a tangent pass's step costs about one engine loop step's overhead (limits.STEP_FLOPS, 0.2 ms):
+# measured 0.11-0.18 ms per step and block (RNN, LSTM, GRU, LRU, minGRU at H = 4, T = 2000, one thread; 2 ms when
+# each step was one vmapped jvp of the whole step); torch.func's first use in a process adds ~1.3 s more
 JVP_FACTOR = 6  # flops per parameter entry, tangent and step: the tangent's matmuls, the renormalisation
 
 
@@ -296,7 +304,8 @@ def sensitivity_cost(config, cell: str, input_size: int, k: int = DEFAULT_K,
 
         flops = T B sum_blocks N (JVP_FACTOR P + 2 n [Hutchinson: a tangent per sequence]) + T chunks STEP_OVERHEAD
                 STEP_FLOPS,      P = the cell's parameter entries
-        bytes = the float64 states (T B S 8), a chunk's tangents (<= 3 CHUNK_BYTES), the K B T Hutchinson logs
+        bytes = a chunk's tangents (<= 1.5 CHUNK_BYTES), one window (tangent_pass.window_bytes), the logs (B T; K B T
+                for a Hutchinson block): the run's states are read where they are, a window at a time in float64
     """
     from rnn_models.cells import cell_type
 
@@ -311,16 +320,19 @@ def sensitivity_cost(config, cell: str, input_size: int, k: int = DEFAULT_K,
             c = cell_type(cell).from_config(I, H, config.model_config(I, cell), torch.float64)
     P = sum(p.numel() for p in c.parameters())
     S = len(c.state_names) * H
+    G = _projected_width(c, I)
     pdict = dict(c.named_parameters())
-    flops, mem, chunks = 0.0, T * B * S * 8.0, 0
+    flops, mem, chunks = 0.0, 0.0, 0
     for name in default_params(c):
         n = pdict[name].numel()
         mode = _mode(c, name, pdict[name].shape, H, exact_max)
         hutch = mode == "hutchinson"
         N = _tangents(mode, n, H, k)
         flops += T * B * N * (JVP_FACTOR * P + (2 * n if hutch else 0))
-        per_tangent = B * (4 * S + (3 if hutch else 2) * n) * 8
-        chunks += math.ceil(N / chunk_size(per_tangent))
-        mem = max(mem, T * B * S * 8.0 + min(N * per_tangent, max(CHUNK_BYTES, per_tangent)) * 1.5
-                  + (k * B * T * 8 if hutch else 0))
+        per_tangent = tangent_bytes(B, S, n, hutch)
+        n_chunk = min(N, chunk_size(per_tangent))
+        chunks += math.ceil(N / n_chunk)
+        # a chunk's tangents, its window, the logs: (K, B, T) and their temporaries (Hutchinson), else (B, T)
+        logs = 6 * k * B * T * 8 if hutch else 4 * B * T * 8
+        mem = max(mem, n_chunk * per_tangent * 1.5 + window_bytes(c, n_chunk, B, S, G, T) + logs)
     return mem, flops + T * chunks * STEP_OVERHEAD * STEP_FLOPS

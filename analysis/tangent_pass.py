@@ -4,11 +4,12 @@ For a tangent v of one parameter block theta (the other parameters fixed), along
 
     u_t = (d step / d state) u_{t-1} + (d step / d theta) v,      u_{-1} = 0,      u_t = d state_t / d theta . v
 
-by ``torch.func.jvp`` of one step through ``functional_call`` (a parameter swapped in a module), vmapped over the
-tangents of a chunk (outer) and the sequences (inner). After every step u is renormalised (u <- u / max|u| per
-tangent and sequence, log10 of the scale accumulated in ``ls``; the source term is scaled by 10^-ls to match), so
-log10 ||d h_t / d theta . v||^2 is exact far outside float64's range. Primal tensors are fresh (never views):
-forward AD gives a view's whole base a tangent, which made each step 30x slower (measured).
+in two terms: the source (d step / d theta) v depends on the visited states only, so a window of steps takes it in
+one ``torch.func.jvp`` through ``functional_call`` (a parameter swapped in a module; the window's steps and
+sequences as rows, vmapped over the tangents, and over the sequences where each has its own); the state term is the
+cell's own forward-mode product ``cell.vjp_steps(xp, st).jvp(c, u)``, one per step. After every step u is
+renormalised (u <- u / max|u| per tangent and sequence, log10 of the scale accumulated in ``ls``; the source term
+is scaled by 10^-ls to match), so log10 ||d h_t / d theta . v||^2 is exact far outside float64's range.
 
 Forward AD's dual levels are process-wide (torch.autograd.forward_ad), not per thread: two threads in
 ``torch.func.jvp`` at once break each other ("no level exists"). ``FORWARD_AD`` serialises the passes of one
@@ -18,7 +19,8 @@ Shapes::
 
     T steps   B sequences   S_i state entries   N tangents of a chunk   K Hutchinson tangents per sequence
     V  (N, *shape) shared by the sequences, or (N, B, *shape) one per sequence
-    u  tuple of (N, B, S_i)      ls  (N, B)      returned log10 norms  (N, B, T)
+    u  (N, B, S), S = sum S_i    ls  (N, B)      returned log10 norms  (N, B, T), or (B, T) summed over N
+    a window's source terms (N, C, B, S), C <= WINDOW steps
 """
 from __future__ import annotations
 
@@ -72,59 +74,143 @@ def log10_mean(a: Tensor, dims: tuple[int, ...]) -> Tensor:
 
 def log10_sq_norm(u: Tensor) -> Tensor:
     """log10 ||u||^2 over the last dimension, scaled by its largest entry (no overflow or underflow): (...,)."""
-    m = u.abs().amax(-1)
+    m = u.abs().amax(-1)  # max |u| (vector_norm with ord=inf: 15x slower here)
     safe = torch.where(m > 0, m, torch.ones_like(m))
     with torch.no_grad():
-        out = 2 * torch.log10(safe) + torch.log10(((u / safe.unsqueeze(-1)) ** 2).sum(-1))
+        out = 2 * (torch.log10(safe) + torch.log10(torch.linalg.vector_norm(u / safe.unsqueeze(-1), dim=-1)))
     return torch.where(m > 0, out, torch.full_like(out, -math.inf))
 
 
 
 # ---- the tangent recurrence --------------------------------------------------------------------------------
-def tangent_pass(step: Step, name: str, p0: Tensor, V: Tensor, per_seq: bool, inputs: list, states: list,
-                  tick=None) -> tuple[Tensor, dict | None]:
-    """log10 || d h_t / d theta . v ||^2 for each tangent v of the chunk, sequence and step: (N, B, T).
+WINDOW = 64  # steps per window: their source terms in one vmapped call, their J_t from one ``vjp_steps``
 
-    V (N, *shape) shared by every sequence, or (N, B, *shape) one per sequence (``per_seq``). The tangent state
-    is renormalised every step; its log10 scale ``ls`` (N, B) multiplies the source term (d step/d theta) v.
+
+def tangent_pass(step: Step, name: str, p0: Tensor, V: Tensor, per_seq: bool, inputs: list, states: list,
+                  tick=None, summed: bool = False) -> tuple[Tensor, dict | None]:
+    """log10 || d h_t / d theta . v ||^2 for each tangent v of the chunk, sequence and step: (N, B, T); with
+    ``summed`` log10 sum_v || d h_t / d theta . v ||^2 per sequence and step: (B, T) (no (N, B, T) array).
+
+    V (N, *shape) shared by every sequence, or (N, B, *shape) one per sequence (``per_seq``). ``inputs`` and
+    ``states`` are the run's, in its dtype: a window at a time is taken to float64. The tangent state u (N, B, S)
+    is renormalised every step; its log10 scale ``ls`` (N, B) multiplies the source term.
+
+    The two terms of u_t = J_t u_{t-1} + (d step / d theta) v are taken apart. The source terms depend on the
+    visited states only, not on u: those of a window of steps come from one ``jvp`` (the window's steps and
+    sequences as one batch of rows, vmapped over the tangents). The state term is the cell's own forward-mode
+    product ``cell.vjp_steps(xp, st).jvp(c, u)`` (closed forms for the built-in kinds, tested against autograd;
+    forward mode of the step for your own). Measured (curse-of-memory preset, T = 500, one thread): 0.5 s for its
+    four passes against 3.2 s where each step was one ``vmap(vmap(jvp))`` of the whole step (~2 ms per step).
     """
     N, T = V.shape[0], len(inputs)
     B = states[0][0].shape[0]
+    k = len(states[0])
+    H0 = states[0][0].shape[-1]  # h, the first entry of the state
+    S = sum(s.shape[-1] for s in states[0])
+    source = _source(step, name, p0, per_seq, k)
+    G = (step.cell.project(inputs[0][:1].to(torch.float64)) if step.project else inputs[0]).shape[-1]
+    W = window(step.cell, N, B, S, G, T)
+    u = None  # u_{-1} = 0: the first step's is its source term alone
+    ls = torch.zeros(N, B, dtype=torch.float64)
+    out = torch.empty((B, T) if summed else (N, B, T), dtype=torch.float64)
+    bad = None
+    for t0, t1 in _chunks(T, W):
+        inp = torch.stack(inputs[t0:t1]).to(torch.float64)  # (C, B, .)
+        st = tuple(torch.stack([states[t][i] for t in range(t0, t1)]).to(torch.float64)
+                   for i in range(k))  # (C, B, S_i) each
+        src = source(V, inp, st)  # (N, C, B, S): (d step / d theta) v at each step of the window
+        steps = step.cell.vjp_steps(step.cell.project(inp) if step.project else inp, st)
+        for c in range(t1 - t0):
+            s = t0 + c
+            # u_t = J_t u_{t-1} + (d step / d theta) v 10^{-ls}    (u_t = d state_t / d theta . v, scaled by 10^{-ls};
+            # u_{-1} = 0: the initial state does not depend on theta)
+            scale = torch.pow(10.0, -ls).unsqueeze(-1)  # (N, B, 1)
+            u = src[:, c] * scale if s == 0 else torch.addcmul(steps.jvp(c, u), src[:, c], scale)
+            # renormalise: r = max |u| over the whole state, per tangent and sequence; ls += log10 r
+            r = u.abs().amax(-1)  # (N, B)
+            if bad is None and not bool(torch.isfinite(r).all()):
+                n_b = (~torch.isfinite(r)).nonzero()[0]
+                bad = {"step": s, "sequence": int(n_b[1])}
+            r = torch.where((r > 0) & torch.isfinite(r), r, torch.ones_like(r))
+            u.div_(r.unsqueeze(-1))  # u is this step's own array
+            ls = ls + torch.log10(r)
+            # log10 ||d h_t/d theta . v||^2 = log10 ||u_h||^2 + 2 ls
+            logx = log10_sq_norm(u[..., :H0]) + 2 * ls  # (N, B)
+            if summed:
+                out[:, s] = log10_sum(logx, 0)
+            else:
+                out[:, :, s] = logx
+            if tick is not None:
+                tick(N)
+    return out, bad
+
+
+def window(cell: nn.Module, N: int, B: int, S: int, G: int, T: int) -> int:
+    """Steps per window: at most WINDOW, with the source terms' jvp (``_source_floats`` per step and sequence)
+    under CHUNK_BYTES / 2, and the window's ``vjp_steps`` (``_step_floats``) under CHUNK_BYTES.
+    G: the width of the step's input (its projected x_t)."""
+    src = B * _source_floats(N, S, G) * 8
+    steps = B * _step_floats(cell, S, G) * 8
+    return max(1, min(WINDOW, T, int(CHUNK_BYTES // (2 * src)), int(CHUNK_BYTES // steps)))
+
+
+def window_bytes(cell: nn.Module, N: int, B: int, S: int, G: int, T: int) -> float:
+    """Peak bytes of one window beyond the tangents u: its source terms' jvp, its ``vjp_steps`` with their
+    temporaries (2 ``_step_floats`` per step and sequence), its inputs and states in float64, and 16 MiB of small
+    tensors and allocator slack (checked against the measured peak in tests/test_param_sensitivity.py)."""
+    C = window(cell, N, B, S, G, T)
+    return C * B * 8.0 * (_source_floats(N, S, G) + 2 * _step_floats(cell, S, G) + G + S) + 16 * 2**20
+
+
+def _source_floats(N: int, S: int, G: int) -> int:
+    """Floats per step and sequence of the source terms' jvp: the primal and N tangents of the step's
+    intermediates (~8 arrays (G + S) wide each) and the N source terms (S)."""
+    return 8 * (N + 1) * (G + S) + N * S
+
+
+def _step_floats(cell: nn.Module, S: int, G: int) -> int:
+    """Floats per step and sequence that the cell's ``vjp_steps`` keeps: its ``chunk_floats``; where it forms J_t
+    by ``vmap(jacrev)`` (layer norm; a kind, or your own step, without structured products) J_t and the S
+    cotangents of the step's intermediates (~16 G-wide each: measured 9-21 S^2 for LN cells)."""
+    dense = not getattr(cell, "structured_products", False) or bool(getattr(cell, "layer_norm", False))
+    return max(1, S * S + 16 * S * G if dense else type(cell).chunk_floats(cell.hidden_size))
+
+
+def _source(step: Step, name: str, p0: Tensor, per_seq: bool, k: int):
+    """(V, inp (C, B, .), st (C, B, S_i) each) -> (d step / d theta) v at every step and sequence: (N, C, B, S).
+
+    The step runs on rows: the window's C B (step, sequence) pairs at once where the tangents are shared, the C
+    steps of one sequence where each sequence has its own (vmapped over the sequences)."""
     key = f"cell.{name}"
 
-    def one(v, c, u, inp, s):
-        # one sequence, one tangent: (d step / d theta) (c v) + (d step / d state) u
-        def f(p, s_):
-            out = functional_call(step, {key: p}, (inp.unsqueeze(0), tuple(q.unsqueeze(0) for q in s_)))
-            return tuple(q.squeeze(0) for q in out)
-        return jvp(f, (p0, s), (v * c, u))[1]
+    def rows(v: Tensor, inp: Tensor, *st: Tensor) -> Tensor:
+        # (d step / d theta) v on R rows: inp (R, .), st (R, S_i) -> (R, S)
+        def f(p: Tensor) -> Tensor:
+            return torch.cat(functional_call(step, {key: p}, (inp, st)), -1)
+        return jvp(f, (p0,), (v,))[1]
 
-    g = vmap(vmap(one, in_dims=(0 if per_seq else None, 0, 0, 0, 0)), in_dims=(0, 0, 0, None, None))
-    u = tuple(torch.zeros(N, B, s.shape[-1], dtype=torch.float64) for s in states[0])
-    ls = torch.zeros(N, B, dtype=torch.float64)
-    out = torch.empty(N, B, T, dtype=torch.float64)
-    bad = None
-    for s in range(T):
-        # u_t = J_state u_{t-1} + J_theta v 10^{-ls}    (u_t = d state_t/d theta . v, scaled by 10^{-ls})
-        u = g(V, torch.pow(10.0, -ls), u, inputs[s], states[s])
-        # renormalise: r = max |u| over the whole state, per tangent and sequence; ls += log10 r
-        r = torch.stack([q.abs().amax(-1) for q in u]).amax(0)  # (N, B)
-        if bad is None and not bool(torch.isfinite(r).all()):
-            n_b = (~torch.isfinite(r)).nonzero()[0]
-            bad = {"step": s, "sequence": int(n_b[1])}
-        r = torch.where((r > 0) & torch.isfinite(r), r, torch.ones_like(r))
-        u = tuple(q / r.unsqueeze(-1) for q in u)
-        ls = ls + torch.log10(r)
-        # log10 ||d h_t/d theta . v||^2 = log10 ||u_h||^2 + 2 ls
-        out[:, :, s] = log10_sq_norm(u[0]) + 2 * ls
-        if tick is not None:
-            tick(N)
-    return out, bad
+    if per_seq:  # v (B, *shape) per tangent: one sequence's C steps a call, vmapped over B (dim 1 of inp, st)
+        per_b = vmap(rows, in_dims=(0, 1) + (1,) * k, out_dims=1)  # -> (C, B, S)
+        g = vmap(per_b, in_dims=(0, None) + (None,) * k)  # -> (N, C, B, S)
+        return lambda V, inp, st: g(V, inp, *st)
+    g = vmap(rows, in_dims=(0, None) + (None,) * k)  # -> (N, C B, S)
+
+    def shared(V: Tensor, inp: Tensor, st: tuple) -> Tensor:
+        C, B = inp.shape[:2]
+        out = g(V, inp.flatten(0, 1), *(q.flatten(0, 1) for q in st))  # (N, C B, S)
+        return out.view(V.shape[0], C, B, -1)  # (N, C, B, S)
+    return shared
 
 
 def _chunks(n: int, size: int):
     for i in range(0, n, size):
         yield i, min(n, i + size)
+
+
+def tangent_bytes(B: int, S: int, n: int, per_seq: bool) -> int:
+    """Bytes of one tangent of a block of n entries: u and the step's temporaries (6 S per sequence), v (n; one
+    per sequence where ``per_seq``) and its Rademacher draw (2 n more per sequence)."""
+    return B * (6 * S + (3 * n if per_seq else 0)) * 8 + (0 if per_seq else 2 * n * 8)
 
 
 def chunk_size(per_tangent_bytes: float, budget: float = CHUNK_BYTES) -> int:
@@ -149,7 +235,7 @@ def block(step: Step, name: str, p0: Tensor, mode: str, k: int, gen: torch.Gener
     n = p0.numel()
     B = states[0][0].shape[0]
     S = sum(s.shape[-1] for s in states[0])
-    per_tangent = B * (4 * S + 2 * n) * 8  # u, its temporaries, v and v*c for every sequence
+    per_tangent = tangent_bytes(B, S, n, False)
     bad = None
     if mode in ("unitwise", "basis", "rows"):
         total = None  # log10 sum_j ||J e_j||^2 per sequence: (B, T)
@@ -163,16 +249,16 @@ def block(step: Step, name: str, p0: Tensor, mode: str, k: int, gen: torch.Gener
                 V = torch.zeros(i1 - i0, n, dtype=torch.float64)
                 V[torch.arange(i1 - i0), torch.arange(i0, i1)] = 1.0
                 V = V.view((i1 - i0,) + tuple(p0.shape))
-            logx, b = tangent_pass(step, name, p0, V, False, inputs, states, tick)
+            part, b = tangent_pass(step, name, p0, V, False, inputs, states, tick, summed=True)  # (B, T)
             bad = bad or b
-            part = log10_sum(logx, 0)  # (B, T)
             total = part if total is None else log10_sum(torch.stack([total, part]), 0)
         return log10_mean(total, (0,)), None, bad
     # Hutchinson: K Rademacher tangents per sequence, V (K, B, *shape) drawn a chunk at a time
-    per_tangent = B * (4 * S + 3 * n) * 8
+    per_tangent = tangent_bytes(B, S, n, True)
     parts = []
     for i0, i1 in _chunks(k, chunk_size(per_tangent)):
-        V = torch.randint(0, 2, (i1 - i0, B) + tuple(p0.shape), generator=gen).to(torch.float64) * 2 - 1
+        V = torch.randint(0, 2, (i1 - i0, B) + tuple(p0.shape), generator=gen, dtype=torch.float64)
+        V = V.mul_(2).sub_(1)  # +-1 in place (the same draws as int64: one (N, B, *shape) array, not four)
         logx, b = tangent_pass(step, name, p0, V, True, inputs, states, tick)
         bad = bad or b
         parts.append(logx)

@@ -308,3 +308,45 @@ def test_unit_rows_blocks_fall_back_where_they_would_not_pay_and_the_cost_counts
     from analysis.param_sensitivity import STEP_OVERHEAD
     loop = 50 * 2 * STEP_OVERHEAD * STEP_FLOPS  # T steps of one chunk per block: the same in both
     assert 0.95 * 18 / 576 < (rows - loop) / (basis - loop) < 1.05 * 18 / 576
+
+
+SENSITIVITY_MEMORY_CHILD = r"""
+import torch
+torch.set_num_threads(1)
+from analysis import ExperimentConfig
+from analysis.param_sensitivity import param_sensitivity, sensitivity_cost
+from rnn_models import ModelConfig, RecurrentNetwork
+def status(key):
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) * 1024
+cases = (("rnn", 32, 8, 200, True), ("rnn", 128, 16, 100, False))  # layer norm (J_t formed), a basis + Hutchinson
+runs = []
+for kind, H, B, T, ln in cases:  # each kind's code paths once, on a tiny model, before any measurement
+    for h, b, t in ((4, 2, 5), (H, B, T)):
+        net = RecurrentNetwork(ModelConfig(cell=kind, hidden_size=h, input_size=8, seed=1, layer_norm=ln))
+        x = torch.randn(t, b, 8, generator=torch.Generator().manual_seed(0))
+        runs.append((net(x).runs[0][0], x))
+    tiny_run, tiny_x = runs.pop(-2)
+    param_sensitivity(tiny_run, x=tiny_x)
+for (kind, H, B, T, ln), (run, x) in zip(cases, runs):
+    open('/proc/self/clear_refs', 'w').write('5')  # VmHWM back to the current RSS
+    base = status('VmRSS')
+    param_sensitivity(run, x=x)
+    est = sensitivity_cost(ExperimentConfig(cell=kind, hidden_size=H, batch_size=B, seq_len=T, layer_norm=ln), kind, 8)[0]
+    print(status('VmHWM') - base, est)
+"""
+
+
+def test_the_memory_estimate_is_above_the_measured_peak():
+    """sensitivity_cost's bytes (a chunk's tangents, one window, the logs) against the peak RSS growth of the pass in
+    a fresh process (VmHWM reset before each case), for a layer-normalized RNN (J_t formed by vmap(jacrev)) and an
+    RNN with a Hutchinson block and a 128-tangent basis; and not absurdly above (measured 0.25-0.8 of it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", SENSITIVITY_MEMORY_CHILD], cwd=root, capture_output=True, text=True,
+                         timeout=300, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    for line in out.stdout.split("\n")[:2]:
+        grown, estimate = map(float, line.split())
+        assert 0 < grown <= estimate < 8 * grown + 32 * 2**20, (grown / 2**20, estimate / 2**20)
