@@ -20,15 +20,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
-# The longest test files (seconds, one process, the whole suite on the 2-core machine, 2026-12-03), collected first:
-# make test's pytest-xdist workers take whole files in collection order (--no-loadscope-reorder), so the longest
-# start first and the workers end together. xdist's own order (most tests first) left the browser test (4 tests) and
-# the benchmark (2) to the end, side by side on the two cores: 50 s and 31 s there against 34 s and 8 s alone.
-LONGEST_FILES = {"test_e2e_browser.py": 34, "test_deck.py": 19, "test_package.py": 14, "test_export_all.py": 6,
-                 "test_notebook.py": 10, "test_presets.py": 10, "test_param_sensitivity.py": 10, "test_bench.py": 8,
-                 "test_figure_labels.py": 9, "test_own_cell_sweep.py": 9, "test_finite.py": 9,
-                 "test_own_cell_costs.py": 7, "test_app_training.py": 7, "test_app.py": 6, "test_limits.py": 6,
-                 "test_export.py": 5}
+# The longest test files (seconds, one process, the whole suite on the 2-core machine, 2026-12-03 22:00), collected
+# first: make test's pytest-xdist workers take whole files in collection order (--no-loadscope-reorder), so the
+# longest start first and the workers end together. xdist's own order (most tests first) left the browser test (4
+# tests) and the benchmark (2) to the end, side by side on the two cores: 50 s and 31 s there against 34 s and 8 s
+# alone.
+LONGEST_FILES = {"test_e2e_browser.py": 29, "test_deck.py": 17, "test_package.py": 10, "test_param_sensitivity.py": 10,
+                 "test_presets.py": 9, "test_notebook.py": 9, "test_figure_labels.py": 8,
+                 "test_watch_background.py": 7, "test_own_cell_sweep.py": 7, "test_export_all.py": 7,
+                 "test_app_training.py": 6, "test_limits.py": 6, "test_sweep.py": 6, "test_own_cell_costs.py": 6,
+                 "test_app.py": 6, "test_lazy_views.py": 5, "test_finite.py": 5, "test_bench.py": 5,
+                 "test_archive.py": 5, "test_export.py": 4}
 
 
 def pytest_collection_modifyitems(config, items):
