@@ -311,6 +311,7 @@ def test_unit_rows_blocks_fall_back_where_they_would_not_pay_and_the_cost_counts
 
 
 SENSITIVITY_MEMORY_CHILD = r"""
+import ctypes
 import torch
 torch.set_num_threads(1)
 from analysis import ExperimentConfig
@@ -328,6 +329,7 @@ for kind, H, B, T, ln in cases:  # each kind's code paths once, on a tiny model,
     tiny_run, tiny_x = runs.pop(-2)
     param_sensitivity(tiny_run, x=tiny_x)
 for (kind, H, B, T, ln), (run, x) in zip(cases, runs):
+    ctypes.CDLL('libc.so.6').malloc_trim(0)  # the freed memory of the runs before back to the system
     open('/proc/self/clear_refs', 'w').write('5')  # VmHWM back to the current RSS
     base = status('VmRSS')
     param_sensitivity(run, x=x)
