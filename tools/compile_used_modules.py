@@ -52,7 +52,10 @@ def main() -> None:
         for info in pkgutil.walk_packages(mod.__path__, pkg + "."):
             if not info.name.startswith(SKIP) and not info.name.endswith("__main__"):
                 _import(info.name)
-    _tiny_run()
+    try:
+        _tiny_run()
+    except Exception as e:  # noqa: BLE001 - what it would compile is compiled when first used
+        print(f"compile_used_modules: the tiny run failed ({type(e).__name__}: {e})"[:200], file=sys.stderr)
 
 
 def quiet() -> None:
