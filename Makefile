@@ -10,8 +10,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run serve test test-all browser bench install loadtest notebook
 
-# pip byte-compiles all ~16,000 files it installs (52 s of 85 s here); --no-compile, then the ~4,000 modules this
-# project and its tests import are compiled by importing them (tools/compile_used_modules.py, ~19 s).
+# pip byte-compiles all ~16,000 files it installs (52 s of 85 s here); --no-compile, then the ~4,400 modules this
+# project and its tests import are compiled by importing them (tools/compile_used_modules.py, ~16 s).
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -270,15 +270,19 @@ class VJPSteps:
     def __len__(self) -> int:
         return self.xp.shape[0]
 
+    def _step_at(self, c: int):
+        """(f, s0): step c on the state row (b, S) -> (b, S), and the state before it."""
+        H, k = self.cell.hidden_size, len(self.cell.state_names)
+        xc = self.xp[c]
+
+        def f(s: Tensor) -> Tensor:
+            return torch.cat(self.cell.step(xc, tuple(s[:, i * H:(i + 1) * H] for i in range(k))), -1)  # (b, S)
+        return f, torch.cat([v[c] for v in self.st], -1)
+
     def _backward(self, c: int):
         if self._at != c:
-            H, k = self.cell.hidden_size, len(self.cell.state_names)
-            xc = self.xp[c]
-
-            def f(s: Tensor) -> Tensor:
-                return torch.cat(self.cell.step(xc, tuple(s[:, i * H:(i + 1) * H] for i in range(k))), -1)  # (b, S)
             with torch.enable_grad():
-                _, self._back = torch.func.vjp(f, torch.cat([v[c] for v in self.st], -1))
+                _, self._back = torch.func.vjp(*self._step_at(c))
             self._at = c
         return self._back
 
@@ -309,13 +313,7 @@ class VJPSteps:
         levels are process-wide: the caller holds ``analysis.tangent_pass.FORWARD_AD`` (the sensitivity view)."""
         if self.dense is None:
             try:
-                H, k = self.cell.hidden_size, len(self.cell.state_names)
-                xc = self.xp[c]
-
-                def f(s: Tensor) -> Tensor:
-                    return torch.cat(self.cell.step(xc, tuple(s[:, i * H:(i + 1) * H] for i in range(k))), -1)
-
-                s0 = torch.cat([v[c] for v in self.st], -1)  # (b, S)
+                f, s0 = self._step_at(c)
                 b = V.shape[1]
                 n = max(1, JAC_BYTES // max(1, b * self.cell.sample_bytes))  # tangent rows per vmapped call
                 one = torch.func.vmap(lambda v: torch.func.jvp(f, (s0,), (v,))[1])

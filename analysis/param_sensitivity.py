@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .tangent_pass import (FORWARD_AD, WINDOW, Step, acts_through_input, block, chunk_size, log10_mean,
-                           log10_sq_norm, log10_sum, tangent_bytes, window_bytes)
+                           log10_sq_norm, log10_sum, projected_width, tangent_bytes, window_bytes)
 
 DEFAULT_K = 8  # Rademacher tangents per sequence (Hutchinson)
 EXACT_MAX = 256  # blocks up to this many entries are exact by a tangent basis
@@ -268,13 +268,6 @@ def _tangents(mode: str, n: int, H: int, k: int) -> int:
     return {"unitwise": 1, "rows": n // max(H, 1), "basis": n}.get(mode, k)
 
 
-def _projected_width(cell: nn.Module, I: int) -> int:
-    """The width of ``cell.project``'s output for I inputs (the tangent pass's inputs per step), on the meta
-    device where the cell is there."""
-    dev = next((p.device for p in cell.parameters()), torch.device("cpu"))
-    return int(cell.project(torch.zeros(1, I, dtype=torch.float64, device=dev)).shape[-1])
-
-
 def _first_nonfinite_state(states: list) -> tuple[int, int] | None:
     """(processing step, sequence) of the first state that is not finite (the run overflowed), or None."""
     for s in range(len(states) - 1):
@@ -320,7 +313,7 @@ def sensitivity_cost(config, cell: str, input_size: int, k: int = DEFAULT_K,
             c = cell_type(cell).from_config(I, H, config.model_config(I, cell), torch.float64)
     P = sum(p.numel() for p in c.parameters())
     S = len(c.state_names) * H
-    G = _projected_width(c, I)
+    G = projected_width(c, I)
     pdict = dict(c.named_parameters())
     flops, mem, chunks = 0.0, 0.0, 0
     for name in default_params(c):

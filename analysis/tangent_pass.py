@@ -108,7 +108,7 @@ def tangent_pass(step: Step, name: str, p0: Tensor, V: Tensor, per_seq: bool, in
     H0 = states[0][0].shape[-1]  # h, the first entry of the state
     S = sum(s.shape[-1] for s in states[0])
     source = _source(step, name, p0, per_seq, k)
-    G = (step.cell.project(inputs[0][:1].to(torch.float64)) if step.project else inputs[0]).shape[-1]
+    G = projected_width(step.cell, inputs[0].shape[-1]) if step.project else inputs[0].shape[-1]
     W = window(step.cell, N, B, S, G, T)
     u = None  # u_{-1} = 0: the first step's is its source term alone
     ls = torch.zeros(N, B, dtype=torch.float64)
@@ -143,6 +143,13 @@ def tangent_pass(step: Step, name: str, p0: Tensor, V: Tensor, per_seq: bool, in
             if tick is not None:
                 tick(N)
     return out, bad
+
+
+def projected_width(cell: nn.Module, I: int) -> int:
+    """The width G of ``cell.project``'s output for I inputs (a step's input once projected), on the cell's device
+    (the meta device for a cost estimate)."""
+    dev = next((p.device for p in cell.parameters()), torch.device("cpu"))
+    return int(cell.project(torch.zeros(1, I, dtype=torch.float64, device=dev)).shape[-1])
 
 
 def window(cell: nn.Module, N: int, B: int, S: int, G: int, T: int) -> int:

@@ -11,6 +11,8 @@ states, interleaved repeats, as a ratio in one run.
     target        <= 0.5x (measured 0.21-0.25x for the RNN, 0.10x for the LRU on the 2-core machine)
 
 The two must agree (log10 S_t and every block, to 1e-12); times are medians, never asserted (benchmarks/README.md).
+Each line also gives the tool's own estimate of the pass (``sensitivity_cost`` at GFLOP_PER_S, what the page and the
+host limits use) against the measured time.
 """
 from __future__ import annotations
 
@@ -64,8 +66,11 @@ def per_step_pass(step, name, p0, V, per_seq, inputs, states, tick=None, summed=
 
 
 def runs():
-    """The preset's two runs (r = 0.99) with their inputs, as the comparison analyses them."""
+    """The preset's two runs (r = 0.99) with their inputs, as the comparison analyses them, and the tool's estimate
+    of each pass (seconds)."""
     from analysis.experiment import TaskModel, resolve
+    from analysis.limits import GFLOP_PER_S
+    from analysis.param_sensitivity import sensitivity_cost
     from analysis.presets import PRESETS
     out = []
     for cell in ("rnn", "lru"):
@@ -73,7 +78,8 @@ def runs():
         model = TaskModel(c, batch.spec, c.input_size)
         with torch.no_grad():
             trace, _ = model(batch.inputs)
-        out.append((cell, trace.runs[0][0], layer_input(trace.runs, 0, batch.inputs)))
+        estimate = sensitivity_cost(c, cell, c.input_size)[1] / (GFLOP_PER_S * 1e9)
+        out.append((cell, trace.runs[0][0], layer_input(trace.runs, 0, batch.inputs), estimate))
     return out
 
 
@@ -94,7 +100,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    for cell, run, x in runs():
+    for cell, run, x, estimate in runs():
         timed(run, x, None), timed(run, x, per_step_pass)  # torch.func's first use, outside the timing
         new, old = [], []
         for _ in range(a.repeats):
@@ -109,7 +115,8 @@ def main(argv=None) -> None:
         ratio = statistics.median(new) / statistics.median(old)
         print(f"{cell}: {r_new.method}; tangent pass {statistics.median(new):.3f} s, per-step route "
               f"{statistics.median(old):.3f} s: {ratio:.2f}x (target <= {TARGET}x: "
-              f"{'met' if ratio <= TARGET else 'NOT met'}); max |log10 difference| {err:.1e}")
+              f"{'met' if ratio <= TARGET else 'NOT met'}); max |log10 difference| {err:.1e}; the tool's estimate "
+              f"{estimate:.2f} s ({estimate / statistics.median(new):.1f}x the measured pass)")
 
 
 if __name__ == "__main__":
